@@ -1,0 +1,299 @@
+"""Values: run statuses, a parsed GetJobRun response, lineage statistics, the result of a wait."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from poller.errors import JobRunFailedError, PollerError
+
+__all__ = ["JobRun", "JobRunStatus", "LineageStats", "Outcome", "Problem", "WaitResult"]
+
+
+class Outcome(enum.StrEnum):
+    """How a wait ended, as the result document spells it."""
+
+    SUCCEEDED = "succeeded"
+    PARTIALLY_SUCCEEDED = "partially_succeeded"
+    FAILED = "failed"
+    WAIT_TIMEOUT = "wait_timeout"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+
+
+class JobRunStatus(enum.StrEnum):
+    """The statuses GetJobRun documents; a StrEnum, so it compares equal to the raw string."""
+
+    SCHEDULED = "SCHEDULED"
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCESS = "SUCCESS"
+    PARTIALLY_SUCCEEDED = "PARTIALLY_SUCCEEDED"
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELED = "CANCELED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the run can no longer change."""
+        return self not in (JobRunStatus.SCHEDULED, JobRunStatus.IN_PROGRESS)
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The outcome a wait ending on this status has; None while the run is not finished."""
+        return _OUTCOMES.get(self)
+
+    @classmethod
+    def parse(cls, raw: str) -> JobRunStatus | str:
+        """The member for a known status; an unknown one is kept as the raw string."""
+        try:
+            return cls(raw)
+        except ValueError:
+            return raw
+
+
+_OUTCOMES = {
+    JobRunStatus.SUCCESS: Outcome.SUCCEEDED,
+    JobRunStatus.PARTIALLY_SUCCEEDED: Outcome.PARTIALLY_SUCCEEDED,
+    JobRunStatus.FAILED: Outcome.FAILED,
+    JobRunStatus.ABORTED: Outcome.FAILED,
+    JobRunStatus.TIMED_OUT: Outcome.FAILED,
+    JobRunStatus.CANCELED: Outcome.FAILED,
+}
+
+
+class MalformedResponseError(ValueError):
+    """A GetJobRun response lacks what every response must have."""
+
+
+def _utc(value: object) -> datetime | None:
+    # botocore hands timestamps over as aware datetimes (tzlocal by default);
+    # normalise to UTC so equality and the ISO output do not depend on the host.
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class LineageStats:
+    """SQL-query statistics of a lineage run (``lineageRunDetails.sqlQueryRunDetails``)."""
+
+    total_queries_processed: int | None = None
+    num_queries_failed: int | None = None
+    query_start_time: datetime | None = None
+    query_end_time: datetime | None = None
+    error_messages: tuple[str, ...] = ()
+
+    @classmethod
+    def from_details(cls, details: object) -> LineageStats | None:
+        """Stats from a ``details`` union; None when absent or of a member we do not know."""
+        if not isinstance(details, Mapping):
+            return None
+        lineage = details.get("lineageRunDetails")
+        sql = lineage.get("sqlQueryRunDetails") if isinstance(lineage, Mapping) else None
+        if not isinstance(sql, Mapping):
+            return None
+        messages = sql.get("errorMessages")
+        return cls(
+            total_queries_processed=_int(sql.get("totalQueriesProcessed")),
+            num_queries_failed=_int(sql.get("numQueriesFailed")),
+            query_start_time=_utc(sql.get("queryStartTime")),
+            query_end_time=_utc(sql.get("queryEndTime")),
+            error_messages=tuple(str(m) for m in messages) if isinstance(messages, list) else (),
+        )
+
+    @property
+    def num_queries_succeeded(self) -> int | None:
+        """Processed minus failed, when both are known."""
+        if self.total_queries_processed is None or self.num_queries_failed is None:
+            return None
+        return max(self.total_queries_processed - self.num_queries_failed, 0)
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Failed over processed, to four places; None when nothing was processed."""
+        if not self.total_queries_processed or self.num_queries_failed is None:
+            return None
+        return round(self.num_queries_failed / self.total_queries_processed, 4)
+
+    @property
+    def query_duration_s(self) -> float | None:
+        """Seconds from the first query's start to the last one's end."""
+        return _seconds(self.query_start_time, self.query_end_time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``lineage`` member of the result document."""
+        return {
+            "total_queries_processed": self.total_queries_processed,
+            "num_queries_failed": self.num_queries_failed,
+            "num_queries_succeeded": self.num_queries_succeeded,
+            "failure_rate": self.failure_rate,
+            "query_start_time": _iso(self.query_start_time),
+            "query_end_time": _iso(self.query_end_time),
+            "query_duration_s": self.query_duration_s,
+            "error_messages": list(self.error_messages),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    """One GetJobRun response, parsed; unknown statuses and details are kept, not rejected."""
+
+    domain_id: str
+    id: str
+    status: JobRunStatus | str
+    job_id: str | None = None
+    job_type: str | None = None
+    run_mode: str | None = None
+    error_message: str | None = None
+    created_by: str | None = None
+    created_at: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    lineage: LineageStats | None = None
+
+    @classmethod
+    def from_response(cls, response: Mapping[str, Any]) -> JobRun:
+        """Parse botocore's GetJobRun output; raise MalformedResponseError if it is not one."""
+        domain_id, run_id, status = (response.get(k) for k in ("domainId", "id", "status"))
+        if not (isinstance(domain_id, str) and isinstance(run_id, str) and isinstance(status, str)):
+            # A 200 whose body is not the expected JSON parses to a dict
+            # without these; the caller treats that as a transient fault.
+            raise MalformedResponseError("GetJobRun response lacks domainId, id or status")
+        error = response.get("error")
+        message = error.get("message") if isinstance(error, Mapping) else None
+
+        def text(key: str) -> str | None:
+            value = response.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(
+            domain_id=domain_id,
+            id=run_id,
+            status=JobRunStatus.parse(status),
+            job_id=text("jobId"),
+            job_type=text("jobType"),
+            run_mode=text("runMode"),
+            error_message=message if isinstance(message, str) else None,
+            created_by=text("createdBy"),
+            created_at=_utc(response.get("createdAt")),
+            start_time=_utc(response.get("startTime")),
+            end_time=_utc(response.get("endTime")),
+            lineage=LineageStats.from_details(response.get("details")),
+        )
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The outcome this status ends a wait with; None while running or unknown."""
+        return self.status.outcome if isinstance(self.status, JobRunStatus) else None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the run has finished; an unknown status counts as still running."""
+        return self.outcome is not None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end, once both are known."""
+        return _seconds(self.start_time, self.end_time)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why a wait ended without a terminal status: the error's class name and message."""
+
+    type: str
+    message: str
+
+    @classmethod
+    def from_error(cls, error: BaseException) -> Problem:
+        """The problem an error describes."""
+        return cls(type(error).__name__, str(error))
+
+
+@dataclass(frozen=True, slots=True)
+class WaitResult:
+    """What a wait found, and what it cost; ``to_dict()`` is the result document."""
+
+    domain_id: str
+    job_run_id: str
+    outcome: Outcome
+    job_run: JobRun | None = None
+    polls: int = 0
+    throttled: int = 0
+    errors_retried: int = 0
+    waited_s: float = 0.0
+    # The error behind a wait_timeout, error or interrupted outcome; not part
+    # of equality, so two results describing the same wait compare equal.
+    error: PollerError | None = field(default=None, compare=False)
+
+    @property
+    def problem(self) -> Problem | None:
+        """The ``problem`` member of the result document."""
+        return Problem.from_error(self.error) if self.error is not None else None
+
+    def raise_for_status(self, *, allow_partial: bool = False) -> WaitResult:
+        """Return self if the run succeeded; else raise JobRunFailedError or the wait's error."""
+        if self.error is not None:
+            raise self.error
+        if self.outcome is Outcome.SUCCEEDED or (
+            allow_partial and self.outcome is Outcome.PARTIALLY_SUCCEEDED
+        ):
+            return self
+        run = self.job_run
+        status = run.status if run else None
+        reason = f": {run.error_message}" if run and run.error_message else ""
+        error = JobRunFailedError(
+            f"job run {self.job_run_id} in domain {self.domain_id} ended {status}{reason}",
+            job_run=run,
+        )
+        error.result = self
+        raise error
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result document of DESIGN.md, keys fixed, JSON-ready."""
+        run = self.job_run
+        problem = self.problem
+        return {
+            "domain_id": self.domain_id,
+            "job_run_id": self.job_run_id,
+            "job_id": run.job_id if run else None,
+            "job_type": run.job_type if run else None,
+            "run_mode": run.run_mode if run else None,
+            "status": str(run.status) if run else None,
+            "outcome": str(self.outcome),
+            "error_message": run.error_message if run else None,
+            "created_by": run.created_by if run else None,
+            "created_at": _iso(run.created_at) if run else None,
+            "start_time": _iso(run.start_time) if run else None,
+            "end_time": _iso(run.end_time) if run else None,
+            "duration_s": run.duration_s if run else None,
+            "lineage": run.lineage.to_dict() if run and run.lineage else None,
+            "polls": self.polls,
+            "throttled": self.throttled,
+            "errors_retried": self.errors_retried,
+            "waited_s": round(self.waited_s, 3),
+            "problem": {"type": problem.type, "message": problem.message} if problem else None,
+        }

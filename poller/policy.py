@@ -1,0 +1,229 @@
+"""The pure core of a wait: the policy, and what happens after each call.
+
+Nothing here does I/O, reads a clock or sleeps. The loops (blocking, async,
+Airflow trigger) feed it what a call returned and the time, and it answers
+"poll again after N seconds" or "stop, with this outcome". That keeps one
+implementation of the semantics in DESIGN.md and makes it exact to test.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from dataclasses import dataclass, replace
+
+from tenacity import RetryCallState, Retrying, wait_exponential
+
+from poller.errors import (
+    AccessDeniedError,
+    InvalidRequestError,
+    JobRunNotFoundError,
+    PollerError,
+    ServiceUnavailableError,
+    WaitTimeoutError,
+)
+from poller.model import JobRun, Outcome
+
+__all__ = ["CallFault", "FaultKind", "PollPolicy", "Step", "WaitState", "advance", "fail"]
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    """How to wait: the ``[wait]`` and ``[retry]`` settings, durations in seconds.
+
+    ``timeout=None`` waits with no deadline; ``timeout=0`` checks once.
+    """
+
+    timeout: float | None = 3600.0
+    interval: float = 2.0
+    max_interval: float = 30.0
+    multiplier: float = 1.5
+    jitter: float = 0.2
+    not_found_grace: float = 10.0
+    retry_initial: float = 1.0
+    retry_max: float = 20.0
+    max_errors: int = 10
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("interval", "max_interval", "retry_initial", "retry_max"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                problems.append(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout >= 0):
+            problems.append(f"timeout must be >= 0 seconds or None, not {self.timeout!r}")
+        if not (math.isfinite(self.not_found_grace) and self.not_found_grace >= 0):
+            problems.append(f"not_found_grace must be >= 0 seconds, not {self.not_found_grace!r}")
+        if self.max_interval < self.interval:
+            problems.append("max_interval must not be smaller than interval")
+        if self.retry_max < self.retry_initial:
+            problems.append("retry_max must not be smaller than retry_initial")
+        if not (math.isfinite(self.multiplier) and self.multiplier >= 1):
+            problems.append(f"multiplier must be >= 1, not {self.multiplier!r}")
+        if not (0 <= self.jitter <= 1):
+            problems.append(f"jitter must be between 0 and 1, not {self.jitter!r}")
+        if isinstance(self.max_errors, bool) or not isinstance(self.max_errors, int):
+            problems.append(f"max_errors must be a whole number, not {self.max_errors!r}")
+        elif self.max_errors < 1:
+            problems.append(f"max_errors must be >= 1, not {self.max_errors!r}")
+        if problems:
+            raise InvalidRequestError("invalid poll policy: " + "; ".join(problems))
+
+    def with_timeout(self, timeout: float | None) -> PollPolicy:
+        """The same policy with another deadline."""
+        return replace(self, timeout=timeout)
+
+
+class FaultKind(enum.Enum):
+    """What a failed call means for the wait."""
+
+    THROTTLE = "throttle"  # retried for as long as the deadline allows
+    TRANSIENT = "transient"  # retried up to max_errors in a row
+    NOT_FOUND = "not_found"  # retried during not_found_grace, fatal after
+    DENIED = "denied"  # fatal
+    INVALID = "invalid"  # fatal
+
+
+class CallFault(PollerError):
+    """A GetJobRun call that failed, classified by the DataZone edge; never leaves poller."""
+
+    def __init__(self, kind: FaultKind, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.error_type = error_type
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The core's answer: sleep ``delay`` then poll again, or stop with ``outcome``."""
+
+    delay: float = 0.0
+    outcome: Outcome | None = None
+    error: PollerError | None = None
+
+    @property
+    def done(self) -> bool:
+        """True when the wait is over."""
+        return self.outcome is not None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitState:
+    """Everything the core remembers between calls."""
+
+    started: float
+    deadline: float | None
+    base: float  # the un-jittered cadence delay before the next poll
+    polls: int = 0
+    throttled: int = 0
+    errors_retried: int = 0
+    consecutive_errors: int = 0  # transient faults since the last good answer
+    retry_attempt: int = 0  # failed calls since the last good answer: the backoff exponent
+    backoff_floor: float = 0.0  # the last backoff; the cadence resumes no faster than it
+    last: JobRun | None = None
+
+    @classmethod
+    def start(cls, policy: PollPolicy, now: float) -> WaitState:
+        """The state before the first call, which happens at once."""
+        deadline = None if policy.timeout is None else now + policy.timeout
+        return cls(started=now, deadline=deadline, base=policy.interval)
+
+    def time_left(self, now: float) -> float:
+        """Seconds to the deadline (never negative); infinite without one."""
+        return math.inf if self.deadline is None else max(self.deadline - now, 0.0)
+
+
+# tenacity's strategies read only the attempt number of the call state they
+# are given, so one shared, never-run Retrying is enough to evaluate them.
+_NEVER_RUN = Retrying()
+
+
+def _backoff(policy: PollPolicy, attempt: int) -> float:
+    call = RetryCallState(_NEVER_RUN, None, (), {})
+    call.attempt_number = attempt
+    return wait_exponential(multiplier=policy.retry_initial, max=policy.retry_max)(call)
+
+
+def _jittered(delay: float, jitter: float, rng: random.Random) -> float:
+    # A symmetric spread keeps the mean cadence what the policy says while
+    # desynchronising many waiters that started together.
+    return delay * (1 + jitter * (2 * rng.random() - 1)) if jitter else delay
+
+
+def advance(
+    policy: PollPolicy, state: WaitState, run: JobRun, now: float, rng: random.Random
+) -> tuple[WaitState, Step]:
+    """After a call that returned ``run`` at ``now``: stop, or poll again after how long."""
+    changed = state.last is None or run.status != state.last.status
+    seen = replace(
+        state,
+        polls=state.polls + 1,
+        consecutive_errors=0,
+        retry_attempt=0,
+        backoff_floor=0.0,
+        last=run,
+    )
+    if run.outcome is not None:
+        return seen, Step(outcome=run.outcome)
+    left = state.time_left(now)
+    if left <= 0:
+        return seen, _timeout(seen, f"the run was still {run.status}")
+    # The first answer and any status change restart the cadence at
+    # `interval`; a poll that saw nothing new lengthens it.
+    base = policy.interval if changed else min(state.base * policy.multiplier, policy.max_interval)
+    # After throttling, resume no faster than the backoff that got through.
+    base = max(base, min(state.backoff_floor, policy.max_interval))
+    delay = min(_jittered(base, policy.jitter, rng), policy.max_interval, left)
+    return replace(seen, base=base), Step(delay=delay)
+
+
+def fail(
+    policy: PollPolicy, state: WaitState, fault: CallFault, now: float, rng: random.Random
+) -> tuple[WaitState, Step]:
+    """After a call that failed with ``fault`` at ``now``: retry after how long, or stop."""
+    state = replace(state, polls=state.polls + 1)
+    if fault.kind is FaultKind.DENIED:
+        return state, _error(AccessDeniedError(fault.message, job_run=state.last))
+    if fault.kind is FaultKind.INVALID:
+        return state, _error(InvalidRequestError(fault.message, job_run=state.last))
+    if fault.kind is FaultKind.THROTTLE:
+        state = replace(state, throttled=state.throttled + 1)
+    elif fault.kind is FaultKind.TRANSIENT:
+        errors = state.consecutive_errors + 1
+        if errors >= policy.max_errors:
+            return state, _error(
+                ServiceUnavailableError(
+                    f"{errors} transient faults in a row, the last: {fault.error_type}: "
+                    f"{fault.message}",
+                    job_run=state.last,
+                ),
+            )
+        state = replace(state, consecutive_errors=errors, errors_retried=state.errors_retried + 1)
+    else:  # NOT_FOUND: a run just created may not be visible yet.
+        grace_left = state.started + policy.not_found_grace - now
+        if grace_left <= 0:
+            return state, _error(JobRunNotFoundError(fault.message, job_run=state.last))
+        state = replace(state, errors_retried=state.errors_retried + 1)
+    left = state.time_left(now)
+    if left <= 0:
+        return state, _timeout(state, f"the last call failed with {fault.error_type}")
+    attempt = state.retry_attempt + 1
+    delay = min(_jittered(_backoff(policy, attempt), policy.jitter, rng), policy.retry_max, left)
+    if fault.kind is FaultKind.NOT_FOUND:
+        # The last look happens as the grace period ends, not after it.
+        delay = min(delay, max(state.started + policy.not_found_grace - now, 0.0))
+    return replace(state, retry_attempt=attempt, backoff_floor=delay), Step(delay=delay)
+
+
+def _error(error: PollerError) -> Step:
+    return Step(outcome=Outcome.ERROR, error=error)
+
+
+def _timeout(state: WaitState, why: str) -> Step:
+    seen = state.last.status if state.last else "never seen"
+    error = WaitTimeoutError(
+        f"the wait's deadline passed before the run finished ({why}; last status: {seen})",
+        job_run=state.last,
+    )
+    return Step(outcome=Outcome.WAIT_TIMEOUT, error=error)

@@ -1,0 +1,124 @@
+"""One wait in progress: feeds the pure core, logs, calls back, builds the result.
+
+The blocking loop, the async loop and the Airflow trigger differ only in how
+they call GetJobRun and how they sleep; everything they have in common lives
+here so it is written once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from poller import log
+from poller.errors import PollerError, WaitCancelledError
+from poller.model import JobRun, Outcome, WaitResult
+from poller.policy import CallFault, FaultKind, PollPolicy, Step, WaitState, advance, fail
+
+__all__ = ["HEARTBEAT_EVERY", "Clock", "OnChange", "WaitSession"]
+
+Clock = Callable[[], float]
+OnChange = Callable[[JobRun], object]
+
+# Non-interactive logs need a sign of life now and then, not one per poll.
+HEARTBEAT_EVERY = 60.0
+
+
+class WaitSession:
+    """The state of one wait between calls; not thread-safe, one per wait."""
+
+    def __init__(
+        self,
+        domain_id: str,
+        job_run_id: str,
+        policy: PollPolicy,
+        *,
+        clock: Clock,
+        rng: random.Random | None = None,
+        on_change: OnChange | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.domain_id = domain_id
+        self.job_run_id = job_run_id
+        self.policy = policy
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._on_change = on_change
+        self._log = logger if logger is not None else log.get_logger()
+        self._log = self._log.bind(domain_id=domain_id, job_run_id=job_run_id)
+        self.state = WaitState.start(policy, clock())
+        self._last_news = self.state.started
+        self._log.info(log.WAIT_STARTED, timeout_s=policy.timeout)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the wait started."""
+        return round(self._clock() - self.state.started, 3)
+
+    def seen(self, run: JobRun) -> Step:
+        """A call returned ``run``: what next."""
+        before = self.state.last
+        now = self._clock()
+        self.state, step = advance(self.policy, self.state, run, now, self._rng)
+        if before is None or before.status != run.status:
+            self._last_news = now
+            self._log.info(
+                log.STATUS_CHANGED,
+                **{"from": before.status if before else None, "to": run.status},
+                elapsed_s=self.elapsed,
+            )
+            if self._on_change is not None:
+                self._on_change(run)
+        elif now - self._last_news >= HEARTBEAT_EVERY:
+            self._last_news = now
+            self._log.info(
+                log.HEARTBEAT, status=run.status, elapsed_s=self.elapsed, polls=self.state.polls
+            )
+        return step
+
+    def failed(self, fault: CallFault) -> Step:
+        """A call failed with ``fault``: retry after how long, or stop."""
+        self.state, step = fail(self.policy, self.state, fault, self._clock(), self._rng)
+        if not step.done:
+            event = log.THROTTLED if fault.kind is FaultKind.THROTTLE else log.RETRYING
+            self._log.info(
+                event,
+                error_type=fault.error_type,
+                attempt=self.state.retry_attempt,
+                sleep_s=round(step.delay, 3),
+            )
+        return step
+
+    def interrupted(self) -> Step:
+        """The caller stopped the wait."""
+        error = WaitCancelledError(
+            "the wait was cancelled; the job run itself was not touched", job_run=self.state.last
+        )
+        return Step(outcome=Outcome.INTERRUPTED, error=error)
+
+    def result(self, step: Step) -> WaitResult:
+        """The result of a wait that ended with ``step``; logged as ``finished``."""
+        assert step.outcome is not None, "result() of a step that is not done"
+        result = WaitResult(
+            domain_id=self.domain_id,
+            job_run_id=self.job_run_id,
+            outcome=step.outcome,
+            job_run=self.state.last,
+            polls=self.state.polls,
+            throttled=self.state.throttled,
+            errors_retried=self.state.errors_retried,
+            waited_s=self.elapsed,
+            error=step.error,
+        )
+        if step.error is not None:
+            step.error.result = result
+        self._log.info(log.FINISHED, **result.to_dict())
+        return result
+
+
+def raise_if_error(result: WaitResult) -> WaitResult:
+    """The result, unless the wait could not tell how the run ended: then its error."""
+    if isinstance(result.error, PollerError):
+        raise result.error
+    return result
