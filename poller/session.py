@@ -16,10 +16,13 @@ from poller.errors import PollerError, WaitCancelledError
 from poller.model import JobRun, Outcome, WaitResult
 from poller.policy import CallFault, FaultKind, PollPolicy, Step, WaitState, advance, fail
 
-__all__ = ["HEARTBEAT_EVERY", "Clock", "OnChange", "WaitSession"]
+__all__ = ["HEARTBEAT_EVERY", "Clock", "OnChange", "OnStep", "WaitSession", "raise_if_error"]
 
 Clock = Callable[[], float]
 OnChange = Callable[[JobRun], object]
+# Called after every call with the core's new state and its answer: what a
+# progress display needs ("next check in N s") without a log line per poll.
+OnStep = Callable[[WaitState, Step], object]
 
 # Non-interactive logs need a sign of life now and then, not one per poll.
 HEARTBEAT_EVERY = 60.0
@@ -37,6 +40,7 @@ class WaitSession:
         clock: Clock,
         rng: random.Random | None = None,
         on_change: OnChange | None = None,
+        on_step: OnStep | None = None,
         logger: Any = None,
     ) -> None:
         self.domain_id = domain_id
@@ -45,6 +49,7 @@ class WaitSession:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._on_change = on_change
+        self._on_step = on_step
         self._log = logger if logger is not None else log.get_logger()
         self._log = self._log.bind(domain_id=domain_id, job_run_id=job_run_id)
         self.state = WaitState.start(policy, clock())
@@ -75,6 +80,11 @@ class WaitSession:
             self._log.info(
                 log.HEARTBEAT, status=run.status, elapsed_s=self.elapsed, polls=self.state.polls
             )
+        return self._stepped(step)
+
+    def _stepped(self, step: Step) -> Step:
+        if self._on_step is not None:
+            self._on_step(self.state, step)
         return step
 
     def failed(self, fault: CallFault) -> Step:
@@ -88,7 +98,7 @@ class WaitSession:
                 attempt=self.state.retry_attempt,
                 sleep_s=round(step.delay, 3),
             )
-        return step
+        return self._stepped(step)
 
     def interrupted(self) -> Step:
         """The caller stopped the wait."""

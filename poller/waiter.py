@@ -12,7 +12,7 @@ from typing import Any
 from poller.datazone import JobRunClient, build_client, fetch_job_run, validate_ids
 from poller.model import JobRun, WaitResult
 from poller.policy import CallFault, PollPolicy, Step
-from poller.session import Clock, OnChange, WaitSession, raise_if_error
+from poller.session import Clock, OnChange, OnStep, WaitSession, raise_if_error
 
 __all__ = ["UNSET", "get_job_run", "wait_for_job_run", "wait_result"]
 
@@ -100,6 +100,7 @@ def wait_result(
     profile_name: str | None = None,
     endpoint_url: str | None = None,
     on_change: OnChange | None = None,
+    on_step: OnStep | None = None,
     cancel: threading.Event | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = time.sleep,
@@ -116,7 +117,14 @@ def wait_result(
     policy = resolve_policy(policy, timeout)
     client = resolve_client(client, region_name, profile_name, endpoint_url)
     session = WaitSession(
-        domain_id, job_run_id, policy, clock=clock, rng=rng, on_change=on_change, logger=logger
+        domain_id,
+        job_run_id,
+        policy,
+        clock=clock,
+        rng=rng,
+        on_change=on_change,
+        on_step=on_step,
+        logger=logger,
     )
     step = drive(
         session,
