@@ -14,20 +14,22 @@ from poller.model import JobRun, WaitResult
 from poller.policy import CallFault, PollPolicy, Step
 from poller.session import Clock, OnChange, OnStep, WaitSession, raise_if_error
 
-__all__ = ["UNSET", "get_job_run", "wait_for_job_run", "wait_result"]
+__all__ = ["UNSET", "Unset", "get_job_run", "wait_for_job_run", "wait_result"]
 
 Sleep = Callable[[float], object]
 
 
-class _Unset(enum.Enum):
+class Unset(enum.Enum):
+    """The type of UNSET: an argument that was not given."""
+
     UNSET = enum.auto()
 
 
 # `timeout=None` already means "no deadline", so "not given" needs its own value.
-UNSET = _Unset.UNSET
+UNSET = Unset.UNSET
 
 
-def resolve_policy(policy: PollPolicy | None, timeout: float | _Unset | None) -> PollPolicy:
+def resolve_policy(policy: PollPolicy | None, timeout: float | Unset | None) -> PollPolicy:
     """The policy to use: the given one (or the defaults), with ``timeout`` if one was passed."""
     policy = policy if policy is not None else PollPolicy()
     return policy if timeout is UNSET else policy.with_timeout(timeout)
@@ -93,7 +95,7 @@ def wait_result(
     domain_id: str,
     job_run_id: str,
     *,
-    timeout: float | _Unset | None = UNSET,
+    timeout: float | Unset | None = UNSET,
     policy: PollPolicy | None = None,
     client: JobRunClient | None = None,
     region_name: str | None = None,
@@ -139,7 +141,7 @@ def wait_for_job_run(
     domain_id: str,
     job_run_id: str,
     *,
-    timeout: float | _Unset | None = UNSET,
+    timeout: float | Unset | None = UNSET,
     policy: PollPolicy | None = None,
     client: JobRunClient | None = None,
     region_name: str | None = None,
