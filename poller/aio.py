@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
@@ -82,8 +81,8 @@ async def async_wait_result(
     endpoint_url: str | None = None,
     on_change: OnChange | None = None,
     on_step: OnStep | None = None,
-    clock: Clock = time.monotonic,
-    sleep: AsyncSleep = asyncio.sleep,
+    clock: Clock | None = None,
+    sleep: AsyncSleep | None = None,
     rng: random.Random | None = None,
     executor: Executor | None = None,
     logger: Any = None,
@@ -111,7 +110,9 @@ async def async_wait_result(
         logger=logger,
     )
     try:
-        step = await async_drive(session, lambda: loop.run_in_executor(pool, call), sleep)
+        step = await async_drive(
+            session, lambda: loop.run_in_executor(pool, call), sleep or asyncio.sleep
+        )
     except asyncio.CancelledError:
         session.result(session.interrupted())
         raise
@@ -129,8 +130,8 @@ async def async_wait_for_job_run(
     profile_name: str | None = None,
     endpoint_url: str | None = None,
     on_change: OnChange | None = None,
-    clock: Clock = time.monotonic,
-    sleep: AsyncSleep = asyncio.sleep,
+    clock: Clock | None = None,
+    sleep: AsyncSleep | None = None,
     rng: random.Random | None = None,
     executor: Executor | None = None,
 ) -> WaitResult:

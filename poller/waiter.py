@@ -49,8 +49,12 @@ def resolve_client(
     )
 
 
-def _interruptible(sleep: Sleep, cancel: threading.Event | None) -> Callable[[float], bool]:
+def _interruptible(sleep: Sleep | None, cancel: threading.Event | None) -> Callable[[float], bool]:
     """A sleep that returns True as soon as ``cancel`` is set."""
+    if sleep is None and cancel is not None:
+        return cancel.wait
+    # Looked up at call time, not bound as a default, so freezegun can patch it.
+    sleep = sleep if sleep is not None else time.sleep
     if cancel is None:
 
         def plain(seconds: float) -> bool:
@@ -58,8 +62,6 @@ def _interruptible(sleep: Sleep, cancel: threading.Event | None) -> Callable[[fl
             return False
 
         return plain
-    if sleep is time.sleep:
-        return cancel.wait
     # An injected sleep (a test's) keeps control of time; look at the event after it.
     return lambda seconds: bool(sleep(seconds)) or cancel.is_set()
 
@@ -104,8 +106,8 @@ def wait_result(
     on_change: OnChange | None = None,
     on_step: OnStep | None = None,
     cancel: threading.Event | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
     rng: random.Random | None = None,
     logger: Any = None,
 ) -> WaitResult:
@@ -149,8 +151,8 @@ def wait_for_job_run(
     endpoint_url: str | None = None,
     on_change: OnChange | None = None,
     cancel: threading.Event | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
     rng: random.Random | None = None,
 ) -> WaitResult:
     """Wait until the run reaches a terminal status and return what was found.
@@ -190,8 +192,8 @@ def get_job_run(
     region_name: str | None = None,
     profile_name: str | None = None,
     endpoint_url: str | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
 ) -> JobRun:
     """Read the run's current state once, whatever it is.
 
