@@ -1,0 +1,214 @@
+"""Poke once: the framework-neutral base of a sensor.
+
+A scheduler that re-runs a check on its own clock (Airflow's reschedule mode,
+Dagster sensors, Prefect) needs one question answered, with no memory between
+calls: is the run done with this result, not done yet, or failed for this
+reason? `JobRunPoker.poke` answers it with one look at the run, absorbing
+throttles and transient faults with the core's backoff inside a budget, so a
+poke never outlives its interval. It drives the same core as every other wait
+(`waiter.drive` over a `WaitSession`); `judge` turns a result document into the
+answer, so a document that came back from elsewhere (an Airflow trigger's
+event) is judged by the same rules.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from poller.datazone import JobRunClient, fetch_job_run, validate_ids
+from poller.errors import InvalidRequestError
+from poller.model import JobRun, Outcome, WaitResult
+from poller.policy import PollPolicy
+from poller.session import Clock, WaitSession
+from poller.waiter import drive, resolve_client
+
+__all__ = ["JobRunPoker", "PokeState", "Verdict", "describe_lineage", "judge"]
+
+# The outcomes after which the run will not be looked at again.
+_FINAL = frozenset({Outcome.SUCCEEDED, Outcome.PARTIALLY_SUCCEEDED, Outcome.FAILED, Outcome.ERROR})
+# Transient faults that did not clear may clear on a later attempt; every
+# other error (denied, invalid, not found) will not, whoever retries.
+_RETRYABLE_PROBLEMS = frozenset({"ServiceUnavailableError"})
+
+
+class PokeState(enum.StrEnum):
+    """The three answers to a poke."""
+
+    DONE = "done"  # the run succeeded (or partially, when that is allowed)
+    WAITING = "waiting"  # not finished yet, or its status could not be read in time
+    FAILED = "failed"  # the run failed, or it cannot be waited on
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer to a poke.
+
+    ``document`` is the result document (``WaitResult.to_dict()``) once the
+    run is done or failed, None while a poke found it still running;
+    ``status`` is the last status seen, if any. ``reason`` says, for a person,
+    why the run failed or why a poke could not tell; ``retryable`` marks a
+    failure that a later attempt may not repeat (transient faults that did
+    not clear), so a scheduler may spend a retry on it.
+    """
+
+    state: PokeState
+    document: dict[str, Any] | None = None
+    status: str | None = None
+    reason: str | None = None
+    retryable: bool = False
+
+    @property
+    def done(self) -> bool:
+        """True when the run succeeded and ``document`` is the result to hand on."""
+        return self.state is PokeState.DONE
+
+    @property
+    def failed(self) -> bool:
+        """True when waiting longer cannot help."""
+        return self.state is PokeState.FAILED
+
+
+def describe_lineage(lineage: Mapping[str, Any] | None) -> str | None:
+    """The lineage statistics of a result document as one sentence; None without any."""
+    if not lineage or lineage.get("total_queries_processed") is None:
+        return None
+    total = lineage["total_queries_processed"]
+    failed = lineage.get("num_queries_failed")
+    text = f"{total} SQL queries processed"
+    if failed is not None:
+        text += f", {failed} failed"
+        rate = lineage.get("failure_rate")
+        if rate is not None:
+            text += f" ({rate:.2%})"
+    messages = lineage.get("error_messages") or []
+    if messages:
+        more = f" (+{len(messages) - 1} more)" if len(messages) > 1 else ""
+        text += f"; first error: {messages[0]}{more}"
+    return text
+
+
+def _failure_reason(doc: Mapping[str, Any], allow_partial: bool) -> str:
+    text = f"job run {doc['job_run_id']} in domain {doc['domain_id']} ended {doc['status']}"
+    if doc.get("error_message"):
+        text += f": {doc['error_message']}"
+    if doc["outcome"] == Outcome.PARTIALLY_SUCCEEDED and not allow_partial:
+        text += " (allow_partial is off)"
+    lineage = describe_lineage(doc.get("lineage"))
+    return f"{text}; lineage: {lineage}" if lineage else text
+
+
+def judge(document: Mapping[str, Any], *, allow_partial: bool = False) -> Verdict:
+    """The verdict a result document carries; the one rule every sensor path applies.
+
+    A ``wait_timeout`` or ``interrupted`` document means the run was not seen
+    to finish: the answer is WAITING, and whoever owns the overall deadline
+    decides whether that deadline has passed.
+    """
+    doc = dict(document)
+    outcome = Outcome(doc["outcome"])
+    status = doc.get("status")
+    problem = doc.get("problem") or {}
+    if outcome is Outcome.SUCCEEDED or (outcome is Outcome.PARTIALLY_SUCCEEDED and allow_partial):
+        return Verdict(PokeState.DONE, doc, status)
+    if outcome in (Outcome.FAILED, Outcome.PARTIALLY_SUCCEEDED):
+        return Verdict(PokeState.FAILED, doc, status, _failure_reason(doc, allow_partial))
+    message = f"{problem.get('type', 'error')}: {problem.get('message', '')}".rstrip(": ")
+    if outcome is Outcome.ERROR:
+        retryable = problem.get("type") in _RETRYABLE_PROBLEMS
+        return Verdict(PokeState.FAILED, doc, status, message, retryable=retryable)
+    return Verdict(PokeState.WAITING, doc, status, message)
+
+
+class JobRunPoker:
+    """Answers "is the run done?" with one bounded look; holds no state between pokes.
+
+    ``budget`` (seconds) bounds each poke: throttles and transient faults are
+    retried with the policy's backoff only while it lasts, and a poke whose
+    budget ran out before any answer came back says WAITING, so the next poke
+    tries again. Pass the scheduler's poke interval. The client is built once
+    (or taken as given) and reused by every poke.
+    """
+
+    def __init__(
+        self,
+        domain_id: str,
+        job_run_id: str,
+        *,
+        budget: float = 60.0,
+        allow_partial: bool = False,
+        policy: PollPolicy | None = None,
+        client: JobRunClient | None = None,
+        region_name: str | None = None,
+        profile_name: str | None = None,
+        endpoint_url: str | None = None,
+        clock: Clock | None = None,
+        sleep: Callable[[float], object] | None = None,
+        rng: random.Random | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.domain_id = domain_id
+        self.job_run_id = job_run_id
+        self.allow_partial = allow_partial
+        self.policy = (policy if policy is not None else PollPolicy()).with_timeout(max(budget, 0))
+        self._client = client
+        self._client_args = (region_name, profile_name, endpoint_url)
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self._logger = logger
+
+    @property
+    def client(self) -> JobRunClient:
+        """The client every poke uses, built on first use."""
+        if self._client is None:
+            self._client = resolve_client(None, *self._client_args)
+        return self._client
+
+    def poke(self) -> Verdict:
+        """Look at the run once (retrying throttles within the budget) and say what it means."""
+        try:
+            validate_ids(self.domain_id, self.job_run_id)
+        except InvalidRequestError as error:
+            return judge(self._unwaitable(error).to_dict(), allow_partial=self.allow_partial)
+        client = self.client
+        session = WaitSession(
+            self.domain_id,
+            self.job_run_id,
+            self.policy,
+            clock=self._clock,
+            rng=self._rng,
+            logger=self._logger,
+        )
+        # Resolved per poke, not bound at import, so freezegun can patch it.
+        sleep = self._sleep if self._sleep is not None else time.sleep
+
+        def pause(seconds: float) -> bool:
+            sleep(seconds)
+            return False
+
+        step = drive(
+            session,
+            lambda: fetch_job_run(client, self.domain_id, self.job_run_id),
+            pause,
+            first_answer=True,
+        )
+        if step.outcome in _FINAL:
+            return judge(session.result(step).to_dict(), allow_partial=self.allow_partial)
+        # Still running, or the budget ran out on throttles or faults: not an
+        # end, only "ask again later"; the result document waits for the end.
+        last: JobRun | None = session.state.last
+        reason = str(step.error) if step.error is not None else None
+        return Verdict(PokeState.WAITING, status=str(last.status) if last else None, reason=reason)
+
+    def _unwaitable(self, error: InvalidRequestError) -> WaitResult:
+        return WaitResult(
+            domain_id=str(self.domain_id),
+            job_run_id=str(self.job_run_id),
+            outcome=Outcome.ERROR,
+            error=error,
+        )
