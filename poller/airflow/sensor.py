@@ -1,0 +1,222 @@
+"""DataZoneJobRunSensor: wait for a DataZone job run in poke, reschedule or deferrable mode."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+)
+
+from poller.airflow._client import job_run_client
+from poller.airflow.trigger import EVENT_STATUSES, DataZoneJobRunTrigger, policy_kwargs
+from poller.errors import ServiceUnavailableError
+from poller.model import Outcome, WaitResult
+from poller.policy import PollPolicy
+from poller.sensor import JobRunPoker, PokeState, Verdict, judge
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["DataZoneJobRunSensor"]
+
+# The keys of the result document, to check an event against.
+_DOCUMENT_KEYS = frozenset(WaitResult("dzd_x", "x", Outcome.ERROR).to_dict())
+# The shortest cadence a deferred wait is given, whatever poke_interval says.
+_MIN_INTERVAL = 0.01
+
+
+class DataZoneJobRunSensor(BaseSensorOperator):
+    """Wait for an Amazon DataZone job run to finish; its XCom is poller's result document.
+
+    :param domain_id: the domain, ``dzd_...`` (templated).
+    :param job_run_id: the job run (templated).
+    :param aws_conn_id: an Airflow AWS connection, used when
+        apache-airflow-providers-amazon is installed; None, or no provider,
+        uses boto3's default credential chain (which honours
+        ``AWS_ENDPOINT_URL_DATAZONE``).
+    :param region_name: AWS region; overrides the connection's.
+    :param allow_partial: treat PARTIALLY_SUCCEEDED as success.
+    :param deferrable: poke once, then wait in the triggerer; defaults to
+        ``[operators] default_deferrable``.
+    :param policy: poller's retry and cadence settings; ``timeout`` in it is
+        ignored (the sensor's ``timeout`` is the deadline in every mode).
+
+    ``poke_interval``, ``timeout``, ``mode`` and ``soft_fail`` are Airflow's.
+    ``poke_interval`` is also the longest a poke spends retrying throttles and
+    transient faults, and the longest a deferred wait goes without looking.
+    A run that ends FAILED, ABORTED, TIMED_OUT or CANCELED (or
+    PARTIALLY_SUCCEEDED without ``allow_partial``) fails the task with no
+    retry, naming the run's error and its lineage statistics; transient faults
+    that do not clear fail it with retries allowed; ``soft_fail`` skips the
+    task in the same situations whatever the mode: a failed run, an error no
+    retry can fix, and the timeout.
+    """
+
+    template_fields: Sequence[str] = ("domain_id", "job_run_id")
+    ui_color = "#e6f1f2"
+
+    def __init__(
+        self,
+        *,
+        domain_id: str,
+        job_run_id: str,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        allow_partial: bool = False,
+        deferrable: bool | None = None,
+        policy: PollPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.domain_id = domain_id
+        self.job_run_id = job_run_id
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.allow_partial = allow_partial
+        # Read when the sensor is built, not when this module is imported, so
+        # the setting in force for the DAG is the one used.
+        self.deferrable = (
+            conf.getboolean("operators", "default_deferrable", fallback=False)
+            if deferrable is None
+            else deferrable
+        )
+        self.policy = policy if policy is not None else PollPolicy()
+        self._poker: JobRunPoker | None = None
+
+    # -- poke and reschedule mode -------------------------------------------
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """Look at the run once; done with the result document, not yet, or raise why not."""
+        return self._conclude(self._get_poker().poke())
+
+    def _get_poker(self) -> JobRunPoker:
+        # Holds only the client between pokes: the verdict is built afresh each time.
+        if self._poker is None:
+            self._poker = JobRunPoker(
+                self.domain_id,
+                self.job_run_id,
+                budget=min(self.poke_interval, self.timeout),
+                allow_partial=self.allow_partial,
+                policy=self.policy,
+                client=job_run_client(self.aws_conn_id, self.region_name),
+                region_name=self.region_name,
+            )
+        return self._poker
+
+    def _conclude(self, verdict: Verdict) -> PokeReturnValue:
+        if verdict.state is PokeState.DONE:
+            self.log.info("DataZone job run %s ended %s", self.job_run_id, verdict.status)
+            return PokeReturnValue(is_done=True, xcom_value=verdict.document)
+        if verdict.state is PokeState.FAILED:
+            if verdict.retryable:
+                # Not an Airflow exception: the task's retries may get through.
+                raise ServiceUnavailableError(verdict.reason or "DataZone did not answer")
+            raise AirflowFailException(verdict.reason)
+        self.log.info(
+            "DataZone job run %s is %s%s",
+            self.job_run_id,
+            verdict.status or "not seen yet",
+            f" ({verdict.reason})" if verdict.reason else "",
+        )
+        return PokeReturnValue(is_done=False)
+
+    # -- deferrable mode ------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        """Poke or reschedule as Airflow does; deferrable: poke once, then defer to the trigger."""
+        if not self.deferrable:
+            return super().execute(context)
+        started = time.time()
+        try:
+            first = self.poke(context)
+        except Exception as error:
+            self._end(error)
+        if not first.is_done:
+            self._defer(started)
+        return first.xcom_value
+
+    def _defer(self, started: float) -> NoReturn:
+        elapsed = time.time() - started
+        if elapsed > self.timeout:
+            self._end(AirflowSensorTimeout(self._timeout_message(elapsed, None)))
+        self.defer(
+            trigger=DataZoneJobRunTrigger(
+                self.domain_id,
+                self.job_run_id,
+                aws_conn_id=self.aws_conn_id,
+                region_name=self.region_name,
+                allow_partial=self.allow_partial,
+                deadline=started + self.timeout,
+                policy=policy_kwargs(self._deferred_policy()),
+            ),
+            method_name="execute_complete",
+            # Airflow's own deadline is a backstop for a triggerer that is
+            # down: the trigger's ends first and reports the last status.
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def _deferred_policy(self) -> PollPolicy:
+        cap = max(self.poke_interval, _MIN_INTERVAL)
+        interval = min(self.policy.interval, cap)
+        return replace(self.policy, interval=interval, max_interval=max(interval, cap))
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
+        """Check the trigger's event; return the result document, as poke mode does, or raise."""
+        document = self._validated(event)
+        verdict = judge(document, allow_partial=self.allow_partial)
+        try:
+            if verdict.state is PokeState.WAITING:
+                raise AirflowSensorTimeout(
+                    self._timeout_message(document.get("waited_s"), verdict.reason)
+                )
+            return self._conclude(verdict).xcom_value
+        except Exception as error:
+            self._end(error)
+
+    def _validated(self, event: Mapping[str, Any] | None) -> dict[str, Any]:
+        problem = None
+        document = event.get("result") if isinstance(event, Mapping) else None
+        if not isinstance(event, Mapping) or not isinstance(document, Mapping):
+            problem = "it is not a mapping with a result document"
+        elif event.get("status") not in EVENT_STATUSES:
+            problem = f"unknown status {event.get('status')!r}"
+        elif set(document) != _DOCUMENT_KEYS:
+            problem = f"the result document has keys {sorted(document)}"
+        elif (document["domain_id"], document["job_run_id"]) != (self.domain_id, self.job_run_id):
+            problem = f"it is about {document['domain_id']}/{document['job_run_id']}"
+        elif document["outcome"] not in set(Outcome):
+            problem = f"unknown outcome {document['outcome']!r}"
+        if problem is not None:
+            raise AirflowException(f"invalid event from DataZoneJobRunTrigger: {problem}")
+        assert isinstance(document, Mapping)
+        return dict(document)
+
+    def _timeout_message(self, waited: object, reason: str | None) -> str:
+        text = (
+            f"Sensor has timed out: DataZone job run {self.job_run_id} did not finish "
+            f"within the timeout of {self.timeout} s"
+        )
+        if isinstance(waited, int | float):
+            text += f" (waited {waited:.1f} s)"
+        return f"{text}: {reason}" if reason else text
+
+    def _end(self, error: BaseException) -> NoReturn:
+        # Poke mode's rules (BaseSensorOperator.execute), applied where the
+        # deferrable path leaves Airflow's loop, so soft_fail skips the same
+        # situations in every mode.
+        if isinstance(error, AirflowSkipException):
+            raise error
+        if self.soft_fail and isinstance(error, AirflowFailException | AirflowSensorTimeout):
+            raise AirflowSkipException(f"Skipping due to soft_fail: {error}") from error
+        if getattr(self, "never_fail", False) and isinstance(error, Exception):
+            raise AirflowSkipException(f"Skipping due to never_fail: {error}") from error
+        raise error

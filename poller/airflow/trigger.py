@@ -1,0 +1,147 @@
+"""DataZoneJobRunTrigger: the deferred half of the sensor, polling with poller's async core."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from poller.aio import async_wait_result, shared_executor
+from poller.airflow._client import job_run_client
+from poller.errors import PollerError
+from poller.model import JobRun, Outcome, WaitResult
+from poller.policy import PollPolicy
+from poller.sensor import PokeState, judge
+
+__all__ = ["EVENT_STATUSES", "DataZoneJobRunTrigger", "event_payload", "policy_kwargs"]
+
+# success: the run succeeded; failure: it ended without succeeding; error:
+# the trigger could not tell how it ended (deadline, denied, not found, ...).
+EVENT_STATUSES = ("success", "failure", "error")
+
+
+def policy_kwargs(policy: PollPolicy) -> dict[str, Any]:
+    """A policy as the primitives a trigger can be serialized with; the deadline travels apart."""
+    fields = asdict(policy)
+    del fields["timeout"]
+    return fields
+
+
+def event_payload(document: Mapping[str, Any], *, allow_partial: bool) -> dict[str, Any]:
+    """The one event a trigger fires: verdict, last status, a message and the result document."""
+    verdict = judge(document, allow_partial=allow_partial)
+    if verdict.state is PokeState.DONE:
+        status = "success"
+        message = (
+            f"job run {document['job_run_id']} in domain {document['domain_id']} "
+            f"ended {document['status']}"
+        )
+    else:
+        ended = document["outcome"] in (Outcome.FAILED, Outcome.PARTIALLY_SUCCEEDED)
+        status = "failure" if ended else "error"
+        message = verdict.reason or str(document["outcome"])
+    return {
+        "status": status,
+        "job_run_status": verdict.status,
+        "message": message,
+        "result": dict(document),
+    }
+
+
+class DataZoneJobRunTrigger(BaseTrigger):
+    """Waits in the triggerer for a DataZone job run to finish; fires exactly one event.
+
+    Every argument is a primitive, so ``serialize()`` round-trips through the
+    metadata database. ``deadline`` is wall-clock epoch seconds (the sensor's
+    start plus its ``timeout``, so the deadline means the same in every mode),
+    or None for none; ``policy`` holds ``PollPolicy`` fields bar ``timeout``.
+    The event is never an exception: a wait that cannot tell how the run ended
+    fires an ``error`` event carrying the last status seen and the reason.
+    """
+
+    def __init__(
+        self,
+        domain_id: str,
+        job_run_id: str,
+        *,
+        aws_conn_id: str | None = None,
+        region_name: str | None = None,
+        allow_partial: bool = False,
+        deadline: float | None = None,
+        policy: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Airflow leaves it untyped
+        self.domain_id = domain_id
+        self.job_run_id = job_run_id
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.allow_partial = allow_partial
+        self.deadline = deadline
+        self.policy = dict(policy) if policy is not None else policy_kwargs(PollPolicy())
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and the primitive keyword arguments that rebuild this trigger."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "domain_id": self.domain_id,
+                "job_run_id": self.job_run_id,
+                "aws_conn_id": self.aws_conn_id,
+                "region_name": self.region_name,
+                "allow_partial": self.allow_partial,
+                "deadline": self.deadline,
+                "policy": dict(self.policy),
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Wait with the async core, then fire the one event."""
+        yield TriggerEvent(await self.wait())
+
+    async def wait(self) -> dict[str, Any]:
+        """The event payload; task cancellation passes through, nothing else is raised."""
+        try:
+            result = await self._wait()
+        except PollerError as error:  # bad IDs or settings, a client that cannot be built
+            result = self._unwaited(error)
+        except Exception as error:
+            # Whatever went wrong, the sensor is told why rather than the
+            # triggerer logging a traceback the task never sees.
+            self.log.exception("waiting for the DataZone job run failed")
+            result = self._unwaited(PollerError(f"{type(error).__name__}: {error}"))
+        payload = event_payload(result.to_dict(), allow_partial=self.allow_partial)
+        self.log.info("DataZone job run wait ended: %s", payload["message"])
+        return payload
+
+    async def _wait(self) -> WaitResult:
+        timeout = None if self.deadline is None else max(self.deadline - time.time(), 0.0)
+        policy = PollPolicy(**{**self.policy, "timeout": timeout})
+        # The hook may look the connection up over the network: not on the loop.
+        client = await asyncio.get_running_loop().run_in_executor(
+            shared_executor(), job_run_client, self.aws_conn_id, self.region_name
+        )
+        return await async_wait_result(
+            self.domain_id,
+            self.job_run_id,
+            policy=policy,
+            client=client,
+            region_name=self.region_name,
+            on_change=self._changed,
+        )
+
+    def _changed(self, run: JobRun) -> None:
+        self.log.info(
+            "DataZone job run %s in domain %s is %s", run.id, run.domain_id, str(run.status)
+        )
+
+    def _unwaited(self, error: PollerError) -> WaitResult:
+        return WaitResult(
+            domain_id=str(self.domain_id),
+            job_run_id=str(self.job_run_id),
+            outcome=Outcome.ERROR,
+            error=error,
+        )
