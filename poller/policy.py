@@ -157,8 +157,14 @@ def advance(
 ) -> tuple[WaitState, Step]:
     """After a call that returned ``run`` at ``now``: stop, or poll again after how long."""
     changed = state.last is None or run.status != state.last.status
+    # The first answer and any status change restart the cadence at
+    # `interval`; a poll that saw nothing new lengthens it. After throttling,
+    # it resumes no faster than the backoff that got through.
+    base = policy.interval if changed else min(state.base * policy.multiplier, policy.max_interval)
+    base = max(base, min(state.backoff_floor, policy.max_interval))
     seen = replace(
         state,
+        base=base,
         polls=state.polls + 1,
         consecutive_errors=0,
         retry_attempt=0,
@@ -170,13 +176,7 @@ def advance(
     left = state.time_left(now)
     if left <= 0:
         return seen, _timeout(seen, f"the run was still {run.status}")
-    # The first answer and any status change restart the cadence at
-    # `interval`; a poll that saw nothing new lengthens it.
-    base = policy.interval if changed else min(state.base * policy.multiplier, policy.max_interval)
-    # After throttling, resume no faster than the backoff that got through.
-    base = max(base, min(state.backoff_floor, policy.max_interval))
-    delay = min(_jittered(base, policy.jitter, policy.max_interval, rng), left)
-    return replace(seen, base=base), Step(delay=delay)
+    return seen, Step(delay=min(_jittered(base, policy.jitter, policy.max_interval, rng), left))
 
 
 def fail(

@@ -32,6 +32,22 @@ class FakeTime:
         self.now += seconds
 
 
+@pytest.fixture(autouse=True)
+def dummy_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials and a region, so no test can reach a real account or the host's."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_DATAZONE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def fake_time() -> FakeTime:
     return FakeTime()

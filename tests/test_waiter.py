@@ -7,7 +7,6 @@ import threading
 from typing import Any
 
 import pytest
-import structlog
 from freezegun import freeze_time
 from structlog.testing import capture_logs
 
@@ -157,7 +156,7 @@ def test_fatal_errors_end_the_wait_at_once(
     error: type[Exception],
 ) -> None:
     """Denied, unauthorized, expired or invalid: one call, no retry, the right error class."""
-    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.error(code, status, "nope")]))
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.error(code, status, "nope"), "SUCCESS"]))
     with pytest.raises(error, match="nope"):
         wait(client, fake_time)
     assert sim.calls("run-1") == 1
@@ -248,7 +247,9 @@ def test_cancel_event_stops_the_wait_with_the_last_state(sim: Simulator, client:
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"]))
     cancel = threading.Event()
     with pytest.raises(WaitCancelledError) as info:
-        wait_for_job_run(DOMAIN, "run-1", client=client, cancel=cancel, on_change=lambda _: cancel.set())
+        wait_for_job_run(
+            DOMAIN, "run-1", client=client, cancel=cancel, on_change=lambda _: cancel.set()
+        )
     assert info.value.job_run is not None
     assert info.value.result is not None
     assert info.value.result.outcome is Outcome.INTERRUPTED
@@ -328,7 +329,9 @@ def test_get_job_run_reads_once_through_throttles(
 
 def test_get_job_run_raises_the_fatal_error(sim: Simulator, client: Any) -> None:
     """A denied read raises AccessDeniedError, as a wait would."""
-    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.error("AccessDeniedException", 403)]))
+    sim.add_run(
+        DOMAIN, "run-1", RunScript(statuses=[Fault.error("AccessDeniedException", 403), "SUCCESS"])
+    )
     with pytest.raises(AccessDeniedError):
         get_job_run(DOMAIN, "run-1", client=client)
 
@@ -366,7 +369,6 @@ def test_under_freezegun_with_a_ticking_sleep(sim: Simulator, client: Any) -> No
             "run-1",
             client=client,
             policy=PollPolicy(jitter=0),
-            sleep=lambda s: frozen.tick(s),
+            sleep=frozen.tick,
         )
     assert result.waited_s == 5.0  # 2 s then 3 s, on the frozen clock
-
