@@ -167,7 +167,8 @@ class DataZoneJobRunSensor(BaseSensorOperator):
     def _deferred_policy(self) -> PollPolicy:
         cap = max(self.poke_interval, _MIN_INTERVAL)
         interval = min(self.policy.interval, cap)
-        return replace(self.policy, interval=interval, max_interval=max(interval, cap))
+        max_interval = max(interval, min(self.policy.max_interval, cap))
+        return replace(self.policy, interval=interval, max_interval=max_interval)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
         """Check the trigger's event; return the result document, as poke mode does, or raise."""

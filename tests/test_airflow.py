@@ -1,0 +1,565 @@
+"""The Airflow 3 sensor and trigger, with real Airflow, against the simulator over real HTTP."""
+# ruff: noqa: E402  (Airflow reads its home and database settings when first imported)
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import runpy
+import shutil
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+_HOME = Path(tempfile.mkdtemp(prefix="poller-airflow-"))
+atexit.register(shutil.rmtree, _HOME, True)
+os.environ["AIRFLOW_HOME"] = str(_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_HOME / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflow.db'}"
+
+import asyncio
+
+import boto3
+import pytest
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
+from airflow.sdk.module_loading import import_string
+from airflow.triggers.base import TriggerEvent
+
+import poller.aio
+from poller import PollPolicy, ServiceUnavailableError
+from poller.airflow import DataZoneJobRunSensor, DataZoneJobRunTrigger
+from poller.airflow._client import job_run_client, provider_installed
+from poller.testing import Fault, Lineage, RunScript, Simulator
+
+DOMAIN = "dzd_airflow"
+EXAMPLE = Path(__file__).parent.parent / "examples" / "datazone_job_run_dag.py"
+LINEAGE = Lineage(total_queries_processed=42, num_queries_failed=2, error_messages=("bad SQL",))
+FAST = PollPolicy(interval=0.01, max_interval=0.02, retry_initial=0.01, retry_max=0.02)
+CONTEXT: Any = {}  # poke and execute_complete read nothing from the context
+TERMINAL_FAILED = ["FAILED", "ABORTED", "TIMED_OUT", "CANCELED"]
+
+_counter = iter(range(1_000_000))
+
+
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[Simulator]:
+    """One simulator for the module: the async core's shared client outlives a test."""
+    # The async core caches one client per configuration; start from none.
+    poller.aio._shared_client.cache_clear()
+    with Simulator() as simulator:
+        yield simulator
+    poller.aio._shared_client.cache_clear()
+
+
+@pytest.fixture
+def sim(
+    shared_sim: Simulator, dummy_aws_environment: None, monkeypatch: pytest.MonkeyPatch
+) -> Simulator:
+    """The simulator, found through the environment as in production: no special hook."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DATAZONE", shared_sim.endpoint_url)
+    return shared_sim
+
+
+def new_run(sim: Simulator, *statuses: str | Fault, **script: Any) -> str:
+    """A fresh run ID with this script on the shared simulator."""
+    run_id = f"run-{next(_counter)}"
+    sim.add_run(DOMAIN, run_id, RunScript(statuses=list(statuses), **script))
+    return run_id
+
+
+def sensor(run_id: str, **kwargs: Any) -> DataZoneJobRunSensor:
+    """A sensor on the simulator, fast policy, boto3's default chain."""
+    kwargs.setdefault("policy", FAST)
+    kwargs.setdefault("poke_interval", 0.02)
+    kwargs.setdefault("aws_conn_id", None)
+    kwargs.setdefault("deferrable", False)
+    return DataZoneJobRunSensor(
+        task_id=f"wait_{run_id}".replace("-", "_"), domain_id=DOMAIN, job_run_id=run_id, **kwargs
+    )
+
+
+def run_trigger(trigger: DataZoneJobRunTrigger) -> list[TriggerEvent]:
+    """Every event the trigger fires, as the triggerer would collect them."""
+
+    async def collect() -> list[TriggerEvent]:
+        return [event async for event in trigger.run()]
+
+    return asyncio.run(collect())
+
+
+def deferred(s: DataZoneJobRunSensor) -> TaskDeferred:
+    """The TaskDeferred a deferrable sensor's execute raises."""
+    with pytest.raises(TaskDeferred) as info:
+        s.execute(CONTEXT)
+    return info.value
+
+
+def resume(s: DataZoneJobRunSensor, deferral: TaskDeferred) -> Any:
+    """Run the deferral's trigger, then resume the sensor with its one event, as Airflow does."""
+    [event] = run_trigger(deferral.trigger)
+    return s.resume_execution(deferral.method_name, {"event": event.payload}, CONTEXT)
+
+
+# -- poke ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["SCHEDULED", "IN_PROGRESS"])
+def test_poke_while_running(sim: Simulator, status: str) -> None:
+    """A waiting status is 'not done', with no XCom, after one call."""
+    run_id = new_run(sim, status)
+    answer = sensor(run_id).poke(CONTEXT)
+    assert (answer.is_done, answer.xcom_value, sim.calls(run_id)) == (False, None, 1)
+
+
+def test_poke_success_returns_the_result_document(sim: Simulator) -> None:
+    """SUCCESS is done, and the XCom value is poller's result document."""
+    run_id = new_run(sim, "SUCCESS", lineage=LINEAGE)
+    answer = sensor(run_id).poke(CONTEXT)
+    assert answer.is_done
+    doc = answer.xcom_value
+    assert (doc["status"], doc["outcome"], doc["job_run_id"]) == ("SUCCESS", "succeeded", run_id)
+    assert doc["lineage"]["num_queries_succeeded"] == 40
+    json.dumps(doc)  # XCom-ready as it is
+
+
+@pytest.mark.parametrize("allow_partial", [False, True])
+def test_poke_partially_succeeded_follows_allow_partial(
+    sim: Simulator, allow_partial: bool
+) -> None:
+    """PARTIALLY_SUCCEEDED is done with allow_partial, a hard failure without."""
+    run_id = new_run(sim, "PARTIALLY_SUCCEEDED", error_message="3 tables skipped")
+    s = sensor(run_id, allow_partial=allow_partial)
+    if allow_partial:
+        assert s.poke(CONTEXT).xcom_value["outcome"] == "partially_succeeded"
+    else:
+        with pytest.raises(AirflowFailException, match=r"3 tables skipped.*allow_partial is off"):
+            s.poke(CONTEXT)
+
+
+@pytest.mark.parametrize("status", TERMINAL_FAILED)
+def test_poke_failed_run_fails_the_task_with_reason_and_lineage(
+    sim: Simulator, status: str
+) -> None:
+    """A failed run raises AirflowFailException (no retries) naming its error and lineage."""
+    run_id = new_run(sim, status, lineage=LINEAGE, error_message="query 7 failed")
+    with pytest.raises(AirflowFailException) as info:
+        sensor(run_id).poke(CONTEXT)
+    message = str(info.value)
+    assert f"ended {status}: query 7 failed" in message
+    assert "42 SQL queries processed, 2 failed (4.76%); first error: bad SQL" in message
+
+
+def test_throttling_inside_a_poke(sim: Simulator) -> None:
+    """Throttles are absorbed inside one poke; the document counts them."""
+    run_id = new_run(sim, *[Fault.throttle()] * 3, "SUCCESS")
+    answer = sensor(run_id, poke_interval=5).poke(CONTEXT)
+    assert answer.is_done
+    assert (answer.xcom_value["throttled"], sim.calls(run_id)) == (3, 4)
+
+
+def test_endless_throttling_is_not_done_yet(sim: Simulator) -> None:
+    """A poke throttled for its whole interval says 'not done', not failed."""
+    run_id = new_run(sim, *[Fault.throttle()] * 1000, "SUCCESS")
+    started = time.monotonic()
+    answer = sensor(run_id, poke_interval=0.2).poke(CONTEXT)
+    assert not answer.is_done
+    assert time.monotonic() - started < 2
+
+
+def test_faults_that_do_not_clear_allow_airflow_retries(sim: Simulator) -> None:
+    """Transient faults past max_errors raise a plain error, so the task's retries apply."""
+    run_id = new_run(sim, *[Fault.internal()] * 5, "SUCCESS")
+    s = sensor(run_id, policy=PollPolicy(interval=0.01, retry_initial=0.01, max_errors=2))
+    with pytest.raises(ServiceUnavailableError) as info:
+        s.poke(CONTEXT)
+    assert not isinstance(info.value, AirflowException)
+
+
+def test_access_denied_fails_without_retry(sim: Simulator) -> None:
+    """AccessDenied is AirflowFailException after one call."""
+    run_id = new_run(sim, Fault.error("AccessDeniedException", 403, "no read"), "SUCCESS")
+    with pytest.raises(AirflowFailException, match="AccessDeniedError: no read"):
+        sensor(run_id).poke(CONTEXT)
+    assert sim.calls(run_id) == 1
+
+
+def test_poke_mode_execute_runs_to_the_result(sim: Simulator) -> None:
+    """Airflow's own poke loop ends with the result document as the return value."""
+    run_id = new_run(sim, "SCHEDULED", "IN_PROGRESS", "SUCCESS")
+    assert sensor(run_id).execute(CONTEXT)["status"] == "SUCCESS"
+    assert sim.calls(run_id) == 3
+
+
+# -- deferrable ---------------------------------------------------------------
+
+
+def test_execute_defers_with_a_trigger_that_round_trips(sim: Simulator) -> None:
+    """After one poke, execute raises TaskDeferred; the trigger rebuilds from primitives."""
+    run_id = new_run(sim, "IN_PROGRESS")
+    s = sensor(run_id, deferrable=True, timeout=600, poke_interval=5, region_name="us-east-1")
+    before = time.time()
+    deferral = deferred(s)
+    assert (deferral.method_name, deferral.timeout) == ("execute_complete", timedelta(seconds=600))
+    classpath, kwargs = deferral.trigger.serialize()
+    assert classpath == "poller.airflow.trigger.DataZoneJobRunTrigger"
+    assert json.loads(json.dumps(kwargs)) == kwargs  # primitives only
+    rebuilt = import_string(classpath)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert before + 600 <= kwargs["deadline"] <= time.time() + 600
+    assert kwargs["policy"]["max_interval"] == 0.02  # the policy's own cap, below poke_interval
+    slow = sensor(new_run(sim, "IN_PROGRESS"), deferrable=True, poke_interval=0.015)
+    assert deferred(slow).trigger.policy["max_interval"] == 0.015  # poke_interval caps it
+    assert (kwargs["job_run_id"], kwargs["region_name"]) == (run_id, "us-east-1")
+    assert sim.calls(run_id) == 1
+
+
+def test_deferrable_finished_run_does_not_defer(sim: Simulator) -> None:
+    """A run already finished at the first poke returns its document without deferring."""
+    run_id = new_run(sim, "SUCCESS")
+    assert sensor(run_id, deferrable=True).execute(CONTEXT)["status"] == "SUCCESS"
+
+
+def test_default_deferrable_comes_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deferrable defaults to [operators] default_deferrable; an explicit value wins."""
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert DataZoneJobRunSensor(task_id="a", domain_id=DOMAIN, job_run_id="r").deferrable
+    assert not DataZoneJobRunSensor(
+        task_id="b", domain_id=DOMAIN, job_run_id="r", deferrable=False
+    ).deferrable
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")
+    assert not DataZoneJobRunSensor(task_id="c", domain_id=DOMAIN, job_run_id="r").deferrable
+
+
+def test_ids_are_templated() -> None:
+    """domain_id and job_run_id are the sensor's template fields."""
+    assert tuple(DataZoneJobRunSensor.template_fields) == ("domain_id", "job_run_id")
+
+
+# -- trigger ------------------------------------------------------------------
+
+
+def trigger(run_id: str, **kwargs: Any) -> DataZoneJobRunTrigger:
+    """A trigger on the simulator with a fast policy and a 30 s deadline."""
+    kwargs.setdefault("deadline", time.time() + 30)
+    kwargs.setdefault("policy", {**json.loads(json.dumps(_policy_fields())), "jitter": 0})
+    return DataZoneJobRunTrigger(DOMAIN, run_id, **kwargs)
+
+
+def _policy_fields() -> dict[str, Any]:
+    from poller.airflow.trigger import policy_kwargs
+
+    return policy_kwargs(FAST)
+
+
+def test_trigger_success_event(sim: Simulator) -> None:
+    """A run that succeeds after throttles gives one success event with the full document."""
+    run_id = new_run(sim, "SCHEDULED", Fault.throttle(), "IN_PROGRESS", "SUCCESS", lineage=LINEAGE)
+    [event] = run_trigger(trigger(run_id))
+    payload = event.payload
+    assert (payload["status"], payload["job_run_status"]) == ("success", "SUCCESS")
+    assert payload["message"] == f"job run {run_id} in domain {DOMAIN} ended SUCCESS"
+    assert payload["result"]["throttled"] == 1
+    assert payload["result"]["polls"] == 4
+
+
+def test_trigger_failure_event_keeps_the_reason(sim: Simulator) -> None:
+    """A failed run gives one failure event with the run's error message and lineage."""
+    run_id = new_run(sim, "IN_PROGRESS", "FAILED", lineage=LINEAGE, error_message="boom")
+    [event] = run_trigger(trigger(run_id))
+    assert (event.payload["status"], event.payload["job_run_status"]) == ("failure", "FAILED")
+    assert "ended FAILED: boom; lineage: 42 SQL queries processed" in event.payload["message"]
+
+
+@pytest.mark.parametrize(
+    ("statuses", "problem"),
+    [
+        ([Fault.error("AccessDeniedException", 403, "no read"), "SUCCESS"], "AccessDeniedError"),
+        (["IN_PROGRESS"], "WaitTimeoutError"),
+        (["IN_PROGRESS", *[Fault.internal()] * 20], "ServiceUnavailableError"),
+    ],
+    ids=["denied", "deadline", "faults"],
+)
+def test_trigger_error_event_keeps_the_last_status(
+    sim: Simulator, statuses: list[Any], problem: str
+) -> None:
+    """A wait that cannot tell how the run ended gives one error event, never an exception."""
+    run_id = new_run(sim, *statuses)
+    [event] = run_trigger(trigger(run_id, deadline=time.time() + 0.3))
+    payload = event.payload
+    assert payload["status"] == "error"
+    assert payload["result"]["problem"]["type"] == problem
+    assert payload["message"].startswith(problem)
+    if statuses[0] == "IN_PROGRESS":
+        assert payload["job_run_status"] == "IN_PROGRESS"
+
+
+def test_trigger_bad_ids_give_an_error_event(sim: Simulator) -> None:
+    """Even malformed IDs end in an error event rather than a triggerer traceback."""
+    [event] = run_trigger(DataZoneJobRunTrigger(DOMAIN, "bad id!"))
+    assert event.payload["status"] == "error"
+    assert event.payload["result"]["problem"]["type"] == "InvalidRequestError"
+
+
+def test_trigger_past_deadline_still_looks_once(sim: Simulator) -> None:
+    """A trigger started after its deadline (triggerer lag) checks once before giving up."""
+    run_id = new_run(sim, "SUCCESS")
+    [event] = run_trigger(trigger(run_id, deadline=time.time() - 5))
+    assert event.payload["status"] == "success"
+    assert sim.calls(run_id) == 1
+
+
+# -- execute_complete: the same result in every mode ----------------------------
+
+
+def test_execute_complete_returns_the_poke_mode_document(sim: Simulator) -> None:
+    """Deferred and poke mode return the same result document for the same run."""
+    script = ("IN_PROGRESS", "SUCCESS")
+    poked = sensor(new_run(sim, *script, lineage=LINEAGE)).execute(CONTEXT)
+    run_id = new_run(sim, *script, lineage=LINEAGE)
+    s = sensor(run_id, deferrable=True)
+    resumed = resume(s, deferred(s))
+    assert resumed.keys() == poked.keys()
+    assert resumed["lineage"].keys() == poked["lineage"].keys()
+
+    def stable(doc: dict[str, Any]) -> dict[str, Any]:
+        # Times and IDs differ between two runs; poke mode counts its last
+        # poke's calls, deferred mode the trigger's whole wait.
+        timing = {"job_run_id", "created_at", "start_time", "end_time", "duration_s", "waited_s"}
+        lineage = {k: v for k, v in doc["lineage"].items() if not k.startswith("query_")}
+        return {k: v for k, v in doc.items() if k not in timing | {"polls"}} | {"lineage": lineage}
+
+    assert stable(resumed) == stable(poked)
+
+
+RETRY_FAST = PollPolicy(
+    interval=0.01, max_interval=0.02, retry_initial=0.001, retry_max=0.002, max_errors=3
+)
+# Each situation: the script after a first IN_PROGRESS answer (so deferrable
+# mode defers before it), the sensor's timeout, and what ends the task.
+SITUATIONS: dict[str, tuple[list[Any], float, type[BaseException]]] = {
+    "failed": (["FAILED"], 10, AirflowFailException),
+    "partial": (["PARTIALLY_SUCCEEDED"], 10, AirflowFailException),
+    "denied": ([Fault.error("AccessDeniedException", 403), "SUCCESS"], 10, AirflowFailException),
+    "faults": ([*[Fault.internal()] * 50, "SUCCESS"], 10, ServiceUnavailableError),
+    "timeout": (["IN_PROGRESS"], 0.3, AirflowSensorTimeout),
+}
+
+
+def ending(sim: Simulator, situation: str, *, deferrable: bool, soft_fail: bool) -> type:
+    """The exception the sensor ends with in this situation and mode, run as Airflow runs it."""
+    script, timeout, _ = SITUATIONS[situation]
+    s = sensor(
+        new_run(sim, "IN_PROGRESS", *script),
+        deferrable=deferrable,
+        soft_fail=soft_fail,
+        timeout=timeout,
+        poke_interval=0.05,
+        policy=RETRY_FAST,
+    )
+    try:
+        if deferrable:
+            resume(s, deferred(s))
+        else:
+            s.execute(CONTEXT)
+    except Exception as error:
+        return type(error)
+    raise AssertionError("the sensor did not end badly")
+
+
+@pytest.mark.parametrize("situation", SITUATIONS)
+def test_execute_complete_raises_what_poke_mode_raises(sim: Simulator, situation: str) -> None:
+    """Each error event becomes the exception poke mode raises in the same situation."""
+    _, _, hard = SITUATIONS[situation]
+    assert ending(sim, situation, deferrable=True, soft_fail=False) is hard
+    assert ending(sim, situation, deferrable=False, soft_fail=False) is hard
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        {"status": "success"},
+        {"status": "weird", "result": {}},
+        {"status": "success", "result": {"outcome": "succeeded"}},
+    ],
+)
+def test_execute_complete_rejects_a_malformed_event(event: Any) -> None:
+    """An event that is not the trigger's fails clearly instead of pushing garbage to XCom."""
+    s = DataZoneJobRunSensor(task_id="v", domain_id=DOMAIN, job_run_id="r", aws_conn_id=None)
+    with pytest.raises(AirflowException, match="invalid event"):
+        s.execute_complete(CONTEXT, event)
+
+
+def test_execute_complete_rejects_another_runs_event(sim: Simulator) -> None:
+    """An event about another run is refused."""
+    [event] = run_trigger(trigger(new_run(sim, "SUCCESS")))
+    s = DataZoneJobRunSensor(task_id="o", domain_id=DOMAIN, job_run_id="other", aws_conn_id=None)
+    with pytest.raises(AirflowException, match="it is about"):
+        s.execute_complete(CONTEXT, event.payload)
+
+
+# -- soft_fail: the same skips in every mode ----------------------------------
+
+
+@pytest.mark.parametrize("situation", SITUATIONS)
+@pytest.mark.parametrize("soft_fail", [False, True])
+def test_soft_fail_parity(sim: Simulator, situation: str, soft_fail: bool) -> None:
+    """Poke and deferrable mode end the same way, skipping in the same situations."""
+    poke = ending(sim, situation, deferrable=False, soft_fail=soft_fail)
+    defer = ending(sim, situation, deferrable=True, soft_fail=soft_fail)
+    _, _, hard = SITUATIONS[situation]
+    skips = soft_fail and hard is not ServiceUnavailableError
+    assert poke is defer is (AirflowSkipException if skips else hard)
+
+
+@pytest.mark.parametrize("soft_fail", [False, True])
+def test_airflow_deferral_timeout_backstop_matches(soft_fail: bool) -> None:
+    """Airflow's own deferral timeout (triggerer down) ends like our deadline does."""
+    s = DataZoneJobRunSensor(
+        task_id="t", domain_id=DOMAIN, job_run_id="r", aws_conn_id=None, soft_fail=soft_fail
+    )
+    expected = AirflowSkipException if soft_fail else AirflowSensorTimeout
+    with pytest.raises(expected):
+        s.resume_execution("__fail__", {"error": "Trigger timeout"}, CONTEXT)
+
+
+# -- the AWS connection -------------------------------------------------------
+
+
+@pytest.mark.skipif(provider_installed(), reason="the Amazon provider is installed")
+def test_without_the_provider_the_default_chain_is_used() -> None:
+    """aws_conn_id needs the provider; without it, boto3's default chain (None) is used."""
+    assert job_run_client("aws_default", "us-east-1") is None
+    assert job_run_client(None, "us-east-1") is None
+
+
+def test_with_the_provider_the_connection_hook_builds_the_client(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the provider, the hook's client is used, poller's retries and timeouts merged in."""
+    # A stand-in for the provider, which CI does not install (it is heavy): it
+    # records what the sensor asks of AwsBaseHook and builds a real client.
+    asked: dict[str, Any] = {}
+
+    class AwsBaseHook:
+        def __init__(self, *, aws_conn_id: str, client_type: str, region_name: str | None):
+            asked.update(conn=aws_conn_id, client_type=client_type, region=region_name)
+            self.region_name = region_name or "us-east-1"
+            from botocore.config import Config
+
+            self.config = Config(user_agent_extra="conn", max_pool_connections=3)
+
+        def get_client_type(self, *, region_name: str, config: Any) -> Any:
+            asked["config"] = config
+            return boto3.client("datazone", region_name=region_name, config=config)
+
+    module = types.ModuleType("airflow.providers.amazon.aws.hooks.base_aws")
+    module.AwsBaseHook = AwsBaseHook  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    run_id = new_run(sim, Fault.throttle(), "SUCCESS")
+    answer = sensor(run_id, aws_conn_id="my_aws", region_name="eu-west-1").poke(CONTEXT)
+    assert answer.is_done
+    assert asked["conn"] == "my_aws"
+    assert (asked["client_type"], asked["region"]) == ("datazone", "eu-west-1")
+    config = asked["config"]
+    assert config.retries["total_max_attempts"] == 1
+    assert (config.max_pool_connections, config.read_timeout) == (3, 10.0)
+    assert sim.calls(run_id) == 2  # one throttle, one answer: no botocore retry
+
+
+# -- end to end: dag.test() ----------------------------------------------------
+
+E2E_DAGS = """
+from datetime import UTC, datetime
+
+from airflow.sdk import DAG
+
+from poller import PollPolicy
+from poller.airflow import DataZoneJobRunSensor
+
+FAST = PollPolicy(interval=0.02, max_interval=0.05, retry_initial=0.01, retry_max=0.02)
+for mode in ("poke", "deferrable"):
+    with DAG(
+        f"poller_e2e_{mode}",
+        schedule=None,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        params={"domain_id": "dzd_none", "job_run_id": "none"},
+    ) as dag:
+        DataZoneJobRunSensor(
+            task_id="wait",
+            domain_id="{{ params.domain_id }}",
+            job_run_id="{{ params.job_run_id }}",
+            deferrable=mode == "deferrable",
+            poke_interval=0.05,
+            timeout=60,
+            policy=FAST,
+        )
+    globals()[dag.dag_id] = dag
+"""
+
+
+@pytest.fixture(scope="module")
+def dags() -> dict[str, Any]:
+    """The example DAG and the end-to-end DAGs, in a fresh Airflow database."""
+    from airflow.utils import db
+
+    folder = _HOME / "dags"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(EXAMPLE, folder / EXAMPLE.name)
+    (folder / "poller_e2e.py").write_text(E2E_DAGS)
+    db.resetdb()
+    found = runpy.run_path(str(folder / "poller_e2e.py"))
+    example = runpy.run_path(str(folder / EXAMPLE.name))
+    return {
+        "poke": found["poller_e2e_poke"],
+        "deferrable": found["poller_e2e_deferrable"],
+        "example": example["datazone_job_run"](),
+    }
+
+
+def xcom(dag_run: Any, task_id: str) -> Any:
+    """The return value a task of a finished test run pushed."""
+    return dag_run.get_task_instance(task_id).xcom_pull(task_ids=task_id)
+
+
+@pytest.mark.parametrize("mode", ["poke", "deferrable"])
+def test_dag_test_end_to_end(sim: Simulator, dags: dict[str, Any], mode: str) -> None:
+    """dag.test() runs the sensor through throttles to SUCCESS; XCom is the result document."""
+    run_id = new_run(
+        sim, "SCHEDULED", Fault.throttle(), "IN_PROGRESS", "IN_PROGRESS", "SUCCESS", lineage=LINEAGE
+    )
+    dag_run = dags[mode].test(run_conf={"domain_id": DOMAIN, "job_run_id": run_id})
+    assert dag_run.state == "success"
+    doc = xcom(dag_run, "wait")
+    assert (doc["job_run_id"], doc["status"], doc["outcome"]) == (run_id, "SUCCESS", "succeeded")
+    assert doc["lineage"]["total_queries_processed"] == 42
+    assert sim.calls(run_id) == 5
+
+
+def test_dag_test_failed_run_fails_the_task(sim: Simulator, dags: dict[str, Any]) -> None:
+    """A failed run fails the deferred sensor task, and so the DAG run."""
+    run_id = new_run(sim, "IN_PROGRESS", "FAILED", error_message="boom")
+    dag_run = dags["deferrable"].test(run_conf={"domain_id": DOMAIN, "job_run_id": run_id})
+    assert dag_run.state == "failed"
+    assert dag_run.get_task_instance("wait").state == "failed"
+
+
+def test_the_example_dag_runs(sim: Simulator, dags: dict[str, Any]) -> None:
+    """The example DAG, as shipped, defers, resumes and reports the run's lineage."""
+    run_id = new_run(sim, "IN_PROGRESS", "SUCCESS", lineage=LINEAGE)
+    dag_run = dags["example"].test(run_conf={"domain_id": DOMAIN, "job_run_id": run_id})
+    assert dag_run.state == "success"
+    assert xcom(dag_run, "report").endswith("2 of 42 SQL queries failed")
