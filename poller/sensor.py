@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poller.datazone import JobRunClient, fetch_job_run, validate_ids
-from poller.errors import InvalidRequestError
+from poller.errors import PollerError
 from poller.model import JobRun, Outcome, WaitResult
 from poller.policy import PollPolicy
 from poller.session import Clock, WaitSession
@@ -173,9 +173,9 @@ class JobRunPoker:
         """Look at the run once (retrying throttles within the budget) and say what it means."""
         try:
             validate_ids(self.domain_id, self.job_run_id)
-        except InvalidRequestError as error:
+            client = self.client
+        except PollerError as error:  # bad IDs, no region, a profile that does not exist
             return judge(self._unwaitable(error).to_dict(), allow_partial=self.allow_partial)
-        client = self.client
         session = WaitSession(
             self.domain_id,
             self.job_run_id,
@@ -205,7 +205,7 @@ class JobRunPoker:
         reason = str(step.error) if step.error is not None else None
         return Verdict(PokeState.WAITING, status=str(last.status) if last else None, reason=reason)
 
-    def _unwaitable(self, error: InvalidRequestError) -> WaitResult:
+    def _unwaitable(self, error: PollerError) -> WaitResult:
         return WaitResult(
             domain_id=str(self.domain_id),
             job_run_id=str(self.job_run_id),

@@ -154,3 +154,16 @@ def test_describe_lineage_without_statistics() -> None:
     assert describe_lineage({"total_queries_processed": 0, "num_queries_failed": 0}) == (
         "0 SQL queries processed, 0 failed"
     )
+
+
+def test_a_client_that_cannot_be_built_fails_the_poke(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """With no region anywhere, the poke fails with a reason instead of raising."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    verdict = JobRunPoker(DOMAIN, "run-1").poke()
+    assert (verdict.state, verdict.retryable) == (PokeState.FAILED, False)
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("AccessDeniedError: no AWS region")
