@@ -8,6 +8,7 @@ import json
 import os
 import runpy
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -434,6 +435,13 @@ def test_airflow_deferral_timeout_backstop_matches(soft_fail: bool) -> None:
     expected = AirflowSkipException if soft_fail else AirflowSensorTimeout
     with pytest.raises(expected):
         s.resume_execution("__fail__", {"error": "Trigger timeout"}, CONTEXT)
+
+
+def test_poller_itself_does_not_import_airflow() -> None:
+    """The extra stays optional: importing poller (and its sensor base) loads no Airflow."""
+    code = "import sys, poller, poller.sensor, poller.aio; print('airflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 # -- the AWS connection -------------------------------------------------------
