@@ -124,12 +124,13 @@ def _resolve_limiter(
     return shared_limiter(max_rps)
 
 
-def _not_waited(domain_id: object, job_run_id: object, error: InvalidRequestError) -> WaitResult:
+def _not_waited(ref: RunRef, error: InvalidRequestError, logger: Any) -> WaitResult:
+    domain_id, job_run_id = ref
     result = WaitResult(
         domain_id=str(domain_id), job_run_id=str(job_run_id), outcome=Outcome.ERROR, error=error
     )
     error.result = result
-    log.get_logger().info(log.FINISHED, **result.to_dict())
+    logger.info(log.FINISHED, **result.to_dict())
     return result
 
 
@@ -238,7 +239,7 @@ async def _fan_out(
         try:
             validate_ids(*ref)
         except InvalidRequestError as error:
-            done[ref] = _not_waited(*ref, error)
+            done[ref] = _not_waited(ref, error, logger)
             if on_result is not None:
                 on_result(done[ref])
         else:
