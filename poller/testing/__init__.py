@@ -1,0 +1,42 @@
+"""A local Amazon DataZone endpoint for tests: GetJobRun and ListJobRuns over real HTTP.
+
+Point any boto3 client at it, with dummy credentials, and script what each run
+answers: a status sequence or a timeline, throttles, server errors, proxy error
+pages, dropped connections, slow answers, lineage details. Requests are really
+signed, serialized and parsed by botocore, as in production; nothing is mocked.
+
+Test your own pipeline offline::
+
+    import boto3
+    from poller.testing import Fault, Lineage, RunScript, Simulator
+
+    with Simulator() as sim:
+        sim.add_run(
+            "dzd_abc123",
+            "run-1",
+            RunScript(
+                statuses=["SCHEDULED", Fault.throttle(), "IN_PROGRESS", "SUCCESS"],
+                lineage=Lineage(total_queries_processed=42, num_queries_failed=2),
+            ),
+            job_id="job-1",
+        )
+        client = boto3.client(
+            "datazone",
+            region_name="us-east-1",
+            endpoint_url=sim.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        run_my_pipeline(client)  # your code, calling client.get_job_run(...)
+        assert sim.calls("run-1") == 4
+
+Code that builds its own client can be redirected with the environment variable
+``AWS_ENDPOINT_URL_DATAZONE=<sim.endpoint_url>`` (plus ``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY`` set to anything). ``python -m poller.testing
+--scenario file.json`` runs the simulator in the foreground for manual use.
+"""
+
+from poller.testing._script import Fault, Lineage, RunScript
+from poller.testing._simulator import RequestRecord, Simulator
+
+__all__ = ["Fault", "Lineage", "RequestRecord", "RunScript", "Simulator"]

@@ -1,0 +1,69 @@
+"""``python -m poller.testing``: run the DataZone simulator in the foreground.
+
+Prints the endpoint URL on stdout, serves until Ctrl-C or SIGTERM, then stops
+cleanly. Without ``--scenario`` it serves one demo run (ids on stderr) that
+succeeds 20 seconds after start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from poller.testing._script import Lineage, RunScript
+from poller.testing._simulator import Simulator
+
+_DEMO_DOMAIN, _DEMO_RUN = "dzd_demo", "run-demo"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m poller.testing",
+        description="Serve a local Amazon DataZone endpoint (GetJobRun, ListJobRuns).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    parser.add_argument("--scenario", help='JSON file: {"runs": [{"domain_id": ..., ...}]}')
+    parser.add_argument("--seed", type=int, default=0, help="seed for random throttles")
+    parser.add_argument("--max-rps", type=float, default=None, help="server-wide request rate")
+    args = parser.parse_args(argv)
+
+    try:
+        sim = Simulator(seed=args.seed, max_rps=args.max_rps, host=args.host, port=args.port)
+        if args.scenario:
+            with open(args.scenario, encoding="utf-8") as f:
+                scenario: Any = json.load(f)
+            sim.load_scenario(scenario)
+        else:
+            sim.add_run(
+                _DEMO_DOMAIN,
+                _DEMO_RUN,
+                RunScript(
+                    timeline=[(0, "SCHEDULED"), (3, "IN_PROGRESS"), (20, "SUCCESS")],
+                    lineage=Lineage(),
+                ),
+            )
+            print(f"demo run: domain {_DEMO_DOMAIN}, run {_DEMO_RUN}", file=sys.stderr)
+        sim.start()
+    except (OSError, ValueError) as e:
+        print(f"python -m poller.testing: error: {e}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(sim.endpoint_url, flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,750 @@
+"""A local HTTP server that answers DataZone's GetJobRun and ListJobRuns like the real service.
+
+Every answer is decided in `Simulator._answer`, under one lock, at the moment a
+request arrives; the request handler only reads the request, sleeps when the
+script asks for latency, and writes the answer. Sleeps happen outside the lock,
+so a slow run never holds up the others.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import random
+import re
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from poller.testing._script import (
+    ERROR_MESSAGE_STATUSES,
+    TERMINAL_STATUSES,
+    Fault,
+    RunScript,
+)
+
+__all__ = ["RequestRecord", "Simulator"]
+
+_DOMAIN_RE = re.compile(r"dzd[-_][a-zA-Z0-9_-]{1,36}")
+_ID_RE = re.compile(r"[a-zA-Z0-9_-]{1,36}")
+# Only the shape of a SigV4 Authorization header is checked, never the signature.
+_CREDENTIAL_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/([^/,\s]+)/aws4_request")
+_DEFAULT_PAGE_SIZE = 50
+_MAX_PAGE_SIZE = 50
+# How often serve_forever looks for a shutdown request: it bounds how long stop() takes.
+_POLL_INTERVAL = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request the simulator saw, in arrival order.
+
+    ``status_code`` is None when the connection was closed without an answer
+    (`Fault.reset`). ``error_type`` is the ``x-amzn-ErrorType`` sent, if any.
+    ``answered_status`` is the job-run status in the answer, if any.
+    ``fault`` says what made the answer a fault: a `Fault` kind ("throttle",
+    "http", "reset", ...), "throttle_rate" for a random throttle or "max_rps"
+    for the server-wide rate limit; None otherwise.
+    """
+
+    t: float
+    operation: str
+    domain_id: str | None
+    run_id: str | None
+    status_code: int | None
+    error_type: str | None
+    answered_status: str | None
+    job_id: str | None = None
+    fault: str | None = None
+
+
+@dataclass(slots=True)
+class _Run:
+    domain_id: str
+    run_id: str
+    job_id: str
+    job_type: str
+    run_mode: str
+    created_by: str
+    script: RunScript
+    added: float
+    created_at: float
+    visible_at: float
+    seq: int
+    cursor: int = 0
+    last_status: str | None = None
+    start_wall: float | None = None
+    end_wall: float | None = None
+    end_clock: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int | None  # None: close the connection without answering
+    body: bytes = b""
+    content_type: str = "application/json"
+    error_type: str | None = None
+    delay: float = 0.0
+    answered_status: str | None = None
+    fault: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    operation: str
+    domain_id: str | None = None
+    ident: str | None = None
+    query: Mapping[str, list[str]] = field(default_factory=dict)
+
+
+def _aws_error(status: int, code: str, message: str, *, fault: str | None = None) -> _Reply:
+    body = json.dumps({"message": message}).encode()
+    return _Reply(status, body, error_type=code, fault=fault)
+
+
+def _fault_reply(f: Fault) -> _Reply:
+    if f.kind == "reset":
+        return _Reply(None, fault=f.kind)
+    if f.kind in ("http", "malformed"):
+        return _Reply(f.status, f.body.encode(), f.content_type, fault=f.kind)
+    assert f.code is not None  # throttle, internal and error always carry one
+    return _aws_error(f.status, f.code, f.message, fault=f.kind)
+
+
+def _validation_error(member: str, value: str, pattern: str) -> _Reply:
+    return _aws_error(
+        400,
+        "ValidationException",
+        f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+        f"constraint: Member must satisfy regular expression pattern: {pattern}",
+    )
+
+
+def _route(method: str, raw_path: str) -> _Route:
+    parts = urlsplit(raw_path)
+    segs = [unquote(s) for s in parts.path.split("/")]
+    if method == "GET" and len(segs) >= 5 and segs[:3] == ["", "v2", "domains"]:
+        query = parse_qs(parts.query, keep_blank_values=True)
+        if len(segs) == 6 and segs[4] == "jobRuns":
+            return _Route("GetJobRun", segs[3], segs[5], query)
+        if len(segs) == 7 and segs[4] == "jobs" and segs[6] == "runs":
+            return _Route("ListJobRuns", segs[3], segs[5], query)
+    return _Route("Unknown")
+
+
+def _check_auth(authorization: str | None) -> _Reply | None:
+    """Reject what the real endpoint rejects before any service code runs: unsigned requests."""
+    if not authorization or not authorization.startswith("AWS4-HMAC-SHA256"):
+        return _aws_error(
+            403, "MissingAuthenticationTokenException", "Missing Authentication Token"
+        )
+    m = _CREDENTIAL_RE.search(authorization)
+    if m is None:
+        return _aws_error(
+            403,
+            "IncompleteSignatureException",
+            "Authorization header requires a 'Credential' parameter.",
+        )
+    if m.group(1) != "datazone":
+        return _aws_error(
+            403,
+            "InvalidSignatureException",
+            "Credential should be scoped to correct service: 'datazone'.",
+        )
+    return None
+
+
+class Simulator:
+    """A local DataZone endpoint for GetJobRun and ListJobRuns, scripted per run.
+
+    ``clock`` (monotonic seconds) drives timelines, ``visible_after`` and the
+    ``max_rps`` token bucket; inject a fake one to move time in tests. ``wall``
+    gives the epoch seconds reported as createdAt/startTime/endTime. ``seed``
+    seeds the one random generator, used for ``throttle_rate``. ``max_rps``
+    limits all requests together (token bucket holding one second of requests,
+    at least one): a request over it gets 429 ThrottlingException.
+
+    Requests are checked in this order: SigV4 ``Authorization`` header present
+    and scoped to ``datazone`` (else 403), ``max_rps`` (429), ID patterns (400
+    ValidationException), then the run's script.
+
+    Run timestamps: ``createdAt`` is the wall time of `add_run` (or its
+    ``created_at``). With a ``statuses`` script, ``startTime`` is the wall time
+    of the first answer with a status other than SCHEDULED and ``endTime`` that
+    of the first terminal answer. With a ``timeline``, both are ``createdAt``
+    plus the offset of the first such entry, once the clock has reached it.
+
+    ListJobRuns lists the visible runs registered for that domain and job, with
+    the status GetJobRun last answered (the script's first status before any
+    call; the clock's status for a timeline), without consuming the script. It
+    sorts by createdAt, newest first unless ``sortOrder=ASCENDING`` (DataZone
+    does not document a default), filters on ``status``, pages with an opaque
+    ``nextToken`` (``maxResults`` 1..50, default 50), and answers an empty list
+    for a job it does not know, rather than ResourceNotFoundException.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        seed: int = 0,
+        max_rps: float | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if max_rps is not None and max_rps <= 0:
+            raise ValueError("max_rps must be positive or None")
+        self._clock = clock
+        self._wall = wall
+        self._rng = random.Random(seed)
+        self._max_rps = max_rps
+        self._bucket_capacity = max(max_rps or 0.0, 1.0)
+        self._bucket_tokens = self._bucket_capacity
+        self._bucket_at: float | None = None
+        self._host = host
+        self._port = port
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, str], _Run] = {}
+        self._seq = 0
+        self._records: list[RequestRecord] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> Simulator:
+        """Bind and serve in a daemon thread; a no-op if already running."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = _Server((self._host, self._port), _Handler)
+        server.simulator = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": _POLL_INTERVAL},
+            name=f"poller-simulator-{server.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open keep-alive connections; safe to call twice."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()  # wakes handlers sleeping on latency or a delay fault
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):  # already closed by the peer
+                conn.shutdown(socket.SHUT_RDWR)
+        if thread is not None:
+            thread.join()
+        self._server = self._thread = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the server socket is bound to."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not running; call start() or use `with`")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:PORT``: pass it as a boto3 ``endpoint_url``."""
+        host, port = self.address
+        return f"http://{host}:{port}"
+
+    # -- scripting ---------------------------------------------------------
+
+    def add_run(
+        self,
+        domain_id: str,
+        run_id: str,
+        script: RunScript,
+        *,
+        job_id: str = "job-1",
+        job_type: str = "LINEAGE",
+        run_mode: str = "ON_DEMAND",
+        created_by: str = "user",
+        visible_after: float = 0.0,
+        created_at: float | None = None,
+    ) -> None:
+        """Register a run (or replace one with the same ids, starting its script afresh).
+
+        For ``visible_after`` seconds by the clock, GetJobRun answers 404
+        ResourceNotFoundException and ListJobRuns leaves the run out, as for a
+        run DataZone has just created.
+        """
+        if not isinstance(script, RunScript):
+            raise TypeError(f"script must be a RunScript, got {type(script).__name__}")
+        if visible_after < 0:
+            raise ValueError("visible_after cannot be negative")
+        now = self._clock()
+        with self._lock:
+            self._seq += 1
+            self._runs[(domain_id, run_id)] = _Run(
+                domain_id=domain_id,
+                run_id=run_id,
+                job_id=job_id,
+                job_type=job_type,
+                run_mode=run_mode,
+                created_by=created_by,
+                script=script,
+                added=now,
+                created_at=self._wall() if created_at is None else created_at,
+                visible_at=now + visible_after,
+                seq=self._seq,
+            )
+
+    def load_scenario(self, scenario: Mapping[str, Any]) -> None:
+        """Register the runs of a scenario: ``{"runs": [{"domain_id": ..., "run_id": ..., ...}]}``.
+
+        Each run takes `add_run`'s keyword names (``job_id``, ``visible_after``,
+        ...) next to the `RunScript.from_dict` keys. Raises ValueError, naming
+        the run, on anything it cannot use; nothing is registered then.
+        """
+        if not isinstance(scenario, Mapping) or not isinstance(scenario.get("runs"), list):
+            raise ValueError('a scenario must be an object with a "runs" list')
+        unknown = sorted(set(scenario) - {"runs"})
+        if unknown:
+            raise ValueError(f"unknown key(s) in scenario: {', '.join(unknown)}")
+        strings = ("job_id", "job_type", "run_mode", "created_by")
+        numbers = ("visible_after", "created_at")
+        parsed: list[tuple[str, str, RunScript, dict[str, Any]]] = []
+        for i, run in enumerate(scenario["runs"]):
+            where = f"runs[{i}]"
+            try:
+                if not isinstance(run, Mapping):
+                    raise ValueError("must be an object")
+                domain_id, run_id = run.get("domain_id"), run.get("run_id")
+                if not isinstance(domain_id, str) or not isinstance(run_id, str):
+                    raise ValueError("needs string 'domain_id' and 'run_id'")
+                kwargs: dict[str, Any] = {}
+                for key in strings:
+                    if key in run:
+                        if not isinstance(run[key], str):
+                            raise ValueError(f"{key!r} must be a string")
+                        kwargs[key] = run[key]
+                for key in numbers:
+                    if key in run:
+                        value = run[key]
+                        if isinstance(value, bool) or not isinstance(value, int | float):
+                            raise ValueError(f"{key!r} must be a number")
+                        kwargs[key] = float(value)
+                own = {"domain_id", "run_id", *strings, *numbers}
+                script = RunScript.from_dict({k: v for k, v in run.items() if k not in own})
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+            parsed.append((domain_id, run_id, script, kwargs))
+        for domain_id, run_id, script, kwargs in parsed:
+            self.add_run(domain_id, run_id, script, **kwargs)
+
+    # -- observation -------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every request seen so far, in arrival order (a copy)."""
+        with self._lock:
+            return list(self._records)
+
+    def calls(self, run_id: str, *, domain_id: str | None = None) -> int:
+        """How many GetJobRun requests named this run, faulted and rejected ones included."""
+        with self._lock:
+            return sum(
+                1
+                for r in self._records
+                if r.operation == "GetJobRun"
+                and r.run_id == run_id
+                and (domain_id is None or r.domain_id == domain_id)
+            )
+
+    def end_time(self, run_id: str, *, domain_id: str | None = None) -> float | None:
+        """The clock time at which the run became terminal, or None if it has not yet.
+
+        For a timeline it is the time of the first terminal entry (exact, whether
+        polled or not); for a statuses script, the first call answered with a
+        terminal status.
+        """
+        now = self._clock()
+        with self._lock:
+            found = [
+                r
+                for (d, rid), r in self._runs.items()
+                if rid == run_id and (domain_id is None or d == domain_id)
+            ]
+            if not found:
+                raise KeyError(f"no run {run_id!r} was added")
+            if len(found) > 1:
+                raise ValueError(f"run {run_id!r} exists in several domains; pass domain_id")
+            run = found[0]
+            if run.script.timeline is not None:
+                _, _, end_offset = _timeline_state(run.script.timeline, now - run.added)
+                return None if end_offset is None else run.added + end_offset
+            return run.end_clock
+
+    # -- the service -------------------------------------------------------
+
+    def _answer(self, method: str, raw_path: str, authorization: str | None) -> _Reply:
+        """Decide the answer to one request and record it."""
+        route = _route(method, raw_path)
+        now, wall = self._clock(), self._wall()
+        with self._lock:
+            reply = self._decide(route, authorization, now, wall)
+            run_id = route.ident if route.operation == "GetJobRun" else None
+            job_id = route.ident if route.operation == "ListJobRuns" else None
+            self._records.append(
+                RequestRecord(
+                    t=now,
+                    operation=route.operation,
+                    domain_id=route.domain_id,
+                    run_id=run_id,
+                    status_code=reply.status,
+                    error_type=reply.error_type,
+                    answered_status=reply.answered_status,
+                    job_id=job_id,
+                    fault=reply.fault,
+                )
+            )
+        return reply
+
+    def _decide(self, route: _Route, authorization: str | None, now: float, wall: float) -> _Reply:
+        rejected = _check_auth(authorization)
+        if rejected is not None:
+            return rejected
+        if not self._take_token(now):
+            return _aws_error(429, "ThrottlingException", "Rate exceeded", fault="max_rps")
+        if route.operation == "Unknown":
+            return _aws_error(404, "UnknownOperationException", "Unknown operation")
+        assert route.domain_id is not None
+        assert route.ident is not None
+        if not _DOMAIN_RE.fullmatch(route.domain_id):
+            return _validation_error("domainIdentifier", route.domain_id, _DOMAIN_RE.pattern)
+        member = "identifier" if route.operation == "GetJobRun" else "jobIdentifier"
+        if not _ID_RE.fullmatch(route.ident):
+            return _validation_error(member, route.ident, _ID_RE.pattern)
+        if route.operation == "ListJobRuns":
+            return self._list_job_runs(route, now)
+        return self._get_job_run(route.domain_id, route.ident, now, wall)
+
+    def _take_token(self, now: float) -> bool:
+        if self._max_rps is None:
+            return True
+        if self._bucket_at is not None:
+            refill = (now - self._bucket_at) * self._max_rps
+            self._bucket_tokens = min(self._bucket_capacity, self._bucket_tokens + refill)
+        self._bucket_at = now
+        if self._bucket_tokens >= 1.0:
+            self._bucket_tokens -= 1.0
+            return True
+        return False
+
+    def _get_job_run(self, domain_id: str, run_id: str, now: float, wall: float) -> _Reply:
+        run = self._runs.get((domain_id, run_id))
+        if run is None or now < run.visible_at:
+            reply = _aws_error(
+                404, "ResourceNotFoundException", f"Job run {run_id} not found in {domain_id}"
+            )
+            return reply if run is None else _with_delay(reply, run.script.latency)
+        script = run.script
+        if script.throttle_rate > 0 and self._rng.random() < script.throttle_rate:
+            return _with_delay(
+                _aws_error(429, "ThrottlingException", "Rate exceeded", fault="throttle_rate"),
+                script.latency,
+            )
+        delay, fault = script.latency, None
+        if script.statuses is not None:
+            if run.cursor < len(script.statuses):
+                item = script.statuses[run.cursor]
+                run.cursor += 1
+                if isinstance(item, Fault):
+                    if item.kind != "delay":
+                        return _with_delay(_fault_reply(item), delay)
+                    delay, fault = delay + item.seconds, item.kind
+                    status = _current_status(run)
+                else:
+                    status = item
+            else:
+                status = _current_status(run)
+            _observe(run, status, now, wall)
+        else:
+            assert script.timeline is not None
+            status = _timeline_status(run, now)
+        body = json.dumps(_job_run_json(run, status)).encode()
+        return _Reply(200, body, delay=delay, answered_status=status, fault=fault)
+
+    def _list_job_runs(self, route: _Route, now: float) -> _Reply:
+        assert route.domain_id is not None
+        assert route.ident is not None
+        q = route.query
+        sort_order = q.get("sortOrder", ["DESCENDING"])[-1]
+        if sort_order not in ("ASCENDING", "DESCENDING"):
+            return _aws_error(
+                400,
+                "ValidationException",
+                f"1 validation error detected: Value '{sort_order}' at 'sortOrder' failed to "
+                "satisfy constraint: Member must satisfy enum value set: [ASCENDING, DESCENDING]",
+            )
+        raw_max = q.get("maxResults", [str(_DEFAULT_PAGE_SIZE)])[-1]
+        try:
+            max_results = int(raw_max)
+        except ValueError:
+            max_results = 0
+        if not 1 <= max_results <= _MAX_PAGE_SIZE:
+            return _aws_error(
+                400,
+                "ValidationException",
+                f"1 validation error detected: Value '{raw_max}' at 'maxResults' failed to "
+                f"satisfy constraint: Member must be between 1 and {_MAX_PAGE_SIZE}",
+            )
+        status_filter = q["status"][-1] if "status" in q else None
+        # The token remembers the query it belongs to, so it cannot be replayed on another.
+        fingerprint = f"{route.domain_id}|{route.ident}|{status_filter}|{sort_order}"
+        after: tuple[float, int] | None = None
+        if "nextToken" in q:
+            after = _decode_token(q["nextToken"][-1], fingerprint)
+            if after is None:
+                return _aws_error(400, "ValidationException", "The nextToken is invalid.")
+        descending = sort_order == "DESCENDING"
+        rows: list[tuple[tuple[float, int], dict[str, Any]]] = []
+        for run in self._runs.values():
+            if (run.domain_id, run.job_id) != (route.domain_id, route.ident):
+                continue
+            if now < run.visible_at:
+                continue
+            status = _peek_status(run, now)
+            if status_filter is not None and status != status_filter:
+                continue
+            key = (run.created_at, run.seq)
+            if after is not None and (key >= after if descending else key <= after):
+                continue
+            rows.append((key, _summary_json(run, status)))
+        rows.sort(key=lambda row: row[0], reverse=descending)
+        page = rows[:max_results]
+        out: dict[str, Any] = {"items": [item for _, item in page]}
+        if len(rows) > max_results:
+            out["nextToken"] = _encode_token(page[-1][0], fingerprint)
+        return _Reply(200, json.dumps(out).encode())
+
+
+def _with_delay(reply: _Reply, delay: float) -> _Reply:
+    if delay <= 0:
+        return reply
+    return _Reply(
+        reply.status,
+        reply.body,
+        reply.content_type,
+        reply.error_type,
+        delay,
+        reply.answered_status,
+        reply.fault,
+    )
+
+
+def _encode_token(key: tuple[float, int], fingerprint: str) -> str:
+    raw = json.dumps([fingerprint, key[0], key[1]]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_token(token: str, fingerprint: str) -> tuple[float, int] | None:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    ok = (
+        isinstance(value, list)
+        and len(value) == 3
+        and value[0] == fingerprint
+        and isinstance(value[1], int | float)
+        and isinstance(value[2], int)
+    )
+    return (float(value[1]), int(value[2])) if ok else None
+
+
+def _current_status(run: _Run) -> str:
+    """The status last answered, or the next one the script holds if none was yet."""
+    if run.last_status is not None:
+        return run.last_status
+    assert run.script.statuses is not None
+    # RunScript guarantees a status string is ahead when none has been answered.
+    return next(s for s in run.script.statuses[run.cursor :] if isinstance(s, str))
+
+
+def _peek_status(run: _Run, now: float) -> str:
+    if run.script.timeline is not None:
+        return _timeline_status(run, now)
+    return _current_status(run)
+
+
+def _observe(run: _Run, status: str, now: float, wall: float) -> None:
+    run.last_status = status
+    if status != "SCHEDULED" and run.start_wall is None:
+        run.start_wall = wall
+    if status in TERMINAL_STATUSES and run.end_wall is None:
+        run.end_wall = wall
+        run.end_clock = now
+
+
+def _timeline_state(
+    timeline: Sequence[tuple[float, str]], elapsed: float
+) -> tuple[str, float | None, float | None]:
+    """(status, start offset, end offset) of a timeline ``elapsed`` seconds in."""
+    status = timeline[0][1]
+    start: float | None = None
+    end: float | None = None
+    for offset, entry in timeline:
+        if offset > elapsed:
+            break
+        status = entry
+        if entry != "SCHEDULED" and start is None:
+            start = offset
+        if entry in TERMINAL_STATUSES and end is None:
+            end = offset
+    return status, start, end
+
+
+def _timeline_status(run: _Run, now: float) -> str:
+    assert run.script.timeline is not None
+    status, start, end = _timeline_state(run.script.timeline, now - run.added)
+    run.start_wall = None if start is None else run.created_at + start
+    run.end_wall = None if end is None else run.created_at + end
+    run.end_clock = None if end is None else run.added + end
+    return status
+
+
+def _common_json(run: _Run, status: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "domainId": run.domain_id,
+        "jobId": run.job_id,
+        "jobType": run.job_type,
+        "runMode": run.run_mode,
+        "status": status,
+        "createdBy": run.created_by,
+        "createdAt": run.created_at,
+    }
+    if run.start_wall is not None:
+        out["startTime"] = run.start_wall
+    if run.end_wall is not None:
+        out["endTime"] = run.end_wall
+    if run.script.error_message is not None and status in ERROR_MESSAGE_STATUSES:
+        out["error"] = {"message": run.script.error_message}
+    return out
+
+
+def _summary_json(run: _Run, status: str) -> dict[str, Any]:
+    return {"runId": run.run_id, **_common_json(run, status)}
+
+
+def _job_run_json(run: _Run, status: str) -> dict[str, Any]:
+    out = {"id": run.run_id, **_common_json(run, status)}
+    script = run.script
+    if script.unknown_details:
+        out["details"] = {"someFutureRunDetails": {"x": 1}}
+    elif script.lineage is not None and (
+        status in TERMINAL_STATUSES or (script.lineage.while_running and status == "IN_PROGRESS")
+    ):
+        sql = script.lineage.to_json(run.created_at)
+        out["details"] = {"lineageRunDetails": {"sqlQueryRunDetails": sql}}
+    return out
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    simulator: Simulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up (read timeout, reset) is business as usual here;
+        # anything else is a simulator bug and keeps the default traceback.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1 keeps botocore's pooled connections alive across requests.
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; Nagle would hold the body back
+    # for a delayed ACK (~40 ms) on every keep-alive request.
+    disable_nagle_algorithm = True
+
+    def _sim(self) -> Simulator:
+        return cast(_Server, self.server).simulator
+
+    def setup(self) -> None:
+        super().setup()
+        sim = self._sim()
+        with sim._lock:
+            sim._connections.add(self.connection)
+
+    def finish(self) -> None:
+        sim = self._sim()
+        with sim._lock:
+            sim._connections.discard(self.connection)
+        with contextlib.suppress(OSError):  # the client may already be gone
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence per-request logging (it would also be the place headers could leak)."""
+
+    def _serve(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            return
+        if length:
+            self.rfile.read(length)  # keep the connection in step for the next request
+        sim = self._sim()
+        reply = sim._answer(self.command, self.path, self.headers.get("Authorization"))
+        if reply.delay > 0 and sim._stopping.wait(reply.delay):
+            self.close_connection = True
+            return
+        if reply.status is None:
+            self.close_connection = True
+            return
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+            if reply.error_type is not None:
+                self.send_header("x-amzn-ErrorType", reply.error_type)
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except OSError:
+            self.close_connection = True
+
+    do_GET = _serve
+    do_POST = _serve
+    do_PUT = _serve
+    do_DELETE = _serve
+    do_PATCH = _serve
