@@ -138,7 +138,8 @@ _CREDENTIAL_ERRORS = (
     bce.ProfileNotFound,
 )
 _TRANSIENT_ERRORS = (
-    bce.HTTPClientError,  # connection refused or reset, connect and read timeouts, proxy errors
+    bce.ConnectionError,  # refused, connect timeout, proxy and TLS failures
+    bce.HTTPClientError,  # reset, closed, read timeout
     ResponseParserError,
     bce.IncompleteReadError,
     bce.ChecksumError,

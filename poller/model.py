@@ -49,12 +49,10 @@ class JobRunStatus(enum.StrEnum):
     @classmethod
     def parse(cls, raw: str) -> JobRunStatus | str:
         """The member for a known status; an unknown one is kept as the raw string."""
-        try:
-            return cls(raw)
-        except ValueError:
-            return raw
+        return _BY_VALUE.get(raw, raw)
 
 
+_BY_VALUE: dict[str, JobRunStatus] = {s.value: s for s in JobRunStatus}
 _OUTCOMES = {
     JobRunStatus.SUCCESS: Outcome.SUCCEEDED,
     JobRunStatus.PARTIALLY_SUCCEEDED: Outcome.PARTIALLY_SUCCEEDED,
@@ -174,6 +172,11 @@ class JobRun:
     end_time: datetime | None = None
     lineage: LineageStats | None = None
 
+    def __post_init__(self) -> None:
+        # A known status given as a plain string becomes the member, so
+        # JobRun(status="SUCCESS") is terminal like a parsed response.
+        object.__setattr__(self, "status", JobRunStatus.parse(str(self.status)))
+
     @classmethod
     def from_response(cls, response: Mapping[str, Any]) -> JobRun:
         """Parse botocore's GetJobRun output; raise MalformedResponseError if it is not one."""
@@ -192,7 +195,7 @@ class JobRun:
         return cls(
             domain_id=domain_id,
             id=run_id,
-            status=JobRunStatus.parse(status),
+            status=status,
             job_id=text("jobId"),
             job_type=text("jobType"),
             run_mode=text("runMode"),

@@ -145,10 +145,11 @@ def _backoff(policy: PollPolicy, attempt: int) -> float:
     return wait_exponential(multiplier=policy.retry_initial, max=policy.retry_max)(call)
 
 
-def _jittered(delay: float, jitter: float, rng: random.Random) -> float:
-    # A symmetric spread keeps the mean cadence what the policy says while
-    # desynchronising many waiters that started together.
-    return delay * (1 + jitter * (2 * rng.random() - 1)) if jitter else delay
+def _jittered(delay: float, jitter: float, cap: float, rng: random.Random) -> float:
+    # Spread each delay over [delay*(1-j), delay*(1+j)] so waiters that started
+    # together drift apart; at the cap the spread is one-sided rather than
+    # clipped, or every waiter at the cap would poll in step again.
+    return rng.uniform(delay * (1 - jitter), min(delay * (1 + jitter), cap)) if jitter else delay
 
 
 def advance(
@@ -156,8 +157,14 @@ def advance(
 ) -> tuple[WaitState, Step]:
     """After a call that returned ``run`` at ``now``: stop, or poll again after how long."""
     changed = state.last is None or run.status != state.last.status
+    # The first answer and any status change restart the cadence at
+    # `interval`; a poll that saw nothing new lengthens it. After throttling,
+    # it resumes no faster than the backoff that got through.
+    base = policy.interval if changed else min(state.base * policy.multiplier, policy.max_interval)
+    base = max(base, min(state.backoff_floor, policy.max_interval))
     seen = replace(
         state,
+        base=base,
         polls=state.polls + 1,
         consecutive_errors=0,
         retry_attempt=0,
@@ -169,13 +176,7 @@ def advance(
     left = state.time_left(now)
     if left <= 0:
         return seen, _timeout(seen, f"the run was still {run.status}")
-    # The first answer and any status change restart the cadence at
-    # `interval`; a poll that saw nothing new lengthens it.
-    base = policy.interval if changed else min(state.base * policy.multiplier, policy.max_interval)
-    # After throttling, resume no faster than the backoff that got through.
-    base = max(base, min(state.backoff_floor, policy.max_interval))
-    delay = min(_jittered(base, policy.jitter, rng), policy.max_interval, left)
-    return replace(seen, base=base), Step(delay=delay)
+    return seen, Step(delay=min(_jittered(base, policy.jitter, policy.max_interval, rng), left))
 
 
 def fail(
@@ -209,7 +210,7 @@ def fail(
     if left <= 0:
         return state, _timeout(state, f"the last call failed with {fault.error_type}")
     attempt = state.retry_attempt + 1
-    delay = min(_jittered(_backoff(policy, attempt), policy.jitter, rng), policy.retry_max, left)
+    delay = min(_jittered(_backoff(policy, attempt), policy.jitter, policy.retry_max, rng), left)
     if fault.kind is FaultKind.NOT_FOUND:
         # The last look happens as the grace period ends, not after it.
         delay = min(delay, max(state.started + policy.not_found_grace - now, 0.0))

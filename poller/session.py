@@ -8,6 +8,7 @@ here so it is written once.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +38,7 @@ class WaitSession:
         job_run_id: str,
         policy: PollPolicy,
         *,
-        clock: Clock,
+        clock: Clock | None = None,
         rng: random.Random | None = None,
         on_change: OnChange | None = None,
         on_step: OnStep | None = None,
@@ -46,13 +47,14 @@ class WaitSession:
         self.domain_id = domain_id
         self.job_run_id = job_run_id
         self.policy = policy
-        self._clock = clock
+        # Looked up per wait, not bound as a default, so freezegun can patch it.
+        self._clock = clock if clock is not None else time.monotonic
         self._rng = rng if rng is not None else random.Random()
         self._on_change = on_change
         self._on_step = on_step
         self._log = logger if logger is not None else log.get_logger()
         self._log = self._log.bind(domain_id=domain_id, job_run_id=job_run_id)
-        self.state = WaitState.start(policy, clock())
+        self.state = WaitState.start(policy, self._clock())
         self._last_news = self.state.started
         self._log.info(log.WAIT_STARTED, timeout_s=policy.timeout)
 

@@ -14,20 +14,22 @@ from poller.model import JobRun, WaitResult
 from poller.policy import CallFault, PollPolicy, Step
 from poller.session import Clock, OnChange, OnStep, WaitSession, raise_if_error
 
-__all__ = ["UNSET", "get_job_run", "wait_for_job_run", "wait_result"]
+__all__ = ["UNSET", "Unset", "get_job_run", "wait_for_job_run", "wait_result"]
 
 Sleep = Callable[[float], object]
 
 
-class _Unset(enum.Enum):
+class Unset(enum.Enum):
+    """The type of UNSET: an argument that was not given."""
+
     UNSET = enum.auto()
 
 
 # `timeout=None` already means "no deadline", so "not given" needs its own value.
-UNSET = _Unset.UNSET
+UNSET = Unset.UNSET
 
 
-def resolve_policy(policy: PollPolicy | None, timeout: float | _Unset | None) -> PollPolicy:
+def resolve_policy(policy: PollPolicy | None, timeout: float | Unset | None) -> PollPolicy:
     """The policy to use: the given one (or the defaults), with ``timeout`` if one was passed."""
     policy = policy if policy is not None else PollPolicy()
     return policy if timeout is UNSET else policy.with_timeout(timeout)
@@ -47,8 +49,12 @@ def resolve_client(
     )
 
 
-def _interruptible(sleep: Sleep, cancel: threading.Event | None) -> Callable[[float], bool]:
+def _interruptible(sleep: Sleep | None, cancel: threading.Event | None) -> Callable[[float], bool]:
     """A sleep that returns True as soon as ``cancel`` is set."""
+    if sleep is None and cancel is not None:
+        return cancel.wait
+    # Looked up at call time, not bound as a default, so freezegun can patch it.
+    sleep = sleep if sleep is not None else time.sleep
     if cancel is None:
 
         def plain(seconds: float) -> bool:
@@ -56,8 +62,6 @@ def _interruptible(sleep: Sleep, cancel: threading.Event | None) -> Callable[[fl
             return False
 
         return plain
-    if sleep is time.sleep:
-        return cancel.wait
     # An injected sleep (a test's) keeps control of time; look at the event after it.
     return lambda seconds: bool(sleep(seconds)) or cancel.is_set()
 
@@ -93,7 +97,7 @@ def wait_result(
     domain_id: str,
     job_run_id: str,
     *,
-    timeout: float | _Unset | None = UNSET,
+    timeout: float | Unset | None = UNSET,
     policy: PollPolicy | None = None,
     client: JobRunClient | None = None,
     region_name: str | None = None,
@@ -102,8 +106,8 @@ def wait_result(
     on_change: OnChange | None = None,
     on_step: OnStep | None = None,
     cancel: threading.Event | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
     rng: random.Random | None = None,
     logger: Any = None,
 ) -> WaitResult:
@@ -139,7 +143,7 @@ def wait_for_job_run(
     domain_id: str,
     job_run_id: str,
     *,
-    timeout: float | _Unset | None = UNSET,
+    timeout: float | Unset | None = UNSET,
     policy: PollPolicy | None = None,
     client: JobRunClient | None = None,
     region_name: str | None = None,
@@ -147,8 +151,8 @@ def wait_for_job_run(
     endpoint_url: str | None = None,
     on_change: OnChange | None = None,
     cancel: threading.Event | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
     rng: random.Random | None = None,
 ) -> WaitResult:
     """Wait until the run reaches a terminal status and return what was found.
@@ -188,8 +192,8 @@ def get_job_run(
     region_name: str | None = None,
     profile_name: str | None = None,
     endpoint_url: str | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
 ) -> JobRun:
     """Read the run's current state once, whatever it is.
 
