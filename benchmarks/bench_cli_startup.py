@@ -61,7 +61,10 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     try:
         start = time.perf_counter()
         pid = os.posix_spawn(
-            argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)]
+            argv[0],
+            argv,
+            env,
+            file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)],
         )
         _, status, usage = os.wait4(pid, 0)
         wall = time.perf_counter() - start
@@ -121,7 +124,9 @@ def main() -> None:
         calls = sim.calls(RUN)
 
     print(f"{args.rounds} rounds, interleaved; {calls} GetJobRun calls in all")
-    print(f"{'command':<8} {'wall median':>12} {'wall mean':>10} {'cpu median':>11} {'cpu mean':>9}")
+    print(
+        f"{'command':<8} {'wall median':>12} {'wall mean':>10} {'cpu median':>11} {'cpu mean':>9}"
+    )
     for name in names:
         w, c = walls[name], cpus[name]
         print(

@@ -18,7 +18,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -45,13 +45,31 @@ EXIT_CODES: Mapping[int, str] = {
     "transient faults did not clear",
     130: "interrupted by SIGINT (143: SIGTERM); the last state is still printed",
 }
+# `poller status` reports a status rather than judging it.
+STATUS_EXIT_CODES: Mapping[int, str] = {
+    0: "the status was read, whatever it is (use `poller wait --timeout 0` for an exit code "
+    "that follows the run's status)",
+    2: EXIT_CODES[2],
+    4: "throttling did not let a call through before the timeout",
+    5: EXIT_CODES[5],
+    130: EXIT_CODES[130],
+}
 EXIT_USAGE = 2
 EXIT_UNREADABLE = 5
 _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-_EXIT_HELP = "\b\nExit codes:\n" + "\n".join(
-    f"  {code:<4} {text}" for code, text in EXIT_CODES.items()
-)
+
+def _exit_help(codes: Mapping[int, str]) -> str:
+    import textwrap  # noqa: PLC0415
+
+    rows = (
+        textwrap.fill(text, 86, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+        for code, text in codes.items()
+    )
+    return "\b\nExit codes:\n" + "\n".join(rows)
+
+
+_EXIT_HELP = _exit_help(EXIT_CODES)
 
 
 def _epilog(*examples: str) -> str:
@@ -268,6 +286,21 @@ def _configure_logging(plan: Plan, stream: TextIO) -> None:
         fmt = "console" if plan.output.stderr.isatty() else "json"
     level = "critical" if plan.output.quiet else settings.log_level
     configure_logging(fmt, level, stream)
+    if plan.output.live is not None:
+        # A person at a terminal sees the result right below; the `finished`
+        # event would print the same document again as one very long line.
+        import structlog  # noqa: PLC0415
+
+        processors = structlog.get_config()["processors"]
+        structlog.configure(processors=[_drop_finished, *processors])
+
+
+def _drop_finished(_: object, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    import structlog  # noqa: PLC0415
+
+    if event.get("event") == "finished":
+        raise structlog.DropEvent
+    return event
 
 
 class _ColorAware:
@@ -360,7 +393,7 @@ def _read_once(
 
 
 def execute(plan: Plan) -> int:
-    """Wait on every run of ``plan`` concurrently, print each result as it comes, return the code."""
+    """Wait on the runs of ``plan`` concurrently; print each result as it comes; the exit code."""
     import queue  # noqa: PLC0415
 
     out = plan.output
@@ -523,14 +556,16 @@ _DURATION = click.STRING
 _OUTPUT = click.Choice(["json", "text"])
 
 
+_DOMAIN_OPTION = click.option(
+    "--domain-identifier",
+    required=True,
+    metavar="DZD",
+    help="The DataZone domain, e.g. dzd_abc123.",
+)
+
+
 def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option(
-            "--domain-identifier",
-            required=True,
-            metavar="DZD",
-            help="The DataZone domain, e.g. dzd_abc123.",
-        ),
         click.option(
             "--output",
             type=_OUTPUT,
@@ -603,7 +638,7 @@ def cli() -> None:
         "--output json | jq .outcome",
     )
 )
-@_common_options
+@_DOMAIN_OPTION
 @click.option(
     "--identifier",
     "identifiers",
@@ -634,6 +669,7 @@ def cli() -> None:
     default=None,
     help="Treat PARTIALLY_SUCCEEDED as success (exit 0, not 3).",
 )
+@_common_options
 def wait(
     domain_identifier: str,
     identifiers: tuple[str, ...],
@@ -680,17 +716,12 @@ def wait(
 
 
 @cli.command(
-    epilog="\b\nExample:\n"
-    "  $ poller status --domain-identifier dzd_abc123 --identifier run-42\n\n"
-    "\b\nExit codes:\n"
-    "  0    the status was read, whatever it is (the document has it)\n"
-    "  2    usage error or bad input (as for wait)\n"
-    "  5    the status could not be read: not found, access denied, no credentials, ...\n"
-    "  130  interrupted by SIGINT (143: SIGTERM)\n"
-    "Use `poller wait --timeout 0` for an exit code that follows the run's status."
+    epilog="\b\nExample:\n  $ poller status --domain-identifier dzd_abc123 --identifier run-42\n\n"
+    + _exit_help(STATUS_EXIT_CODES)
 )
-@_common_options
+@_DOMAIN_OPTION
 @click.option("--identifier", required=True, metavar="RUN", help="The job run.")
+@_common_options
 def status(
     domain_identifier: str,
     identifier: str,
@@ -752,6 +783,8 @@ def demo(output: str | None) -> int:
             "SUCCESS",
         ],
         lineage=Lineage(
+            query_start_offset=1.0,
+            query_end_offset=6.5,
             total_queries_processed=42,
             num_queries_failed=2,
             error_messages=(
@@ -779,9 +812,7 @@ def demo(output: str | None) -> int:
             f"--endpoint-url {sim.endpoint_url}` would."
         )
         started = time.monotonic()
-        code = execute(
-            Plan(domain_id=domain_id, run_ids=[run_id], settings=settings, output=out)
-        )
+        code = execute(Plan(domain_id=domain_id, run_ids=[run_id], settings=settings, output=out))
         out.note(
             f"poller demo: done in {time.monotonic() - started:.1f}s with "
             f"{sim.calls(run_id)} GetJobRun calls; exit code {code}."

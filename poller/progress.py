@@ -227,12 +227,20 @@ class LiveLine:
             return
         # A line wider than the terminal wraps, and "\r" then redraws only its
         # last row: keep it one column short of the width.
-        width = shutil.get_terminal_size(fallback=(80, 24)).columns - 1
+        width = self._columns() - 1
         plain = self._compose(color=False)
         line = self._compose(color=self._color) if len(plain) <= width else plain[:width]
         self._write(CLEAR_LINE + line)
         self._shown = True
         self._flush()
+
+    def _columns(self) -> int:
+        # The line is on stderr, which may be a terminal while stdout is a pipe.
+        try:
+            columns = os.get_terminal_size(self._stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = shutil.get_terminal_size().columns
+        return columns if columns > 10 else 80  # a pty nobody sized reports 0
 
     def _erase(self) -> None:
         if self._shown:
