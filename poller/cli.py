@@ -137,7 +137,8 @@ class Output:
     quiet: bool
     stdout: TextIO
     stderr: TextIO
-    color: bool
+    color: bool  # colour on stdout
+    err_color: bool  # colour on stderr (the live line, console logs)
     live: LiveLine | None = None
 
     def result(self, result: WaitResult) -> None:
@@ -403,9 +404,10 @@ def execute(plan: Plan) -> int:
     if not out.quiet and out.stderr.isatty() and os.environ.get("TERM") != "dumb":
         from poller.progress import LiveLine  # noqa: PLC0415
 
-        live = LiveLine(out.stderr, plan.run_ids, color=out.color)
+        live = LiveLine(out.stderr, plan.run_ids, color=out.err_color)
         out.live = live
-    _configure_logging(plan, live.log_stream() if live else _ColorAware(out.stderr, out.color))  # type: ignore[arg-type]
+    log_stream = live.log_stream() if live else _ColorAware(out.stderr, out.err_color)
+    _configure_logging(plan, log_stream)  # type: ignore[arg-type]
 
     from poller.datazone import build_client  # noqa: PLC0415
     from poller.errors import InvalidRequestError, PollerError  # noqa: PLC0415
@@ -513,7 +515,14 @@ def _output(fmt: str | None, quiet: bool) -> Output:
     stdout, stderr = sys.stdout, sys.stderr
     if fmt is None:
         fmt = "text" if stdout.isatty() else "json"
-    return Output(fmt=fmt, quiet=quiet, stdout=stdout, stderr=stderr, color=use_color(stdout))
+    return Output(
+        fmt=fmt,
+        quiet=quiet,
+        stdout=stdout,
+        stderr=stderr,
+        color=use_color(stdout),
+        err_color=use_color(stderr),
+    )
 
 
 def _settings(config_file: str | None, flags: Mapping[tuple[str, str], tuple[str, object]]) -> Any:

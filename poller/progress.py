@@ -218,7 +218,7 @@ class LiveLine:
             wait = max(min(pending) - now, 0.0)
             backing_off = any(r.backing_off for r in runs if not r.done)
             what = "retry" if backing_off else "next check"
-            parts.append(f"{what} in {wait:.0f}s" if wait >= 1 else f"{what} now")
+            parts.append(f"{what} in {wait:.0f}s" if wait >= 1 else f"{what} in {wait:.1f}s")
         line = " · ".join(parts)
         return f"{_DIM}waiting{_RESET} {line}" if color else f"waiting {line}"
 

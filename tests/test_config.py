@@ -91,9 +91,12 @@ def test_the_wheel_ships_the_defaults_and_reads_them(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("poller-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("poller/poller.toml") == PACKAGED.read_bytes()
-        assert "poller = poller.cli:main" in archive.read(
-            next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
-        ).decode()
+        assert (
+            "poller = poller.cli:main"
+            in archive.read(
+                next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
+            ).decode()
+        )
         archive.extractall(tmp_path / "site")
     found = subprocess.run(
         [sys.executable, "-c", "from poller.config import defaults_path; print(defaults_path())"],
