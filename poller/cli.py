@@ -43,7 +43,7 @@ EXIT_CODES: Mapping[int, str] = {
     4: "the wait's deadline passed before the run finished",
     5: "the status could not be read: not found, access denied, no credentials, "
     "transient faults did not clear",
-    130: "interrupted by SIGINT (143: SIGTERM); the last state is still printed",
+    130: "interrupted by SIGINT (130) or SIGTERM (143); the last state is still printed",
 }
 # `poller status` reports a status rather than judging it.
 STATUS_EXIT_CODES: Mapping[int, str] = {
