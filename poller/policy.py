@@ -216,6 +216,15 @@ def fail(
             return state, _error(JobRunNotFoundError(fault.message, job_run=state.last))
         state = replace(state, errors_retried=state.errors_retried + 1)
     left = state.time_left(now)
+    if left <= 0 and state.last is None:
+        # No status was ever read, so "still running at the deadline" would be
+        # a guess: the honest verdict is that the status could not be read.
+        return state, _error(
+            ServiceUnavailableError(
+                f"no status could be read before the deadline; the last call failed with "
+                f"{fault.error_type}: {fault.message}"
+            )
+        )
     if left <= 0:
         return state, _timeout(state, f"the last call failed with {fault.error_type}")
     attempt = state.retry_attempt + 1
