@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EXIT_CODES", "cli", "exit_code", "main"]
 
-# code -> meaning; the --help text and docs/cli.md are generated from this.
+# code -> meaning; the --help text and the README table are generated from this.
 EXIT_CODES: Mapping[int, str] = {
     0: "SUCCESS (or PARTIALLY_SUCCEEDED with --allow-partial)",
     1: "the run ended FAILED, ABORTED, TIMED_OUT or CANCELED",
@@ -586,7 +586,7 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "config_file",
             metavar="FILE",
             default=None,
-            help="TOML settings file (also POLLER_CONFIG); see docs/cli.md.",
+            help="TOML settings file (also POLLER_CONFIG); see the README.",
         ),
         click.option("--region", metavar="R", default=None, help="AWS region."),
         click.option("--profile", metavar="P", default=None, help="AWS named profile."),

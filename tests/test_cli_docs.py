@@ -1,6 +1,6 @@
-"""docs/cli.md stays true: its exit-code table and configuration reference are generated.
+"""The README's CLI section stays true: its exit-code and config tables are generated.
 
-Run ``python tests/test_cli_docs.py`` to rewrite the generated blocks after
+Run ``python tests/test_cli_docs.py`` to rewrite the README's generated blocks after
 changing ``config/poller.toml`` or ``poller.cli.EXIT_CODES``.
 """
 
@@ -14,7 +14,7 @@ from poller.cli import EXIT_CODES
 from poller.config import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "cli.md"
+DOC = ROOT / "README.md"
 DEFAULTS = ROOT / "config" / "poller.toml"
 
 
@@ -52,7 +52,7 @@ def block(name: str) -> str:
     found = re.search(
         rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", DOC.read_text(), flags=re.DOTALL
     )
-    assert found, f"docs/cli.md lacks the {name} block"
+    assert found, f"README.md lacks the {name} block"
     return found.group(1)
 
 
