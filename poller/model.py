@@ -49,12 +49,10 @@ class JobRunStatus(enum.StrEnum):
     @classmethod
     def parse(cls, raw: str) -> JobRunStatus | str:
         """The member for a known status; an unknown one is kept as the raw string."""
-        try:
-            return cls(raw)
-        except ValueError:
-            return raw
+        return _BY_VALUE.get(raw, raw)
 
 
+_BY_VALUE: dict[str, JobRunStatus] = {s.value: s for s in JobRunStatus}
 _OUTCOMES = {
     JobRunStatus.SUCCESS: Outcome.SUCCEEDED,
     JobRunStatus.PARTIALLY_SUCCEEDED: Outcome.PARTIALLY_SUCCEEDED,

@@ -1,0 +1,374 @@
+"""The blocking wait against the simulator, over real HTTP with real boto3 clients."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+from structlog.testing import capture_logs
+
+from poller import (
+    AccessDeniedError,
+    InvalidRequestError,
+    JobRunNotFoundError,
+    JobRunStatus,
+    Outcome,
+    PollPolicy,
+    ServiceUnavailableError,
+    WaitCancelledError,
+    WaitTimeoutError,
+    get_job_run,
+    wait_for_job_run,
+)
+from poller.testing import Fault, Lineage, RunScript, Simulator
+from poller.waiter import wait_result
+from tests.conftest import DOMAIN, SECRET, FakeTime, make_client
+
+TERMINAL = ["SUCCESS", "PARTIALLY_SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT", "CANCELED"]
+LINEAGE = Lineage(total_queries_processed=42, num_queries_failed=2, error_messages=("bad SQL",))
+
+
+def wait(client: Any, fake_time: FakeTime, run_id: str = "run-1", **kwargs: Any) -> Any:
+    """wait_for_job_run on fake time: no real sleeping, exact delays recorded."""
+    kwargs.setdefault("policy", PollPolicy(jitter=0))
+    return wait_for_job_run(
+        DOMAIN, run_id, client=client, clock=fake_time.clock, sleep=fake_time.sleep, **kwargs
+    )
+
+
+@pytest.mark.parametrize("status", TERMINAL)
+@pytest.mark.parametrize("lineage", [LINEAGE, None], ids=["lineage", "no-lineage"])
+def test_every_terminal_status(
+    sim: Simulator, client: Any, fake_time: FakeTime, status: str, lineage: Lineage | None
+) -> None:
+    """Each terminal status ends the wait with its outcome, lineage parsed when present."""
+    sim.add_run(
+        DOMAIN,
+        "run-1",
+        RunScript(statuses=["SCHEDULED", "IN_PROGRESS", status], lineage=lineage),
+    )
+    result = wait(client, fake_time)
+    assert result.job_run.status == status
+    assert result.outcome is JobRunStatus(status).outcome
+    assert result.polls == sim.calls("run-1") == 3
+    assert fake_time.sleeps == [2.0, 2.0]  # SCHEDULED->IN_PROGRESS restarts the cadence
+    doc = result.to_dict()
+    if lineage is None:
+        assert doc["lineage"] is None
+    else:
+        assert doc["lineage"]["total_queries_processed"] == 42
+        assert doc["lineage"]["num_queries_succeeded"] == 40
+        assert doc["lineage"]["failure_rate"] == 0.0476
+        assert doc["lineage"]["error_messages"] == ["bad SQL"]
+
+
+def test_an_already_finished_run_costs_one_call(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """The first call happens at once; a finished run needs no second."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
+    result = wait(client, fake_time)
+    assert (result.polls, sim.calls("run-1"), fake_time.sleeps) == (1, 1, [])
+
+
+def test_throttle_storm_ends_in_success(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
+    """Forty throttles in a row are retried with backoff and all counted; the wait succeeds."""
+    storm = [Fault.throttle()] * 40
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", *storm, "SUCCESS"]))
+    result = wait(client, fake_time)
+    assert result.outcome is Outcome.SUCCEEDED
+    assert (result.throttled, result.polls, sim.calls("run-1")) == (40, 42, 42)
+    assert fake_time.sleeps[1:7] == [1, 2, 4, 8, 16, 20]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.internal(),
+        Fault.http(502),
+        Fault.http(503, body="Service Unavailable", content_type="text/plain"),
+        Fault.reset(),
+        Fault.malformed(),
+        Fault.malformed(body='{"unexpected": "shape"}'),
+    ],
+    ids=["500", "502-html", "503-text", "reset", "not-json", "wrong-json"],
+)
+def test_each_transient_fault_is_retried(
+    sim: Simulator, client: Any, fake_time: FakeTime, fault: Fault
+) -> None:
+    """A 5xx, a proxy page, a dropped connection or a garbled body is retried once, then success."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", fault, "SUCCESS"]))
+    result = wait(client, fake_time)
+    assert result.outcome is Outcome.SUCCEEDED
+    assert (result.errors_retried, result.polls) == (1, 3)
+
+
+def test_read_timeout_is_transient(sim: Simulator, fake_time: FakeTime) -> None:
+    """A slow answer past the client's read timeout is retried like any transient fault."""
+    client = make_client(sim.endpoint_url, read_timeout=0.2)
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.delay(1.0), "SUCCESS"]))
+    result = wait(client, fake_time)
+    assert (result.outcome, result.errors_retried) == (Outcome.SUCCEEDED, 1)
+
+
+def test_max_errors_consecutive_faults_end_the_wait(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """The max_errors-th fault in a row ends the wait with ServiceUnavailableError."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", *[Fault.internal()] * 20]))
+    with pytest.raises(ServiceUnavailableError, match="4 transient faults") as info:
+        wait(client, fake_time, policy=PollPolicy(jitter=0, max_errors=4))
+    assert sim.calls("run-1") == 5
+    assert info.value.job_run is not None
+    assert info.value.job_run.status is JobRunStatus.IN_PROGRESS
+    assert info.value.result is not None
+    assert info.value.result.to_dict()["problem"]["type"] == "ServiceUnavailableError"
+
+
+def test_connection_refused_is_transient(fake_time: FakeTime) -> None:
+    """Nothing listening is retried up to max_errors, then ServiceUnavailableError."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = make_client(f"http://127.0.0.1:{port}", connect_timeout=0.5)
+    with pytest.raises(ServiceUnavailableError, match="EndpointConnectionError"):
+        wait(client, fake_time, policy=PollPolicy(jitter=0, max_errors=3))
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error"),
+    [
+        ("AccessDeniedException", 403, AccessDeniedError),
+        ("UnauthorizedException", 401, AccessDeniedError),
+        ("ExpiredTokenException", 403, AccessDeniedError),
+        ("ValidationException", 400, InvalidRequestError),
+    ],
+)
+def test_fatal_errors_end_the_wait_at_once(
+    sim: Simulator,
+    client: Any,
+    fake_time: FakeTime,
+    code: str,
+    status: int,
+    error: type[Exception],
+) -> None:
+    """Denied, unauthorized, expired or invalid: one call, no retry, the right error class."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.error(code, status, "nope"), "SUCCESS"]))
+    with pytest.raises(error, match="nope"):
+        wait(client, fake_time)
+    assert sim.calls("run-1") == 1
+    assert fake_time.sleeps == []
+
+
+def test_missing_credentials_are_access_denied(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """With no credentials anywhere, the wait fails at once with a clear message and no call."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(AccessDeniedError, match="credentials"):
+        wait_for_job_run(DOMAIN, "run-1", endpoint_url=sim.endpoint_url, region_name="us-east-1")
+    assert sim.requests == []
+
+
+def test_missing_region_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """With no region configured, building the client says how to give one."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(AccessDeniedError, match="region"):
+        wait_for_job_run(DOMAIN, "run-1")
+
+
+def test_not_found_within_grace_then_visible(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """A run that becomes visible 5 s after the wait starts is waited on normally."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]), visible_after=5)
+    result = wait(client, fake_time)
+    assert result.outcome is Outcome.SUCCEEDED
+    assert fake_time.sleeps == [1, 2, 4]  # 404 at 0, 1, 3 s; found at 7 s
+    assert result.errors_retried == 3
+
+
+def test_not_found_after_grace_is_fatal(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
+    """A run still missing when the grace period ends raises JobRunNotFoundError."""
+    with pytest.raises(JobRunNotFoundError):
+        wait(client, fake_time, "never-created", policy=PollPolicy(jitter=0, not_found_grace=10))
+    assert fake_time.now - 1000.0 == pytest.approx(10)
+    assert sim.calls("never-created") == 5  # at 0, 1, 3, 7 and 10 s
+
+
+def test_deadline_carries_the_last_status_and_polls_at_the_deadline(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """WaitTimeoutError holds the last run seen, and the last request lands on the deadline."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"]))
+    with pytest.raises(WaitTimeoutError) as info:
+        wait(client, fake_time, timeout=60)
+    assert info.value.job_run is not None
+    assert info.value.job_run.status is JobRunStatus.IN_PROGRESS
+    assert sim.requests[-1].t == pytest.approx(1000.0 + 60)
+    assert info.value.result is not None
+    assert info.value.result.outcome is Outcome.WAIT_TIMEOUT
+
+
+def test_unknown_status_and_details_do_not_crash(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """A status and a details member botocore does not know are tolerated end to end."""
+    sim.add_run(
+        DOMAIN,
+        "run-1",
+        RunScript(statuses=["BRAND_NEW_STATUS", "SUCCESS"], unknown_details=True),
+    )
+    changes: list[str] = []
+    result = wait(client, fake_time, on_change=lambda run: changes.append(str(run.status)))
+    assert changes == ["BRAND_NEW_STATUS", "SUCCESS"]
+    assert (result.outcome, result.job_run.lineage) == (Outcome.SUCCEEDED, None)
+
+
+def test_bad_ids_are_rejected_before_any_call(sim: Simulator, client: Any) -> None:
+    """IDs that cannot match the API's patterns fail with no request made."""
+    for domain, run_id in [("abc", "run-1"), (DOMAIN, "bad id!"), (DOMAIN, "x" * 37)]:
+        with pytest.raises(InvalidRequestError):
+            wait_for_job_run(domain, run_id, client=client)
+    assert sim.requests == []
+
+
+def test_cancel_event_stops_the_wait_with_the_last_state(sim: Simulator, client: Any) -> None:
+    """Setting the event ends the wait with WaitCancelledError carrying the last run."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"]))
+    cancel = threading.Event()
+    with pytest.raises(WaitCancelledError) as info:
+        wait_for_job_run(
+            DOMAIN, "run-1", client=client, cancel=cancel, on_change=lambda _: cancel.set()
+        )
+    assert info.value.job_run is not None
+    assert info.value.result is not None
+    assert info.value.result.outcome is Outcome.INTERRUPTED
+    assert sim.calls("run-1") == 1
+
+
+def test_cancel_interrupts_a_real_sleep_promptly(sim: Simulator, client: Any) -> None:
+    """A wait sleeping 30 s between polls returns as soon as the event is set."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"]))
+    cancel = threading.Event()
+    timer = threading.Timer(0.2, cancel.set)
+    timer.start()
+    result = wait_result(
+        DOMAIN, "run-1", client=client, cancel=cancel, policy=PollPolicy(interval=30, jitter=0)
+    )
+    assert result.outcome is Outcome.INTERRUPTED
+    assert result.waited_s < 5
+
+
+def test_finished_event_carries_the_result_document(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """The log's `finished` event is the result document; events follow DESIGN.md's names."""
+    sim.add_run(
+        DOMAIN,
+        "run-1",
+        RunScript(statuses=["SCHEDULED", Fault.throttle(), Fault.internal(), "SUCCESS"]),
+    )
+    with capture_logs() as events:
+        result = wait(client, fake_time)
+    names = [e["event"] for e in events]
+    assert names == [
+        "wait_started",
+        "status_changed",
+        "throttled",
+        "retrying",
+        "status_changed",
+        "finished",
+    ]
+    finished = {k: v for k, v in events[-1].items() if k not in ("event", "log_level")}
+    assert finished == result.to_dict()
+    assert events[1]["from"] is None
+    assert events[1]["to"] == "SCHEDULED"
+    assert events[2]["sleep_s"] == 1.0
+
+
+def test_no_credentials_in_any_log_line(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
+    """Neither the secret key nor a signed header appears in what a wait logs."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
+    with capture_logs() as events:
+        wait(client, fake_time)
+    text = repr(events)
+    assert SECRET not in text
+    assert "AKIDTESTING" not in text
+    assert "Authorization" not in text
+
+
+def test_heartbeat_while_nothing_changes(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
+    """A long unchanged wait logs a heartbeat about once a minute, not once per poll."""
+    sim.add_run(DOMAIN, "run-1", RunScript(timeline=[(0, "IN_PROGRESS"), (300, "SUCCESS")]))
+    with capture_logs() as events:
+        result = wait(client, fake_time)
+    beats = [e for e in events if e["event"] == "heartbeat"]
+    assert result.polls > len(beats) >= 3
+    assert all(b["status"] == "IN_PROGRESS" for b in beats)
+
+
+def test_get_job_run_reads_once_through_throttles(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """get_job_run returns the current state, whatever it is, after retrying a throttle."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "IN_PROGRESS"]))
+    run = get_job_run(DOMAIN, "run-1", client=client, clock=fake_time.clock, sleep=fake_time.sleep)
+    assert run.status is JobRunStatus.IN_PROGRESS
+    assert sim.calls("run-1") == 2
+
+
+def test_get_job_run_raises_the_fatal_error(sim: Simulator, client: Any) -> None:
+    """A denied read raises AccessDeniedError, as a wait would."""
+    sim.add_run(
+        DOMAIN, "run-1", RunScript(statuses=[Fault.error("AccessDeniedException", 403), "SUCCESS"])
+    )
+    with pytest.raises(AccessDeniedError):
+        get_job_run(DOMAIN, "run-1", client=client)
+
+
+def test_poller_built_client_reaches_the_simulator_through_the_environment(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_ENDPOINT_URL_DATAZONE redirects the client poller builds; no special hook needed."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DATAZONE", sim.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
+    assert wait_for_job_run(DOMAIN, "run-1", region_name="us-east-1").polls == 1
+
+
+def test_poller_built_client_does_not_retry_inside_botocore(sim: Simulator) -> None:
+    """With botocore retries off, one throttle is one request: poller owns the backoff."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
+    result = wait_for_job_run(
+        DOMAIN,
+        "run-1",
+        endpoint_url=sim.endpoint_url,
+        region_name="us-east-1",
+        policy=PollPolicy(retry_initial=0.01, retry_max=0.02),
+    )
+    assert (result.throttled, sim.calls("run-1")) == (1, 2)
+
+
+def test_under_freezegun_with_a_ticking_sleep(sim: Simulator, client: Any) -> None:
+    """The default clock follows freezegun, given a sleep that ticks the frozen time."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", "IN_PROGRESS", "SUCCESS"]))
+    with freeze_time("2026-11-24 10:00:00") as frozen:
+        result = wait_for_job_run(
+            DOMAIN,
+            "run-1",
+            client=client,
+            policy=PollPolicy(jitter=0),
+            sleep=frozen.tick,
+        )
+    assert result.waited_s == 5.0  # 2 s then 3 s, on the frozen clock
