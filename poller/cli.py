@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
@@ -276,6 +277,9 @@ class Plan:
     output: Output
     once: bool = False  # `status`: read once instead of waiting
     resume: Callable[[Sequence[str]], str] | None = None  # the command that resumes a wait
+    # Latest-run mode: wait on this job's newest run (or the first created since `since`).
+    job_id: str | None = None
+    since: datetime | None = None
 
 
 def _configure_logging(plan: Plan, stream: TextIO) -> None:
@@ -419,7 +423,8 @@ def execute(plan: Plan) -> int:
             endpoint_url=settings.endpoint_url or None,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
-            max_pool_connections=max(10, len(plan.run_ids)),
+            # Several runs share one fan-out whose calls go through a few workers.
+            max_pool_connections=10,
         )
         client_error: PollerError | None = None
     except InvalidRequestError:
@@ -430,6 +435,7 @@ def execute(plan: Plan) -> int:
     results: queue.Queue[tuple[str, WaitResult]] = queue.Queue()
     codes: list[int] = []
     timed_out: list[str] = []
+    expected = 1 if plan.job_id is not None else len(plan.run_ids)
     with _stop_on_signals() as interrupt:
 
         def work(run_id: str) -> None:
@@ -443,14 +449,21 @@ def execute(plan: Plan) -> int:
 
         if live is not None:
             live.start()
-        threads = [
-            threading.Thread(target=work, args=(run_id,), name=f"poller-wait-{run_id}", daemon=True)
-            for run_id in plan.run_ids
-        ]
+        if plan.job_id is not None:
+            threads = [_latest_thread(plan, client, client_error, interrupt, results)]
+        elif not plan.once:
+            threads = [_fleet_thread(plan, client, client_error, interrupt, live, results)]
+        else:
+            threads = [
+                threading.Thread(
+                    target=work, args=(run_id,), name=f"poller-wait-{run_id}", daemon=True
+                )
+                for run_id in plan.run_ids
+            ]
         for thread in threads:
             thread.start()
         try:
-            for _ in plan.run_ids:
+            for _ in range(expected):
                 run_id, result = results.get()
                 if live is not None:
                     live.finished(run_id)
@@ -469,6 +482,86 @@ def execute(plan: Plan) -> int:
     if timed_out and plan.resume is not None:
         out.note(f"To keep waiting: {plan.resume(timed_out)}")
     return combined_exit_code(codes)
+
+
+def _fleet_thread(
+    plan: Plan,
+    client: Any,
+    client_error: BaseException | None,
+    interrupt: _Interrupt,
+    live: LiveLine | None,
+    results: Any,
+) -> threading.Thread:
+    """All the runs of ``plan`` on one fan-out, under the process's request budget."""
+
+    def fleet() -> None:
+        reported: set[str] = set()
+
+        def on_result(result: WaitResult) -> None:
+            reported.add(result.job_run_id)
+            results.put((result.job_run_id, result))
+
+        try:
+            if client_error is not None:
+                raise client_error
+            from poller.fanout import wait_for_job_runs  # noqa: PLC0415
+
+            wait_for_job_runs(
+                [(plan.domain_id, run_id) for run_id in plan.run_ids],
+                policy=plan.settings.policy(),
+                client=client,
+                max_rps=plan.settings.max_rps,
+                on_result=on_result,
+                on_step=(lambda ref: live.on_step(ref[1])) if live is not None else None,
+                cancel=interrupt.cancel,
+            )
+        except BaseException as exc:  # every run yields a document, whatever happened
+            for run_id in plan.run_ids:
+                if run_id not in reported:
+                    results.put((run_id, _error_result(plan.domain_id, run_id, exc)))
+
+    return threading.Thread(target=fleet, name="poller-fanout", daemon=True)
+
+
+def _latest_thread(
+    plan: Plan,
+    client: Any,
+    client_error: BaseException | None,
+    interrupt: _Interrupt,
+    results: Any,
+) -> threading.Thread:
+    """Find the job's latest run (or the one created since a time) and wait on it."""
+    assert plan.job_id is not None
+
+    def latest() -> None:
+        from poller.errors import PollerError, WaitCancelledError  # noqa: PLC0415
+        from poller.model import Outcome, WaitResult  # noqa: PLC0415
+
+        try:
+            if client_error is not None:
+                raise client_error
+            from poller.latest import wait_for_latest_job_run  # noqa: PLC0415
+
+            result = wait_for_latest_job_run(
+                plan.domain_id,
+                str(plan.job_id),
+                since=plan.since,
+                policy=plan.settings.policy(),
+                client=client,
+                cancel=interrupt.cancel,
+            )
+        except PollerError as exc:
+            # Ended before a run was found, the document has no run ID to show.
+            result = exc.result or (
+                WaitResult(plan.domain_id, "", Outcome.INTERRUPTED, error=exc)
+                if isinstance(exc, WaitCancelledError)
+                else _error_result(plan.domain_id, "", exc)
+            )
+        except BaseException as exc:
+            result = _error_result(plan.domain_id, "", exc)
+        results.put((result.job_run_id, result))
+
+    return threading.Thread(target=latest, name="poller-latest", daemon=True)
 
 
 def _report(plan: Plan, result: WaitResult, code: int, timed_out: list[str]) -> None:
@@ -538,6 +631,9 @@ def _validate_ids(domain_id: str, run_ids: Sequence[str]) -> list[str]:
     return unique
 
 
+_RUN_SOURCES = ("--identifier", "--from-file", "--job-identifier", "--since")
+
+
 def _resume_command(argv: Sequence[str]) -> Callable[[Sequence[str]], str]:
     """The command that waits again on the runs that timed out, with the same other flags."""
 
@@ -548,10 +644,10 @@ def _resume_command(argv: Sequence[str]) -> Callable[[Sequence[str]], str]:
             if skip:
                 skip = False
                 continue
-            if arg == "--identifier":
-                skip = True
-                continue
-            if arg.startswith("--identifier="):
+            name = arg.split("=", 1)[0]
+            if name in _RUN_SOURCES or name == "--latest":
+                # The resumed wait names the runs that timed out, nothing else.
+                skip = name in _RUN_SOURCES and "=" not in arg
                 continue
             kept.append(arg)
         for run_id in run_ids:
@@ -652,9 +748,37 @@ def cli() -> None:
     "--identifier",
     "identifiers",
     multiple=True,
-    required=True,
     metavar="RUN",
     help="The job run; repeat to wait on several at once (JSON Lines, one per run).",
+)
+@click.option(
+    "--from-file",
+    "from_file",
+    metavar="FILE",
+    default=None,
+    help="Also wait on the run IDs in FILE, one a line ('-' for stdin); blank lines and "
+    "#-comments are skipped, a malformed ID is reported and the others still waited on.",
+)
+@click.option(
+    "--job-identifier",
+    metavar="JOB",
+    default=None,
+    help="Wait on a run of this job instead: with --latest its newest run, with --since "
+    "the first one created at or after a time.",
+)
+@click.option("--latest", is_flag=True, help="With --job-identifier: the job's newest run.")
+@click.option(
+    "--since",
+    metavar="TIMESTAMP",
+    default=None,
+    help="With --job-identifier: the first run created at or after TIMESTAMP (ISO 8601, "
+    "e.g. 2026-11-24T10:00:00Z, or epoch seconds), e.g. the run you just started.",
+)
+@click.option(
+    "--max-rps",
+    metavar="N",
+    default=None,
+    help="GetJobRun calls a second for all the runs together; lowered on throttling [10].",
 )
 @click.option(
     "--timeout",
@@ -682,6 +806,11 @@ def cli() -> None:
 def wait(
     domain_identifier: str,
     identifiers: tuple[str, ...],
+    from_file: str | None,
+    job_identifier: str | None,
+    latest: bool,
+    since: str | None,
+    max_rps: str | None,
     timeout: str | None,
     interval: str | None,
     max_interval: str | None,
@@ -706,6 +835,7 @@ def wait(
         ("wait", "interval"): ("--interval", interval),
         ("wait", "max_interval"): ("--max-interval", max_interval),
         ("wait", "not_found_grace"): ("--not-found-grace", not_found_grace),
+        ("wait", "max_rps"): ("--max-rps", max_rps),
         ("wait", "allow_partial"): (
             "--allow-partial",
             None if allow_partial is None else str(allow_partial),
@@ -713,15 +843,66 @@ def wait(
         **_aws_flags(region, profile, endpoint_url, log_format),
     }
     settings = _settings(config_file, flags)
-    run_ids = _validate_ids(domain_identifier, identifiers)
+    if job_identifier is not None:
+        if identifiers or from_file is not None:
+            raise UsageProblem("--job-identifier cannot be combined with --identifier/--from-file")
+        if not latest and since is None:
+            raise UsageProblem("--job-identifier needs --latest or --since TIMESTAMP")
+        run_ids: list[str] = []
+    else:
+        if latest or since is not None:
+            raise UsageProblem("--latest and --since need --job-identifier JOB")
+        if not identifiers and from_file is None:
+            raise UsageProblem(
+                "give the runs: --identifier RUN, --from-file FILE or --job-identifier JOB"
+            )
+        run_ids = _validate_ids(domain_identifier, identifiers)
+        if from_file is not None:
+            # Malformed IDs in a file are reported as results; the others are still waited on.
+            run_ids = list(dict.fromkeys([*run_ids, *read_run_ids(from_file)]))
     plan = Plan(
         domain_id=domain_identifier,
         run_ids=run_ids,
         settings=settings,
         output=_output(output, quiet),
         resume=_resume_command(click.get_current_context().obj or sys.argv[1:]),
+        job_id=job_identifier,
+        since=parse_since(since) if since is not None else None,
     )
+    if job_identifier is not None:
+        from poller.latest import validate_job_ids  # noqa: PLC0415
+
+        validate_job_ids(domain_identifier, job_identifier)
     return execute(plan)
+
+
+def read_run_ids(path: str) -> list[str]:
+    """The run IDs of a --from-file: one a line, blank lines and #-comments skipped, in order."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageProblem(f"--from-file {path}: cannot read it: {exc}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def parse_since(text: str) -> datetime:
+    """--since: ISO 8601 (a time without an offset is UTC) or epoch seconds."""
+    value = text.strip()
+    try:
+        if value.replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(value), UTC)
+        when = datetime.fromisoformat(value)
+    except (ValueError, OverflowError, OSError):
+        raise UsageProblem(
+            f"--since: not a timestamp: {text!r} (use ISO 8601, e.g. 2026-11-24T10:00:00Z, "
+            "or epoch seconds)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @cli.command(

@@ -62,6 +62,7 @@ KEYS: Final[Mapping[tuple[str, str], tuple[Kind, str]]] = {
     ("wait", "jitter"): (Kind.FLOAT, "jitter"),
     ("wait", "allow_partial"): (Kind.BOOL, "allow_partial"),
     ("wait", "not_found_grace"): (Kind.GRACE, "not_found_grace"),
+    ("wait", "max_rps"): (Kind.FLOAT, "max_rps"),
     ("retry", "initial"): (Kind.DURATION, "retry_initial"),
     ("retry", "max"): (Kind.DURATION, "retry_max"),
     ("retry", "max_errors"): (Kind.INT, "max_errors"),
@@ -89,6 +90,7 @@ class Settings:
     jitter: float
     allow_partial: bool
     not_found_grace: float
+    max_rps: float
     retry_initial: float
     retry_max: float
     max_errors: int
@@ -213,6 +215,8 @@ def _convert(kind: Kind, value: object, *, from_text: bool) -> Any:
 _RANGES: Final[Mapping[tuple[str, str], tuple[float, float, str]]] = {
     ("wait", "multiplier"): (1.0, math.inf, "must be >= 1"),
     ("wait", "jitter"): (0.0, 1.0, "must be between 0 and 1"),
+    # A budget of 0 calls a second would never poll; the smallest useful one is tiny.
+    ("wait", "max_rps"): (0.01, math.inf, "must be at least 0.01 calls a second"),
     ("retry", "max_errors"): (1, math.inf, "must be >= 1"),
 }
 

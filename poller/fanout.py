@@ -33,16 +33,19 @@ from poller.errors import InvalidRequestError
 from poller.limiter import RateLimiter, shared_limiter
 from poller.model import JobRun, Outcome, WaitResult
 from poller.policy import CallFault, FaultKind, PollPolicy
-from poller.session import Clock, OnChange, WaitSession
+from poller.session import Clock, OnChange, OnStep, WaitSession
 from poller.waiter import UNSET, Unset, resolve_policy
 
-__all__ = ["OnResult", "RunRef", "async_wait_for_job_runs", "wait_for_job_runs"]
+__all__ = ["OnResult", "RunRef", "StepHooks", "async_wait_for_job_runs", "wait_for_job_runs"]
 
 #: A run to wait on: ``(domain_id, job_run_id)``.
 RunRef = tuple[str, str]
 #: Called with each run's result as soon as its wait ends.
 OnResult = Callable[[WaitResult], object]
+#: Given a run, the ``on_step`` hook of its wait (or None): a progress display per run.
+StepHooks = Callable[[RunRef], OnStep | None]
 
+# Debug level: the per-run events already tell the story; these sum a fleet up.
 FANOUT_STARTED = "fanout_started"
 FANOUT_FINISHED = "fanout_finished"
 
@@ -149,6 +152,7 @@ class _Fleet:
         executor: Executor,
         on_change: OnChange | None,
         on_result: OnResult | None,
+        on_step: StepHooks | None,
         logger: Any,
     ) -> None:
         self.policy = policy
@@ -160,6 +164,7 @@ class _Fleet:
         self.executor = executor
         self.on_change = on_change
         self.on_result = on_result
+        self.on_step = on_step
         self.logger = logger
         # Set when the caller stops the whole fan-out: cancelled waits then
         # end with an `interrupted` result instead of propagating.
@@ -174,6 +179,7 @@ class _Fleet:
             clock=self.clock,
             rng=rng,
             on_change=self.on_change,
+            on_step=self.on_step(ref) if self.on_step is not None else None,
             logger=self.logger,
         )
         call = functools.partial(fetch_job_run, self.client, domain_id, job_run_id)
@@ -219,6 +225,7 @@ async def _fan_out(
     limiter: RateLimiter | None,
     on_result: OnResult | None,
     on_change: OnChange | None,
+    on_step: StepHooks | None,
     cancel: threading.Event | None,
     clock: Clock | None,
     sleep: AsyncSleep | None,
@@ -246,7 +253,7 @@ async def _fan_out(
             # Each wait gets its own generator, seeded in input order, so one
             # rng gives a reproducible fleet whatever order the calls end in.
             todo[ref] = random.Random(rng.random())
-    logger.info(FANOUT_STARTED, runs=len(refs), waits=len(todo), max_rps=budget.max_rps)
+    logger.debug(FANOUT_STARTED, runs=len(refs), waits=len(todo), max_rps=budget.max_rps)
     if todo:
         if client is None:
             client = _shared_client(region_name or None, profile_name or None, endpoint_url or None)
@@ -260,6 +267,7 @@ async def _fan_out(
             executor=executor if executor is not None else shared_executor(),
             on_change=on_change,
             on_result=on_result,
+            on_step=on_step,
             logger=logger,
         )
         tasks = {
@@ -281,7 +289,7 @@ async def _fan_out(
             await fleet.gate.close()
         done.update((ref, task.result()) for ref, task in tasks.items())
     outcomes = collections.Counter(str(result.outcome) for result in done.values())
-    logger.info(FANOUT_FINISHED, runs=len(refs), rate=round(budget.rate, 3), **outcomes)
+    logger.debug(FANOUT_FINISHED, runs=len(refs), rate=round(budget.rate, 3), **outcomes)
     return [done[ref] for ref in refs]
 
 
@@ -307,6 +315,7 @@ async def async_wait_for_job_runs(
     limiter: RateLimiter | None = None,
     on_result: OnResult | None = None,
     on_change: OnChange | None = None,
+    on_step: StepHooks | None = None,
     clock: Clock | None = None,
     sleep: AsyncSleep | None = None,
     rng: random.Random | None = None,
@@ -318,7 +327,8 @@ async def async_wait_for_job_runs(
     Never raises for a run: one that cannot be waited on (bad IDs, not found,
     denied, deadline passed...) gets a result with that outcome and its
     ``error``, and the others carry on. ``on_result`` is called with each
-    result as its wait ends; a run listed twice is waited on once.
+    result as its wait ends; a run listed twice is waited on once. ``on_step``
+    gives each run's wait its own ``on_step`` hook (a progress line per run).
 
     All calls share ``limiter`` (default: the process-wide one, whose budget
     ``max_rps`` sets). With an injected ``clock`` and no ``limiter``, the
@@ -337,6 +347,7 @@ async def async_wait_for_job_runs(
         limiter=limiter,
         on_result=on_result,
         on_change=on_change,
+        on_step=on_step,
         cancel=None,
         clock=clock,
         sleep=sleep,
@@ -359,6 +370,7 @@ def wait_for_job_runs(
     limiter: RateLimiter | None = None,
     on_result: OnResult | None = None,
     on_change: OnChange | None = None,
+    on_step: StepHooks | None = None,
     cancel: threading.Event | None = None,
     rng: random.Random | None = None,
     logger: Any = None,
@@ -385,6 +397,7 @@ def wait_for_job_runs(
                 limiter=limiter,
                 on_result=on_result,
                 on_change=on_change,
+                on_step=on_step,
                 cancel=cancel,
                 clock=None,
                 sleep=None,

@@ -33,6 +33,7 @@ __all__ = [
     "JobRunLister",
     "async_wait_for_latest_job_run",
     "find_job_run",
+    "validate_job_ids",
     "wait_for_latest_job_run",
 ]
 
@@ -130,7 +131,8 @@ def find_job_run(
         raise fault from exc
 
 
-def _validate(domain_id: str, job_id: str) -> None:
+def validate_job_ids(domain_id: str, job_id: str) -> None:
+    """Raise InvalidRequestError unless the domain and job IDs match the API's patterns."""
     validate_ids(domain_id, "x")
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise InvalidRequestError(
@@ -195,7 +197,7 @@ def wait_for_latest_job_run(
     JobRunNotFoundError. Otherwise as ``wait_for_job_run``, with one deadline
     for the search and the wait.
     """
-    _validate(domain_id, job_id)
+    validate_job_ids(domain_id, job_id)
     policy = resolve_policy(policy, timeout)
     clock = clock if clock is not None else time.monotonic
     rng = rng if rng is not None else random.Random()
@@ -248,7 +250,7 @@ async def async_wait_for_latest_job_run(
     rng: random.Random | None = None,
 ) -> WaitResult:
     """The async twin of `wait_for_latest_job_run`; cancel the task to stop it."""
-    _validate(domain_id, job_id)
+    validate_job_ids(domain_id, job_id)
     policy = resolve_policy(policy, timeout)
     clock = clock if clock is not None else time.monotonic
     rng = rng if rng is not None else random.Random()
