@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from poller import limiter
 from poller.cli import main
@@ -18,16 +17,6 @@ from poller.config import load_settings
 from poller.testing import RunScript, Simulator
 
 DOMAIN = "dzd_cli_fan"
-
-
-@pytest.fixture(autouse=True)
-def fresh_budget_and_logging() -> Iterator[None]:
-    """Each test starts with a new process-wide budget; main()'s logging is put back after."""
-    saved = structlog.get_config()
-    limiter._shared = None
-    yield
-    limiter._shared = None
-    structlog.configure(**saved)
 
 
 @pytest.fixture
