@@ -23,7 +23,7 @@ test: lint
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python -m poller.testing.demo
+	$(BIN)/poller demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

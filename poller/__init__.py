@@ -10,6 +10,9 @@ from poller.errors import (
     WaitCancelledError,
     WaitTimeoutError,
 )
+from poller.fanout import wait_for_job_runs
+from poller.latest import wait_for_latest_job_run
+from poller.limiter import RateLimiter
 from poller.model import JobRun, JobRunStatus, LineageStats, Outcome, Problem, WaitResult
 from poller.policy import PollPolicy
 from poller.waiter import get_job_run, wait_for_job_run
@@ -26,10 +29,13 @@ __all__ = [
     "PollPolicy",
     "PollerError",
     "Problem",
+    "RateLimiter",
     "ServiceUnavailableError",
     "WaitCancelledError",
     "WaitResult",
     "WaitTimeoutError",
     "get_job_run",
     "wait_for_job_run",
+    "wait_for_job_runs",
+    "wait_for_latest_job_run",
 ]

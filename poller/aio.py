@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import random
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poller.datazone import JobRunClient, build_client, fetch_job_run, validate_ids
 from poller.model import JobRun, WaitResult
@@ -20,7 +21,18 @@ from poller.policy import CallFault, PollPolicy, Step
 from poller.session import Clock, OnChange, OnStep, WaitSession, raise_if_error
 from poller.waiter import UNSET, Unset, resolve_policy
 
-__all__ = ["CALL_WORKERS", "async_wait_for_job_run", "async_wait_result", "shared_executor"]
+if TYPE_CHECKING:
+    from poller.fanout import async_wait_for_job_runs
+    from poller.latest import async_wait_for_latest_job_run
+
+__all__ = [
+    "CALL_WORKERS",
+    "async_wait_for_job_run",
+    "async_wait_for_job_runs",
+    "async_wait_for_latest_job_run",
+    "async_wait_result",
+    "shared_executor",
+]
 
 AsyncSleep = Callable[[float], Awaitable[object]]
 
@@ -153,3 +165,19 @@ async def async_wait_for_job_run(
             executor=executor,
         )
     )
+
+
+# The many-run and latest-run twins live in modules that build on this one;
+# resolving them on first access keeps `from poller.aio import ...` working
+# for them without an import cycle.
+_LAZY = {
+    "async_wait_for_job_runs": "poller.fanout",
+    "async_wait_for_latest_job_run": "poller.latest",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -12,8 +12,8 @@ import enum
 import math
 import random
 from dataclasses import dataclass, replace
-
-from tenacity import RetryCallState, Retrying, wait_exponential
+from functools import cache
+from typing import Any
 
 from poller.errors import (
     AccessDeniedError,
@@ -134,15 +134,24 @@ class WaitState:
         return math.inf if self.deadline is None else max(self.deadline - now, 0.0)
 
 
-# tenacity's strategies read only the attempt number of the call state they
-# are given, so one shared, never-run Retrying is enough to evaluate them.
-_NEVER_RUN = Retrying()
+@cache
+def _never_run() -> Any:
+    # tenacity's strategies read only the attempt number of the call state they
+    # are given, so one shared, never-run Retrying is enough to evaluate them.
+    # Imported on the first retry, not at start-up: a run that is already
+    # finished never backs off, and tenacity costs ~12 ms to import (CLI start-up).
+    from tenacity import Retrying  # noqa: PLC0415
+
+    return Retrying()
 
 
 def _backoff(policy: PollPolicy, attempt: int) -> float:
-    call = RetryCallState(_NEVER_RUN, None, (), {})
+    from tenacity import RetryCallState, wait_exponential  # noqa: PLC0415
+
+    call = RetryCallState(_never_run(), None, (), {})
     call.attempt_number = attempt
-    return wait_exponential(multiplier=policy.retry_initial, max=policy.retry_max)(call)
+    result: float = wait_exponential(multiplier=policy.retry_initial, max=policy.retry_max)(call)
+    return result
 
 
 def _jittered(delay: float, jitter: float, cap: float, rng: random.Random) -> float:
@@ -207,6 +216,15 @@ def fail(
             return state, _error(JobRunNotFoundError(fault.message, job_run=state.last))
         state = replace(state, errors_retried=state.errors_retried + 1)
     left = state.time_left(now)
+    if left <= 0 and state.last is None:
+        # No status was ever read, so "still running at the deadline" would be
+        # a guess: the honest verdict is that the status could not be read.
+        return state, _error(
+            ServiceUnavailableError(
+                f"no status could be read before the deadline; the last call failed with "
+                f"{fault.error_type}: {fault.message}"
+            )
+        )
     if left <= 0:
         return state, _timeout(state, f"the last call failed with {fault.error_type}")
     attempt = state.retry_attempt + 1

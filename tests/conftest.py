@@ -8,8 +8,10 @@ from typing import Any
 
 import boto3
 import pytest
+import structlog
 from botocore.config import Config
 
+from poller import limiter
 from poller.testing import Simulator
 
 DOMAIN = "dzd_abc123"
@@ -46,6 +48,16 @@ def dummy_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "AWS_ENDPOINT_URL_DATAZONE",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def fresh_budget_and_logging() -> Iterator[None]:
+    """Each test starts with a new process-wide budget; logging set up by main() is put back."""
+    saved = structlog.get_config()
+    limiter._shared = None
+    yield
+    limiter._shared = None
+    structlog.configure(**saved)
 
 
 @pytest.fixture

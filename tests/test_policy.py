@@ -198,6 +198,8 @@ def test_timeout_zero_checks_once() -> None:
 def test_throttled_at_the_deadline_is_a_wait_timeout() -> None:
     """Throttles never end a wait by themselves, but the deadline still does."""
     d = Driver(PollPolicy(jitter=0, timeout=3))
+    d.feed("IN_PROGRESS")
+    d.now = 0  # as if that answer came at the start
     d.feed(FaultKind.THROTTLE)  # sleeps 1
     d.feed(FaultKind.THROTTLE)  # sleeps 2, reaching the deadline
     step = d.feed(FaultKind.THROTTLE)
@@ -296,3 +298,12 @@ def test_the_unjittered_cadence_grows_monotonically_to_max_interval(
     assert max(bases) <= policy.max_interval
     if policy.multiplier > 1.01 and n >= 40 and policy.max_interval / policy.interval < 1.01**39:
         assert bases[-1] == policy.max_interval
+
+
+@pytest.mark.parametrize("kind", [FaultKind.THROTTLE, FaultKind.TRANSIENT])
+def test_deadline_without_any_status_read_is_service_unavailable(kind: FaultKind) -> None:
+    """If no call ever got through, the status could not be read: not a wait timeout."""
+    step = Driver(PollPolicy(timeout=0)).feed(kind)
+    assert step.outcome is Outcome.ERROR
+    assert isinstance(step.error, ServiceUnavailableError)
+    assert "before the deadline" in str(step.error)

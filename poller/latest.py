@@ -1,0 +1,284 @@
+"""Waiting on a job's latest run, or on the run created after a given time.
+
+ListJobRuns finds the run (paginated, newest first); from then on it is an
+ordinary wait on that run. Finding it follows the core's rules too: the same
+`fail` schedule retries throttles and transient faults, and "no such run yet"
+is a not-found fault, tolerated for ``not_found_grace`` (a run you have just
+started may take a moment to be listed) and fatal after that. The whole
+search-then-wait shares one deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from poller import log
+from poller.aio import AsyncSleep, _shared_client, async_wait_result, shared_executor
+from poller.datazone import classify, validate_ids
+from poller.errors import InvalidRequestError, PollerError, WaitCancelledError
+from poller.model import JobRun, WaitResult
+from poller.policy import CallFault, FaultKind, PollPolicy, Step, WaitState, fail
+from poller.session import Clock, OnChange, raise_if_error
+from poller.waiter import UNSET, Unset, resolve_client, resolve_policy, wait_result
+
+__all__ = [
+    "JobRunLister",
+    "async_wait_for_latest_job_run",
+    "find_job_run",
+    "validate_job_ids",
+    "wait_for_latest_job_run",
+]
+
+# DataZone's jobIdentifier pattern, the same as a run's.
+_JOB_ID = re.compile(r"[a-zA-Z0-9_-]{1,36}")
+# The most ListJobRuns returns in one page: fewer calls for the same answer.
+PAGE_SIZE = 50
+
+RUN_FOUND = "run_found"
+FINDING_RUN = "finding_run"
+
+
+class JobRunLister(Protocol):
+    """What latest-run mode needs of a client: ListJobRuns and GetJobRun."""
+
+    def list_job_runs(self, **kwargs: Any) -> Any: ...
+
+    def get_job_run(self, *, domainIdentifier: str, identifier: str) -> Any: ...
+
+
+def _as_utc(since: datetime | float | None) -> datetime | None:
+    if since is None or isinstance(since, datetime):
+        # A naive time is taken as UTC, as DataZone reports every timestamp.
+        return since if since is None or since.tzinfo else since.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(since, UTC)
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def _created(run: JobRun) -> datetime:
+    return run.created_at or _EPOCH
+
+
+def _listed(domain_id: str, item: Any) -> JobRun | None:
+    try:
+        return JobRun.from_response({**item, "domainId": domain_id, "id": item.get("runId")})
+    except (ValueError, AttributeError, TypeError):
+        return None  # a summary we cannot read is no candidate, not a failed search
+
+
+def find_job_run(
+    client: JobRunLister, domain_id: str, job_id: str, *, since: datetime | float | None = None
+) -> JobRun:
+    """One search: the job's newest run, or with ``since`` the first one created at or after it.
+
+    Returns the run as GetJobRun reports it. Raises a CallFault: NOT_FOUND when
+    no run matches yet, else the classified failure of a call.
+    """
+    after = _as_utc(since)
+    chosen: JobRun | None = None
+    token: str | None = None
+    try:
+        while True:
+            kwargs: dict[str, Any] = {
+                "domainIdentifier": domain_id,
+                "jobIdentifier": job_id,
+                "sortOrder": "DESCENDING",
+                "maxResults": PAGE_SIZE,
+            }
+            if token:
+                kwargs["nextToken"] = token
+            page = client.list_job_runs(**kwargs)
+            runs = [
+                r for r in map(functools.partial(_listed, domain_id), page.get("items", [])) if r
+            ]
+            if after is None:
+                # Newest first is asked for; taking the newest of the page as
+                # well keeps the answer right if the service's order is looser.
+                chosen = max(runs, key=_created) if runs else None
+                break
+            newer = [r for r in runs if r.created_at is not None and r.created_at >= after]
+            for run in newer:
+                # The earliest run after `since` is the one started then; a
+                # later one is somebody else's.
+                if chosen is None or _created(run) <= _created(chosen):
+                    chosen = run
+            token = page.get("nextToken")
+            # Newest first: once a page reaches back past `since`, no later page can match.
+            if not token or len(newer) < len(runs):
+                break
+        if chosen is None:
+            what = "no run" if after is None else f"no run created since {after.isoformat()}"
+            raise CallFault(
+                FaultKind.NOT_FOUND,
+                "ResourceNotFoundException",
+                f"{what} of job {job_id} in domain {domain_id}",
+            )
+        response = client.get_job_run(domainIdentifier=domain_id, identifier=chosen.id)
+        return JobRun.from_response(response)
+    except Exception as exc:
+        fault = classify(exc)
+        if fault is None or fault is exc:
+            raise
+        raise fault from exc
+
+
+def validate_job_ids(domain_id: str, job_id: str) -> None:
+    """Raise InvalidRequestError unless the domain and job IDs match the API's patterns."""
+    validate_ids(domain_id, "x")
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise InvalidRequestError(
+            f"invalid job identifier {job_id!r}: expected 1 to 36 letters, digits, '-' or '_'"
+        )
+
+
+class _Search:
+    """The core's retry rules applied to finding the run; pure apart from the log."""
+
+    def __init__(
+        self, domain_id: str, job_id: str, policy: PollPolicy, clock: Clock, rng: random.Random
+    ) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.rng = rng
+        self.state = WaitState.start(policy, clock())
+        self.log = log.get_logger(domain_id=domain_id, job_id=job_id)
+        self.log.info(FINDING_RUN, timeout_s=policy.timeout)
+
+    def failed(self, fault: CallFault) -> Step:
+        self.state, step = fail(self.policy, self.state, fault, self.clock(), self.rng)
+        if not step.done:
+            event = log.THROTTLED if fault.kind is FaultKind.THROTTLE else log.RETRYING
+            self.log.info(event, error_type=fault.error_type, sleep_s=round(step.delay, 3))
+        return step
+
+    def found(self, run: JobRun) -> float | None:
+        """Log the run found; the seconds left of the shared deadline (None: no deadline)."""
+        self.log.info(RUN_FOUND, job_run_id=run.id, status=str(run.status))
+        if self.state.deadline is None:
+            return None
+        return max(self.state.deadline - self.clock(), 0.0)
+
+    def error(self, step: Step) -> PollerError:
+        assert step.error is not None, "a search that ended without a run ended with an error"
+        return step.error
+
+
+def wait_for_latest_job_run(
+    domain_id: str,
+    job_id: str,
+    *,
+    since: datetime | float | None = None,
+    timeout: float | Unset | None = UNSET,
+    policy: PollPolicy | None = None,
+    client: JobRunLister | None = None,
+    region_name: str | None = None,
+    profile_name: str | None = None,
+    endpoint_url: str | None = None,
+    on_change: OnChange | None = None,
+    cancel: threading.Event | None = None,
+    clock: Clock | None = None,
+    sleep: Callable[[float], object] | None = None,
+    rng: random.Random | None = None,
+) -> WaitResult:
+    """Find the job's latest run (or, with ``since``, the first created at or after it) and wait.
+
+    ``since`` is an aware datetime (a naive one is UTC) or epoch seconds: pass
+    the time you started the run to wait for that run. A run that is not
+    listed yet is looked for again until ``not_found_grace`` has passed, then
+    JobRunNotFoundError. Otherwise as ``wait_for_job_run``, with one deadline
+    for the search and the wait.
+    """
+    validate_job_ids(domain_id, job_id)
+    policy = resolve_policy(policy, timeout)
+    clock = clock if clock is not None else time.monotonic
+    rng = rng if rng is not None else random.Random()
+    lister: Any = resolve_client(client, region_name, profile_name, endpoint_url)
+    search = _Search(domain_id, job_id, policy, clock, rng)
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise WaitCancelledError("the wait was cancelled before the run was found")
+        try:
+            run = find_job_run(lister, domain_id, job_id, since=since)
+            break
+        except CallFault as fault:
+            step = search.failed(fault)
+        if step.done:
+            raise search.error(step)
+        if cancel is not None and sleep is None:
+            cancel.wait(step.delay)
+        else:
+            (sleep or time.sleep)(step.delay)
+    return raise_if_error(
+        wait_result(
+            domain_id,
+            run.id,
+            timeout=search.found(run),
+            policy=policy,
+            client=lister,
+            on_change=on_change,
+            cancel=cancel,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
+    )
+
+
+async def async_wait_for_latest_job_run(
+    domain_id: str,
+    job_id: str,
+    *,
+    since: datetime | float | None = None,
+    timeout: float | Unset | None = UNSET,
+    policy: PollPolicy | None = None,
+    client: JobRunLister | None = None,
+    region_name: str | None = None,
+    profile_name: str | None = None,
+    endpoint_url: str | None = None,
+    on_change: OnChange | None = None,
+    clock: Clock | None = None,
+    sleep: AsyncSleep | None = None,
+    rng: random.Random | None = None,
+) -> WaitResult:
+    """The async twin of `wait_for_latest_job_run`; cancel the task to stop it."""
+    validate_job_ids(domain_id, job_id)
+    policy = resolve_policy(policy, timeout)
+    clock = clock if clock is not None else time.monotonic
+    rng = rng if rng is not None else random.Random()
+    lister: Any = client
+    if lister is None:
+        lister = _shared_client(region_name or None, profile_name or None, endpoint_url or None)
+    search = _Search(domain_id, job_id, policy, clock, rng)
+    loop = asyncio.get_running_loop()
+    find = functools.partial(find_job_run, lister, domain_id, job_id, since=since)
+    while True:
+        try:
+            run = await loop.run_in_executor(shared_executor(), find)
+            break
+        except CallFault as fault:
+            step = search.failed(fault)
+        if step.done:
+            raise search.error(step)
+        await (sleep or asyncio.sleep)(step.delay)
+    return raise_if_error(
+        await async_wait_result(
+            domain_id,
+            run.id,
+            timeout=search.found(run),
+            policy=policy,
+            client=lister,
+            on_change=on_change,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
+    )

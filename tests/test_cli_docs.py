@@ -1,0 +1,86 @@
+"""The README's CLI section stays true: its exit-code and config tables are generated.
+
+Run ``python tests/test_cli_docs.py`` to rewrite the README's generated blocks after
+changing ``config/poller.toml`` or ``poller.cli.EXIT_CODES``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from poller.cli import EXIT_CODES
+from poller.config import KEYS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "README.md"
+DEFAULTS = ROOT / "config" / "poller.toml"
+
+
+def exit_code_table() -> str:
+    """The exit-code table, from the codes the CLI uses."""
+    rows = ["| code | meaning |", "|---|---|"]
+    for code, meaning in EXIT_CODES.items():
+        label = "130 / 143" if code == 130 else str(code)
+        rows.append(f"| {label} | {meaning} |")
+    return "\n".join(rows)
+
+
+def config_reference() -> str:
+    """The configuration reference, from the comments and values of config/poller.toml."""
+    rows = ["| key | environment variable | default | meaning |", "|---|---|---|---|"]
+    section, comments = "", []
+    for raw in DEFAULTS.read_text().splitlines():
+        line = raw.strip()
+        if match := re.fullmatch(r"\[(\w+)\]", line):
+            section, comments = match.group(1), []
+        elif line.startswith("#"):
+            comments.append(line.lstrip("# "))
+        elif "=" in line and section:
+            key, value = (part.strip() for part in line.split("=", 1))
+            env = f"POLLER_{section.upper()}_{key.upper()}"
+            meaning = " ".join(comments).replace("|", "\\|")
+            rows.append(f"| `[{section}] {key}` | `{env}` | `{value}` | {meaning} |")
+            comments = []
+        else:
+            comments = []
+    return "\n".join(rows)
+
+
+def block(name: str) -> str:
+    found = re.search(
+        rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", DOC.read_text(), flags=re.DOTALL
+    )
+    assert found, f"README.md lacks the {name} block"
+    return found.group(1)
+
+
+def test_exit_code_table_is_the_one_the_cli_uses() -> None:
+    """The documented exit codes are exactly poller.cli.EXIT_CODES."""
+    assert block("exit-codes") == exit_code_table()
+
+
+def test_configuration_reference_matches_the_packaged_defaults() -> None:
+    """Every key, default and comment of config/poller.toml is in the reference, and no other."""
+    reference = block("config-reference")
+    assert reference == config_reference()
+    documented = set(re.findall(r"`\[(\w+)\] (\w+)`", reference))
+    assert documented == set(KEYS)
+
+
+def rewrite() -> None:
+    text = DOC.read_text()
+    for name, body in (("exit-codes", exit_code_table()), ("config-reference", config_reference())):
+        text = re.sub(
+            rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)",
+            lambda m, body=body: m.group(1) + body + m.group(2),
+            text,
+            flags=re.DOTALL,
+        )
+    DOC.write_text(text)
+
+
+if __name__ == "__main__":
+    rewrite()
+    sys.exit(0)

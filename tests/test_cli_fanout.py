@@ -1,0 +1,147 @@
+"""The CLI's many-run and latest-run flags, in-process against a real-clock simulator."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poller import limiter
+from poller.cli import main
+from poller.config import load_settings
+from poller.testing import RunScript, Simulator
+
+DOMAIN = "dzd_cli_fan"
+
+
+@pytest.fixture
+def real_sim() -> Iterator[Simulator]:
+    with Simulator() as simulator:
+        yield simulator
+
+
+def documents(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def wait(sim: Simulator, *args: str) -> int:
+    return main(["wait", "--domain-identifier", DOMAIN, "-q", "--interval", "0.05",
+                 "--endpoint-url", sim.endpoint_url, *args])  # fmt: skip
+
+
+def test_from_file_skips_blanks_and_duplicates_and_reports_bad_ids(
+    real_sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Blank lines, comments and repeats are dropped; a bad ID gets an error line, exit 2."""
+    real_sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", "SUCCESS"]))
+    real_sim.add_run(DOMAIN, "run-2", RunScript(statuses=["FAILED"]))
+    runs = tmp_path / "runs.txt"
+    runs.write_text("run-1\n\n   \n# tonight's import\nrun-2\nrun-1\nbad id!\n  run-2  \n")
+    code = wait(real_sim, "--from-file", str(runs))
+    docs = {d["job_run_id"]: d for d in documents(capsys.readouterr().out)}
+    assert set(docs) == {"run-1", "run-2", "bad id!"}
+    assert docs["run-1"]["outcome"] == "succeeded"
+    assert docs["run-2"]["outcome"] == "failed"
+    assert docs["bad id!"]["outcome"] == "error"
+    assert docs["bad id!"]["problem"]["type"] == "InvalidRequestError"
+    assert code == 2  # the highest code: the bad input
+    assert real_sim.calls("run-1") == 2
+
+
+def test_from_file_dash_reads_stdin(
+    real_sim: Simulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--from-file -` takes the run IDs from standard input, combined with --identifier."""
+    for run_id in ("a", "b", "c"):
+        real_sim.add_run(DOMAIN, run_id, RunScript(statuses=["SUCCESS"]))
+    monkeypatch.setattr("sys.stdin", io.StringIO("a\nb\n"))
+    assert wait(real_sim, "--identifier", "c", "--from-file", "-") == 0
+    assert {d["job_run_id"] for d in documents(capsys.readouterr().out)} == {"a", "b", "c"}
+
+
+def test_an_unreadable_file_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing --from-file is exit 2 with one line on stderr and nothing on stdout."""
+    code = main(["wait", "--domain-identifier", DOMAIN, "--from-file", "/nonexistent/runs"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert "cannot read" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--latest"], "need --job-identifier"),
+        (["--job-identifier", "job-1"], "needs --latest or --since"),
+        (["--job-identifier", "job-1", "--identifier", "r"], "cannot be combined"),
+        (["--job-identifier", "job-1", "--since", "yesterday"], "not a timestamp"),
+        (["--job-identifier", "bad job", "--latest"], "invalid job identifier"),
+        ([], "give the runs"),
+        (["--identifier", "r", "--max-rps", "0"], "--max-rps"),
+    ],
+)
+def test_inconsistent_flags_are_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each way of naming runs wrongly is exit 2, a one-line reason, nothing on stdout."""
+    code = main(["wait", "--domain-identifier", DOMAIN, *args])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert message in err
+
+
+def test_latest_waits_on_the_jobs_newest_run(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--job-identifier JOB --latest finds the newest run with ListJobRuns and waits on it."""
+    now = time.time()
+    for i in range(60):
+        script = RunScript(statuses=["SUCCESS"])
+        real_sim.add_run(DOMAIN, f"old-{i}", script, job_id="job-1", created_at=now - 3600 + i)
+    real_sim.add_run(DOMAIN, "new", RunScript(statuses=["IN_PROGRESS", "FAILED"]), job_id="job-1")
+    code = wait(real_sim, "--job-identifier", "job-1", "--latest")
+    (doc,) = documents(capsys.readouterr().out)
+    assert (code, doc["job_run_id"], doc["outcome"]) == (1, "new", "failed")
+
+
+def test_since_waits_on_the_run_started_after_it(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--since picks the first run created at or after the timestamp, not the newest."""
+    base = 1_800_000_000.0
+    for i, run_id in enumerate(["before", "mine", "later"]):
+        script = RunScript(statuses=["SUCCESS"])
+        real_sim.add_run(DOMAIN, run_id, script, job_id="job-1", created_at=base + 60 * i)
+    code = wait(real_sim, "--job-identifier", "job-1", "--since", "2027-01-15T08:01:00Z")
+    (doc,) = documents(capsys.readouterr().out)
+    assert (code, doc["job_run_id"]) == (0, "mine")
+
+
+def test_no_run_found_is_reported_with_exit_5(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job with no matching run yields an error document (no run ID) and exit 5."""
+    code = wait(real_sim, "--job-identifier", "job-9", "--latest", "--not-found-grace", "0.2")
+    (doc,) = documents(capsys.readouterr().out)
+    assert code == 5
+    assert doc["problem"]["type"] == "JobRunNotFoundError"
+    assert doc["job_run_id"] == ""
+
+
+def test_max_rps_flag_sets_the_process_budget(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-rps becomes the budget every wait of the process shares."""
+    real_sim.add_run(DOMAIN, "r", RunScript(statuses=["SUCCESS"]))
+    assert wait(real_sim, "--identifier", "r", "--max-rps", "7") == 0
+    assert limiter.shared_limiter().max_rps == 7
+
+
+def test_max_rps_config_key_defaults_to_the_limiters_default() -> None:
+    """wait.max_rps ships as DEFAULT_MAX_RPS and can be set from the environment."""
+    assert load_settings(environ={}).max_rps == limiter.DEFAULT_MAX_RPS
+    assert load_settings(environ={"POLLER_WAIT_MAX_RPS": "2.5"}).max_rps == 2.5

@@ -1,0 +1,195 @@
+"""The command line in-process (click's runner, or main() with captured streams): fast checks."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from click.testing import CliRunner
+
+from poller.cli import EXIT_CODES, cli, combined_exit_code, exit_code, main, render_text
+from poller.errors import (
+    AccessDeniedError,
+    InvalidRequestError,
+    ServiceUnavailableError,
+    WaitCancelledError,
+    WaitTimeoutError,
+)
+from poller.model import JobRun, Outcome, WaitResult
+from poller.testing import Lineage, RunScript, Simulator
+
+DOMAIN = "dzd_inproc"
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """main() configures structlog for its own streams; put the test process's back after."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture
+def real_sim() -> Iterator[Simulator]:
+    """A real-clock simulator (the CLI sleeps for real)."""
+    with Simulator() as simulator:
+        yield simulator
+
+
+@pytest.mark.parametrize("command", [[], ["wait"], ["status"], ["demo"]])
+def test_help_shows_exit_codes_and_an_example(command: list[str]) -> None:
+    """--help on every command lists the exit codes and shows an example."""
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Exit codes:" in result.output
+    assert "Example:" in result.output
+    assert "$ poller" in result.output
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """`poller` alone shows the help on stderr and exits 2, with nothing on stdout."""
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "Commands:" in err
+
+
+def result(outcome: Outcome, status: str | None = None, error: Any = None) -> WaitResult:
+    run = JobRun(domain_id=DOMAIN, id="r", status=status) if status else None
+    return WaitResult(DOMAIN, "r", outcome, job_run=run, error=error)
+
+
+@pytest.mark.parametrize(
+    ("res", "allow_partial", "signum", "code"),
+    [
+        (result(Outcome.SUCCEEDED, "SUCCESS"), False, None, 0),
+        (result(Outcome.FAILED, "ABORTED"), False, None, 1),
+        (result(Outcome.FAILED, "TIMED_OUT"), False, None, 1),
+        (result(Outcome.PARTIALLY_SUCCEEDED, "PARTIALLY_SUCCEEDED"), False, None, 3),
+        (result(Outcome.PARTIALLY_SUCCEEDED, "PARTIALLY_SUCCEEDED"), True, None, 0),
+        (result(Outcome.WAIT_TIMEOUT, "IN_PROGRESS", WaitTimeoutError("late")), False, None, 4),
+        (result(Outcome.ERROR, None, AccessDeniedError("no")), False, None, 5),
+        (result(Outcome.ERROR, None, ServiceUnavailableError("5xx")), False, None, 5),
+        (result(Outcome.ERROR, None, InvalidRequestError("bad")), False, None, 2),
+        (result(Outcome.INTERRUPTED, None, WaitCancelledError("x")), False, signal.SIGINT, 130),
+        (result(Outcome.INTERRUPTED, None, WaitCancelledError("x")), False, signal.SIGTERM, 143),
+    ],
+)
+def test_exit_code_table(res: WaitResult, allow_partial: bool, signum: Any, code: int) -> None:
+    """Each outcome maps to the code of DESIGN.md's table."""
+    assert exit_code(res, allow_partial=allow_partial, signum=signum) == code
+    assert code in EXIT_CODES or code == 143
+
+
+def test_several_codes_combine_to_the_highest_interruption_aside() -> None:
+    """The highest code wins, except that an interruption always shows."""
+    assert combined_exit_code([0, 3, 1]) == 3
+    assert combined_exit_code([5, 130, 0]) == 130
+    assert combined_exit_code([143, 5]) == 143
+
+
+def test_text_summary_reads_well() -> None:
+    """The text output gives status, duration, lineage with failure rate and first errors."""
+    doc = {
+        "job_run_id": "run-1", "job_id": "job-1", "job_type": "LINEAGE", "status": "FAILED",
+        "outcome": "failed", "duration_s": 75.0, "error_message": "3 queries failed",
+        "lineage": {"total_queries_processed": 10, "num_queries_failed": 3, "failure_rate": 0.3,
+                    "error_messages": ["e1", "e2", "e3", "e4"]},
+        "polls": 3, "throttled": 1, "errors_retried": 0, "waited_s": 80.2, "problem": None,
+    }  # fmt: skip
+    text = render_text(doc)
+    assert text.splitlines()[0] == "FAILED  run-1 (job job-1, LINEAGE)"
+    assert "ran for 1m15s" in text
+    assert "error: 3 queries failed" in text
+    assert "lineage: 10 queries processed, 3 failed (30.00%)" in text
+    assert "    - e3" in text
+    assert "    - e4" not in text
+    assert "(+1 more)" in text
+    assert "waited 1m20s, 3 calls, 1 throttled" in text
+    assert "\x1b[" not in text
+    assert render_text(doc, color=True).startswith("\x1b[31mFAILED")
+
+
+def test_text_summary_of_an_error() -> None:
+    """An error outcome says no status was seen and why."""
+    doc = {
+        "job_run_id": "run-1", "status": None, "outcome": "error", "lineage": None, "polls": 1,
+        "waited_s": 0.1, "problem": {"type": "AccessDeniedError", "message": "denied"},
+    }  # fmt: skip
+    lines = render_text(doc).splitlines()
+    assert lines[0] == "ERROR  run-1 (no status seen)"
+    assert lines[1] == "  AccessDeniedError: denied"
+
+
+def test_quiet_prints_only_the_result(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--quiet: the result on stdout, nothing at all on stderr."""
+    real_sim.add_run(DOMAIN, "run-q", RunScript(statuses=["SUCCESS"], lineage=Lineage()))
+    code = main(["wait", "--domain-identifier", DOMAIN, "--identifier", "run-q", "--quiet",
+                 "--endpoint-url", real_sim.endpoint_url])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert json.loads(out)["lineage"]["num_queries_succeeded"] == 40
+    assert err == ""
+
+
+def test_text_output_on_request(real_sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """--output text prints the summary even when stdout is not a terminal, uncoloured."""
+    real_sim.add_run(DOMAIN, "run-t", RunScript(statuses=["FAILED"], error_message="boom"))
+    code = main(["wait", "--domain-identifier", DOMAIN, "--identifier", "run-t", "--output",
+                 "text", "--endpoint-url", real_sim.endpoint_url])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out.startswith("FAILED  run-t")
+    assert "error: boom" in out
+    assert json.loads(err.splitlines()[0])["event"] == "wait_started"
+
+
+def test_console_log_format_on_request(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--log-format console gives readable, uncoloured log lines even off a terminal."""
+    real_sim.add_run(DOMAIN, "run-c", RunScript(statuses=["SUCCESS"]))
+    main(["wait", "--domain-identifier", DOMAIN, "--identifier", "run-c", "--log-format",
+          "console", "--endpoint-url", real_sim.endpoint_url])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "status_changed" in err
+    assert "{" not in err.splitlines()[0]
+    assert "\x1b[" not in err
+
+
+def test_duplicate_identifiers_are_waited_on_once(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same run named twice is one wait and one line."""
+    real_sim.add_run(DOMAIN, "run-d", RunScript(statuses=["SUCCESS"]))
+    main(["wait", "--domain-identifier", DOMAIN, "--identifier", "run-d", "--identifier",
+          "run-d", "--endpoint-url", real_sim.endpoint_url, "-q"])  # fmt: skip
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert real_sim.calls("run-d") == 1
+
+
+def test_status_of_a_finished_run_exits_0(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`poller status` exits 0 for any status it read, failed included, with its outcome."""
+    real_sim.add_run(DOMAIN, "run-s", RunScript(statuses=["FAILED"]))
+    code = main(["status", "--domain-identifier", DOMAIN, "--identifier", "run-s", "-q",
+                 "--endpoint-url", real_sim.endpoint_url])  # fmt: skip
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["outcome"] == "failed"
+
+
+def test_a_bad_endpoint_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    """An endpoint URL botocore refuses is exit 2 with one line and nothing on stdout."""
+    code = main(["wait", "--domain-identifier", DOMAIN, "--identifier", "r", "--endpoint-url",
+                 "not a url"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err

@@ -1,0 +1,319 @@
+"""Fan-out against the simulator: many runs, one budget, nothing lost, exact virtual time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+import structlog
+from _vtime import VirtualClock, run
+from botocore.config import Config
+
+from poller import Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
+from poller.aio import CALL_WORKERS, async_wait_for_job_runs
+from poller.testing import Fault, RunScript, Simulator
+
+DOMAIN = "dzd_abc123"
+QUIET = structlog.wrap_logger(
+    structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
+)
+ENDS = ["SUCCESS", "FAILED", "PARTIALLY_SUCCEEDED", "SUCCESS", "CANCELED"]
+OUTCOMES = {
+    "SUCCESS": Outcome.SUCCEEDED,
+    "FAILED": Outcome.FAILED,
+    "PARTIALLY_SUCCEEDED": Outcome.PARTIALLY_SUCCEEDED,
+    "CANCELED": Outcome.FAILED,
+}
+
+
+def client_for(sim: Simulator) -> Any:
+    return boto3.client(
+        "datazone",
+        region_name="us-east-1",
+        endpoint_url=sim.endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}, max_pool_connections=CALL_WORKERS),
+    )
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+def sim(clock: VirtualClock) -> Iterator[Simulator]:
+    with Simulator(clock=clock, seed=0) as sim:
+        yield sim
+
+
+def add_fleet(
+    sim: Simulator, count: int, *, seed: int = 1, throttle_rate: float = 0.0
+) -> dict[str, str]:
+    """``count`` runs ending after 5..120 s; returns run id -> final status."""
+    rng = random.Random(seed)
+    ends = {}
+    for i in range(count):
+        end = ENDS[i % len(ENDS)]
+        duration = rng.uniform(5, 120)
+        timeline = [(0, "SCHEDULED"), (duration / 4, "IN_PROGRESS"), (duration, end)]
+        sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline, throttle_rate=throttle_rate))
+        ends[f"run-{i}"] = end
+    return ends
+
+
+def fan_out(
+    sim: Simulator, clock: VirtualClock, refs: list[tuple[str, str]], **kwargs: Any
+) -> list[WaitResult]:
+    kwargs.setdefault("limiter", RateLimiter(kwargs.pop("max_rps", 10), clock=clock))
+    coro = async_wait_for_job_runs(
+        refs, client=client_for(sim), clock=clock, rng=random.Random(0), logger=QUIET, **kwargs
+    )
+    return run(coro, clock)
+
+
+def get_calls(sim: Simulator) -> list[float]:
+    return [r.t for r in sim.requests if r.operation == "GetJobRun"]
+
+
+def busiest_second(times: list[float], since: float = -1.0) -> int:
+    """The most requests in any window [t, t+1) starting at a request at or after ``since``."""
+    times = sorted(times)
+    return max(
+        (sum(1 for u in times[i:] if u < t + 1 - 1e-6) for i, t in enumerate(times) if t >= since),
+        default=0,
+    )
+
+
+def test_a_throttled_fleet_ends_with_every_result_correct_and_none_lost(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """200 runs, a 10/s server limit, 5% random throttles: every run gets its true outcome."""
+    sim_limited = Simulator(clock=clock, seed=3, max_rps=10)
+    with sim_limited:
+        ends = add_fleet(sim_limited, 200, throttle_rate=0.05)
+        refs = [(DOMAIN, run_id) for run_id in ends]
+        # A budget well above the server's limit, so both kinds of throttle happen.
+        results = fan_out(sim_limited, clock, refs, max_rps=40)
+        throttles = Counter(r.fault for r in sim_limited.requests)
+    assert [(r.domain_id, r.job_run_id) for r in results] == refs
+    assert [r.outcome for r in results] == [OUTCOMES[ends[rid]] for _, rid in refs]
+    assert all(r.job_run is not None and r.job_run.status == ends[r.job_run_id] for r in results)
+    # The throttling really happened, and the waits rode it out.
+    assert throttles["throttle_rate"] > 20
+    assert throttles["max_rps"] > 0
+    assert sum(r.throttled for r in results) == throttles["throttle_rate"] + throttles["max_rps"]
+
+
+def test_the_budget_holds_in_every_one_second_window(sim: Simulator, clock: VirtualClock) -> None:
+    """With max_rps=5 the simulator's log never shows 6 GetJobRun calls within one second."""
+    ends = add_fleet(sim, 60)
+    results = fan_out(sim, clock, [(DOMAIN, r) for r in ends], max_rps=5)
+    assert all(r.outcome is OUTCOMES[ends[r.job_run_id]] for r in results)
+    assert busiest_second(get_calls(sim)) == 5
+
+
+def test_aimd_converges_to_the_server_limit_from_a_budget_above_it(clock: VirtualClock) -> None:
+    """Budget 40/s against a 10/s server: after adapting, the rate sits at the server's limit."""
+    limiter = RateLimiter(40, clock=clock)
+    with Simulator(clock=clock, seed=0, max_rps=10) as sim:
+        ends = add_fleet(sim, 300, seed=2)
+        results = fan_out(sim, clock, [(DOMAIN, r) for r in ends], limiter=limiter)
+        requests = [r for r in sim.requests if r.operation == "GetJobRun"]
+    assert all(r.outcome is OUTCOMES[ends[r.job_run_id]] for r in results)
+    start = requests[0].t
+    adapted = [r for r in requests if start + 10 <= r.t < start + 60]
+    throttled = [r for r in adapted if r.status_code == 429]
+    # Probing above the limit costs a few throttles, not a storm...
+    assert len(throttled) / len(adapted) < 0.05
+    # ...and the fleet uses what the server allows: close to 10/s, not 40/s.
+    assert 7 * 50 <= len(adapted) <= 11 * 50
+    assert limiter.rate < 20
+
+
+class RecordingLimiter(RateLimiter):
+    """A limiter that remembers its rate after every report."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rates: list[float] = []
+
+    def throttled(self, granted_at: float) -> None:
+        super().throttled(granted_at)
+        self.rates.append(self.rate)
+
+    def succeeded(self) -> None:
+        super().succeeded()
+        self.rates.append(self.rate)
+
+
+def test_aimd_lowers_the_shared_rate_on_throttles_and_restores_it(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Throttles from one run lower the rate for all; sustained success brings it back to 8/s."""
+    limiter = RecordingLimiter(8, clock=clock)
+    sim.add_run(DOMAIN, "noisy", RunScript(statuses=[Fault.throttle()] * 3 + ["SUCCESS"]))
+    for i in range(20):
+        timeline = [(0, "IN_PROGRESS"), (60 + i, "SUCCESS")]
+        sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline))
+    refs = [(DOMAIN, "noisy")] + [(DOMAIN, f"run-{i}") for i in range(20)]
+    results = fan_out(sim, clock, refs, limiter=limiter)
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    lowest = min(limiter.rates)
+    # Each of the three throttles came after the last decrease, and each counted.
+    assert lowest < 4
+    assert limiter.rates.index(lowest) < limiter.rates.index(8.0, limiter.rates.index(lowest))
+    assert limiter.rate == 8.0
+
+
+def test_the_most_overdue_poll_goes_first(sim: Simulator, clock: VirtualClock) -> None:
+    """At 1 call/s for 4 waiting runs, polls rotate: nobody polls twice before the others once."""
+    for i in range(4):
+        sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=[(0, "IN_PROGRESS"), (40, "SUCCESS")]))
+    policy = PollPolicy(interval=0.5, max_interval=0.5, jitter=0)
+    refs = [(DOMAIN, f"run-{i}") for i in range(4)]
+    fan_out(sim, clock, refs, max_rps=1, policy=policy)
+    order = [r.run_id for r in sim.requests]
+    assert order[:4] == [f"run-{i}" for i in range(4)]
+    for k in range(0, len(order) - 4, 4):
+        assert sorted(order[k : k + 4]) == sorted(order[:4]), order
+
+
+def test_runs_that_cannot_be_waited_on_get_error_results_and_the_rest_carry_on(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Bad IDs, unknown and denied runs end as `error` results; good runs still succeed."""
+    sim.add_run(DOMAIN, "good", RunScript(statuses=["IN_PROGRESS", "SUCCESS"]))
+    denied = Fault.error("AccessDeniedException", 403)
+    sim.add_run(DOMAIN, "denied", RunScript(statuses=[denied, "SUCCESS"]))
+    refs = [(DOMAIN, "good"), ("not-a-domain", "x"), (DOMAIN, "missing"), (DOMAIN, "denied")]
+    results = fan_out(sim, clock, refs, policy=PollPolicy(not_found_grace=1))
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED] + [Outcome.ERROR] * 3
+    problems = [r.problem.type if r.problem else None for r in results]
+    assert problems == [None, "InvalidRequestError", "JobRunNotFoundError", "AccessDeniedError"]
+    # The bad ID cost no call at all.
+    assert {r.domain_id for r in sim.requests} == {DOMAIN}
+
+
+def test_duplicates_are_waited_on_once_and_reported_at_each_place(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """A run listed twice costs one wait; on_result hears of it once, the list has it twice."""
+    sim.add_run(DOMAIN, "a", RunScript(statuses=["IN_PROGRESS", "SUCCESS"]))
+    sim.add_run(DOMAIN, "b", RunScript(statuses=["IN_PROGRESS", "IN_PROGRESS", "FAILED"]))
+    heard: list[str] = []
+    refs = [(DOMAIN, "a"), (DOMAIN, "b"), (DOMAIN, "a")]
+    results = fan_out(sim, clock, refs, on_result=lambda r: heard.append(r.job_run_id))
+    assert [r.job_run_id for r in results] == ["a", "b", "a"]
+    assert results[0] is results[2]
+    assert heard == ["a", "b"]  # in the order they finished
+    assert sim.calls("a") == 2
+
+
+def test_on_result_hears_each_run_as_it_finishes(sim: Simulator, clock: VirtualClock) -> None:
+    """Results arrive by end time while the list keeps input order."""
+    for i, end in enumerate([50, 10, 30]):
+        sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=[(0, "IN_PROGRESS"), (end, "SUCCESS")]))
+    heard: list[str] = []
+    refs = [(DOMAIN, f"run-{i}") for i in range(3)]
+    results = fan_out(sim, clock, refs, on_result=lambda r: heard.append(r.job_run_id))
+    assert heard == ["run-1", "run-2", "run-0"]
+    assert [r.job_run_id for r in results] == ["run-0", "run-1", "run-2"]
+
+
+def test_a_deadline_ends_only_the_runs_still_going(sim: Simulator, clock: VirtualClock) -> None:
+    """timeout applies per run: the slow run times out, the quick one succeeds."""
+    sim.add_run(DOMAIN, "quick", RunScript(timeline=[(0, "IN_PROGRESS"), (5, "SUCCESS")]))
+    sim.add_run(DOMAIN, "slow", RunScript(timeline=[(0, "IN_PROGRESS"), (500, "SUCCESS")]))
+    results = fan_out(sim, clock, [(DOMAIN, "quick"), (DOMAIN, "slow")], timeout=60)
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED, Outcome.WAIT_TIMEOUT]
+
+
+def test_a_pair_that_is_not_a_pair_is_a_type_error(clock: VirtualClock) -> None:
+    """A malformed runs list is a programming error, raised before anything is called."""
+    with pytest.raises(TypeError, match=r"runs\[1\]"):
+        run(async_wait_for_job_runs([(DOMAIN, "a"), "dzd_x/run"], client=object()), clock)  # type: ignore[list-item]
+
+
+def test_cancelling_the_task_stops_every_wait(sim: Simulator, clock: VirtualClock) -> None:
+    """Task cancellation reaches every wait and is raised, as for one async wait."""
+    sim.add_run(DOMAIN, "a", RunScript(statuses=["IN_PROGRESS"]))
+
+    async def cancel_soon() -> None:
+        task = asyncio.create_task(
+            async_wait_for_job_runs(
+                [(DOMAIN, "a")],
+                client=client_for(sim),
+                clock=clock,
+                limiter=RateLimiter(10, clock=clock),
+                logger=QUIET,
+            )
+        )
+        await asyncio.sleep(100)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(cancel_soon(), clock)
+    assert 3 < sim.calls("a") < 20
+
+
+def test_the_blocking_call_returns_results_in_input_order(sim: Simulator) -> None:
+    """wait_for_job_runs runs the async fan-out on a private loop and returns a list."""
+    for i, end in enumerate(["SUCCESS", "FAILED", "SUCCESS"]):
+        sim.add_run(DOMAIN, f"run-{i}", RunScript(statuses=["IN_PROGRESS", end]))
+    refs = [(DOMAIN, f"run-{i}") for i in range(3)]
+    results = wait_for_job_runs(
+        refs,
+        client=client_for(sim),
+        policy=PollPolicy(interval=0.01, jitter=0),
+        limiter=RateLimiter(1000),
+        logger=QUIET,
+    )
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED, Outcome.FAILED, Outcome.SUCCEEDED]
+
+
+def test_the_blocking_call_works_from_inside_a_running_event_loop(sim: Simulator) -> None:
+    """Called from async code it runs its loop in a helper thread instead of failing."""
+    sim.add_run(DOMAIN, "a", RunScript(statuses=["SUCCESS"]))
+
+    async def caller() -> list[WaitResult]:
+        return wait_for_job_runs(
+            [(DOMAIN, "a")], client=client_for(sim), limiter=RateLimiter(1000), logger=QUIET
+        )
+
+    assert [r.outcome for r in asyncio.run(caller())] == [Outcome.SUCCEEDED]
+
+
+def test_setting_cancel_interrupts_the_waits_and_still_returns_results(sim: Simulator) -> None:
+    """The blocking call's cancel event ends each wait `interrupted`, with its last status."""
+    sim.add_run(DOMAIN, "done", RunScript(statuses=["SUCCESS"]))
+    sim.add_run(DOMAIN, "forever", RunScript(statuses=["IN_PROGRESS"]))
+    cancel = threading.Event()
+
+    def on_result(result: WaitResult) -> None:
+        if result.job_run_id == "done":
+            threading.Timer(0.2, cancel.set).start()
+
+    results = wait_for_job_runs(
+        [(DOMAIN, "done"), (DOMAIN, "forever")],
+        client=client_for(sim),
+        policy=PollPolicy(interval=0.05, max_interval=0.05),
+        limiter=RateLimiter(1000),
+        on_result=on_result,
+        cancel=cancel,
+        logger=QUIET,
+    )
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED, Outcome.INTERRUPTED]
+    assert results[1].job_run is not None
+    assert results[1].job_run.status == "IN_PROGRESS"
+    assert results[1].problem is not None
+    assert results[1].problem.type == "WaitCancelledError"

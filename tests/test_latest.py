@@ -1,0 +1,210 @@
+"""Latest-run mode against the simulator: ListJobRuns pages, `since`, and a run not listed yet."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from poller import (
+    InvalidRequestError,
+    JobRunNotFoundError,
+    Outcome,
+    PollPolicy,
+    WaitTimeoutError,
+    wait_for_latest_job_run,
+)
+from poller.aio import async_wait_for_latest_job_run
+from poller.latest import find_job_run
+from poller.policy import CallFault, FaultKind
+from poller.testing import RunScript, Simulator
+
+DOMAIN = "dzd_abc123"
+T0 = 1_800_000_000.0  # epoch seconds of the first run's creation
+FAST = PollPolicy(interval=1, jitter=0, not_found_grace=10)
+
+
+class FakeClock:
+    """Monotonic time that moves only when the wait sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sim(clock: FakeClock) -> Iterator[Simulator]:
+    with Simulator(clock=clock, wall=lambda: T0 + clock.now) as sim:
+        yield sim
+
+
+def client_for(sim: Simulator) -> Any:
+    return boto3.client(
+        "datazone",
+        region_name="us-east-1",
+        endpoint_url=sim.endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def add_history(sim: Simulator, count: int, *, job_id: str = "job-1") -> None:
+    """``count`` finished runs, one a minute, added in shuffled creation order."""
+    for i in sorted(range(count), key=lambda i: (i * 37) % count):
+        script = RunScript(statuses=["SUCCESS" if i % 3 else "FAILED"])
+        sim.add_run(DOMAIN, f"old-{i}", script, job_id=job_id, created_at=T0 + 60 * i)
+
+
+def list_calls(sim: Simulator) -> int:
+    return sum(1 for r in sim.requests if r.operation == "ListJobRuns")
+
+
+def test_latest_picks_the_newest_run_and_waits_on_it(sim: Simulator, clock: FakeClock) -> None:
+    """Among 120 runs of the job (3 pages), the newest is chosen with one ListJobRuns call."""
+    add_history(sim, 120)
+    sim.add_run(
+        DOMAIN,
+        "newest",
+        RunScript(statuses=["IN_PROGRESS", "IN_PROGRESS", "SUCCESS"]),
+        created_at=T0 + 60 * 500,
+    )
+    sim.add_run(DOMAIN, "other-job", RunScript(statuses=["FAILED"]), job_id="job-2")
+    result = wait_for_latest_job_run(
+        DOMAIN, "job-1", client=client_for(sim), policy=FAST, clock=clock, sleep=clock.sleep
+    )
+    assert (result.job_run_id, result.outcome) == ("newest", Outcome.SUCCEEDED)
+    assert list_calls(sim) == 1
+
+
+def test_since_walks_pages_back_to_the_first_run_created_after_it(
+    sim: Simulator, clock: FakeClock
+) -> None:
+    """`since` selects the earliest run created at or after it, reading pages until past it."""
+    add_history(sim, 150)
+    since = datetime.fromtimestamp(T0 + 60 * 30, UTC)  # old-30 onwards: 120 runs, 3 pages
+    result = wait_for_latest_job_run(
+        DOMAIN,
+        "job-1",
+        since=since,
+        client=client_for(sim),
+        policy=FAST,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert (result.job_run_id, result.outcome) == ("old-30", Outcome.FAILED)
+    assert list_calls(sim) == 3
+
+
+def test_since_accepts_epoch_seconds_and_naive_utc(sim: Simulator) -> None:
+    """Epoch seconds, an aware and a naive (UTC) datetime name the same instant."""
+    add_history(sim, 10)
+    client = client_for(sim)
+    naive = datetime.fromtimestamp(T0 + 60 * 4, UTC).replace(tzinfo=None)
+    found = {
+        find_job_run(client, DOMAIN, "job-1", since=since).id
+        for since in (T0 + 60 * 4 - 1, naive, datetime.fromtimestamp(T0 + 60 * 4, UTC))
+    }
+    assert found == {"old-4"}
+
+
+def test_a_run_started_just_now_is_looked_for_until_it_is_listed(
+    sim: Simulator, clock: FakeClock
+) -> None:
+    """The run you just triggered, not listed for 3 s, is found within the not-found grace."""
+    add_history(sim, 5)
+    triggered = T0 + clock.now
+    sim.add_run(
+        DOMAIN,
+        "mine",
+        RunScript(statuses=["SCHEDULED", "SUCCESS"]),
+        created_at=triggered,
+        visible_after=3,
+    )
+    result = wait_for_latest_job_run(
+        DOMAIN,
+        "job-1",
+        since=triggered,
+        client=client_for(sim),
+        policy=FAST,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert (result.job_run_id, result.outcome) == ("mine", Outcome.SUCCEEDED)
+    assert list_calls(sim) > 1
+
+
+def test_no_matching_run_after_the_grace_is_not_found(sim: Simulator, clock: FakeClock) -> None:
+    """With nothing created since the time given, the search ends as the grace runs out."""
+    add_history(sim, 5)
+    with pytest.raises(JobRunNotFoundError, match="no run created since"):
+        wait_for_latest_job_run(
+            DOMAIN,
+            "job-1",
+            since=T0 + 10_000,
+            client=client_for(sim),
+            policy=FAST,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+    assert clock.now - 500 == pytest.approx(10)
+
+
+def test_a_job_with_no_runs_has_no_latest_run(sim: Simulator) -> None:
+    """One search on an empty job is a not-found fault, which the core may retry."""
+    with pytest.raises(CallFault) as caught:
+        find_job_run(client_for(sim), DOMAIN, "job-9")
+    assert caught.value.kind is FaultKind.NOT_FOUND
+
+
+def test_a_bad_job_identifier_is_rejected_before_any_call(sim: Simulator) -> None:
+    """A malformed job ID is an InvalidRequestError naming the job, with no request made."""
+    with pytest.raises(InvalidRequestError, match="job identifier"):
+        wait_for_latest_job_run(DOMAIN, "bad job!", client=client_for(sim))
+    assert sim.requests == []
+
+
+def test_the_search_and_the_wait_share_one_deadline(sim: Simulator, clock: FakeClock) -> None:
+    """Time spent finding the run is taken off the wait: the whole thing ends at the timeout."""
+    sim.add_run(DOMAIN, "slow", RunScript(statuses=["IN_PROGRESS"]), created_at=T0, visible_after=5)
+    with pytest.raises(WaitTimeoutError):
+        wait_for_latest_job_run(
+            DOMAIN,
+            "job-1",
+            timeout=30,
+            client=client_for(sim),
+            policy=FAST,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+    assert clock.now - 500 == pytest.approx(30)
+
+
+def test_the_async_twin_finds_and_waits(sim: Simulator) -> None:
+    """async_wait_for_latest_job_run does the same on an event loop."""
+    add_history(sim, 60)
+
+    async def no_sleep(_: float) -> None:
+        await asyncio.sleep(0)
+
+    result = asyncio.run(
+        async_wait_for_latest_job_run(DOMAIN, "job-1", client=client_for(sim), sleep=no_sleep)
+    )
+    assert result.job_run_id == "old-59"
