@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from poller.datazone import JobRunClient, fetch_job_run, validate_ids
-from poller.errors import PollerError
+from poller.errors import PollerError, ServiceUnavailableError
 from poller.model import JobRun, Outcome, WaitResult
-from poller.policy import PollPolicy
+from poller.policy import PollPolicy, Step
 from poller.session import Clock, WaitSession
 from poller.waiter import drive, resolve_client
 
@@ -197,13 +197,26 @@ class JobRunPoker:
             pause,
             first_answer=True,
         )
-        if step.outcome in _FINAL:
+        if step.outcome in _FINAL and not self._budget_spent(session, step):
             return judge(session.result(step).to_dict(), allow_partial=self.allow_partial)
         # Still running, or the budget ran out on throttles or faults: not an
         # end, only "ask again later"; the result document waits for the end.
         last: JobRun | None = session.state.last
         reason = str(step.error) if step.error is not None else None
         return Verdict(PokeState.WAITING, status=str(last.status) if last else None, reason=reason)
+
+    def _budget_spent(self, session: WaitSession, step: Step) -> bool:
+        # The core ends a wait whose deadline passes before any status was
+        # read as "could not read the status". A poke's deadline is only its
+        # budget, not the wait's: the next poke tries again, as after a
+        # throttled poke that did read one. Faults that reach max_errors
+        # before the budget is spent still fail the poke.
+        timeout = self.policy.timeout
+        return (
+            isinstance(step.error, ServiceUnavailableError)
+            and timeout is not None
+            and session.elapsed >= timeout
+        )
 
     def _unwaitable(self, error: PollerError) -> WaitResult:
         return WaitResult(

@@ -101,6 +101,11 @@ def run_trigger(trigger: DataZoneJobRunTrigger) -> list[TriggerEvent]:
     return asyncio.run(collect())
 
 
+def kwargs_deadline(deferral: TaskDeferred) -> float:
+    """The deadline the trigger was given."""
+    return float(deferral.trigger.serialize()[1]["deadline"])
+
+
 def deferred(s: DataZoneJobRunSensor) -> TaskDeferred:
     """The TaskDeferred a deferrable sensor's execute raises."""
     with pytest.raises(TaskDeferred) as info:
@@ -111,7 +116,8 @@ def deferred(s: DataZoneJobRunSensor) -> TaskDeferred:
 def resume(s: DataZoneJobRunSensor, deferral: TaskDeferred) -> Any:
     """Run the deferral's trigger, then resume the sensor with its one event, as Airflow does."""
     [event] = run_trigger(deferral.trigger)
-    return s.resume_execution(deferral.method_name, {"event": event.payload}, CONTEXT)
+    next_kwargs = {**(deferral.kwargs or {}), "event": event.payload}
+    return s.resume_execution(deferral.method_name, next_kwargs, CONTEXT)
 
 
 # -- poke ---------------------------------------------------------------------
@@ -183,7 +189,8 @@ def test_endless_throttling_is_not_done_yet(sim: Simulator) -> None:
 def test_faults_that_do_not_clear_allow_airflow_retries(sim: Simulator) -> None:
     """Transient faults past max_errors raise a plain error, so the task's retries apply."""
     run_id = new_run(sim, *[Fault.internal()] * 5, "SUCCESS")
-    s = sensor(run_id, policy=PollPolicy(interval=0.01, retry_initial=0.01, max_errors=2))
+    policy = PollPolicy(interval=0.01, retry_initial=0.01, max_errors=2)
+    s = sensor(run_id, policy=policy, poke_interval=5)  # the budget outlasts the faults
     with pytest.raises(ServiceUnavailableError) as info:
         s.poke(CONTEXT)
     assert not isinstance(info.value, AirflowException)
@@ -214,6 +221,7 @@ def test_execute_defers_with_a_trigger_that_round_trips(sim: Simulator) -> None:
     before = time.time()
     deferral = deferred(s)
     assert (deferral.method_name, deferral.timeout) == ("execute_complete", timedelta(seconds=600))
+    assert deferral.kwargs == {"deadline": kwargs_deadline(deferral)}
     classpath, kwargs = deferral.trigger.serialize()
     assert classpath == "poller.airflow.trigger.DataZoneJobRunTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs  # primitives only
@@ -285,20 +293,25 @@ def test_trigger_failure_event_keeps_the_reason(sim: Simulator) -> None:
 
 
 @pytest.mark.parametrize(
-    ("statuses", "problem"),
+    ("statuses", "deadline", "problem"),
     [
-        ([Fault.error("AccessDeniedException", 403, "no read"), "SUCCESS"], "AccessDeniedError"),
-        (["IN_PROGRESS"], "WaitTimeoutError"),
-        (["IN_PROGRESS", *[Fault.internal()] * 20], "ServiceUnavailableError"),
+        (
+            [Fault.error("AccessDeniedException", 403, "no read"), "SUCCESS"],
+            30,
+            "AccessDeniedError",
+        ),
+        (["IN_PROGRESS"], 0.3, "WaitTimeoutError"),
+        (["IN_PROGRESS", *[Fault.internal()] * 20], 30, "ServiceUnavailableError"),
+        ([*[Fault.throttle()] * 10_000, "SUCCESS"], 0.3, "ServiceUnavailableError"),
     ],
-    ids=["denied", "deadline", "faults"],
+    ids=["denied", "deadline", "faults", "throttled-unread"],
 )
 def test_trigger_error_event_keeps_the_last_status(
-    sim: Simulator, statuses: list[Any], problem: str
+    sim: Simulator, statuses: list[Any], deadline: float, problem: str
 ) -> None:
     """A wait that cannot tell how the run ended gives one error event, never an exception."""
     run_id = new_run(sim, *statuses)
-    [event] = run_trigger(trigger(run_id, deadline=time.time() + 0.3))
+    [event] = run_trigger(trigger(run_id, deadline=time.time() + deadline))
     payload = event.payload
     assert payload["status"] == "error"
     assert payload["result"]["problem"]["type"] == problem
@@ -356,6 +369,7 @@ SITUATIONS: dict[str, tuple[list[Any], float, type[BaseException]]] = {
     "denied": ([Fault.error("AccessDeniedException", 403), "SUCCESS"], 10, AirflowFailException),
     "faults": ([*[Fault.internal()] * 50, "SUCCESS"], 10, ServiceUnavailableError),
     "timeout": (["IN_PROGRESS"], 0.3, AirflowSensorTimeout),
+    "throttled": ([*[Fault.throttle()] * 10_000, "SUCCESS"], 0.3, AirflowSensorTimeout),
 }
 
 
@@ -367,7 +381,8 @@ def ending(sim: Simulator, situation: str, *, deferrable: bool, soft_fail: bool)
         deferrable=deferrable,
         soft_fail=soft_fail,
         timeout=timeout,
-        poke_interval=0.05,
+        # Long enough for max_errors faults inside one poke even on a slow machine.
+        poke_interval=1 if situation == "faults" else 0.05,
         policy=RETRY_FAST,
     )
     try:

@@ -159,6 +159,7 @@ class DataZoneJobRunSensor(BaseSensorOperator):
                 policy=policy_kwargs(self._deferred_policy()),
             ),
             method_name="execute_complete",
+            kwargs={"deadline": started + self.timeout},
             # Airflow's own deadline is a backstop for a triggerer that is
             # down: the trigger's ends first and reports the last status.
             timeout=timedelta(seconds=self.timeout),
@@ -170,12 +171,20 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         max_interval = max(interval, min(self.policy.max_interval, cap))
         return replace(self.policy, interval=interval, max_interval=max_interval)
 
-    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
+    def execute_complete(
+        self,
+        context: Context,
+        event: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+    ) -> Any:
         """Check the trigger's event; return the result document, as poke mode does, or raise."""
         document = self._validated(event)
         verdict = judge(document, allow_partial=self.allow_partial)
+        # A trigger that read no status before the deadline reports that it
+        # could not read one; poke mode calls the same situation a timeout.
+        too_late = verdict.retryable and deadline is not None and time.time() >= deadline
         try:
-            if verdict.state is PokeState.WAITING:
+            if verdict.state is PokeState.WAITING or too_late:
                 raise AirflowSensorTimeout(
                     self._timeout_message(document.get("waited_s"), verdict.reason)
                 )
