@@ -142,37 +142,32 @@ class Output:
     err_color: bool  # colour on stderr (the live line, console logs)
     live: LiveLine | None = None
 
-    def result(self, result: WaitResult) -> None:
+    def result(self, result: WaitResult, *, finished: bool = True) -> None:
         """Print one result document on stdout, above the live line if there is one."""
         document = result.to_dict()
+        if not finished:
+            document["outcome"] = None  # `status` of a running run: no outcome yet
         text = (
             json.dumps(document, ensure_ascii=False)
             if self.fmt == "json"
             else render_text(document, color=self.color)
         )
-
-        def emit() -> None:
-            self.stdout.write(text + "\n")
-            self.stdout.flush()
-
-        if self.live is not None:
-            self.live.above(emit)
-        else:
-            emit()
+        self._emit(self.stdout, text)
 
     def note(self, message: str) -> None:
         """A one-line message for the person on stderr; silent with --quiet."""
-        if self.quiet:
-            return
+        if not self.quiet:
+            self._emit(self.stderr, message)
 
-        def emit() -> None:
-            self.stderr.write(message + "\n")
-            self.stderr.flush()
+    def _emit(self, stream: TextIO, text: str) -> None:
+        def write() -> None:
+            stream.write(text + "\n")
+            stream.flush()
 
         if self.live is not None:
-            self.live.above(emit)
+            self.live.above(write)
         else:
-            emit()
+            write()
 
 
 def _seconds_text(value: object) -> str:
@@ -566,10 +561,8 @@ def _latest_thread(
 
 def _report(plan: Plan, result: WaitResult, code: int, timed_out: list[str]) -> None:
     out = plan.output
-    if plan.once and result.error is None and result.job_run and not result.job_run.is_terminal:
-        _print_status_document(out, result)
-    else:
-        out.result(result)
+    running = result.error is None and result.job_run and not result.job_run.is_terminal
+    out.result(result, finished=not (plan.once and running))
     error = result.error
     if code == 4 and not plan.once:
         timed_out.append(result.job_run_id)
@@ -582,20 +575,6 @@ def _report(plan: Plan, result: WaitResult, code: int, timed_out: list[str]) -> 
             f"poller: {result.job_run_id}: wait interrupted (last status: {seen}); "
             "the job run itself was not touched"
         )
-
-
-def _print_status_document(out: Output, result: WaitResult) -> None:
-    document = result.to_dict()
-    document["outcome"] = None  # the run has not finished: no outcome yet
-    if out.fmt == "json":
-        text = json.dumps(document, ensure_ascii=False)
-    else:
-        text = render_text(document, color=out.color)
-    if out.live is not None:
-        out.live.above(lambda: (out.stdout.write(text + "\n"), out.stdout.flush()))
-    else:
-        out.stdout.write(text + "\n")
-        out.stdout.flush()
 
 
 # ---------------------------------------------------------------------------
