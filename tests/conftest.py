@@ -10,9 +10,15 @@ import boto3
 import pytest
 import structlog
 from botocore.config import Config
+from hypothesis import settings
 
 from poller import limiter
 from poller.testing import Simulator
+
+# A loaded CI machine must not turn a slow example into a failure: the
+# properties are about values, not speed (speed lives in benchmarks/).
+settings.register_profile("poller", deadline=None)
+settings.load_profile("poller")
 
 DOMAIN = "dzd_abc123"
 # Distinctive, so a test can prove it never reaches a log line.
