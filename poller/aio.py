@@ -19,7 +19,7 @@ from poller.datazone import JobRunClient, build_client, fetch_job_run, validate_
 from poller.model import JobRun, WaitResult
 from poller.policy import CallFault, PollPolicy, Step
 from poller.session import Clock, OnChange, OnStep, WaitSession, raise_if_error
-from poller.waiter import UNSET, Unset, resolve_policy
+from poller.waiter import UNSET, Driven, Unset, resolve_policy
 
 if TYPE_CHECKING:
     from poller.fanout import async_wait_for_job_runs
@@ -62,7 +62,7 @@ def _shared_client(
 
 
 async def async_drive(
-    session: WaitSession,
+    session: Driven,
     fetch: Callable[[], Awaitable[JobRun]],
     sleep: AsyncSleep,
     *,

@@ -21,13 +21,21 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from poller import log
-from poller.aio import AsyncSleep, _shared_client, async_wait_result, shared_executor
+from poller.aio import AsyncSleep, _shared_client, async_drive, async_wait_result, shared_executor
 from poller.datazone import classify, validate_ids
-from poller.errors import InvalidRequestError, PollerError, WaitCancelledError
-from poller.model import JobRun, WaitResult
+from poller.errors import InvalidRequestError, WaitCancelledError
+from poller.model import JobRun, Outcome, WaitResult
 from poller.policy import CallFault, FaultKind, PollPolicy, Step, WaitState, fail
 from poller.session import Clock, OnChange, raise_if_error
-from poller.waiter import UNSET, Unset, resolve_client, resolve_policy, wait_result
+from poller.waiter import (
+    UNSET,
+    Unset,
+    drive,
+    interruptible,
+    resolve_client,
+    resolve_policy,
+    wait_result,
+)
 
 __all__ = [
     "JobRunLister",
@@ -80,8 +88,10 @@ def find_job_run(
 ) -> JobRun:
     """One search: the job's newest run, or with ``since`` the first one created at or after it.
 
-    Returns the run as GetJobRun reports it. Raises a CallFault: NOT_FOUND when
-    no run matches yet, else the classified failure of a call.
+    Returns the run as its ListJobRuns summary describes it: the wait that
+    follows reads it in full with its first poll, at once, so reading it here
+    too would be a call spent twice. Raises a CallFault: NOT_FOUND when no run
+    matches yet, else the classified failure of a call.
     """
     after = _as_utc(since)
     chosen: JobRun | None = None
@@ -122,8 +132,7 @@ def find_job_run(
                 "ResourceNotFoundException",
                 f"{what} of job {job_id} in domain {domain_id}",
             )
-        response = client.get_job_run(domainIdentifier=domain_id, identifier=chosen.id)
-        return JobRun.from_response(response)
+        return chosen
     except Exception as exc:
         fault = classify(exc)
         if fault is None or fault is exc:
@@ -141,7 +150,7 @@ def validate_job_ids(domain_id: str, job_id: str) -> None:
 
 
 class _Search:
-    """The core's retry rules applied to finding the run; pure apart from the log."""
+    """Finding the run, under the core's retry rules; driven like a wait by the same loops."""
 
     def __init__(
         self, domain_id: str, job_id: str, policy: PollPolicy, clock: Clock, rng: random.Random
@@ -150,8 +159,14 @@ class _Search:
         self.clock = clock
         self.rng = rng
         self.state = WaitState.start(policy, clock())
+        self.run: JobRun | None = None
         self.log = log.get_logger(domain_id=domain_id, job_id=job_id)
         self.log.info(FINDING_RUN, timeout_s=policy.timeout)
+
+    def seen(self, run: JobRun) -> Step:
+        self.run = run
+        self.log.info(RUN_FOUND, job_run_id=run.id, status=str(run.status))
+        return Step()
 
     def failed(self, fault: CallFault) -> Step:
         self.state, step = fail(self.policy, self.state, fault, self.clock(), self.rng)
@@ -160,16 +175,17 @@ class _Search:
             self.log.info(event, error_type=fault.error_type, sleep_s=round(step.delay, 3))
         return step
 
-    def found(self, run: JobRun) -> float | None:
-        """Log the run found; the seconds left of the shared deadline (None: no deadline)."""
-        self.log.info(RUN_FOUND, job_run_id=run.id, status=str(run.status))
-        if self.state.deadline is None:
-            return None
-        return max(self.state.deadline - self.clock(), 0.0)
+    def interrupted(self) -> Step:
+        error = WaitCancelledError("the wait was cancelled before the run was found")
+        return Step(outcome=Outcome.INTERRUPTED, error=error)
 
-    def error(self, step: Step) -> PollerError:
-        assert step.error is not None, "a search that ended without a run ended with an error"
-        return step.error
+    def found(self, step: Step) -> tuple[JobRun, float | None]:
+        """The run found and the seconds left of the shared deadline; or the search's error."""
+        if step.error is not None or self.run is None:
+            raise step.error or AssertionError("a search ended with neither a run nor an error")
+        if self.state.deadline is None:
+            return self.run, None
+        return self.run, max(self.state.deadline - self.clock(), 0.0)
 
 
 def wait_for_latest_job_run(
@@ -203,25 +219,20 @@ def wait_for_latest_job_run(
     rng = rng if rng is not None else random.Random()
     lister: Any = resolve_client(client, region_name, profile_name, endpoint_url)
     search = _Search(domain_id, job_id, policy, clock, rng)
-    while True:
-        if cancel is not None and cancel.is_set():
-            raise WaitCancelledError("the wait was cancelled before the run was found")
-        try:
-            run = find_job_run(lister, domain_id, job_id, since=since)
-            break
-        except CallFault as fault:
-            step = search.failed(fault)
-        if step.done:
-            raise search.error(step)
-        if cancel is not None and sleep is None:
-            cancel.wait(step.delay)
-        else:
-            (sleep or time.sleep)(step.delay)
+    run, time_left = search.found(
+        drive(
+            search,
+            lambda: find_job_run(lister, domain_id, job_id, since=since),
+            interruptible(sleep, cancel),
+            cancelled=cancel.is_set if cancel is not None else lambda: False,
+            first_answer=True,
+        )
+    )
     return raise_if_error(
         wait_result(
             domain_id,
             run.id,
-            timeout=search.found(run),
+            timeout=time_left,
             policy=policy,
             client=lister,
             on_change=on_change,
@@ -260,20 +271,19 @@ async def async_wait_for_latest_job_run(
     search = _Search(domain_id, job_id, policy, clock, rng)
     loop = asyncio.get_running_loop()
     find = functools.partial(find_job_run, lister, domain_id, job_id, since=since)
-    while True:
-        try:
-            run = await loop.run_in_executor(shared_executor(), find)
-            break
-        except CallFault as fault:
-            step = search.failed(fault)
-        if step.done:
-            raise search.error(step)
-        await (sleep or asyncio.sleep)(step.delay)
+    run, time_left = search.found(
+        await async_drive(
+            search,
+            lambda: loop.run_in_executor(shared_executor(), find),
+            sleep or asyncio.sleep,
+            first_answer=True,
+        )
+    )
     return raise_if_error(
         await async_wait_result(
             domain_id,
             run.id,
-            timeout=search.found(run),
+            timeout=time_left,
             policy=policy,
             client=lister,
             on_change=on_change,

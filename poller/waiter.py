@@ -7,7 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from poller.datazone import JobRunClient, build_client, fetch_job_run, validate_ids
 from poller.model import JobRun, WaitResult
@@ -49,7 +49,7 @@ def resolve_client(
     )
 
 
-def _interruptible(sleep: Sleep | None, cancel: threading.Event | None) -> Callable[[float], bool]:
+def interruptible(sleep: Sleep | None, cancel: threading.Event | None) -> Callable[[float], bool]:
     """A sleep that returns True as soon as ``cancel`` is set."""
     if sleep is None and cancel is not None:
         return cancel.wait
@@ -66,8 +66,18 @@ def _interruptible(sleep: Sleep | None, cancel: threading.Event | None) -> Calla
     return lambda seconds: bool(sleep(seconds)) or cancel.is_set()
 
 
+class Driven(Protocol):
+    """What the loops drive: a WaitSession, or anything that answers like one."""
+
+    def seen(self, run: JobRun) -> Step: ...
+
+    def failed(self, fault: CallFault) -> Step: ...
+
+    def interrupted(self) -> Step: ...
+
+
 def drive(
-    session: WaitSession,
+    session: Driven,
     fetch: Callable[[], JobRun],
     sleep: Callable[[float], bool],
     *,
@@ -133,7 +143,7 @@ def wait_result(
     step = drive(
         session,
         lambda: fetch_job_run(client, domain_id, job_run_id),
-        _interruptible(sleep, cancel),
+        interruptible(sleep, cancel),
         cancelled=cancel.is_set if cancel is not None else lambda: False,
     )
     return session.result(step)
@@ -207,7 +217,7 @@ def get_job_run(
     step = drive(
         session,
         lambda: fetch_job_run(client, domain_id, job_run_id),
-        _interruptible(sleep, None),
+        interruptible(sleep, None),
         first_answer=True,
     )
     if step.error is not None:
