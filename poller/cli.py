@@ -322,13 +322,12 @@ class _ColorAware:
 
 def _error_result(domain_id: str, run_id: str, error: BaseException) -> WaitResult:
     from poller.errors import PollerError  # noqa: PLC0415
-    from poller.model import Outcome, WaitResult  # noqa: PLC0415
+    from poller.model import WaitResult  # noqa: PLC0415
 
     if not isinstance(error, PollerError):
         # A bug, not a verdict on the run: still one line and a document, no traceback.
-        wrapped = PollerError(f"internal error: {type(error).__name__}: {error}")
-        error = wrapped
-    return WaitResult(domain_id=domain_id, job_run_id=run_id, outcome=Outcome.ERROR, error=error)
+        error = PollerError(f"internal error: {type(error).__name__}: {error}")
+    return WaitResult.from_error(domain_id, run_id, error)
 
 
 def _wait_one(

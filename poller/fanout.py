@@ -31,7 +31,7 @@ from poller.aio import AsyncSleep, _shared_client, async_drive, shared_executor
 from poller.datazone import JobRunClient, fetch_job_run, validate_ids
 from poller.errors import InvalidRequestError
 from poller.limiter import RateLimiter, shared_limiter
-from poller.model import JobRun, Outcome, WaitResult
+from poller.model import JobRun, WaitResult
 from poller.policy import CallFault, FaultKind, PollPolicy
 from poller.session import Clock, OnChange, OnStep, WaitSession
 from poller.waiter import UNSET, Unset, resolve_policy
@@ -128,11 +128,7 @@ def _resolve_limiter(
 
 
 def _not_waited(ref: RunRef, error: InvalidRequestError, logger: Any) -> WaitResult:
-    domain_id, job_run_id = ref
-    result = WaitResult(
-        domain_id=str(domain_id), job_run_id=str(job_run_id), outcome=Outcome.ERROR, error=error
-    )
-    error.result = result
+    result = WaitResult.from_error(*ref, error)
     logger.info(log.FINISHED, **result.to_dict())
     return result
 

@@ -252,6 +252,13 @@ class WaitResult:
     # of equality, so two results describing the same wait compare equal.
     error: PollerError | None = field(default=None, compare=False)
 
+    @classmethod
+    def from_error(cls, domain_id: str, job_run_id: str, error: PollerError) -> WaitResult:
+        """The result of a wait that could not even start (bad IDs, no client): outcome error."""
+        result = cls(str(domain_id), str(job_run_id), Outcome.ERROR, error=error)
+        error.result = result
+        return result
+
     @property
     def problem(self) -> Problem | None:
         """The ``problem`` member of the result document."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import random
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from poller.errors import PollerError, ServiceUnavailableError
 from poller.model import JobRun, Outcome, WaitResult
 from poller.policy import PollPolicy, Step
 from poller.session import Clock, WaitSession
-from poller.waiter import drive, resolve_client
+from poller.waiter import drive, interruptible, resolve_client
 
 __all__ = ["JobRunPoker", "PokeState", "Verdict", "describe_lineage", "judge"]
 
@@ -175,7 +174,10 @@ class JobRunPoker:
             validate_ids(self.domain_id, self.job_run_id)
             client = self.client
         except PollerError as error:  # bad IDs, no region, a profile that does not exist
-            return judge(self._unwaitable(error).to_dict(), allow_partial=self.allow_partial)
+            return judge(
+                WaitResult.from_error(self.domain_id, self.job_run_id, error).to_dict(),
+                allow_partial=self.allow_partial,
+            )
         session = WaitSession(
             self.domain_id,
             self.job_run_id,
@@ -184,17 +186,10 @@ class JobRunPoker:
             rng=self._rng,
             logger=self._logger,
         )
-        # Resolved per poke, not bound at import, so freezegun can patch it.
-        sleep = self._sleep if self._sleep is not None else time.sleep
-
-        def pause(seconds: float) -> bool:
-            sleep(seconds)
-            return False
-
         step = drive(
             session,
             lambda: fetch_job_run(client, self.domain_id, self.job_run_id),
-            pause,
+            interruptible(self._sleep, None),
             first_answer=True,
         )
         if step.outcome in _FINAL and not self._budget_spent(session, step):
@@ -216,12 +211,4 @@ class JobRunPoker:
             isinstance(step.error, ServiceUnavailableError)
             and timeout is not None
             and session.elapsed >= timeout
-        )
-
-    def _unwaitable(self, error: PollerError) -> WaitResult:
-        return WaitResult(
-            domain_id=str(self.domain_id),
-            job_run_id=str(self.job_run_id),
-            outcome=Outcome.ERROR,
-            error=error,
         )

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from poller import JobRunFailedError, JobRunStatus, LineageStats, Outcome, WaitResult
-from poller.errors import WaitTimeoutError
+from poller.errors import InvalidRequestError, WaitTimeoutError
 from poller.model import JobRun, MalformedResponseError
 
 RESULT_KEYS = [
@@ -221,3 +221,11 @@ def test_raise_for_status_reraises_the_wait_error() -> None:
     error = WaitTimeoutError("late")
     with pytest.raises(WaitTimeoutError):
         WaitResult("dzd_a", "r1", Outcome.WAIT_TIMEOUT, error=error).raise_for_status()
+
+
+def test_from_error_is_a_result_that_names_its_problem() -> None:
+    """A wait that could not start is an error result, linked both ways with its error."""
+    error = InvalidRequestError("invalid job run identifier 'bad id!'")
+    result = WaitResult.from_error("dzd_a", "bad id!", error)
+    assert (result.outcome, result.job_run, error.result) == (Outcome.ERROR, None, result)
+    assert result.to_dict()["problem"] == {"type": "InvalidRequestError", "message": str(error)}

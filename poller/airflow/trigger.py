@@ -107,12 +107,13 @@ class DataZoneJobRunTrigger(BaseTrigger):
         try:
             result = await self._wait()
         except PollerError as error:  # bad IDs or settings, a client that cannot be built
-            result = self._unwaited(error)
+            result = WaitResult.from_error(self.domain_id, self.job_run_id, error)
         except Exception as error:
             # Whatever went wrong, the sensor is told why rather than the
             # triggerer logging a traceback the task never sees.
             self.log.exception("waiting for the DataZone job run failed")
-            result = self._unwaited(PollerError(f"{type(error).__name__}: {error}"))
+            unexpected = PollerError(f"{type(error).__name__}: {error}")
+            result = WaitResult.from_error(self.domain_id, self.job_run_id, unexpected)
         payload = event_payload(result.to_dict(), allow_partial=self.allow_partial)
         self.log.info("DataZone job run wait ended: %s", payload["message"])
         return payload
@@ -136,12 +137,4 @@ class DataZoneJobRunTrigger(BaseTrigger):
     def _changed(self, run: JobRun) -> None:
         self.log.info(
             "DataZone job run %s in domain %s is %s", run.id, run.domain_id, str(run.status)
-        )
-
-    def _unwaited(self, error: PollerError) -> WaitResult:
-        return WaitResult(
-            domain_id=str(self.domain_id),
-            job_run_id=str(self.job_run_id),
-            outcome=Outcome.ERROR,
-            error=error,
         )
