@@ -172,7 +172,12 @@ class _Search:
         self.state, step = fail(self.policy, self.state, fault, self.clock(), self.rng)
         if not step.done:
             event = log.THROTTLED if fault.kind is FaultKind.THROTTLE else log.RETRYING
-            self.log.info(event, error_type=fault.error_type, sleep_s=round(step.delay, 3))
+            self.log.info(
+                event,
+                error_type=fault.error_type,
+                attempt=self.state.retry_attempt,
+                sleep_s=round(step.delay, 3),
+            )
         return step
 
     def interrupted(self) -> Step:
