@@ -118,7 +118,7 @@ def side_async(endpoint: str, runs: int) -> list[Any]:
 def side_threads(endpoint: str, runs: int) -> list[Any]:
     """Every wait a blocking wait_for_job_run in its own thread, one shared client."""
     from poller import wait_for_job_run
-    from poller.datazone import build_client
+    from poller._datazone import build_client
 
     client = build_client(endpoint_url=endpoint, max_pool_connections=BASELINE_POOL)
     results: list[Any] = [None] * runs

@@ -30,9 +30,9 @@ import structlog
 from botocore.config import Config
 
 from poller import PollPolicy
-from poller.datazone import fetch_job_run
+from poller._datazone import fetch_job_run
+from poller._waiter import wait_result
 from poller.testing import RunScript, Simulator
-from poller.waiter import wait_result
 
 DOMAIN = "dzd_bench"
 QUIET = structlog.wrap_logger(

@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     lengths = [rng.uniform(5, 120) for _ in range(args.runs)]
     clock = ScaledTime(args.scale)
     install_scaled_sleep(clock)
-    from poller.limiter import DEFAULT_MAX_RPS
+    from poller._limiter import DEFAULT_MAX_RPS
 
     strategies: list[tuple[str, Callable[[Simulator, list[str]], Outcomes]]] = [
         (

@@ -2,7 +2,7 @@
 
 stdout carries results only (one JSON document per run, or a short text
 summary); stderr carries logs, one-line errors and, on a terminal, a live
-status line. Exit codes follow DESIGN.md's table. No error reaches the user as
+status line. Exit codes follow docs/design.md's table. No error reaches the user as
 a traceback.
 
 Start-up time matters (a CI step may call ``poller wait`` many times), so
@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from poller.config import DURATION_HELP, ConfigError, Settings, load_settings
+from poller._config import DURATION_HELP, ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
-    from poller.model import WaitResult
-    from poller.progress import LiveLine
+    from poller._model import WaitResult
+    from poller._progress import LiveLine
 
 __all__ = ["EXIT_CODES", "cli", "exit_code", "main"]
 
@@ -91,7 +91,7 @@ def _prog_name() -> str:
 
 
 def exit_code(result: WaitResult, *, allow_partial: bool, signum: int | None = None) -> int:
-    """The exit code of one run's result, as DESIGN.md's table says."""
+    """The exit code of one run's result, as docs/design.md's table says."""
     from poller.errors import InvalidRequestError, WaitTimeoutError  # noqa: PLC0415
 
     outcome = str(result.outcome)
@@ -173,14 +173,14 @@ class Output:
 def _seconds_text(value: object) -> str:
     if not isinstance(value, int | float):
         return "?"
-    from poller.progress import format_elapsed  # noqa: PLC0415
+    from poller._progress import format_elapsed  # noqa: PLC0415
 
     return f"{value:.1f}s" if value < 60 else format_elapsed(value)
 
 
 def render_text(doc: Mapping[str, Any], *, color: bool = False) -> str:
     """A short summary of a result document for a person."""
-    from poller.progress import paint  # noqa: PLC0415
+    from poller._progress import paint  # noqa: PLC0415
 
     status = doc.get("status")
     outcome = str(doc.get("outcome"))
@@ -321,8 +321,8 @@ class _ColorAware:
 
 
 def _error_result(domain_id: str, run_id: str, error: BaseException) -> WaitResult:
+    from poller._model import WaitResult  # noqa: PLC0415
     from poller.errors import PollerError  # noqa: PLC0415
-    from poller.model import WaitResult  # noqa: PLC0415
 
     if not isinstance(error, PollerError):
         # A bug, not a verdict on the run: still one line and a document, no traceback.
@@ -333,7 +333,7 @@ def _error_result(domain_id: str, run_id: str, error: BaseException) -> WaitResu
 def _wait_one(
     plan: Plan, run_id: str, client: Any, interrupt: _Interrupt, live: LiveLine | None
 ) -> WaitResult:
-    from poller.waiter import wait_result  # noqa: PLC0415
+    from poller._waiter import wait_result  # noqa: PLC0415
 
     settings = plan.settings
     policy = settings.policy()
@@ -355,10 +355,10 @@ def _read_once(
     """`poller status`: one successful read (throttles retried), whatever the status."""
     import time  # noqa: PLC0415
 
-    from poller.datazone import fetch_job_run  # noqa: PLC0415
-    from poller.model import Outcome, WaitResult  # noqa: PLC0415
-    from poller.session import WaitSession  # noqa: PLC0415
-    from poller.waiter import drive  # noqa: PLC0415
+    from poller._datazone import fetch_job_run  # noqa: PLC0415
+    from poller._model import Outcome, WaitResult  # noqa: PLC0415
+    from poller._runtime import drive  # noqa: PLC0415
+    from poller._session import WaitSession  # noqa: PLC0415
 
     session = WaitSession(
         plan.domain_id,
@@ -400,14 +400,14 @@ def execute(plan: Plan) -> int:
     settings.policy()  # inconsistent settings are a usage error, found before any call
     live: LiveLine | None = None
     if not out.quiet and out.stderr.isatty() and os.environ.get("TERM") != "dumb":
-        from poller.progress import LiveLine  # noqa: PLC0415
+        from poller._progress import LiveLine  # noqa: PLC0415
 
         live = LiveLine(out.stderr, plan.run_ids, color=out.err_color)
         out.live = live
     log_stream = live.log_stream() if live else _ColorAware(out.stderr, out.err_color)
     _configure_logging(plan, log_stream)  # type: ignore[arg-type]
 
-    from poller.datazone import build_client  # noqa: PLC0415
+    from poller._datazone import build_client  # noqa: PLC0415
     from poller.errors import InvalidRequestError, PollerError  # noqa: PLC0415
 
     try:
@@ -498,7 +498,7 @@ def _fleet_thread(
         try:
             if client_error is not None:
                 raise client_error
-            from poller.fanout import wait_for_job_runs  # noqa: PLC0415
+            from poller._fanout import wait_for_job_runs  # noqa: PLC0415
 
             wait_for_job_runs(
                 [(plan.domain_id, run_id) for run_id in plan.run_ids],
@@ -528,13 +528,13 @@ def _latest_thread(
     assert plan.job_id is not None
 
     def latest() -> None:
+        from poller._model import Outcome, WaitResult  # noqa: PLC0415
         from poller.errors import PollerError, WaitCancelledError  # noqa: PLC0415
-        from poller.model import Outcome, WaitResult  # noqa: PLC0415
 
         try:
             if client_error is not None:
                 raise client_error
-            from poller.latest import wait_for_latest_job_run  # noqa: PLC0415
+            from poller._latest import wait_for_latest_job_run  # noqa: PLC0415
 
             result = wait_for_latest_job_run(
                 plan.domain_id,
@@ -581,7 +581,7 @@ def _report(plan: Plan, result: WaitResult, code: int, timed_out: list[str]) -> 
 
 
 def _output(fmt: str | None, quiet: bool) -> Output:
-    from poller.progress import use_color  # noqa: PLC0415
+    from poller._progress import use_color  # noqa: PLC0415
 
     stdout, stderr = sys.stdout, sys.stderr
     if fmt is None:
@@ -601,7 +601,7 @@ def _settings(config_file: str | None, flags: Mapping[tuple[str, str], tuple[str
 
 
 def _validate_ids(domain_id: str, run_ids: Sequence[str]) -> list[str]:
-    from poller.datazone import validate_ids  # noqa: PLC0415
+    from poller._datazone import validate_ids  # noqa: PLC0415
 
     unique = list(dict.fromkeys(run_ids))  # the same run twice is one wait
     for run_id in unique:
@@ -848,7 +848,7 @@ def wait(
         since=parse_since(since) if since is not None else None,
     )
     if job_identifier is not None:
-        from poller.latest import validate_job_ids  # noqa: PLC0415
+        from poller._latest import validate_job_ids  # noqa: PLC0415
 
         validate_job_ids(domain_identifier, job_identifier)
     return execute(plan)

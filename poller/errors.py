@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from poller.model import JobRun, WaitResult
+    from poller._model import JobRun, WaitResult
 
 __all__ = [
     "AccessDeniedError",

@@ -12,7 +12,7 @@ import structlog
 from botocore.config import Config
 from hypothesis import settings
 
-from poller import limiter
+import poller._limiter as limiter
 from poller.testing import Simulator
 
 # A loaded CI machine must not turn a slow example into a failure: the

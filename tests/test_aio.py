@@ -20,9 +20,9 @@ from poller import (
     ServiceUnavailableError,
     WaitTimeoutError,
 )
+from poller._waiter import wait_result
 from poller.aio import CALL_WORKERS, async_wait_for_job_run, async_wait_result
 from poller.testing import Fault, Lineage, RunScript, Simulator
-from poller.waiter import wait_result
 from tests.conftest import DOMAIN, FakeTime, make_client
 
 TERMINAL = ["SUCCESS", "PARTIALLY_SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT", "CANCELED"]

@@ -39,7 +39,7 @@ from airflow.sdk.exceptions import (
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import TriggerEvent
 
-import poller.aio
+import poller._runtime
 from poller import PollPolicy, ServiceUnavailableError
 from poller.airflow import DataZoneJobRunSensor, DataZoneJobRunTrigger
 from poller.airflow._client import job_run_client, provider_installed
@@ -59,10 +59,10 @@ _counter = iter(range(1_000_000))
 def shared_sim() -> Iterator[Simulator]:
     """One simulator for the module: the async core's shared client outlives a test."""
     # The async core caches one client per configuration; start from none.
-    poller.aio._shared_client.cache_clear()
+    poller._runtime.shared_client.cache_clear()
     with Simulator() as simulator:
         yield simulator
-    poller.aio._shared_client.cache_clear()
+    poller._runtime.shared_client.cache_clear()
 
 
 @pytest.fixture
@@ -454,7 +454,7 @@ def test_airflow_deferral_timeout_backstop_matches(soft_fail: bool) -> None:
 
 def test_poller_itself_does_not_import_airflow() -> None:
     """The extra stays optional: importing poller (and its sensor base) loads no Airflow."""
-    code = "import sys, poller, poller.sensor, poller.aio; print('airflow' in sys.modules)"
+    code = "import sys, poller, poller.poke, poller.aio; print('airflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -10,8 +10,8 @@ import re
 import sys
 from pathlib import Path
 
+from poller._config import KEYS
 from poller.cli import EXIT_CODES
-from poller.config import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "README.md"

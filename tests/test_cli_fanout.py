@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from poller import limiter
+import poller._limiter as limiter
+from poller._config import load_settings
 from poller.cli import main
-from poller.config import load_settings
 from poller.testing import RunScript, Simulator
 
 DOMAIN = "dzd_cli_fan"

@@ -11,6 +11,7 @@ import pytest
 import structlog
 from click.testing import CliRunner
 
+from poller._model import JobRun, Outcome, WaitResult
 from poller.cli import EXIT_CODES, cli, combined_exit_code, exit_code, main, render_text
 from poller.errors import (
     AccessDeniedError,
@@ -19,7 +20,6 @@ from poller.errors import (
     WaitCancelledError,
     WaitTimeoutError,
 )
-from poller.model import JobRun, Outcome, WaitResult
 from poller.testing import Lineage, RunScript, Simulator
 
 DOMAIN = "dzd_inproc"
@@ -80,7 +80,7 @@ def result(outcome: Outcome, status: str | None = None, error: Any = None) -> Wa
     ],
 )
 def test_exit_code_table(res: WaitResult, allow_partial: bool, signum: Any, code: int) -> None:
-    """Each outcome maps to the code of DESIGN.md's table."""
+    """Each outcome maps to the code of docs/design.md's table."""
     assert exit_code(res, allow_partial=allow_partial, signum=signum) == code
     assert code in EXIT_CODES or code == 143
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from poller.config import KEYS, ConfigError, defaults_path, load_settings, parse_duration
-from poller.policy import PollPolicy
+from poller import PollPolicy
+from poller._config import KEYS, ConfigError, defaults_path, load_settings, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGED = ROOT / "config" / "poller.toml"
@@ -99,7 +99,7 @@ def test_the_wheel_ships_the_defaults_and_reads_them(tmp_path: Path) -> None:
         )
         archive.extractall(tmp_path / "site")
     found = subprocess.run(
-        [sys.executable, "-c", "from poller.config import defaults_path; print(defaults_path())"],
+        [sys.executable, "-c", "from poller._config import defaults_path; print(defaults_path())"],
         env={"PYTHONPATH": str(tmp_path / "site")},
         check=True,
         capture_output=True,

@@ -19,9 +19,9 @@ from poller import (
     WaitTimeoutError,
     wait_for_latest_job_run,
 )
+from poller._latest import find_job_run
+from poller._policy import CallFault, FaultKind
 from poller.aio import async_wait_for_latest_job_run
-from poller.latest import find_job_run
-from poller.policy import CallFault, FaultKind
 from poller.testing import RunScript, Simulator
 
 DOMAIN = "dzd_abc123"

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poller import InvalidRequestError, RateLimiter
-from poller.limiter import (
+from poller._limiter import (
     DEFAULT_MAX_RPS,
     AimdSettings,
     BucketState,

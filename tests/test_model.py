@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from poller import JobRunFailedError, JobRunStatus, LineageStats, Outcome, WaitResult
+from poller._model import JobRun, MalformedResponseError
 from poller.errors import InvalidRequestError, WaitTimeoutError
-from poller.model import JobRun, MalformedResponseError
 
 RESULT_KEYS = [
     "domain_id",
@@ -140,7 +140,7 @@ def test_lineage_derived_numbers() -> None:
 
 
 def test_to_dict_is_the_result_document() -> None:
-    """Keys, order and values exactly as DESIGN.md's result document."""
+    """Keys, order and values exactly as docs/design.md's result document."""
     result = WaitResult(
         domain_id="dzd_abc123",
         job_run_id="run-42",

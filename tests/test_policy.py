@@ -9,14 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poller import InvalidRequestError, PollPolicy
+from poller._model import JobRun, Outcome
+from poller._policy import CallFault, FaultKind, Step, WaitState, advance, fail
 from poller.errors import (
     AccessDeniedError,
     JobRunNotFoundError,
     ServiceUnavailableError,
     WaitTimeoutError,
 )
-from poller.model import JobRun, Outcome
-from poller.policy import CallFault, FaultKind, Step, WaitState, advance, fail
 
 NO_JITTER = PollPolicy(interval=2, max_interval=30, multiplier=1.5, jitter=0, timeout=3600)
 

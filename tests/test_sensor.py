@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from poller import PollPolicy
-from poller.sensor import JobRunPoker, PokeState, describe_lineage, judge
+from poller.poke import JobRunPoker, PokeState, describe_lineage, judge
 from poller.testing import Fault, Lineage, RunScript, Simulator
 from tests.conftest import DOMAIN, FakeTime
 

@@ -23,8 +23,8 @@ from poller import (
     get_job_run,
     wait_for_job_run,
 )
+from poller._waiter import wait_result
 from poller.testing import Fault, Lineage, RunScript, Simulator
-from poller.waiter import wait_result
 from tests.conftest import DOMAIN, SECRET, FakeTime, make_client
 
 TERMINAL = ["SUCCESS", "PARTIALLY_SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT", "CANCELED"]
@@ -272,7 +272,7 @@ def test_cancel_interrupts_a_real_sleep_promptly(sim: Simulator, client: Any) ->
 def test_finished_event_carries_the_result_document(
     sim: Simulator, client: Any, fake_time: FakeTime
 ) -> None:
-    """The log's `finished` event is the result document; events follow DESIGN.md's names."""
+    """The log's `finished` event is the result document; events follow docs/design.md's names."""
     sim.add_run(
         DOMAIN,
         "run-1",

@@ -13,13 +13,13 @@ from typing import Any
 
 from botocore.config import Config
 
-from poller.datazone import JobRunClient
+from poller._datazone import JobRunClient
 
 __all__ = ["job_run_client", "provider_installed"]
 
 _log = logging.getLogger(__name__)
 
-# What poller's own clients use (DESIGN.md, semantics 7): botocore's retries
+# What poller's own clients use (docs/design.md, semantics 7): botocore's retries
 # off, so the backoff is owned and logged in one place, and bounded calls.
 _POLLER_CONFIG = Config(
     retries={"total_max_attempts": 1, "mode": "standard"},

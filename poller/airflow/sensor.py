@@ -16,12 +16,12 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
+from poller._model import Outcome, WaitResult
+from poller._policy import PollPolicy
 from poller.airflow._client import job_run_client
 from poller.airflow.trigger import EVENT_STATUSES, DataZoneJobRunTrigger, policy_kwargs
 from poller.errors import ServiceUnavailableError
-from poller.model import Outcome, WaitResult
-from poller.policy import PollPolicy
-from poller.sensor import JobRunPoker, PokeState, Verdict, judge
+from poller.poke import JobRunPoker, PokeState, Verdict, judge
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -10,12 +10,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from poller.aio import async_wait_result, shared_executor
+from poller._async import async_wait_result
+from poller._model import JobRun, Outcome, WaitResult
+from poller._policy import PollPolicy
+from poller._runtime import shared_executor
 from poller.airflow._client import job_run_client
 from poller.errors import PollerError
-from poller.model import JobRun, Outcome, WaitResult
-from poller.policy import PollPolicy
-from poller.sensor import PokeState, judge
+from poller.poke import PokeState, judge
 
 __all__ = ["EVENT_STATUSES", "DataZoneJobRunTrigger", "event_payload", "policy_kwargs"]
 

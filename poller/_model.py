@@ -283,7 +283,7 @@ class WaitResult:
         raise error
 
     def to_dict(self) -> dict[str, Any]:
-        """The result document of DESIGN.md, keys fixed, JSON-ready."""
+        """The result document of docs/design.md, keys fixed, JSON-ready."""
         run = self.job_run
         problem = self.problem
         return {

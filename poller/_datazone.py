@@ -14,9 +14,9 @@ import botocore.session
 from botocore.config import Config
 from botocore.parsers import ResponseParserError
 
+from poller._model import JobRun, MalformedResponseError
+from poller._policy import CallFault, FaultKind
 from poller.errors import AccessDeniedError, InvalidRequestError
-from poller.model import JobRun, MalformedResponseError
-from poller.policy import CallFault, FaultKind
 
 if TYPE_CHECKING:
     from mypy_boto3_datazone import DataZoneClient

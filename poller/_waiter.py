@@ -2,105 +2,25 @@
 
 from __future__ import annotations
 
-import enum
 import random
 import threading
-import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from poller.datazone import JobRunClient, build_client, fetch_job_run, validate_ids
-from poller.model import JobRun, WaitResult
-from poller.policy import CallFault, PollPolicy, Step
-from poller.session import Clock, OnChange, OnStep, WaitSession, raise_if_error
+from poller._datazone import JobRunClient, fetch_job_run, validate_ids
+from poller._model import JobRun, WaitResult
+from poller._policy import PollPolicy
+from poller._runtime import (
+    UNSET,
+    Sleep,
+    Unset,
+    drive,
+    interruptible,
+    resolve_client,
+    resolve_policy,
+)
+from poller._session import Clock, OnChange, OnStep, WaitSession, raise_if_error
 
-__all__ = ["UNSET", "Unset", "get_job_run", "wait_for_job_run", "wait_result"]
-
-Sleep = Callable[[float], object]
-
-
-class Unset(enum.Enum):
-    """The type of UNSET: an argument that was not given."""
-
-    UNSET = enum.auto()
-
-
-# `timeout=None` already means "no deadline", so "not given" needs its own value.
-UNSET = Unset.UNSET
-
-
-def resolve_policy(policy: PollPolicy | None, timeout: float | Unset | None) -> PollPolicy:
-    """The policy to use: the given one (or the defaults), with ``timeout`` if one was passed."""
-    policy = policy if policy is not None else PollPolicy()
-    return policy if timeout is UNSET else policy.with_timeout(timeout)
-
-
-def resolve_client(
-    client: JobRunClient | None,
-    region_name: str | None,
-    profile_name: str | None,
-    endpoint_url: str | None,
-) -> JobRunClient:
-    """The caller's client as it is, or one poller builds (botocore retries off)."""
-    if client is not None:
-        return client
-    return build_client(
-        region_name=region_name, profile_name=profile_name, endpoint_url=endpoint_url
-    )
-
-
-def interruptible(sleep: Sleep | None, cancel: threading.Event | None) -> Callable[[float], bool]:
-    """A sleep that returns True as soon as ``cancel`` is set."""
-    if sleep is None and cancel is not None:
-        return cancel.wait
-    # Looked up at call time, not bound as a default, so freezegun can patch it.
-    sleep = sleep if sleep is not None else time.sleep
-    if cancel is None:
-
-        def plain(seconds: float) -> bool:
-            sleep(seconds)
-            return False
-
-        return plain
-    # An injected sleep (a test's) keeps control of time; look at the event after it.
-    return lambda seconds: bool(sleep(seconds)) or cancel.is_set()
-
-
-class Driven(Protocol):
-    """What the loops drive: a WaitSession, or anything that answers like one."""
-
-    def seen(self, run: JobRun) -> Step: ...
-
-    def failed(self, fault: CallFault) -> Step: ...
-
-    def interrupted(self) -> Step: ...
-
-
-def drive(
-    session: Driven,
-    fetch: Callable[[], JobRun],
-    sleep: Callable[[float], bool],
-    *,
-    cancelled: Callable[[], bool] = lambda: False,
-    first_answer: bool = False,
-) -> Step:
-    """Poll until the core says stop (or, with ``first_answer``, until a call succeeds).
-
-    ``sleep`` returns True when the wait was cancelled meanwhile.
-    """
-    while True:
-        if cancelled():
-            return session.interrupted()
-        try:
-            step = session.seen(fetch())
-            if first_answer:
-                return step
-        except CallFault as fault:
-            step = session.failed(fault)
-        if step.done:
-            return step
-        if sleep(step.delay):
-            return session.interrupted()
+__all__ = ["get_job_run", "wait_for_job_run", "wait_result"]
 
 
 def wait_result(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from poller.policy import Step, WaitState
+    from poller._policy import Step, WaitState
 
 __all__ = ["CLEAR_LINE", "LiveLine", "RunProgress", "format_elapsed", "use_color"]
 

@@ -25,8 +25,8 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+from poller._session import Clock
 from poller.errors import InvalidRequestError
-from poller.session import Clock
 
 __all__ = [
     "DEFAULT_MAX_RPS",

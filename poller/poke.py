@@ -6,7 +6,7 @@ calls: is the run done with this result, not done yet, or failed for this
 reason? `JobRunPoker.poke` answers it with one look at the run, absorbing
 throttles and transient faults with the core's backoff inside a budget, so a
 poke never outlives its interval. It drives the same core as every other wait
-(`waiter.drive` over a `WaitSession`); `judge` turns a result document into the
+(`_runtime.drive` over a `WaitSession`); `judge` turns a result document into the
 answer, so a document that came back from elsewhere (an Airflow trigger's
 event) is judged by the same rules.
 """
@@ -19,12 +19,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from poller.datazone import JobRunClient, fetch_job_run, validate_ids
+from poller._datazone import JobRunClient, fetch_job_run, validate_ids
+from poller._model import JobRun, Outcome, WaitResult
+from poller._policy import PollPolicy, Step
+from poller._runtime import drive, interruptible, resolve_client
+from poller._session import Clock, WaitSession
 from poller.errors import PollerError, ServiceUnavailableError
-from poller.model import JobRun, Outcome, WaitResult
-from poller.policy import PollPolicy, Step
-from poller.session import Clock, WaitSession
-from poller.waiter import drive, interruptible, resolve_client
 
 __all__ = ["JobRunPoker", "PokeState", "Verdict", "describe_lineage", "judge"]
 

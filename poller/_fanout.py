@@ -23,18 +23,26 @@ import itertools
 import random
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, TypeVar
+from concurrent.futures import Executor
+from typing import Any
 
 from poller import log
-from poller.aio import AsyncSleep, _shared_client, async_drive, shared_executor
-from poller.datazone import JobRunClient, fetch_job_run, validate_ids
+from poller._datazone import JobRunClient, fetch_job_run, validate_ids
+from poller._limiter import RateLimiter, shared_limiter
+from poller._model import JobRun, WaitResult
+from poller._policy import CallFault, FaultKind, PollPolicy
+from poller._runtime import (
+    UNSET,
+    AsyncSleep,
+    Unset,
+    async_drive,
+    off_any_running_loop,
+    resolve_policy,
+    shared_client,
+    shared_executor,
+)
+from poller._session import Clock, OnChange, OnStep, WaitSession
 from poller.errors import InvalidRequestError
-from poller.limiter import RateLimiter, shared_limiter
-from poller.model import JobRun, WaitResult
-from poller.policy import CallFault, FaultKind, PollPolicy
-from poller.session import Clock, OnChange, OnStep, WaitSession
-from poller.waiter import UNSET, Unset, resolve_policy
 
 __all__ = ["OnResult", "RunRef", "StepHooks", "async_wait_for_job_runs", "wait_for_job_runs"]
 
@@ -52,8 +60,6 @@ FANOUT_FINISHED = "fanout_finished"
 # How often the blocking call looks at its threading.Event: a stop within a
 # tenth of a second is prompt for a human, and idle polling costs nothing.
 _CANCEL_POLL = 0.1
-
-_T = TypeVar("_T")
 
 
 class _Gate:
@@ -252,7 +258,7 @@ async def _fan_out(
     logger.debug(FANOUT_STARTED, runs=len(refs), waits=len(todo), max_rps=budget.max_rps)
     if todo:
         if client is None:
-            client = _shared_client(region_name or None, profile_name or None, endpoint_url or None)
+            client = shared_client(region_name or None, profile_name or None, endpoint_url or None)
         fleet = _Fleet(
             policy=policy,
             client=client,
@@ -403,16 +409,4 @@ def wait_for_job_runs(
             )
         )
 
-    return _off_any_running_loop(run)
-
-
-def _off_any_running_loop(run: Callable[[], _T]) -> _T:
-    """``run()`` here, or in a helper thread when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return run()
-    # asyncio.run refuses to nest; a blocking call from async code (a
-    # notebook, say) still works, blocking that loop as it says it will.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="poller-fanout") as pool:
-        return pool.submit(run).result()
+    return off_any_running_loop(run)

@@ -21,21 +21,25 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from poller import log
-from poller.aio import AsyncSleep, _shared_client, async_drive, async_wait_result, shared_executor
-from poller.datazone import classify, validate_ids
-from poller.errors import InvalidRequestError, WaitCancelledError
-from poller.model import JobRun, Outcome, WaitResult
-from poller.policy import CallFault, FaultKind, PollPolicy, Step, WaitState, fail
-from poller.session import Clock, OnChange, raise_if_error
-from poller.waiter import (
+from poller._async import async_wait_result
+from poller._datazone import classify, validate_ids
+from poller._model import JobRun, Outcome, WaitResult
+from poller._policy import CallFault, FaultKind, PollPolicy, Step, WaitState, fail
+from poller._runtime import (
     UNSET,
+    AsyncSleep,
     Unset,
+    async_drive,
     drive,
     interruptible,
     resolve_client,
     resolve_policy,
-    wait_result,
+    shared_client,
+    shared_executor,
 )
+from poller._session import Clock, OnChange, raise_if_error
+from poller._waiter import wait_result
+from poller.errors import InvalidRequestError, WaitCancelledError
 
 __all__ = [
     "JobRunLister",
@@ -272,7 +276,7 @@ async def async_wait_for_latest_job_run(
     rng = rng if rng is not None else random.Random()
     lister: Any = client
     if lister is None:
-        lister = _shared_client(region_name or None, profile_name or None, endpoint_url or None)
+        lister = shared_client(region_name or None, profile_name or None, endpoint_url or None)
     search = _Search(domain_id, job_id, policy, clock, rng)
     loop = asyncio.get_running_loop()
     find = functools.partial(find_job_run, lister, domain_id, job_id, since=since)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from poller import log
+from poller._model import JobRun, Outcome, WaitResult
+from poller._policy import CallFault, FaultKind, PollPolicy, Step, WaitState, advance, fail
 from poller.errors import PollerError, WaitCancelledError
-from poller.model import JobRun, Outcome, WaitResult
-from poller.policy import CallFault, FaultKind, PollPolicy, Step, WaitState, advance, fail
 
 __all__ = ["HEARTBEAT_EVERY", "Clock", "OnChange", "OnStep", "WaitSession", "raise_if_error"]
 

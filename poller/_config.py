@@ -104,7 +104,7 @@ class Settings:
 
     def policy(self) -> Any:
         """The PollPolicy these settings describe (InvalidRequestError if inconsistent)."""
-        from poller.policy import PollPolicy  # noqa: PLC0415  # keeps `--help` light
+        from poller._policy import PollPolicy  # noqa: PLC0415  # keeps `--help` light
 
         return PollPolicy(
             timeout=self.timeout,

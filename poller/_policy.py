@@ -3,7 +3,7 @@
 Nothing here does I/O, reads a clock or sleeps. The loops (blocking, async,
 Airflow trigger) feed it what a call returned and the time, and it answers
 "poll again after N seconds" or "stop, with this outcome". That keeps one
-implementation of the semantics in DESIGN.md and makes it exact to test.
+implementation of the semantics in docs/design.md and makes it exact to test.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
+from poller._model import JobRun, Outcome
 from poller.errors import (
     AccessDeniedError,
     InvalidRequestError,
@@ -23,7 +24,6 @@ from poller.errors import (
     ServiceUnavailableError,
     WaitTimeoutError,
 )
-from poller.model import JobRun, Outcome
 
 __all__ = ["CallFault", "FaultKind", "PollPolicy", "Step", "WaitState", "advance", "fail"]
 
