@@ -712,3 +712,16 @@ def test_command_line_rejects_a_bad_scenario(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "runs[0]: give exactly one of 'statuses' or 'timeline'" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_client_method_gives_a_retry_free_client_with_overrides(sim: Simulator) -> None:
+    """Simulator.client() is a real client aimed at the simulator; kwargs override its config."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
+    client = sim.client(read_timeout=3, region_name="eu-west-1")
+    _clients.append(client)
+    assert client.meta.config.read_timeout == 3
+    assert client.meta.region_name == "eu-west-1"
+    with pytest.raises(ClientError):
+        get(client)  # no botocore retry hides the throttle
+    assert get(client)["status"] == "SUCCESS"
+    assert sim.calls("run-1") == 2

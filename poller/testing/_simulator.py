@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from poller.testing._client import make_client
 from poller.testing._script import (
     ERROR_MESSAGE_STATUSES,
     TERMINAL_STATUSES,
@@ -261,6 +262,18 @@ class Simulator:
 
     def __enter__(self) -> Simulator:
         return self.start()
+
+    def client(self, **kwargs: Any) -> Any:
+        """A real botocore DataZone client for this simulator, botocore retries off.
+
+        Region ``us-east-1``, keys ``testing``/``testing``, and
+        ``Config(retries={"total_max_attempts": 1, "mode": "standard"})``.
+        Keyword arguments override: ``create_client`` parameters such as
+        ``verify`` or ``aws_access_key_id`` directly, anything else (such as
+        ``read_timeout=1``) as a `botocore.config.Config` option. The caller
+        closes it (``client.close()``) to drop its pooled connections.
+        """
+        return make_client(self.endpoint_url, **kwargs)
 
     def __exit__(
         self,
