@@ -725,3 +725,68 @@ def test_client_method_gives_a_retry_free_client_with_overrides(sim: Simulator) 
         get(client)  # no botocore retry hides the throttle
     assert get(client)["status"] == "SUCCESS"
     assert sim.calls("run-1") == 2
+
+
+def test_command_line_log_has_one_json_line_per_request_and_no_secret(tmp_path: Path) -> None:
+    """--log FILE gets a flushed JSON line per request, with the key ID but no secret."""
+    scenario, log = tmp_path / "scenario.json", tmp_path / "requests.log"
+    run = {"domain_id": DOMAIN, "run_id": "run-1", "statuses": [{"fault": "throttle"}, "SUCCESS"]}
+    scenario.write_text(json.dumps({"runs": [run]}))
+    secret = "sEcReT-never-logged-0123456789"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poller.testing", "--scenario", str(scenario), "--log", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        client = boto3.client(
+            "datazone",
+            region_name="us-east-1",
+            endpoint_url=url,
+            aws_access_key_id="AKIDLOGTEST",
+            aws_secret_access_key=secret,
+            config=botocore.config.Config(retries={"total_max_attempts": 1}),
+        )
+        _clients.append(client)
+        with pytest.raises(ClientError):
+            get(client)
+        assert get(client)["status"] == "SUCCESS"
+        client.list_job_runs(domainIdentifier=DOMAIN, jobIdentifier="job-1")
+        # Flushed per line: readable while the simulator still runs.
+        assert len(log.read_text().splitlines()) == 3
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    text = log.read_text()
+    assert secret not in text
+    assert "Signature" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [(x["method"], x["operation"], x["status"], x["answer"]) for x in lines] == [
+        ("GET", "GetJobRun", 429, "ThrottlingException"),
+        ("GET", "GetJobRun", 200, "SUCCESS"),
+        ("GET", "ListJobRuns", 200, None),
+    ]
+    assert lines[0]["path"] == f"/v2/domains/{DOMAIN}/jobRuns/run-1"
+    assert {x["access_key_id"] for x in lines} == {"AKIDLOGTEST"}
+    when = dt.datetime.fromisoformat(lines[0]["time"])
+    assert when.utcoffset() == dt.timedelta(0)
+    assert abs((dt.datetime.now(dt.UTC) - when).total_seconds()) < 60
+
+
+def test_log_file_on_the_class_records_unsigned_requests_too(tmp_path: Path) -> None:
+    """Simulator(log_file=...) logs a rejected unsigned request with a null key ID."""
+    log = tmp_path / "requests.log"
+    with Simulator(log_file=log) as sim:
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{sim.endpoint_url}/v2/domains/{DOMAIN}/jobRuns/r", timeout=5)
+        assert sim.requests[0].access_key_id is None
+    (line,) = [json.loads(x) for x in log.read_text().splitlines()]
+    assert line["access_key_id"] is None
+    assert (line["status"], line["answer"]) == (403, "MissingAuthenticationTokenException")

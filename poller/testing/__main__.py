@@ -1,7 +1,8 @@
 """``python -m poller.testing``: run the DataZone simulator in the foreground.
 
 Prints the endpoint URL on stdout, serves until Ctrl-C or SIGTERM, then stops
-cleanly. Without ``--scenario`` it serves one demo run (ids on stderr) that
+cleanly. ``--log FILE`` appends a JSON line per request answered (see
+`Simulator`). Without ``--scenario`` it serves one demo run (ids on stderr) that
 succeeds 20 seconds after start.
 """
 
@@ -30,10 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", help='JSON file: {"runs": [{"domain_id": ..., ...}]}')
     parser.add_argument("--seed", type=int, default=0, help="seed for random throttles")
     parser.add_argument("--max-rps", type=float, default=None, help="server-wide request rate")
+    parser.add_argument(
+        "--log",
+        metavar="FILE",
+        help="append one JSON line per request to FILE (time, method, path, operation, "
+        "access_key_id, status, answer)",
+    )
     args = parser.parse_args(argv)
 
     try:
-        sim = Simulator(seed=args.seed, max_rps=args.max_rps, host=args.host, port=args.port)
+        sim = Simulator(
+            seed=args.seed,
+            max_rps=args.max_rps,
+            host=args.host,
+            port=args.port,
+            log_file=args.log,
+        )
         if args.scenario:
             with open(args.scenario, encoding="utf-8") as f:
                 scenario: Any = json.load(f)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import json
+import os
 import random
 import re
 import socket
@@ -23,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TextIO, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from poller.testing._client import make_client
@@ -40,6 +42,8 @@ _DOMAIN_RE = re.compile(r"dzd[-_][a-zA-Z0-9_-]{1,36}")
 _ID_RE = re.compile(r"[a-zA-Z0-9_-]{1,36}")
 # Only the shape of a SigV4 Authorization header is checked, never the signature.
 _CREDENTIAL_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/([^/,\s]+)/aws4_request")
+# The access key ID is the first field of the credential scope; the signature is never read.
+_ACCESS_KEY_RE = re.compile(r"Credential=([^/,\s]+)/")
 _DEFAULT_PAGE_SIZE = 50
 _MAX_PAGE_SIZE = 50
 # How often serve_forever looks for a shutdown request: it bounds how long stop() takes.
@@ -55,7 +59,9 @@ class RequestRecord:
     ``answered_status`` is the job-run status in the answer, if any.
     ``fault`` says what made the answer a fault: a `Fault` kind ("throttle",
     "http", "reset", ...), "throttle_rate" for a random throttle or "max_rps"
-    for the server-wide rate limit; None otherwise.
+    for the server-wide rate limit; None otherwise. ``method`` and ``path``
+    are the request line's; ``access_key_id`` is the key ID of the SigV4
+    ``Authorization`` header (the signature and secret are never kept).
     """
 
     t: float
@@ -67,6 +73,27 @@ class RequestRecord:
     answered_status: str | None
     job_id: str | None = None
     fault: str | None = None
+    method: str | None = None
+    path: str | None = None
+    access_key_id: str | None = None
+
+    def to_log_json(self, wall: float) -> dict[str, Any]:
+        """The request-log line for this record, answered at epoch seconds ``wall``.
+
+        ``answer`` is the run status answered, else the AWS error code, else
+        None (an HTTP error page, a malformed body, a reset: ``fault`` says which).
+        """
+        time_ = dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+        return {
+            "time": time_.replace("+00:00", "Z"),
+            "method": self.method,
+            "path": self.path,
+            "operation": None if self.operation == "Unknown" else self.operation,
+            "access_key_id": self.access_key_id,
+            "status": self.status_code,
+            "answer": self.answered_status or self.error_type,
+            "fault": self.fault,
+        }
 
 
 @dataclass(slots=True)
@@ -192,6 +219,13 @@ class Simulator:
     does not document a default), filters on ``status``, pages with an opaque
     ``nextToken`` (``maxResults`` 1..50, default 50), and answers an empty list
     for a job it does not know, rather than ResourceNotFoundException.
+
+    ``log_file``: append one JSON line per request to this file, flushed at
+    once so it can be tailed: ``time`` (ISO-8601 UTC, by ``wall``), ``method``,
+    ``path``, ``operation`` (GetJobRun, ListJobRuns or null), ``access_key_id``
+    (from the SigV4 header; never the signature), ``status`` (HTTP, null for a
+    dropped connection), ``answer`` (run status or error code) and ``fault``.
+    See `RequestRecord.to_log_json`. The file is opened by `start`.
     """
 
     def __init__(
@@ -203,6 +237,7 @@ class Simulator:
         max_rps: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        log_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if max_rps is not None and max_rps <= 0:
             raise ValueError("max_rps must be positive or None")
@@ -223,6 +258,8 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._log_path = log_file
+        self._log: TextIO | None = None  # open while running
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -233,6 +270,12 @@ class Simulator:
         self._stopping.clear()
         server = _Server((self._host, self._port), _Handler)
         server.simulator = self
+        if self._log_path is not None:
+            try:
+                self._log = open(self._log_path, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError:
+                server.server_close()
+                raise
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -258,6 +301,10 @@ class Simulator:
                 conn.shutdown(socket.SHUT_RDWR)
         if thread is not None:
             thread.join()
+        with self._lock:
+            log, self._log = self._log, None
+        if log is not None:
+            log.close()
         self._server = self._thread = None
 
     def __enter__(self) -> Simulator:
@@ -428,26 +475,33 @@ class Simulator:
     # -- the service -------------------------------------------------------
 
     def _answer(self, method: str, raw_path: str, authorization: str | None) -> _Reply:
-        """Decide the answer to one request and record it."""
+        """Decide the answer to one request, record it and log it."""
         route = _route(method, raw_path)
         now, wall = self._clock(), self._wall()
+        key = _ACCESS_KEY_RE.search(authorization or "")
         with self._lock:
             reply = self._decide(route, authorization, now, wall)
             run_id = route.ident if route.operation == "GetJobRun" else None
             job_id = route.ident if route.operation == "ListJobRuns" else None
-            self._records.append(
-                RequestRecord(
-                    t=now,
-                    operation=route.operation,
-                    domain_id=route.domain_id,
-                    run_id=run_id,
-                    status_code=reply.status,
-                    error_type=reply.error_type,
-                    answered_status=reply.answered_status,
-                    job_id=job_id,
-                    fault=reply.fault,
-                )
+            record = RequestRecord(
+                t=now,
+                operation=route.operation,
+                domain_id=route.domain_id,
+                run_id=run_id,
+                status_code=reply.status,
+                error_type=reply.error_type,
+                answered_status=reply.answered_status,
+                job_id=job_id,
+                fault=reply.fault,
+                method=method,
+                path=raw_path,
+                access_key_id=None if key is None else key.group(1),
             )
+            self._records.append(record)
+            if self._log is not None:
+                with contextlib.suppress(OSError):  # a full disk must not break the answers
+                    self._log.write(json.dumps(record.to_log_json(wall)) + "\n")
+                    self._log.flush()
         return reply
 
     def _decide(self, route: _Route, authorization: str | None, now: float, wall: float) -> _Reply:
