@@ -790,3 +790,56 @@ def test_log_file_on_the_class_records_unsigned_requests_too(tmp_path: Path) -> 
     (line,) = [json.loads(x) for x in log.read_text().splitlines()]
     assert line["access_key_id"] is None
     assert (line["status"], line["answer"]) == (403, "MissingAuthenticationTokenException")
+
+
+TOTAL_QUERIES = "details.lineageRunDetails.sqlQueryRunDetails.totalQueriesProcessed"
+
+
+def test_override_fault_garbles_one_answer_with_the_run_ids_kept(sim: Simulator) -> None:
+    """Fault.override sends the run's real answer with bad members: botocore raises ValueError."""
+    script = RunScript(
+        statuses=[
+            "IN_PROGRESS",
+            Fault.override({"createdAt": "yesterday"}),
+            Fault.override({TOTAL_QUERIES: "ten"}),
+            Fault.override({"status": None}),
+            "SUCCESS",
+        ],
+        lineage=Lineage(while_running=True),
+    )
+    sim.add_run(DOMAIN, "run-1", script)
+    client = sim.client()
+    _clients.append(client)
+    assert get(client)["status"] == "IN_PROGRESS"
+    with pytest.raises(ValueError, match='Invalid timestamp "yesterday"'):
+        get(client)
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        get(client)
+    out = get(client)
+    assert "status" not in out  # a JSON null member parses as absent
+    assert out["id"] == "run-1"
+    assert get(client)["status"] == "SUCCESS"
+    assert [r.fault for r in sim.requests] == [None, "override", "override", "override", None]
+    assert [r.answered_status for r in sim.requests][1:4] == ["IN_PROGRESS"] * 3
+
+
+def test_malformed_fault_sends_raw_bytes_invalid_utf8_included(sim: Simulator) -> None:
+    """Fault.malformed(bytes) sends them as they are: invalid UTF-8 is a UnicodeDecodeError."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.malformed(b'\xff\xfe{"a"'), "SUCCESS"]))
+    client = sim.client()
+    _clients.append(client)
+    with pytest.raises(UnicodeDecodeError):
+        get(client)
+    assert get(client)["status"] == "SUCCESS"
+
+
+def test_override_fault_from_a_scenario_and_its_bad_input() -> None:
+    """A scenario spells it {"fault": "override", "fields": {...}}; bad fields are named."""
+    parsed = Fault.from_dict({"fault": "override", "fields": {"createdAt": "yesterday"}})
+    assert parsed == Fault.override({"createdAt": "yesterday"})
+    with pytest.raises(ValueError, match="needs 'fields'"):
+        Fault.from_dict({"fault": "override"})
+    with pytest.raises(ValueError, match="non-empty"):
+        Fault.override({})
+    raw = Fault.from_dict({"fault": "malformed", "body": "\udcff{"})
+    assert raw == Fault.malformed(b"\xff{")

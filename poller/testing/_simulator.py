@@ -144,7 +144,9 @@ def _fault_reply(f: Fault) -> _Reply:
     if f.kind == "reset":
         return _Reply(None, fault=f.kind)
     if f.kind in ("http", "malformed"):
-        return _Reply(f.status, f.body.encode(), f.content_type, fault=f.kind)
+        # surrogateescape gives back the raw bytes of Fault.malformed(b"...").
+        body = f.body.encode("utf-8", "surrogateescape")
+        return _Reply(f.status, body, f.content_type, fault=f.kind)
     assert f.code is not None  # throttle, internal and error always carry one
     return _aws_error(f.status, f.code, f.message, fault=f.kind)
 
@@ -548,15 +550,19 @@ class Simulator:
                 _aws_error(429, "ThrottlingException", "Rate exceeded", fault="throttle_rate"),
                 script.latency,
             )
-        delay, fault = script.latency, None
+        delay, fault, overrides = script.latency, None, None
         if script.statuses is not None:
             if run.cursor < len(script.statuses):
                 item = script.statuses[run.cursor]
                 run.cursor += 1
                 if isinstance(item, Fault):
-                    if item.kind != "delay":
+                    if item.kind not in ("delay", "override"):
                         return _with_delay(_fault_reply(item), delay)
-                    delay, fault = delay + item.seconds, item.kind
+                    if item.kind == "delay":
+                        delay += item.seconds
+                    else:
+                        overrides = json.loads(item.body)
+                    fault = item.kind
                     status = _current_status(run)
                 else:
                     status = item
@@ -566,7 +572,10 @@ class Simulator:
         else:
             assert script.timeline is not None
             status = _timeline_status(run, now)
-        body = json.dumps(_job_run_json(run, status)).encode()
+        out = _job_run_json(run, status)
+        if overrides is not None:
+            out = apply_overrides(out, overrides)
+        body = json.dumps(out).encode()
         return _Reply(200, body, delay=delay, answered_status=status, fault=fault)
 
     def _list_job_runs(self, route: _Route, now: float) -> _Reply:
@@ -621,6 +630,25 @@ class Simulator:
         if len(rows) > max_results:
             out["nextToken"] = _encode_token(page[-1][0], fingerprint)
         return _Reply(200, json.dumps(out).encode())
+
+
+def apply_overrides(body: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``body`` with each dotted-path key of ``overrides`` set to its value.
+
+    ``{"a.b": 1}`` sets ``body["a"]["b"]``, creating ``body["a"]`` if missing
+    (or replacing it if it is not an object). The input is not modified.
+    """
+    out: dict[str, Any] = json.loads(json.dumps(body))
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        node = out
+        for name in parents:
+            child = node.get(name)
+            if not isinstance(child, dict):
+                child = node[name] = {}
+            node = child
+        node[last] = value
+    return out
 
 
 def _with_delay(reply: _Reply, delay: float) -> _Reply:
