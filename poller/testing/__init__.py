@@ -36,7 +36,25 @@ Code that builds its own client can be redirected with the environment variable
 --scenario file.json`` runs the simulator in the foreground for manual use.
 """
 
+from poller.testing._faulty import (
+    GarbledServer,
+    RedirectServer,
+    SilentServer,
+    TrickleServer,
+    job_run_body,
+)
 from poller.testing._script import Fault, Lineage, RunScript
 from poller.testing._simulator import RequestRecord, Simulator
 
-__all__ = ["Fault", "Lineage", "RequestRecord", "RunScript", "Simulator"]
+__all__ = [
+    "Fault",
+    "GarbledServer",
+    "Lineage",
+    "RedirectServer",
+    "RequestRecord",
+    "RunScript",
+    "SilentServer",
+    "Simulator",
+    "TrickleServer",
+    "job_run_body",
+]
