@@ -7,12 +7,17 @@ included, so the poller's edge knows what it has to classify.
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import botocore.config
 import botocore.exceptions
+import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 
@@ -23,6 +28,7 @@ from poller.testing import (
     SilentServer,
     Simulator,
     TrickleServer,
+    _tls,
     job_run_body,
 )
 
@@ -219,3 +225,78 @@ def test_temporary_redirect_is_a_client_error_coded_307() -> None:
     with RedirectServer("http://127.0.0.1:1/", 307) as server, pytest.raises(ClientError) as e:
         get(client_of(server))
     assert e.value.response["Error"]["Code"] == "307"
+
+
+# -- TLS -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_sim() -> Iterator[Simulator]:
+    with Simulator(tls=True) as sim:
+        sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
+        yield sim
+
+
+def test_tls_simulator_fails_default_verification_with_ssl_error(tls_sim: Simulator) -> None:
+    """A self-signed certificate fails botocore's default verification: SSLError."""
+    assert tls_sim.endpoint_url.startswith("https://127.0.0.1:")
+    with pytest.raises(botocore.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
+        get(client_of(tls_sim, verify=None))
+    assert tls_sim.requests == []
+
+
+def test_tls_simulator_answers_a_client_trusting_its_ca_file(tls_sim: Simulator) -> None:
+    """verify=sim.ca_file trusts the certificate (and Simulator.client() does it by default)."""
+    assert get(client_of(tls_sim, verify=tls_sim.ca_file))["status"] == "SUCCESS"
+    assert get(client_of(tls_sim))["status"] == "SUCCESS"
+    assert [r.status_code for r in tls_sim.requests] == [200, 200]
+
+
+def test_tls_plain_http_client_is_dropped_without_an_answer(tls_sim: Simulator) -> None:
+    """Plain HTTP to the TLS port fails the handshake: botocore sees the connection closed."""
+    plain = tls_sim.endpoint_url.replace("https://", "http://")
+    client = botocore.session.get_session().create_client(
+        "datazone",
+        region_name="us-east-1",
+        endpoint_url=plain,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=botocore.config.Config(retries={"total_max_attempts": 1}),
+    )
+    _clients.append(client)
+    with pytest.raises(botocore.exceptions.ConnectionClosedError):
+        get(client)
+
+
+def test_tls_stop_is_prompt_with_a_stalled_handshake(tls_sim: Simulator) -> None:
+    """A TCP client that never starts the handshake does not hold stop() up."""
+    with socket.create_connection(tls_sim.address, timeout=5) as raw:
+        time.sleep(0.1)  # the handler thread is now waiting for a ClientHello
+        assert timed_stop(tls_sim) < 1.0
+        assert raw.recv(1) == b""  # the server side shut the connection down
+
+
+def test_tls_ca_file_exists_only_while_running() -> None:
+    """ca_file names a PEM certificate while running, and is gone after stop()."""
+    sim = Simulator(tls=True)
+    with pytest.raises(RuntimeError):
+        _ = sim.ca_file
+    with sim:
+        path = Path(sim.ca_file)
+        assert path.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert not path.exists()
+    with Simulator() as plain, pytest.raises(RuntimeError):
+        _ = plain.ca_file
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_falls_back_to_the_openssl_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the cryptography package the certificate comes from openssl, and works."""
+
+    def no_cryptography(*_: Any) -> None:
+        raise ImportError("cryptography")
+
+    monkeypatch.setattr(_tls, "_with_cryptography", no_cryptography)
+    with Simulator(tls=True) as sim:
+        sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
+        assert get(client_of(sim))["status"] == "SUCCESS"

@@ -16,14 +16,18 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
+import ssl
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -35,6 +39,7 @@ from poller.testing._script import (
     Fault,
     RunScript,
 )
+from poller.testing._tls import make_self_signed
 
 __all__ = ["RequestRecord", "Simulator"]
 
@@ -228,6 +233,11 @@ class Simulator:
     (from the SigV4 header; never the signature), ``status`` (HTTP, null for a
     dropped connection), ``answer`` (run status or error code) and ``fault``.
     See `RequestRecord.to_log_json`. The file is opened by `start`.
+
+    ``tls=True`` serves HTTPS with a self-signed certificate made by `start`
+    (valid for 127.0.0.1 and localhost) and removed by `stop`. A client with
+    botocore's default verification then fails with SSLError; one built with
+    ``verify=sim.ca_file`` trusts it. `client` does that by default.
     """
 
     def __init__(
@@ -240,6 +250,7 @@ class Simulator:
         host: str = "127.0.0.1",
         port: int = 0,
         log_file: str | os.PathLike[str] | None = None,
+        tls: bool = False,
     ) -> None:
         if max_rps is not None and max_rps <= 0:
             raise ValueError("max_rps must be positive or None")
@@ -262,6 +273,8 @@ class Simulator:
         self._connections: set[socket.socket] = set()
         self._log_path = log_file
         self._log: TextIO | None = None  # open while running
+        self._tls = tls
+        self._tls_dir: Path | None = None  # holds the certificate while running
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -272,12 +285,15 @@ class Simulator:
         self._stopping.clear()
         server = _Server((self._host, self._port), _Handler)
         server.simulator = self
-        if self._log_path is not None:
-            try:
+        try:
+            if self._tls:
+                server.tls = self._make_tls_context()
+            if self._log_path is not None:
                 self._log = open(self._log_path, "a", encoding="utf-8")  # noqa: SIM115
-            except OSError:
-                server.server_close()
-                raise
+        except BaseException:
+            server.server_close()
+            self._remove_tls_dir()
+            raise
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -307,7 +323,20 @@ class Simulator:
             log, self._log = self._log, None
         if log is not None:
             log.close()
+        self._remove_tls_dir()
         self._server = self._thread = None
+
+    def _make_tls_context(self) -> ssl.SSLContext:
+        self._tls_dir = Path(tempfile.mkdtemp(prefix="poller-simulator-tls-"))
+        cert, key = make_self_signed(self._tls_dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        return context
+
+    def _remove_tls_dir(self) -> None:
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -320,8 +349,11 @@ class Simulator:
         Keyword arguments override: ``create_client`` parameters such as
         ``verify`` or ``aws_access_key_id`` directly, anything else (such as
         ``read_timeout=1``) as a `botocore.config.Config` option. The caller
-        closes it (``client.close()``) to drop its pooled connections.
+        closes it (``client.close()``) to drop its pooled connections. With
+        ``tls=True`` it trusts `ca_file` unless given ``verify``.
         """
+        if self._tls:
+            kwargs.setdefault("verify", self.ca_file)
         return make_client(self.endpoint_url, **kwargs)
 
     def __exit__(
@@ -342,9 +374,19 @@ class Simulator:
 
     @property
     def endpoint_url(self) -> str:
-        """``http://127.0.0.1:PORT``: pass it as a boto3 ``endpoint_url``."""
+        """``http://127.0.0.1:PORT`` (``https://`` with tls): pass it as ``endpoint_url``."""
         host, port = self.address
-        return f"http://{host}:{port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{port}"
+
+    @property
+    def ca_file(self) -> str:
+        """With ``tls=True``, the PEM certificate to trust: ``verify=sim.ca_file``.
+
+        It exists while the simulator runs; a new one is made at each `start`.
+        """
+        if self._tls_dir is None:
+            raise RuntimeError("no certificate: the simulator runs without tls or is stopped")
+        return str(self._tls_dir / "cert.pem")
 
     # -- scripting ---------------------------------------------------------
 
@@ -775,6 +817,7 @@ def _job_run_json(run: _Run, status: str) -> dict[str, Any]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     simulator: Simulator
+    tls: ssl.SSLContext | None = None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hung up (read timeout, reset) is business as usual here;
@@ -795,10 +838,24 @@ class _Handler(BaseHTTPRequestHandler):
         return cast(_Server, self.server).simulator
 
     def setup(self) -> None:
-        super().setup()
         sim = self._sim()
+        conn = cast(socket.socket, self.request)
+        tls = cast(_Server, self.server).tls
+        if tls is not None:
+            # Wrapped in the connection's own thread, so a slow handshake holds up no
+            # other, and registered before it, so stop() can cut a stalled one short.
+            conn = tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            self.request = conn
         with sim._lock:
-            sim._connections.add(self.connection)
+            sim._connections.add(conn)
+        if tls is not None:
+            try:
+                cast(ssl.SSLSocket, conn).do_handshake()
+            except BaseException:
+                with sim._lock:
+                    sim._connections.discard(conn)
+                raise
+        super().setup()
 
     def finish(self) -> None:
         sim = self._sim()
