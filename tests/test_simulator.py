@@ -843,3 +843,39 @@ def test_override_fault_from_a_scenario_and_its_bad_input() -> None:
         Fault.override({})
     raw = Fault.from_dict({"fault": "malformed", "body": "\udcff{"})
     assert raw == Fault.malformed(b"\xff{")
+
+
+def test_command_line_tls_prints_the_ca_file_to_trust() -> None:
+    """--tls serves HTTPS; the CA path on stderr is what a client passes as verify=."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poller.testing", "--tls"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("https://127.0.0.1:")
+        lines = [proc.stderr.readline(), proc.stderr.readline()]
+        (ca_line,) = [line for line in lines if line.startswith("CA certificate")]
+        ca_file = ca_line.rsplit(": ", 1)[1].strip()
+        client = boto3.client(
+            "datazone",
+            region_name="us-east-1",
+            endpoint_url=url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            verify=ca_file,
+        )
+        _clients.append(client)
+        assert get(client, "run-demo", "dzd_demo")["status"] == "SCHEDULED"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert not Path(ca_file).exists()  # removed on stop
