@@ -712,3 +712,170 @@ def test_command_line_rejects_a_bad_scenario(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "runs[0]: give exactly one of 'statuses' or 'timeline'" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_client_method_gives_a_retry_free_client_with_overrides(sim: Simulator) -> None:
+    """Simulator.client() is a real client aimed at the simulator; kwargs override its config."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
+    client = sim.client(read_timeout=3, region_name="eu-west-1")
+    _clients.append(client)
+    assert client.meta.config.read_timeout == 3
+    assert client.meta.region_name == "eu-west-1"
+    with pytest.raises(ClientError):
+        get(client)  # no botocore retry hides the throttle
+    assert get(client)["status"] == "SUCCESS"
+    assert sim.calls("run-1") == 2
+
+
+def test_command_line_log_has_one_json_line_per_request_and_no_secret(tmp_path: Path) -> None:
+    """--log FILE gets a flushed JSON line per request, with the key ID but no secret."""
+    scenario, log = tmp_path / "scenario.json", tmp_path / "requests.log"
+    run = {"domain_id": DOMAIN, "run_id": "run-1", "statuses": [{"fault": "throttle"}, "SUCCESS"]}
+    scenario.write_text(json.dumps({"runs": [run]}))
+    secret = "sEcReT-never-logged-0123456789"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poller.testing", "--scenario", str(scenario), "--log", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        client = boto3.client(
+            "datazone",
+            region_name="us-east-1",
+            endpoint_url=url,
+            aws_access_key_id="AKIDLOGTEST",
+            aws_secret_access_key=secret,
+            config=botocore.config.Config(retries={"total_max_attempts": 1}),
+        )
+        _clients.append(client)
+        with pytest.raises(ClientError):
+            get(client)
+        assert get(client)["status"] == "SUCCESS"
+        client.list_job_runs(domainIdentifier=DOMAIN, jobIdentifier="job-1")
+        # Flushed per line: readable while the simulator still runs.
+        assert len(log.read_text().splitlines()) == 3
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    text = log.read_text()
+    assert secret not in text
+    assert "Signature" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [(x["method"], x["operation"], x["status"], x["answer"]) for x in lines] == [
+        ("GET", "GetJobRun", 429, "ThrottlingException"),
+        ("GET", "GetJobRun", 200, "SUCCESS"),
+        ("GET", "ListJobRuns", 200, None),
+    ]
+    assert lines[0]["path"] == f"/v2/domains/{DOMAIN}/jobRuns/run-1"
+    assert {x["access_key_id"] for x in lines} == {"AKIDLOGTEST"}
+    when = dt.datetime.fromisoformat(lines[0]["time"])
+    assert when.utcoffset() == dt.timedelta(0)
+    assert abs((dt.datetime.now(dt.UTC) - when).total_seconds()) < 60
+
+
+def test_log_file_on_the_class_records_unsigned_requests_too(tmp_path: Path) -> None:
+    """Simulator(log_file=...) logs a rejected unsigned request with a null key ID."""
+    log = tmp_path / "requests.log"
+    with Simulator(log_file=log) as sim:
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{sim.endpoint_url}/v2/domains/{DOMAIN}/jobRuns/r", timeout=5)
+        assert sim.requests[0].access_key_id is None
+    (line,) = [json.loads(x) for x in log.read_text().splitlines()]
+    assert line["access_key_id"] is None
+    assert (line["status"], line["answer"]) == (403, "MissingAuthenticationTokenException")
+
+
+TOTAL_QUERIES = "details.lineageRunDetails.sqlQueryRunDetails.totalQueriesProcessed"
+
+
+def test_override_fault_garbles_one_answer_with_the_run_ids_kept(sim: Simulator) -> None:
+    """Fault.override sends the run's real answer with bad members: botocore raises ValueError."""
+    script = RunScript(
+        statuses=[
+            "IN_PROGRESS",
+            Fault.override({"createdAt": "yesterday"}),
+            Fault.override({TOTAL_QUERIES: "ten"}),
+            Fault.override({"status": None}),
+            "SUCCESS",
+        ],
+        lineage=Lineage(while_running=True),
+    )
+    sim.add_run(DOMAIN, "run-1", script)
+    client = sim.client()
+    _clients.append(client)
+    assert get(client)["status"] == "IN_PROGRESS"
+    with pytest.raises(ValueError, match='Invalid timestamp "yesterday"'):
+        get(client)
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        get(client)
+    out = get(client)
+    assert "status" not in out  # a JSON null member parses as absent
+    assert out["id"] == "run-1"
+    assert get(client)["status"] == "SUCCESS"
+    assert [r.fault for r in sim.requests] == [None, "override", "override", "override", None]
+    assert [r.answered_status for r in sim.requests][1:4] == ["IN_PROGRESS"] * 3
+
+
+def test_malformed_fault_sends_raw_bytes_invalid_utf8_included(sim: Simulator) -> None:
+    """Fault.malformed(bytes) sends them as they are: invalid UTF-8 is a UnicodeDecodeError."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.malformed(b'\xff\xfe{"a"'), "SUCCESS"]))
+    client = sim.client()
+    _clients.append(client)
+    with pytest.raises(UnicodeDecodeError):
+        get(client)
+    assert get(client)["status"] == "SUCCESS"
+
+
+def test_override_fault_from_a_scenario_and_its_bad_input() -> None:
+    """A scenario spells it {"fault": "override", "fields": {...}}; bad fields are named."""
+    parsed = Fault.from_dict({"fault": "override", "fields": {"createdAt": "yesterday"}})
+    assert parsed == Fault.override({"createdAt": "yesterday"})
+    with pytest.raises(ValueError, match="needs 'fields'"):
+        Fault.from_dict({"fault": "override"})
+    with pytest.raises(ValueError, match="non-empty"):
+        Fault.override({})
+    raw = Fault.from_dict({"fault": "malformed", "body": "\udcff{"})
+    assert raw == Fault.malformed(b"\xff{")
+
+
+def test_command_line_tls_prints_the_ca_file_to_trust() -> None:
+    """--tls serves HTTPS; the CA path on stderr is what a client passes as verify=."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poller.testing", "--tls"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("https://127.0.0.1:")
+        lines = [proc.stderr.readline(), proc.stderr.readline()]
+        (ca_line,) = [line for line in lines if line.startswith("CA certificate")]
+        ca_file = ca_line.rsplit(": ", 1)[1].strip()
+        client = boto3.client(
+            "datazone",
+            region_name="us-east-1",
+            endpoint_url=url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            verify=ca_file,
+        )
+        _clients.append(client)
+        assert get(client, "run-demo", "dzd_demo")["status"] == "SCHEDULED"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert not Path(ca_file).exists()  # removed on stop

@@ -33,10 +33,41 @@ Test your own pipeline offline::
 Code that builds its own client can be redirected with the environment variable
 ``AWS_ENDPOINT_URL_DATAZONE=<sim.endpoint_url>`` (plus ``AWS_ACCESS_KEY_ID`` and
 ``AWS_SECRET_ACCESS_KEY`` set to anything). ``python -m poller.testing
---scenario file.json`` runs the simulator in the foreground for manual use.
+--scenario file.json`` runs the simulator in the foreground for manual use;
+``--log FILE`` (or ``Simulator(log_file=...)``) appends a JSON line per request.
+``sim.client(read_timeout=1)`` builds the client above, botocore retries off.
+
+Below the service, for code that must survive a broken network or proxy, each
+a context manager with ``endpoint_url`` and ``client()`` like `Simulator`:
+`TrickleServer` sends a 200 one byte at a time, so a per-read timeout never
+fires; `SilentServer` reads the request and never answers; `GarbledServer`
+answers fixed bytes (``.invalid_utf8()``, ``.bad_timestamp()``,
+``.bad_integer()``, ``.html()``, or a `job_run_body` of your own);
+`RedirectServer` answers a 301. ``Simulator(tls=True)`` serves HTTPS with a
+self-signed certificate, trusted with ``verify=sim.ca_file``. Per run,
+``Fault.override({"createdAt": "yesterday"})`` and ``Fault.malformed(b"\\xff")``
+garble one answer of the normal simulator.
 """
 
+from poller.testing._faulty import (
+    GarbledServer,
+    RedirectServer,
+    SilentServer,
+    TrickleServer,
+    job_run_body,
+)
 from poller.testing._script import Fault, Lineage, RunScript
 from poller.testing._simulator import RequestRecord, Simulator
 
-__all__ = ["Fault", "Lineage", "RequestRecord", "RunScript", "Simulator"]
+__all__ = [
+    "Fault",
+    "GarbledServer",
+    "Lineage",
+    "RedirectServer",
+    "RequestRecord",
+    "RunScript",
+    "SilentServer",
+    "Simulator",
+    "TrickleServer",
+    "job_run_body",
+]

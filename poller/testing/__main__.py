@@ -1,7 +1,9 @@
 """``python -m poller.testing``: run the DataZone simulator in the foreground.
 
 Prints the endpoint URL on stdout, serves until Ctrl-C or SIGTERM, then stops
-cleanly. Without ``--scenario`` it serves one demo run (ids on stderr) that
+cleanly. ``--log FILE`` appends a JSON line per request answered (see
+`Simulator`); ``--tls`` serves HTTPS and prints the certificate's path on
+stderr. Without ``--scenario`` it serves one demo run (ids on stderr) that
 succeeds 20 seconds after start.
 """
 
@@ -30,10 +32,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", help='JSON file: {"runs": [{"domain_id": ..., ...}]}')
     parser.add_argument("--seed", type=int, default=0, help="seed for random throttles")
     parser.add_argument("--max-rps", type=float, default=None, help="server-wide request rate")
+    parser.add_argument(
+        "--log",
+        metavar="FILE",
+        help="append one JSON line per request to FILE (time, method, path, operation, "
+        "access_key_id, status, answer)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a self-signed certificate (its path is printed on stderr)",
+    )
     args = parser.parse_args(argv)
 
     try:
-        sim = Simulator(seed=args.seed, max_rps=args.max_rps, host=args.host, port=args.port)
+        sim = Simulator(
+            seed=args.seed,
+            max_rps=args.max_rps,
+            host=args.host,
+            port=args.port,
+            log_file=args.log,
+            tls=args.tls,
+        )
         if args.scenario:
             with open(args.scenario, encoding="utf-8") as f:
                 scenario: Any = json.load(f)
@@ -49,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"demo run: domain {_DEMO_DOMAIN}, run {_DEMO_RUN}", file=sys.stderr)
         sim.start()
+        if args.tls:
+            print(
+                f"CA certificate (use as verify= or AWS_CA_BUNDLE): {sim.ca_file}", file=sys.stderr
+            )
     except (OSError, ValueError) as e:
         print(f"python -m poller.testing: error: {e}", file=sys.stderr)
         return 2

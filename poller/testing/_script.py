@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,16 @@ TERMINAL_STATUSES = frozenset(
 #: Statuses for which the service fills ``error.message``.
 ERROR_MESSAGE_STATUSES = TERMINAL_STATUSES - {"SUCCESS"}
 
-_FAULT_KINDS = ("throttle", "internal", "http", "error", "reset", "malformed", "delay")
+_FAULT_KINDS = (
+    "throttle",
+    "internal",
+    "http",
+    "error",
+    "reset",
+    "malformed",
+    "delay",
+    "override",
+)
 
 
 def _take(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -118,9 +128,35 @@ class Fault:
         return cls("reset")
 
     @classmethod
-    def malformed(cls, body: str = "this is not json") -> Fault:
-        """200 whose body is not the JSON the model expects."""
+    def malformed(cls, body: str | bytes = "this is not json") -> Fault:
+        """200 whose body is not the JSON the model expects.
+
+        ``bytes`` are sent as they are, invalid UTF-8 included (``b"\\xff\\xfe{"``);
+        they are kept as a str with lone surrogates (``errors="surrogateescape"``),
+        which is also how a scenario file spells raw bytes (``"\\udcff"`` is 0xff).
+        """
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "surrogateescape")
         return cls("malformed", 200, None, "", body, "application/json")
+
+    @classmethod
+    def override(cls, fields: Mapping[str, Any]) -> Fault:
+        """Answer the current status, with these JobRun members replaced by bad values.
+
+        Keys are dotted paths into the GetJobRun JSON, created as needed:
+        ``{"createdAt": "yesterday"}`` or
+        ``{"details.lineageRunDetails.sqlQueryRunDetails.totalQueriesProcessed": "ten"}``.
+        Values are any JSON (None sends ``null``). The rest of the answer is
+        the run's normal one, ids and timestamps included.
+        """
+        fields = _require_mapping(fields, "override 'fields'")
+        if not fields or not all(isinstance(k, str) and k for k in fields):
+            raise ValueError("override 'fields' must be a non-empty object with string keys")
+        try:
+            body = json.dumps(dict(fields), sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"override 'fields' must be JSON values: {e}") from None
+        return cls("override", body=body)
 
     @classmethod
     def delay(cls, seconds: float) -> Fault:
@@ -168,6 +204,11 @@ class Fault:
             if "seconds" not in d:
                 raise ValueError("a delay fault needs 'seconds'")
             return cls.delay(float(_take(d, "seconds", (int, float), None)))
+        if kind == "override":
+            _reject_unknown(d, {"fault", "fields"}, "an override fault")
+            if "fields" not in d:
+                raise ValueError("an override fault needs 'fields'")
+            return cls.override(_take(d, "fields", dict, None))
         raise ValueError(f"unknown fault {kind!r}; expected one of {', '.join(_FAULT_KINDS)}")
 
 

@@ -11,27 +11,35 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import json
+import os
 import random
 import re
+import shutil
 import socket
+import ssl
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TextIO, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from poller.testing._client import make_client
 from poller.testing._script import (
     ERROR_MESSAGE_STATUSES,
     TERMINAL_STATUSES,
     Fault,
     RunScript,
 )
+from poller.testing._tls import make_self_signed
 
 __all__ = ["RequestRecord", "Simulator"]
 
@@ -39,6 +47,8 @@ _DOMAIN_RE = re.compile(r"dzd[-_][a-zA-Z0-9_-]{1,36}")
 _ID_RE = re.compile(r"[a-zA-Z0-9_-]{1,36}")
 # Only the shape of a SigV4 Authorization header is checked, never the signature.
 _CREDENTIAL_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/([^/,\s]+)/aws4_request")
+# The access key ID is the first field of the credential scope; the signature is never read.
+_ACCESS_KEY_RE = re.compile(r"Credential=([^/,\s]+)/")
 _DEFAULT_PAGE_SIZE = 50
 _MAX_PAGE_SIZE = 50
 # How often serve_forever looks for a shutdown request: it bounds how long stop() takes.
@@ -54,7 +64,9 @@ class RequestRecord:
     ``answered_status`` is the job-run status in the answer, if any.
     ``fault`` says what made the answer a fault: a `Fault` kind ("throttle",
     "http", "reset", ...), "throttle_rate" for a random throttle or "max_rps"
-    for the server-wide rate limit; None otherwise.
+    for the server-wide rate limit; None otherwise. ``method`` and ``path``
+    are the request line's; ``access_key_id`` is the key ID of the SigV4
+    ``Authorization`` header (the signature and secret are never kept).
     """
 
     t: float
@@ -66,6 +78,27 @@ class RequestRecord:
     answered_status: str | None
     job_id: str | None = None
     fault: str | None = None
+    method: str | None = None
+    path: str | None = None
+    access_key_id: str | None = None
+
+    def to_log_json(self, wall: float) -> dict[str, Any]:
+        """The request-log line for this record, answered at epoch seconds ``wall``.
+
+        ``answer`` is the run status answered, else the AWS error code, else
+        None (an HTTP error page, a malformed body, a reset: ``fault`` says which).
+        """
+        time_ = dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+        return {
+            "time": time_.replace("+00:00", "Z"),
+            "method": self.method,
+            "path": self.path,
+            "operation": None if self.operation == "Unknown" else self.operation,
+            "access_key_id": self.access_key_id,
+            "status": self.status_code,
+            "answer": self.answered_status or self.error_type,
+            "fault": self.fault,
+        }
 
 
 @dataclass(slots=True)
@@ -116,7 +149,9 @@ def _fault_reply(f: Fault) -> _Reply:
     if f.kind == "reset":
         return _Reply(None, fault=f.kind)
     if f.kind in ("http", "malformed"):
-        return _Reply(f.status, f.body.encode(), f.content_type, fault=f.kind)
+        # surrogateescape gives back the raw bytes of Fault.malformed(b"...").
+        body = f.body.encode("utf-8", "surrogateescape")
+        return _Reply(f.status, body, f.content_type, fault=f.kind)
     assert f.code is not None  # throttle, internal and error always carry one
     return _aws_error(f.status, f.code, f.message, fault=f.kind)
 
@@ -191,6 +226,18 @@ class Simulator:
     does not document a default), filters on ``status``, pages with an opaque
     ``nextToken`` (``maxResults`` 1..50, default 50), and answers an empty list
     for a job it does not know, rather than ResourceNotFoundException.
+
+    ``log_file``: append one JSON line per request to this file, flushed at
+    once so it can be tailed: ``time`` (ISO-8601 UTC, by ``wall``), ``method``,
+    ``path``, ``operation`` (GetJobRun, ListJobRuns or null), ``access_key_id``
+    (from the SigV4 header; never the signature), ``status`` (HTTP, null for a
+    dropped connection), ``answer`` (run status or error code) and ``fault``.
+    See `RequestRecord.to_log_json`. The file is opened by `start`.
+
+    ``tls=True`` serves HTTPS with a self-signed certificate made by `start`
+    (valid for 127.0.0.1 and localhost) and removed by `stop`. A client with
+    botocore's default verification then fails with SSLError; one built with
+    ``verify=sim.ca_file`` trusts it. `client` does that by default.
     """
 
     def __init__(
@@ -202,6 +249,8 @@ class Simulator:
         max_rps: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        log_file: str | os.PathLike[str] | None = None,
+        tls: bool = False,
     ) -> None:
         if max_rps is not None and max_rps <= 0:
             raise ValueError("max_rps must be positive or None")
@@ -222,6 +271,10 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._log_path = log_file
+        self._log: TextIO | None = None  # open while running
+        self._tls = tls
+        self._tls_dir: Path | None = None  # holds the certificate while running
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -232,6 +285,15 @@ class Simulator:
         self._stopping.clear()
         server = _Server((self._host, self._port), _Handler)
         server.simulator = self
+        try:
+            if self._tls:
+                server.tls = self._make_tls_context()
+            if self._log_path is not None:
+                self._log = open(self._log_path, "a", encoding="utf-8")  # noqa: SIM115
+        except BaseException:
+            server.server_close()
+            self._remove_tls_dir()
+            raise
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -257,10 +319,42 @@ class Simulator:
                 conn.shutdown(socket.SHUT_RDWR)
         if thread is not None:
             thread.join()
+        with self._lock:
+            log, self._log = self._log, None
+        if log is not None:
+            log.close()
+        self._remove_tls_dir()
         self._server = self._thread = None
+
+    def _make_tls_context(self) -> ssl.SSLContext:
+        self._tls_dir = Path(tempfile.mkdtemp(prefix="poller-simulator-tls-"))
+        cert, key = make_self_signed(self._tls_dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        return context
+
+    def _remove_tls_dir(self) -> None:
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
 
     def __enter__(self) -> Simulator:
         return self.start()
+
+    def client(self, **kwargs: Any) -> Any:
+        """A real botocore DataZone client for this simulator, botocore retries off.
+
+        Region ``us-east-1``, keys ``testing``/``testing``, and
+        ``Config(retries={"total_max_attempts": 1, "mode": "standard"})``.
+        Keyword arguments override: ``create_client`` parameters such as
+        ``verify`` or ``aws_access_key_id`` directly, anything else (such as
+        ``read_timeout=1``) as a `botocore.config.Config` option. The caller
+        closes it (``client.close()``) to drop its pooled connections. With
+        ``tls=True`` it trusts `ca_file` unless given ``verify``.
+        """
+        if self._tls:
+            kwargs.setdefault("verify", self.ca_file)
+        return make_client(self.endpoint_url, **kwargs)
 
     def __exit__(
         self,
@@ -280,9 +374,19 @@ class Simulator:
 
     @property
     def endpoint_url(self) -> str:
-        """``http://127.0.0.1:PORT``: pass it as a boto3 ``endpoint_url``."""
+        """``http://127.0.0.1:PORT`` (``https://`` with tls): pass it as ``endpoint_url``."""
         host, port = self.address
-        return f"http://{host}:{port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{port}"
+
+    @property
+    def ca_file(self) -> str:
+        """With ``tls=True``, the PEM certificate to trust: ``verify=sim.ca_file``.
+
+        It exists while the simulator runs; a new one is made at each `start`.
+        """
+        if self._tls_dir is None:
+            raise RuntimeError("no certificate: the simulator runs without tls or is stopped")
+        return str(self._tls_dir / "cert.pem")
 
     # -- scripting ---------------------------------------------------------
 
@@ -415,26 +519,33 @@ class Simulator:
     # -- the service -------------------------------------------------------
 
     def _answer(self, method: str, raw_path: str, authorization: str | None) -> _Reply:
-        """Decide the answer to one request and record it."""
+        """Decide the answer to one request, record it and log it."""
         route = _route(method, raw_path)
         now, wall = self._clock(), self._wall()
+        key = _ACCESS_KEY_RE.search(authorization or "")
         with self._lock:
             reply = self._decide(route, authorization, now, wall)
             run_id = route.ident if route.operation == "GetJobRun" else None
             job_id = route.ident if route.operation == "ListJobRuns" else None
-            self._records.append(
-                RequestRecord(
-                    t=now,
-                    operation=route.operation,
-                    domain_id=route.domain_id,
-                    run_id=run_id,
-                    status_code=reply.status,
-                    error_type=reply.error_type,
-                    answered_status=reply.answered_status,
-                    job_id=job_id,
-                    fault=reply.fault,
-                )
+            record = RequestRecord(
+                t=now,
+                operation=route.operation,
+                domain_id=route.domain_id,
+                run_id=run_id,
+                status_code=reply.status,
+                error_type=reply.error_type,
+                answered_status=reply.answered_status,
+                job_id=job_id,
+                fault=reply.fault,
+                method=method,
+                path=raw_path,
+                access_key_id=None if key is None else key.group(1),
             )
+            self._records.append(record)
+            if self._log is not None:
+                with contextlib.suppress(OSError):  # a full disk must not break the answers
+                    self._log.write(json.dumps(record.to_log_json(wall)) + "\n")
+                    self._log.flush()
         return reply
 
     def _decide(self, route: _Route, authorization: str | None, now: float, wall: float) -> _Reply:
@@ -481,15 +592,19 @@ class Simulator:
                 _aws_error(429, "ThrottlingException", "Rate exceeded", fault="throttle_rate"),
                 script.latency,
             )
-        delay, fault = script.latency, None
+        delay, fault, overrides = script.latency, None, None
         if script.statuses is not None:
             if run.cursor < len(script.statuses):
                 item = script.statuses[run.cursor]
                 run.cursor += 1
                 if isinstance(item, Fault):
-                    if item.kind != "delay":
+                    if item.kind not in ("delay", "override"):
                         return _with_delay(_fault_reply(item), delay)
-                    delay, fault = delay + item.seconds, item.kind
+                    if item.kind == "delay":
+                        delay += item.seconds
+                    else:
+                        overrides = json.loads(item.body)
+                    fault = item.kind
                     status = _current_status(run)
                 else:
                     status = item
@@ -499,7 +614,10 @@ class Simulator:
         else:
             assert script.timeline is not None
             status = _timeline_status(run, now)
-        body = json.dumps(_job_run_json(run, status)).encode()
+        out = _job_run_json(run, status)
+        if overrides is not None:
+            out = apply_overrides(out, overrides)
+        body = json.dumps(out).encode()
         return _Reply(200, body, delay=delay, answered_status=status, fault=fault)
 
     def _list_job_runs(self, route: _Route, now: float) -> _Reply:
@@ -554,6 +672,25 @@ class Simulator:
         if len(rows) > max_results:
             out["nextToken"] = _encode_token(page[-1][0], fingerprint)
         return _Reply(200, json.dumps(out).encode())
+
+
+def apply_overrides(body: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``body`` with each dotted-path key of ``overrides`` set to its value.
+
+    ``{"a.b": 1}`` sets ``body["a"]["b"]``, creating ``body["a"]`` if missing
+    (or replacing it if it is not an object). The input is not modified.
+    """
+    out: dict[str, Any] = json.loads(json.dumps(body))
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        node = out
+        for name in parents:
+            child = node.get(name)
+            if not isinstance(child, dict):
+                child = node[name] = {}
+            node = child
+        node[last] = value
+    return out
 
 
 def _with_delay(reply: _Reply, delay: float) -> _Reply:
@@ -680,6 +817,7 @@ def _job_run_json(run: _Run, status: str) -> dict[str, Any]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     simulator: Simulator
+    tls: ssl.SSLContext | None = None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hung up (read timeout, reset) is business as usual here;
@@ -700,10 +838,24 @@ class _Handler(BaseHTTPRequestHandler):
         return cast(_Server, self.server).simulator
 
     def setup(self) -> None:
-        super().setup()
         sim = self._sim()
+        conn = cast(socket.socket, self.request)
+        tls = cast(_Server, self.server).tls
+        if tls is not None:
+            # Wrapped in the connection's own thread, so a slow handshake holds up no
+            # other, and registered before it, so stop() can cut a stalled one short.
+            conn = tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            self.request = conn
         with sim._lock:
-            sim._connections.add(self.connection)
+            sim._connections.add(conn)
+        if tls is not None:
+            try:
+                cast(ssl.SSLSocket, conn).do_handshake()
+            except BaseException:
+                with sim._lock:
+                    sim._connections.discard(conn)
+                raise
+        super().setup()
 
     def finish(self) -> None:
         sim = self._sim()
