@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Self
 
 from poller.testing._client import make_client
 from poller.testing._script import Lineage, RunScript
-from poller.testing._simulator import _job_run_json, _Run, apply_overrides
+from poller.testing._simulator import RunState, apply_overrides, job_run_json
 
 __all__ = [
     "GarbledServer",
@@ -57,7 +57,7 @@ def job_run_body(
     ``overrides`` are applied as by `Fault.override`: keys are JobRun members
     or dotted paths, so pass nested ones with ``**{"a.b": value}``.
     """
-    run = _Run(
+    run = RunState(
         domain_id=domain_id,
         run_id=run_id,
         job_id="job-1",
@@ -72,10 +72,10 @@ def job_run_body(
     )
     if status != "SCHEDULED":
         run.start_wall = created_at + 1.0
-    body = _job_run_json(run, status)
+    body = job_run_json(run, status)
     if "details" in body:
         run.end_wall = created_at + 60.0
-        body = _job_run_json(run, status)
+        body = job_run_json(run, status)
     return apply_overrides(body, overrides)
 
 

@@ -102,7 +102,7 @@ class RequestRecord:
 
 
 @dataclass(slots=True)
-class _Run:
+class RunState:
     domain_id: str
     run_id: str
     job_id: str
@@ -264,7 +264,7 @@ class Simulator:
         self._host = host
         self._port = port
         self._lock = threading.Lock()
-        self._runs: dict[tuple[str, str], _Run] = {}
+        self._runs: dict[tuple[str, str], RunState] = {}
         self._seq = 0
         self._records: list[RequestRecord] = []
         self._server: _Server | None = None
@@ -416,7 +416,7 @@ class Simulator:
         now = self._clock()
         with self._lock:
             self._seq += 1
-            self._runs[(domain_id, run_id)] = _Run(
+            self._runs[(domain_id, run_id)] = RunState(
                 domain_id=domain_id,
                 run_id=run_id,
                 job_id=job_id,
@@ -614,7 +614,7 @@ class Simulator:
         else:
             assert script.timeline is not None
             status = _timeline_status(run, now)
-        out = _job_run_json(run, status)
+        out = job_run_json(run, status)
         if overrides is not None:
             out = apply_overrides(out, overrides)
         body = json.dumps(out).encode()
@@ -727,7 +727,7 @@ def _decode_token(token: str, fingerprint: str) -> tuple[float, int] | None:
     return (float(value[1]), int(value[2])) if ok else None
 
 
-def _current_status(run: _Run) -> str:
+def _current_status(run: RunState) -> str:
     """The status last answered, or the next one the script holds if none was yet."""
     if run.last_status is not None:
         return run.last_status
@@ -736,13 +736,13 @@ def _current_status(run: _Run) -> str:
     return next(s for s in run.script.statuses[run.cursor :] if isinstance(s, str))
 
 
-def _peek_status(run: _Run, now: float) -> str:
+def _peek_status(run: RunState, now: float) -> str:
     if run.script.timeline is not None:
         return _timeline_status(run, now)
     return _current_status(run)
 
 
-def _observe(run: _Run, status: str, now: float, wall: float) -> None:
+def _observe(run: RunState, status: str, now: float, wall: float) -> None:
     run.last_status = status
     if status != "SCHEDULED" and run.start_wall is None:
         run.start_wall = wall
@@ -769,7 +769,7 @@ def _timeline_state(
     return status, start, end
 
 
-def _timeline_status(run: _Run, now: float) -> str:
+def _timeline_status(run: RunState, now: float) -> str:
     assert run.script.timeline is not None
     status, start, end = _timeline_state(run.script.timeline, now - run.added)
     run.start_wall = None if start is None else run.created_at + start
@@ -778,7 +778,7 @@ def _timeline_status(run: _Run, now: float) -> str:
     return status
 
 
-def _common_json(run: _Run, status: str) -> dict[str, Any]:
+def _common_json(run: RunState, status: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "domainId": run.domain_id,
         "jobId": run.job_id,
@@ -797,11 +797,11 @@ def _common_json(run: _Run, status: str) -> dict[str, Any]:
     return out
 
 
-def _summary_json(run: _Run, status: str) -> dict[str, Any]:
+def _summary_json(run: RunState, status: str) -> dict[str, Any]:
     return {"runId": run.run_id, **_common_json(run, status)}
 
 
-def _job_run_json(run: _Run, status: str) -> dict[str, Any]:
+def job_run_json(run: RunState, status: str) -> dict[str, Any]:
     out = {"id": run.run_id, **_common_json(run, status)}
     script = run.script
     if script.unknown_details:
