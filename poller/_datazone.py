@@ -61,7 +61,7 @@ def validate_ids(domain_id: object, job_run_id: object) -> None:
         )
 
 
-# `user:pass@` after a scheme, and a query string: whatever an URL may carry
+# `user:pass@` after a scheme, and a query string: whatever a URL may carry
 # that must not reach a message or a log line.
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#@\s\"'<>]*@")
 _QUERY = re.compile(r"(?P<path>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^?#\s\"'<>]*)\?[^#\s\"'<>]*")
@@ -247,7 +247,7 @@ def classify(exc: BaseException) -> CallFault | None:
         return exc
     fault = _classify(exc)
     if fault is not None:
-        # Every message may quote an URL (botocore's do): none leaves with its userinfo.
+        # Every message may quote a URL (botocore's do): none leaves with its userinfo.
         fault = CallFault(fault.kind, fault.error_type, redact_url(fault.message))
     return fault
 
@@ -362,7 +362,7 @@ def _raised_in(exc: BaseException) -> str | None:
 
 
 def _origin(url: str) -> str:
-    """``scheme://host:port`` of an URL, without its userinfo; the URL itself if unparseable."""
+    """``scheme://host:port`` of a URL, without its userinfo; the URL itself if unparseable."""
     try:
         parts = urlsplit(url)
     except ValueError:
