@@ -125,6 +125,9 @@ class WaitSession:
         )
         if step.error is not None:
             step.error.result = result
+        lineage = result.job_run.lineage if result.job_run else None
+        if lineage is not None and lineage.inconsistency:
+            self._log.warning(log.LINEAGE_INCONSISTENT, reported=lineage.inconsistency)
         self._log.info(log.FINISHED, **result.to_dict())
         return result
 

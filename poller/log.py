@@ -12,6 +12,7 @@ import structlog
 __all__ = [
     "FINISHED",
     "HEARTBEAT",
+    "LINEAGE_INCONSISTENT",
     "RETRYING",
     "STATUS_CHANGED",
     "THROTTLED",
@@ -26,6 +27,8 @@ THROTTLED: Final = "throttled"
 RETRYING: Final = "retrying"
 HEARTBEAT: Final = "heartbeat"
 FINISHED: Final = "finished"
+# A warning: lineage counts that cannot be true were reported as null.
+LINEAGE_INCONSISTENT: Final = "lineage_inconsistent"
 
 # Events say what happened to the run, never how the call was signed: no
 # credentials or headers are ever bound, and this drops them should a caller
