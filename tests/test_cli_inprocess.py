@@ -12,7 +12,9 @@ import structlog
 from click.testing import CliRunner
 
 from poller._model import JobRun, Outcome, WaitResult
-from poller.cli import EXIT_CODES, cli, combined_exit_code, exit_code, main, render_text
+from poller.cli import ExitCode, cli, main
+from poller.cli._exit import WAIT_MEANINGS, combined, for_result
+from poller.cli._render import render_text
 from poller.errors import (
     AccessDeniedError,
     InvalidRequestError,
@@ -81,15 +83,16 @@ def result(outcome: Outcome, status: str | None = None, error: Any = None) -> Wa
 )
 def test_exit_code_table(res: WaitResult, allow_partial: bool, signum: Any, code: int) -> None:
     """Each outcome maps to the code of docs/design.md's table."""
-    assert exit_code(res, allow_partial=allow_partial, signum=signum) == code
-    assert code in EXIT_CODES or code == 143
+    assert for_result(res, allow_partial=allow_partial, signum=signum) == code
+    assert ExitCode(code) in WAIT_MEANINGS
 
 
 def test_several_codes_combine_to_the_highest_interruption_aside() -> None:
     """The highest code wins, except that an interruption always shows."""
-    assert combined_exit_code([0, 3, 1]) == 3
-    assert combined_exit_code([5, 130, 0]) == 130
-    assert combined_exit_code([143, 5]) == 143
+    assert combined(map(ExitCode, [0, 3, 1])) == 3
+    assert combined(map(ExitCode, [5, 130, 0])) == 130
+    assert combined(map(ExitCode, [143, 5])) == 143
+    assert combined(map(ExitCode, [129, 5])) == 129
 
 
 def test_text_summary_reads_well() -> None:
