@@ -196,3 +196,11 @@ def test_a_bad_endpoint_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None
     assert (code, out) == (2, "")
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+
+
+def test_redact_hides_the_userinfo_of_every_url_and_nothing_else() -> None:
+    """One function redacts: user and password go, an '@' in a path or an address stays."""
+    from poller.log import redact
+
+    text = 'x http://u:p@ss@h:1/a "https://k@h" https://h/b@c mail a@b.c'
+    assert redact(text) == 'x http://***@h:1/a "https://***@h" https://h/b@c mail a@b.c'
