@@ -7,13 +7,18 @@ the reader going away, the terminal is a pseudo-terminal.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
+from poller import PollPolicy
 from poller.testing import Fault, RunScript, Simulator
 from tests.test_cli import ANSI, CLEAR, DOMAIN, POLLER, child_env, run_on_pty
 
@@ -157,3 +162,49 @@ def test_a_password_in_an_unreachable_endpoint_is_not_in_the_error(sim: Simulato
     assert done.returncode == 5
     assert "127.0.0.1:9" in done.stdout  # the message still says where
     assert "hunter2" not in done.stderr + done.stdout
+
+
+# -- a library that prints nothing ----------------------------------------------
+
+SCRIPT = """
+import sys
+from poller import wait_for_job_run
+print("mine")
+result = wait_for_job_run("{domain}", "run-lib", endpoint_url=sys.argv[1], region_name="us-east-1")
+print("mine:", result.job_run.status)
+"""
+
+
+def test_a_script_calling_the_library_gets_nothing_of_polls_on_its_stdout(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A script that configures no logging sees only its own lines on stdout."""
+    sim.add_run(DOMAIN, "run-lib", RunScript(statuses=["SCHEDULED", "IN_PROGRESS", "SUCCESS"]))
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(domain=DOMAIN), sim.endpoint_url],
+        env=child_env(None),
+        cwd=tmp_path,  # the installed poller, not whatever is in the current directory
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "mine\nmine: SUCCESS\n"
+
+
+def test_without_structlog_configured_the_events_reach_stdlib_logging(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unconfigured, poller's events are records of the `poller` logger: caplog sees `finished`."""
+    from poller import wait_for_job_run
+
+    sim.add_run(DOMAIN, "run-cap", RunScript(statuses=["IN_PROGRESS", "SUCCESS"]))
+    structlog.reset_defaults()  # as in a fresh process (the suite's fixture puts it back)
+    caplog.set_level(logging.INFO, logger="poller")
+    wait_for_job_run(DOMAIN, "run-cap", client=sim.client(), policy=PollPolicy(interval=0.05))
+    finished = [r for r in caplog.records if r.getMessage().startswith("finished ")]
+    assert len(finished) == 1
+    assert finished[0].name == "poller"
+    assert finished[0].poller["outcome"] == "succeeded"  # type: ignore[attr-defined]
+    assert json.loads(finished[0].getMessage().split(" ", 1)[1])["status"] == "SUCCESS"

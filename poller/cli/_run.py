@@ -241,7 +241,7 @@ def _waits(plan: Plan, client: Any, stop: _Stop, tracker: _Tracker, put: Put) ->
         from poller._fanout import wait_for_job_runs  # noqa: PLC0415
 
         wait_for_job_runs(
-            [(plan.domain_id, run_id) for run_id in plan.run_ids],
+            ((plan.domain_id, run_id) for run_id in plan.run_ids),
             policy=policy,
             client=client,
             max_rps=plan.settings.max_rps,
