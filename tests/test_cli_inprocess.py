@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -204,3 +206,16 @@ def test_redact_hides_the_userinfo_of_every_url_and_nothing_else() -> None:
 
     text = 'x http://u:p@ss@h:1/a "https://k@h" https://h/b@c mail a@b.c'
     assert redact(text) == 'x http://***@h:1/a "https://***@h" https://h/b@c mail a@b.c'
+
+
+def test_help_loads_no_botocore_structlog_or_asyncio() -> None:
+    """`poller --help` and `poller wait --help` stay light: nothing heavy is imported."""
+    code = (
+        "import sys\n"
+        "from poller.cli import main\n"
+        "for args in (['--help'], ['wait', '--help'], ['status', '--help']):\n"
+        "    assert main(args) == 0\n"
+        "heavy = {'botocore', 'structlog', 'asyncio', 'tenacity'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
