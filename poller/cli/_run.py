@@ -278,16 +278,14 @@ def _build_client(plan: Plan) -> tuple[Any, BaseException | None]:
 
 
 def _configure_logging(plan: Plan, live: LiveLine | None) -> None:
-    from poller.cli._render import TolerantStream  # noqa: PLC0415
     from poller.log import configure_logging  # noqa: PLC0415
 
     out = plan.output
+    # stderr as a TolerantStream: logs never break a wait, whatever became of it.
     stream: Any = live.log_stream() if live is not None else out.stderr
     fmt = plan.settings.log_format
     if fmt == "auto":
         fmt = "console" if is_terminal(out.stderr.raw) else "json"
-    if not out.stderr.alive:
-        stream = TolerantStream(None)
     level = "critical" if out.quiet else plan.settings.log_level
     configure_logging(fmt, level, stream)
     if live is not None:
