@@ -11,8 +11,6 @@ stderr and drops the rest. structlog is imported only when an event is logged
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -79,6 +77,8 @@ def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any
 def _to_stdlib(_: Any, __: str, event: MutableMapping[str, Any]) -> Any:
     # The message is the event's name and its fields as JSON, so a plain
     # handler shows everything; the fields are also on the record as `poller`.
+    import json  # noqa: PLC0415
+
     fields = {k: v for k, v in event.items() if k != "event"}
     message = f"{event.get('event')} {json.dumps(fields, default=str, ensure_ascii=False)}"
     return (message,), {"extra": {"poller": dict(event)}}
@@ -86,6 +86,8 @@ def _to_stdlib(_: Any, __: str, event: MutableMapping[str, Any]) -> Any:
 
 def get_logger(**bound: Any) -> Any:
     """poller's logger: structlog's configuration once there is one, else stdlib logging."""
+    import logging  # noqa: PLC0415
+
     import structlog  # noqa: PLC0415
 
     if structlog.is_configured():
@@ -103,6 +105,8 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
 
     This configures structlog for the whole process: an application's choice.
     """
+    import logging  # noqa: PLC0415
+
     import structlog  # noqa: PLC0415
 
     out = stream if stream is not None else sys.stderr

@@ -8,7 +8,8 @@ setting flag is one ``Setting(...)`` line.
 Start-up time matters (a CI step may call ``poller wait`` many times), so
 this module imports only click and the standard library at the top, plus
 the CLI's own light modules; boto3, structlog and the rest are imported by
-the commands that need them.
+the commands that need them; the rest of the CLI package (running the
+waits, printing) is imported when a command runs, not for ``--help``.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from poller._config import DURATION_HELP, ConfigError, Settings, load_settings
 from poller.cli._exit import STATUS_MEANINGS, WAIT_MEANINGS, ExitCode
-from poller.cli._render import Output, TolerantStream, make_output
-from poller.cli._run import Plan, execute
-from poller.log import redact
+
+if TYPE_CHECKING:
+    from poller.cli._render import Output
 
 __all__ = ["Setting", "UsageProblem", "cli", "main", "parse_since", "read_run_ids"]
 
@@ -175,6 +176,8 @@ def with_settings(*own: Setting) -> Callable[[Callable[..., Any]], Callable[...,
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
         def run(**params: Any) -> Any:
+            from poller.cli._render import make_output  # noqa: PLC0415
+
             flags = {spec.key: (spec.name, spec.raw(params.pop(spec.dest))) for spec in specs}
             settings = load_settings(config_file=params.pop("config_file"), flags=flags)
             output = make_output(params.pop("output"), params.pop("quiet"), sys.stdout, sys.stderr)
@@ -285,6 +288,8 @@ def wait(
     SIGTERM and SIGHUP stop the wait (never the run) and still print the last
     state.
     """
+    from poller.cli._run import Plan, execute  # noqa: PLC0415
+
     invocation = _invocation()
     if job_identifier is not None:
         if identifiers or from_file is not None:
@@ -336,6 +341,8 @@ def status(domain_identifier: str, identifier: str, settings: Settings, output: 
 
     The document's outcome is null while the run has not finished.
     """
+    from poller.cli._run import Plan, execute  # noqa: PLC0415
+
     plan = Plan(
         domain_id=domain_identifier,
         run_ids=_validated(domain_identifier, [identifier]),
@@ -358,6 +365,8 @@ def demo(output: str | None) -> int:
     """
     import time  # noqa: PLC0415
 
+    from poller.cli._render import make_output  # noqa: PLC0415
+    from poller.cli._run import Plan, execute  # noqa: PLC0415
     from poller.testing import Fault, Lineage, RunScript, Simulator  # noqa: PLC0415
 
     domain_id, run_id = "dzd_demo", "run-demo-1"
@@ -571,10 +580,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _reopen_closed_std_fds()
     args = list(sys.argv[1:] if argv is None else argv)
     prog = _prog_name()
-    stderr = TolerantStream(sys.stderr)
 
-    def say(message: str) -> None:
-        stderr.write(redact(" ".join(message.split())) + "\n")
+    def say(message: str, *, one_line: bool = True) -> None:
+        from poller.cli._render import TolerantStream  # noqa: PLC0415
+        from poller.log import redact  # noqa: PLC0415
+
+        stderr = TolerantStream(sys.stderr)
+        stderr.write(redact(" ".join(message.split()) if one_line else message) + "\n")
         stderr.flush()
 
     try:
@@ -582,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args=args, prog_name=prog, standalone_mode=False, obj=Invocation(args, program)
         )
     except click.exceptions.NoArgsIsHelpError as exc:
-        stderr.write(exc.format_message() + "\n")
+        say(exc.format_message(), one_line=False)
         return ExitCode.USAGE
     except click.ClickException as exc:
         where = exc.ctx.command_path if getattr(exc, "ctx", None) else prog  # type: ignore[attr-defined]
