@@ -219,3 +219,27 @@ def test_help_loads_no_botocore_structlog_or_asyncio() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+
+
+def test_the_live_line_learns_a_run_it_was_not_told_about() -> None:
+    """--latest starts the line with no run: a run found later is drawn, not a KeyError."""
+    import io
+
+    from poller.cli._live import LiveLine
+
+    screen = io.StringIO()
+    line = LiveLine(screen, [], color=False, looking="looking for the latest run of job j")
+    line.start()
+    line.changed(JobRun(domain_id=DOMAIN, id="run-new", status="IN_PROGRESS"))
+    line.finished("run-new")
+    line.close()
+    draws = screen.getvalue().split("\r\x1b[2K")
+    assert any(d.startswith("waiting looking for the latest run of job j") for d in draws)
+    assert any(d.startswith("waiting run-new  IN_PROGRESS") for d in draws)
+
+
+def test_text_summary_of_a_run_still_going() -> None:
+    """`poller status --output text` on a running run says so, not ERROR."""
+    doc = {"job_run_id": "run-1", "status": "IN_PROGRESS", "outcome": None, "polls": 1,
+           "waited_s": 0.1, "problem": None}  # fmt: skip
+    assert render_text(doc).splitlines()[0] == "IN_PROGRESS  run-1 (still running)"
