@@ -243,3 +243,20 @@ def test_text_summary_of_a_run_still_going() -> None:
     doc = {"job_run_id": "run-1", "status": "IN_PROGRESS", "outcome": None, "polls": 1,
            "waited_s": 0.1, "problem": None}  # fmt: skip
     assert render_text(doc).splitlines()[0] == "IN_PROGRESS  run-1 (still running)"
+
+
+@pytest.mark.parametrize(("runs", "draws"), [(1, 200), (5_000, 0)])
+def test_a_fleet_leaves_redrawing_the_live_line_to_its_ticker(runs: int, draws: int) -> None:
+    """One run is redrawn on every step; 5,000 runs are not (each draw sums them all)."""
+    import io
+
+    from poller._policy import PollPolicy, Step, WaitState
+    from poller.cli._live import CLEAR_LINE, LiveLine
+
+    screen = io.StringIO()
+    run_ids = [f"run-{i}" for i in range(runs)]
+    line = LiveLine(screen, run_ids, color=False)  # not started: no ticker
+    state = WaitState.start(PollPolicy(), 0.0)
+    for i in range(200):
+        line.on_step(run_ids[i % runs])(state, Step(delay=1.0))
+    assert screen.getvalue().count(CLEAR_LINE) == draws

@@ -35,6 +35,8 @@ _STATUS_COLORS = {
     "PARTIALLY_SUCCEEDED": "\x1b[33m",  # yellow
 }
 _RED = "\x1b[31m"
+# Up to this many runs the line is redrawn on every step, beyond it by the ticker only.
+_DRAW_EACH_STEP_UP_TO = 50
 
 
 def use_color(stream: TextIO, environ: os._Environ[str] | dict[str, str] | None = None) -> bool:
@@ -128,7 +130,7 @@ class LiveLine:
                 run.next_at = None if step.done else self._clock() + step.delay
                 # A failed call leaves `last` as it was but bumps the retry count.
                 run.backing_off = state.retry_attempt > 0
-                self._draw()
+                self._news()
 
         return hook
 
@@ -138,12 +140,18 @@ class LiveLine:
             run = self._run(run_id)
             run.done = True
             run.next_at = None
-            self._draw()
+            self._news()
 
     def changed(self, run: JobRun) -> None:
         """An ``on_change`` hook: ``run`` was seen with a new status (the run may be new here)."""
         with self._lock:
             self._run(run.id).status = str(run.status)
+            self._news()
+
+    def _news(self) -> None:
+        # Drawing sums over every run: with a fleet, once per step would cost
+        # O(runs) per call, O(runs²) in all, so the ticker alone redraws it.
+        if len(self._runs) <= _DRAW_EACH_STEP_UP_TO:
             self._draw()
 
     def _run(self, run_id: str) -> RunProgress:
