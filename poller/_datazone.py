@@ -21,6 +21,7 @@ from botocore.parsers import ResponseParserError
 from poller._model import JobRun, MalformedResponseError
 from poller._policy import CallFault, FaultKind
 from poller.errors import AccessDeniedError, InvalidRequestError
+from poller.log import redact
 
 if TYPE_CHECKING:
     from mypy_boto3_datazone import DataZoneClient
@@ -31,7 +32,6 @@ __all__ = [
     "classify",
     "client_config",
     "fetch_job_run",
-    "redact_url",
     "validate_ids",
 ]
 
@@ -59,21 +59,6 @@ def validate_ids(domain_id: object, job_run_id: object) -> None:
             f"invalid job run identifier {job_run_id!r}: expected 1 to 36 letters, digits, "
             "'-' or '_'"
         )
-
-
-# `user:pass@` after a scheme, and a query string: whatever a URL may carry
-# that must not reach a message or a log line.
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#@\s\"'<>]*@")
-_QUERY = re.compile(r"(?P<path>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^?#\s\"'<>]*)\?[^#\s\"'<>]*")
-
-
-def redact_url(url: str) -> str:
-    """``url`` (or any text) with each URL's userinfo and query replaced by ``***``.
-
-    ``https://user:pass@host:8443/x?token=1`` becomes ``https://***@host:8443/x?***``;
-    text that is not a URL is returned as it is, and nothing here raises.
-    """
-    return _QUERY.sub(r"\g<path>?***", _USERINFO.sub(r"\g<scheme>***@", url))
 
 
 def client_config(
@@ -126,7 +111,7 @@ def _check_endpoint(url: str, setting: str) -> None:
         why = "its port must be a number from 1 to 65535"
     else:
         return
-    raise InvalidRequestError(f"invalid {setting} {redact_url(url)!r}: {why}")
+    raise InvalidRequestError(f"invalid {setting} {redact(url)!r}: {why}")
 
 
 def build_client(
@@ -169,9 +154,7 @@ def build_client(
             "no AWS region configured: pass a region (--region, region_name=) or set AWS_REGION"
         ) from exc
     except (bce.BotoCoreError, ValueError) as exc:
-        raise InvalidRequestError(
-            f"cannot create a DataZone client: {redact_url(str(exc))}"
-        ) from exc
+        raise InvalidRequestError(f"cannot create a DataZone client: {redact(str(exc))}") from exc
     if not endpoint_url:
         # botocore found one itself: AWS_ENDPOINT_URL_DATAZONE, AWS_ENDPOINT_URL
         # or the AWS config's endpoint_url (else the service's own, which passes).
@@ -248,7 +231,7 @@ def classify(exc: BaseException) -> CallFault | None:
     fault = _classify(exc)
     if fault is not None:
         # Every message may quote a URL (botocore's do): none leaves with its userinfo.
-        fault = CallFault(fault.kind, fault.error_type, redact_url(fault.message))
+        fault = CallFault(fault.kind, fault.error_type, redact(fault.message))
     return fault
 
 
@@ -366,6 +349,6 @@ def _origin(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return redact_url(url)
+        return redact(url)
     host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}" if parts.scheme and host else redact_url(url)
+    return f"{parts.scheme}://{host}" if parts.scheme and host else redact(url)

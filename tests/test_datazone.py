@@ -29,8 +29,9 @@ from poller import (
     ServiceUnavailableError,
     wait_for_job_run,
 )
-from poller._datazone import build_client, classify, client_config, fetch_job_run, redact_url
+from poller._datazone import build_client, classify, client_config, fetch_job_run
 from poller._policy import CallFault, FaultKind
+from poller.log import redact
 from poller.testing import (
     Fault,
     GarbledServer,
@@ -371,9 +372,9 @@ def test_userinfo_in_a_connection_error_message_is_redacted() -> None:
         ("", ""),
     ],
 )
-def test_redact_url_hides_userinfo_and_query_and_never_raises(text: str, shown: str) -> None:
-    """redact_url replaces userinfo and query strings by *** in URLs and in text around them."""
-    assert redact_url(text) == shown
+def test_redact_hides_userinfo_and_query_and_never_raises(text: str, shown: str) -> None:
+    """redact replaces userinfo and query strings by *** in URLs and in text around them."""
+    assert redact(text) == shown
 
 
 # -- one botocore Config (house issue 4) -----------------------------------------
