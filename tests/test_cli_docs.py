@@ -1,7 +1,8 @@
-"""The README's CLI section stays true: its exit-code and config tables are generated.
+"""docs/cli.md stays true: its exit-code and config tables are generated from the code.
 
-Run ``python tests/test_cli_docs.py`` to rewrite the README's generated blocks after
-changing ``config/poller.toml`` or ``poller.cli.ExitCode``.
+Run ``python tests/test_cli_docs.py`` to rewrite the page's generated blocks (between
+``<!-- name:start -->`` and ``<!-- name:end -->``) after changing ``config/poller.toml``
+or ``poller.cli.ExitCode``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from poller.cli import ExitCode
 from poller.cli._exit import WAIT_MEANINGS
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "cli.md"
 DEFAULTS = ROOT / "config" / "poller.toml"
 
 
@@ -52,7 +53,7 @@ def block(name: str) -> str:
     found = re.search(
         rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", DOC.read_text(), flags=re.DOTALL
     )
-    assert found, f"README.md lacks the {name} block"
+    assert found, f"docs/cli.md lacks the {name} block"
     return found.group(1)
 
 

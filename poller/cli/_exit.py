@@ -1,7 +1,7 @@
 """The exit codes of the command line: one IntEnum, its meanings, and how results map to it.
 
-The ``--help`` epilogs and the README table are generated from ``WAIT_MEANINGS``
-and ``STATUS_MEANINGS``; tests/test_cli_docs.py keeps the README in step.
+The ``--help`` epilogs and the table in docs/cli.md are generated from
+``WAIT_MEANINGS`` and ``STATUS_MEANINGS``; tests/test_cli_docs.py keeps docs/cli.md in step.
 """
 
 from __future__ import annotations
