@@ -12,8 +12,6 @@ import enum
 import math
 import random
 from dataclasses import dataclass, replace
-from functools import cache
-from typing import Any
 
 from poller._model import JobRun, Outcome
 from poller.errors import (
@@ -134,24 +132,13 @@ class WaitState:
         return math.inf if self.deadline is None else max(self.deadline - now, 0.0)
 
 
-@cache
-def _never_run() -> Any:
-    # tenacity's strategies read only the attempt number of the call state they
-    # are given, so one shared, never-run Retrying is enough to evaluate them.
-    # Imported on the first retry, not at start-up: a run that is already
-    # finished never backs off, and tenacity costs ~12 ms to import (CLI start-up).
-    from tenacity import Retrying  # noqa: PLC0415
-
-    return Retrying()
-
-
 def _backoff(policy: PollPolicy, attempt: int) -> float:
-    from tenacity import RetryCallState, wait_exponential  # noqa: PLC0415
-
-    call = RetryCallState(_never_run(), None, (), {})
-    call.attempt_number = attempt
-    result: float = wait_exponential(multiplier=policy.retry_initial, max=policy.retry_max)(call)
-    return result
+    # retry_initial doubling per failed call, capped at retry_max: the formula
+    # of tenacity's wait_exponential, written here because the core decides
+    # and never sleeps (docs/design.md, "Why the code has this shape"), while
+    # tenacity's strategies expect a Retrying loop that sleeps for them. The
+    # exponent is bounded so a very long throttle storm cannot overflow.
+    return min(policy.retry_initial * 2.0 ** min(attempt - 1, 64), policy.retry_max)
 
 
 def _jittered(delay: float, jitter: float, cap: float, rng: random.Random) -> float:
