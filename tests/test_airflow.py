@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +26,6 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflo
 
 import asyncio
 
-import boto3
 import pytest
 from airflow.sdk.exceptions import (
     AirflowException,
@@ -42,7 +40,6 @@ from airflow.triggers.base import TriggerEvent
 import poller._runtime
 from poller import PollPolicy, ServiceUnavailableError
 from poller.airflow import DataZoneJobRunSensor, DataZoneJobRunTrigger
-from poller.airflow._client import job_run_client, provider_installed
 from poller.testing import Fault, Lineage, RunScript, Simulator
 
 DOMAIN = "dzd_airflow"
@@ -252,9 +249,13 @@ def test_default_deferrable_comes_from_the_config(monkeypatch: pytest.MonkeyPatc
     assert not DataZoneJobRunSensor(task_id="c", domain_id=DOMAIN, job_run_id="r").deferrable
 
 
-def test_ids_are_templated() -> None:
-    """domain_id and job_run_id are the sensor's template fields."""
-    assert tuple(DataZoneJobRunSensor.template_fields) == ("domain_id", "job_run_id")
+def test_ids_and_connection_settings_are_templated_as_in_the_amazon_provider() -> None:
+    """The template fields are the provider's AWS ones plus domain_id and job_run_id."""
+    from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+    fields = tuple(DataZoneJobRunSensor.template_fields)
+    assert fields == aws_template_fields("domain_id", "job_run_id")
+    assert {"aws_conn_id", "region_name"} <= set(fields)
 
 
 # -- trigger ------------------------------------------------------------------
@@ -460,47 +461,6 @@ def test_poller_itself_does_not_import_airflow() -> None:
 
 
 # -- the AWS connection -------------------------------------------------------
-
-
-@pytest.mark.skipif(provider_installed(), reason="the Amazon provider is installed")
-def test_without_the_provider_the_default_chain_is_used() -> None:
-    """aws_conn_id needs the provider; without it, boto3's default chain (None) is used."""
-    assert job_run_client("aws_default", "us-east-1") is None
-    assert job_run_client(None, "us-east-1") is None
-
-
-def test_with_the_provider_the_connection_hook_builds_the_client(
-    sim: Simulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the provider, the hook's client is used, poller's retries and timeouts merged in."""
-    # A stand-in for the provider, which CI does not install (it is heavy): it
-    # records what the sensor asks of AwsBaseHook and builds a real client.
-    asked: dict[str, Any] = {}
-
-    class AwsBaseHook:
-        def __init__(self, *, aws_conn_id: str, client_type: str, region_name: str | None):
-            asked.update(conn=aws_conn_id, client_type=client_type, region=region_name)
-            self.region_name = region_name or "us-east-1"
-            from botocore.config import Config
-
-            self.config = Config(user_agent_extra="conn", max_pool_connections=3)
-
-        def get_client_type(self, *, region_name: str, config: Any) -> Any:
-            asked["config"] = config
-            return boto3.client("datazone", region_name=region_name, config=config)
-
-    module = types.ModuleType("airflow.providers.amazon.aws.hooks.base_aws")
-    module.AwsBaseHook = AwsBaseHook  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    run_id = new_run(sim, Fault.throttle(), "SUCCESS")
-    answer = sensor(run_id, aws_conn_id="my_aws", region_name="eu-west-1").poke(CONTEXT)
-    assert answer.is_done
-    assert asked["conn"] == "my_aws"
-    assert (asked["client_type"], asked["region"]) == ("datazone", "eu-west-1")
-    config = asked["config"]
-    assert config.retries["total_max_attempts"] == 1
-    assert (config.max_pool_connections, config.read_timeout) == (3, 10.0)
-    assert sim.calls(run_id) == 2  # one throttle, one answer: no botocore retry
 
 
 # -- end to end: dag.test() ----------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
@@ -13,8 +12,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from poller._async import async_wait_result
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import PollPolicy
-from poller._runtime import shared_executor
-from poller.airflow._client import job_run_client
+from poller.airflow._client import DEFAULT_CONN_ID, ClientSpec, aclient_for
 from poller.errors import PollerError
 from poller.poke import PokeState, judge
 
@@ -69,8 +67,10 @@ class DataZoneJobRunTrigger(BaseTrigger):
         domain_id: str,
         job_run_id: str,
         *,
-        aws_conn_id: str | None = None,
+        aws_conn_id: str | None = DEFAULT_CONN_ID,
         region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: Mapping[str, Any] | None = None,
         allow_partial: bool = False,
         deadline: float | None = None,
         policy: Mapping[str, Any] | None = None,
@@ -80,6 +80,8 @@ class DataZoneJobRunTrigger(BaseTrigger):
         self.job_run_id = job_run_id
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = dict(botocore_config) if botocore_config is not None else None
         self.allow_partial = allow_partial
         self.deadline = deadline
         self.policy = dict(policy) if policy is not None else policy_kwargs(PollPolicy())
@@ -93,6 +95,8 @@ class DataZoneJobRunTrigger(BaseTrigger):
                 "job_run_id": self.job_run_id,
                 "aws_conn_id": self.aws_conn_id,
                 "region_name": self.region_name,
+                "verify": self.verify,
+                "botocore_config": self.botocore_config,
                 "allow_partial": self.allow_partial,
                 "deadline": self.deadline,
                 "policy": dict(self.policy),
@@ -122,16 +126,14 @@ class DataZoneJobRunTrigger(BaseTrigger):
     async def _wait(self) -> WaitResult:
         timeout = None if self.deadline is None else max(self.deadline - time.time(), 0.0)
         policy = PollPolicy(**{**self.policy, "timeout": timeout})
-        # The hook may look the connection up over the network: not on the loop.
-        client = await asyncio.get_running_loop().run_in_executor(
-            shared_executor(), job_run_client, self.aws_conn_id, self.region_name
-        )
+        # One client per connection settings per triggerer, built (connection
+        # look-up included) in a worker thread, never on the event loop.
+        spec = ClientSpec(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
         return await async_wait_result(
             self.domain_id,
             self.job_run_id,
             policy=policy,
-            client=client,
-            region_name=self.region_name,
+            client=await aclient_for(spec),
             on_change=self._changed,
         )
 
