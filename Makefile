@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint venv clean
+.PHONY: test demo lint venv clean bench-airflow
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+
+# A real Airflow deployment (api-server, scheduler, dag-processor, triggerer;
+# LocalExecutor on SQLite) against the simulator: ~15 min on 2 cores. Not in `test`.
+bench-airflow: $(STAMP)
+	$(BIN)/python benchmarks/bench_airflow.py $(BENCH_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/poller demo

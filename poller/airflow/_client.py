@@ -29,14 +29,18 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import botocore.exceptions as bce
-from botocore.config import Config
-
-from poller._datazone import JobRunClient
-from poller._runtime import CALL_WORKERS
 from poller.errors import AccessDeniedError, InvalidRequestError
+
+if TYPE_CHECKING:
+    from botocore.config import Config
+
+    from poller._datazone import JobRunClient
+
+# botocore, and the runtime that loads it, are imported where a client is
+# built, in a worker thread: importing this module on a triggerer's event
+# loop must not cost the ~0.1 s botocore takes to load.
 
 __all__ = ["DEFAULT_CONN_ID", "ClientSpec", "aclient_for", "clear", "client_config", "client_for"]
 
@@ -46,11 +50,7 @@ DEFAULT_CONN_ID = "aws_default"
 
 # poller's call settings (docs/design.md, semantics 7), where the user's
 # botocore_config or the connection's config_kwargs do not set them.
-_DEFAULTS: dict[str, Any] = {
-    "connect_timeout": 5.0,
-    "read_timeout": 10.0,
-    "max_pool_connections": CALL_WORKERS,
-}
+_TIMEOUTS: dict[str, Any] = {"connect_timeout": 5.0, "read_timeout": 10.0}
 
 
 def client_config(base: Config | None) -> Config:
@@ -60,14 +60,21 @@ def client_config(base: Config | None) -> Config:
     set. Retries are always off: poller owns and logs the backoff, which would
     otherwise happen twice.
     """
-    # TODO(edge): poller._datazone.client_config(base=base, **_DEFAULTS) does the
-    # same once it lands; this function then becomes that one call.
+    # TODO(edge): poller._datazone.client_config does the same once it lands;
+    # this body then becomes one call:
+    # client_config(base=base, max_pool_connections=CALL_WORKERS, **_TIMEOUTS).
+    from botocore.config import Config  # noqa: PLC0415  (see the imports)
+
+    from poller._runtime import CALL_WORKERS  # noqa: PLC0415
+
+    # The pool is sized to the call threads that share the client.
+    defaults = {**_TIMEOUTS, "max_pool_connections": CALL_WORKERS}
     given = getattr(base, "_user_provided_options", {}) if base is not None else {}
     agent = " ".join(filter(None, [getattr(base, "user_agent_extra", None), "poller"]))
     ours = Config(
         retries={"total_max_attempts": 1, "mode": "standard"},
         user_agent_extra=agent,
-        **{name: value for name, value in _DEFAULTS.items() if name not in given},
+        **{name: value for name, value in defaults.items() if name not in given},
     )
     return base.merge(ours) if base is not None else ours
 
@@ -150,6 +157,8 @@ def clear() -> None:
 
 def _build(spec: ClientSpec) -> JobRunClient:
     """A DataZone client from the connection through the provider's hook; blocking."""
+    import botocore.exceptions as bce  # noqa: PLC0415  (see the imports)
+
     try:
         from airflow.providers.amazon.aws.hooks.base_aws import (  # noqa: PLC0415
             AwsBaseHook,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
@@ -9,12 +11,21 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from poller._async import async_wait_result
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import PollPolicy
 from poller.airflow._client import DEFAULT_CONN_ID, ClientSpec, aclient_for
 from poller.errors import PollerError
-from poller.poke import PokeState, judge
+
+# The triggerer imports this module on its event loop thread, so it imports
+# nothing that loads botocore (~0.1 s, more on a busy machine: enough for
+# "async thread was blocked"); `_load_core` does, in a worker thread.
+_CORE = ("poller._async", "poller.poke")
+
+
+def _load_core() -> None:
+    for name in _CORE:
+        importlib.import_module(name)
+
 
 __all__ = ["EVENT_STATUSES", "DataZoneJobRunTrigger", "event_payload", "policy_kwargs"]
 
@@ -32,6 +43,8 @@ def policy_kwargs(policy: PollPolicy) -> dict[str, Any]:
 
 def event_payload(document: Mapping[str, Any], *, allow_partial: bool) -> dict[str, Any]:
     """The one event a trigger fires: verdict, last status, a message and the result document."""
+    from poller.poke import PokeState, judge  # noqa: PLC0415  (see _load_core)
+
     verdict = judge(document, allow_partial=allow_partial)
     if verdict.state is PokeState.DONE:
         status = "success"
@@ -109,6 +122,7 @@ class DataZoneJobRunTrigger(BaseTrigger):
 
     async def wait(self) -> dict[str, Any]:
         """The event payload; task cancellation passes through, nothing else is raised."""
+        await asyncio.to_thread(_load_core)
         try:
             result = await self._wait()
         except PollerError as error:  # bad IDs or settings, a client that cannot be built
@@ -124,6 +138,8 @@ class DataZoneJobRunTrigger(BaseTrigger):
         return payload
 
     async def _wait(self) -> WaitResult:
+        from poller._async import async_wait_result  # noqa: PLC0415  (see _load_core)
+
         timeout = None if self.deadline is None else max(self.deadline - time.time(), 0.0)
         policy = PollPolicy(**{**self.policy, "timeout": timeout})
         # One client per connection settings per triggerer, built (connection
