@@ -2,8 +2,8 @@
 
 A scheduler that re-runs a check on its own clock (Airflow's reschedule mode,
 Dagster sensors, Prefect) needs one question answered, with no memory between
-calls: is the run done with this result, not done yet, or failed for this
-reason? `JobRunPoker.poke` answers it with one look at the run, absorbing
+calls but what to log: is the run done with this result, not done yet, or
+failed for this reason? `JobRunPoker.poke` answers it with one look at the run, absorbing
 throttles and transient faults with the core's backoff inside a budget, so a
 poke never outlives its interval. It drives the same core as every other wait
 (`_runtime.drive` over a `WaitSession`); `judge` turns a result document into the
@@ -124,7 +124,7 @@ def judge(document: Mapping[str, Any], *, allow_partial: bool = False) -> Verdic
 
 
 class JobRunPoker:
-    """Answers "is the run done?" with one bounded look; holds no state between pokes.
+    """Answers "is the run done?" with one bounded look; remembers only what it last saw.
 
     ``budget`` (seconds) bounds each poke: throttles and transient faults are
     retried with the policy's backoff only while it lasts, and a poke whose

@@ -9,6 +9,7 @@ import tests._airflow_home  # noqa: F401
 
 import asyncio
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -295,3 +296,45 @@ FAST_FIELDS = {
     "retry_max": 0.02,
     "jitter": 0,
 }
+
+
+CREDENTIAL_PROCESS = """
+import datetime, json, pathlib, sys
+counter = pathlib.Path(sys.argv[1])
+n = int(counter.read_text() or 0) + 1 if counter.exists() else 1
+counter.write_text(str(n))
+expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=60)
+print(json.dumps({"Version": 1, "AccessKeyId": f"AKIDREFRESHED{n}", "SecretAccessKey": "s",
+                  "SessionToken": "t", "Expiration": expires.isoformat()}))
+"""
+
+
+def test_refreshable_credentials_go_on_refreshing_in_the_shared_client(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Credentials that expire (here a credential_process profile) are renewed, not frozen."""
+    script = tmp_path / "creds.py"
+    script.write_text(CREDENTIAL_PROCESS)
+    config = tmp_path / "config"
+    config.write_text(
+        f"[profile expiring]\ncredential_process = {sys.executable} {script} {tmp_path / 'n'}\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    conn_id = connection(
+        monkeypatch,
+        "dz_profile",
+        extra={
+            "profile_name": "expiring",
+            "region_name": "eu-west-1",
+            "endpoint_url": sim.endpoint_url,
+        },
+    )
+    run_id = new_run(sim, "IN_PROGRESS", "IN_PROGRESS", "SUCCESS")
+    s = sensor(run_id, aws_conn_id=conn_id)
+    assert [s.poke(CONTEXT).is_done for _ in range(3)] == [False, False, True]
+    keys = [r.access_key_id for r in sim.requests if r.run_id == run_id]
+    # Within botocore's refresh window every call renews them: three calls, three keys.
+    assert len(set(keys)) == 3
+    assert all(str(k).startswith("AKIDREFRESHED") for k in keys)

@@ -116,15 +116,12 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         """Look at the run once; done with the result document, not yet, or raise why not."""
         return self._conclude(context, self._get_poker(context).poke())
 
-    def client_spec(self) -> ClientSpec:
-        """The connection settings, as templated: they pick the process's shared client."""
-        return ClientSpec(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
-
     def _get_poker(self, context: Context) -> JobRunPoker:
         # Holds the client and the last status seen (for the logs) between
         # pokes; the verdict is built afresh each time.
         if self._poker is None:
-            spec = self.client_spec()
+            # The connection settings, as templated, pick the process's shared client.
+            spec = ClientSpec(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
             self._poker = JobRunPoker(
                 self.domain_id,
                 self.job_run_id,
@@ -167,7 +164,9 @@ class DataZoneJobRunSensor(BaseSensorOperator):
     def _with_hint(self, verdict: Verdict) -> str:
         reason = verdict.reason or "the job run cannot be waited on"
         problem = (verdict.document or {}).get("problem") or {}
-        if problem.get("type") == "AccessDeniedError" and "connection" not in reason:
+        # Connection problems found building the client already say where from.
+        named = ("Airflow connection", "default credential chain")
+        if problem.get("type") == "AccessDeniedError" and not any(n in reason for n in named):
             source = (
                 f"the Airflow connection {self.aws_conn_id!r}"
                 if self.aws_conn_id
