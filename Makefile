@@ -10,7 +10,7 @@ PIP := $(PYTHON) -m pip --python $(BIN)/python --quiet
 BASE := $(VENV)/.installed-base
 FULL := $(VENV)/.installed
 
-.PHONY: test demo lint venv clean
+.PHONY: test demo lint venv clean bench-airflow
 
 $(BIN)/python:
 	$(PYTHON) -m venv --without-pip $(VENV)
@@ -36,6 +36,11 @@ lint: $(FULL)
 
 test: lint
 	$(BIN)/pytest -q
+
+# A real Airflow deployment (api-server, scheduler, dag-processor, triggerer;
+# LocalExecutor on SQLite) against the simulator: ~15 min on 2 cores. Not in `test`.
+bench-airflow: $(FULL)
+	$(BIN)/python benchmarks/bench_airflow.py $(BENCH_ARGS)
 
 demo: $(BASE)
 	$(BIN)/poller demo

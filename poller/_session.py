@@ -43,7 +43,13 @@ class WaitSession:
         on_change: OnChange | None = None,
         on_step: OnStep | None = None,
         logger: Any = None,
+        resumed: bool = False,
+        last_seen: JobRun | None = None,
     ) -> None:
+        # ``resumed``: this session goes on with a wait an earlier session
+        # started (the next poke of a sensor), so ``wait_started`` is not
+        # logged again, and a status is news only if it differs from
+        # ``last_seen``, the status that earlier session saw (None: unknown).
         self.domain_id = domain_id
         self.job_run_id = job_run_id
         self.policy = policy
@@ -56,7 +62,10 @@ class WaitSession:
         self._log = self._log.bind(domain_id=domain_id, job_run_id=job_run_id)
         self.state = WaitState.start(policy, self._clock())
         self._last_news = self.state.started
-        self._log.info(log.WAIT_STARTED, timeout_s=policy.timeout)
+        self._resumed = resumed
+        self._last_seen = last_seen
+        if not resumed:
+            self._log.info(log.WAIT_STARTED, timeout_s=policy.timeout)
 
     @property
     def elapsed(self) -> float:
@@ -65,10 +74,12 @@ class WaitSession:
 
     def seen(self, run: JobRun) -> Step:
         """A call returned ``run``: what next."""
-        before = self.state.last
+        before = self.state.last if self.state.last is not None else self._last_seen
         now = self._clock()
         self.state, step = advance(self.policy, self.state, run, now, self._rng)
-        if before is None or before.status != run.status:
+        if (before is None and not self._resumed) or (
+            before is not None and before.status != run.status
+        ):
             self._last_news = now
             self._log.info(
                 log.STATUS_CHANGED,
