@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import heapq
-import itertools
+import math
 import random
 import threading
 from collections.abc import Callable, Iterable
@@ -28,12 +27,14 @@ from typing import Any
 
 from poller import log
 from poller._datazone import JobRunClient, fetch_job_run, validate_ids
-from poller._limiter import RateLimiter, shared_limiter
+from poller._limiter import Booking, RateLimiter, shared_limiter
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
 from poller._runtime import (
+    CANCEL_POLL,
     UNSET,
     AsyncSleep,
+    TurnExpired,
     Unset,
     async_drive,
     off_any_running_loop,
@@ -57,52 +58,65 @@ StepHooks = Callable[[RunRef], OnStep | None]
 FANOUT_STARTED = "fanout_started"
 FANOUT_FINISHED = "fanout_finished"
 
-# How often the blocking call looks at its threading.Event: a stop within a
-# tenth of a second is prompt for a human, and idle polling costs nothing.
-_CANCEL_POLL = 0.1
+
+# Why a run's wait ended without the call it wanted.
+UNREACHED = "the request budget did not reach it before the deadline"
 
 
-class _Gate:
-    """Hands out call turns within the limiter's budget, earliest due first; one per loop."""
+class _Turns:
+    """One wait's calls in the shared budget: the next call is booked when its delay is known.
 
-    def __init__(self, limiter: RateLimiter, sleep: AsyncSleep) -> None:
-        self._limiter = limiter
-        self._sleep = sleep
-        self._queue: list[tuple[float, int, asyncio.Future[float]]] = []
-        self._order = itertools.count()  # ties keep arrival order
-        self._arrived = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+    Booking when the core names the delay (``pace``), not when it is due,
+    gives the wait the real time until its call (logged as ``sleep_s``), and
+    tells at once when the budget cannot reach the run before its deadline.
+    """
 
-    async def turn(self, due: float) -> float:
-        """Wait for a turn to call; ``due`` is when the poll became due. Returns the grant time."""
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._queue, (due, next(self._order), future))
-        self._arrived.set()
-        if self._task is None:
-            self._task = asyncio.create_task(self._dispatch(), name="poller-fanout-gate")
-        return await future
+    __slots__ = ("_booking", "_fleet", "_session", "granted_at")
 
-    async def _dispatch(self) -> None:
-        while True:
-            # A wait cancelled while queued leaves a done future behind: skip it.
-            while self._queue and self._queue[0][2].done():
-                heapq.heappop(self._queue)
-            if not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-                continue
-            delay = self._limiter.try_acquire()
-            if delay > 0:
-                await self._sleep(delay)
-                continue
-            _, _, future = heapq.heappop(self._queue)
-            future.set_result(self._limiter.clock())
+    def __init__(self, fleet: _Fleet) -> None:
+        self._fleet = fleet
+        self._session: WaitSession | None = None
+        self._booking: Booking | None = None  # the next call, once booked
+        self.granted_at = -math.inf  # the booked time of the call going out now
 
-    async def close(self) -> None:
-        """Stop dispatching; any turn still queued is abandoned."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    def attach(self, session: WaitSession) -> None:
+        self._session = session
+
+    def _book(self, due: float) -> Booking | None:
+        assert self._session is not None
+        self._booking = self._fleet.limiter.reserve(due, self._session.state.deadline)
+        return self._booking
+
+    def pace(self, delay: float) -> float:
+        """The core asked for ``delay``: book the call, return the real delay until it."""
+        now = self._fleet.clock()
+        booking = self._book(now + delay)
+        # Unreachable: no sleep, the turn that follows ends the wait.
+        return 0.0 if booking is None else max(booking.at - now, 0.0)
+
+    async def turn(self) -> None:
+        """Wait for the booked time (booking the first call); TurnExpired when there is none."""
+        booking = self._booking or self._book(self._fleet.clock())
+        self._booking = None
+        if booking is None:
+            raise TurnExpired(UNREACHED)
+        try:
+            # A throttle meanwhile may have moved the booking later, even past the deadline.
+            while not booking.lost and (delay := booking.at - self._fleet.clock()) > 0:
+                await self._fleet.sleep(delay)
+        except asyncio.CancelledError:
+            self._fleet.limiter.release(booking)
+            raise
+        if booking.lost:
+            self._fleet.limiter.release(booking)
+            raise TurnExpired(UNREACHED)
+        self.granted_at = booking.at
+
+    def release(self) -> None:
+        """The wait ended with a call still booked: give the time back."""
+        if self._booking is not None:
+            self._fleet.limiter.release(self._booking)
+            self._booking = None
 
 
 def _refs(runs: Iterable[RunRef]) -> list[RunRef]:
@@ -148,7 +162,6 @@ class _Fleet:
         policy: PollPolicy,
         client: JobRunClient,
         limiter: RateLimiter,
-        gate: _Gate,
         clock: Clock,
         sleep: AsyncSleep,
         executor: Executor,
@@ -160,7 +173,6 @@ class _Fleet:
         self.policy = policy
         self.client = client
         self.limiter = limiter
-        self.gate = gate
         self.clock = clock
         self.sleep = sleep
         self.executor = executor
@@ -172,38 +184,43 @@ class _Fleet:
         # end with an `interrupted` result instead of propagating.
         self.stopping = False
 
+    def fetch(self, ref: RunRef, turns: _Turns) -> JobRun:
+        """One call for ``ref`` at its granted time, reported to the budget; in a worker thread."""
+        try:
+            run = fetch_job_run(self.client, *ref)
+        except CallFault as fault:
+            if fault.kind is FaultKind.THROTTLE:
+                self.limiter.throttled(turns.granted_at, self.policy.retry_max)
+            elif fault.kind is not FaultKind.TRANSIENT:
+                # Denied or not found still means the rate was accepted.
+                self.limiter.succeeded()
+            raise
+        self.limiter.succeeded()
+        return run
+
     async def wait_one(self, ref: RunRef, rng: random.Random) -> WaitResult:
-        domain_id, job_run_id = ref
+        turns = _Turns(self)
         session = WaitSession(
-            domain_id,
-            job_run_id,
+            *ref,
             self.policy,
             clock=self.clock,
             rng=rng,
             on_change=self.on_change,
             on_step=self.on_step(ref) if self.on_step is not None else None,
+            pace=turns.pace,
             logger=self.logger,
         )
-        call = functools.partial(fetch_job_run, self.client, domain_id, job_run_id)
-        loop = asyncio.get_running_loop()
-
-        async def fetch() -> JobRun:
-            granted = await self.gate.turn(self.clock())
-            try:
-                run = await loop.run_in_executor(self.executor, call)
-            except CallFault as fault:
-                if fault.kind is FaultKind.THROTTLE:
-                    self.limiter.throttled(granted)
-                elif fault.kind is not FaultKind.TRANSIENT:
-                    # Denied or not found still means the rate was accepted.
-                    self.limiter.succeeded()
-                raise
-            self.limiter.succeeded()
-            return run
-
+        turns.attach(session)
         try:
-            step = await async_drive(session, fetch, self.sleep)
+            step = await async_drive(
+                session,
+                functools.partial(self.fetch, ref, turns),
+                self.sleep,
+                pool=self.executor,
+                turn=turns.turn,
+            )
         except asyncio.CancelledError:
+            turns.release()
             result = session.result(session.interrupted())
             if not self.stopping:
                 raise
@@ -263,7 +280,6 @@ async def _fan_out(
             policy=policy,
             client=client,
             limiter=budget,
-            gate=_Gate(budget, sleep or asyncio.sleep),
             clock=clock or budget.clock,
             sleep=sleep or asyncio.sleep,
             executor=executor if executor is not None else shared_executor(),
@@ -288,7 +304,6 @@ async def _fan_out(
             await asyncio.gather(*tasks.values(), return_exceptions=True)
             if watcher is not None:
                 watcher.cancel()
-            await fleet.gate.close()
         done.update((ref, task.result()) for ref, task in tasks.items())
     outcomes = collections.Counter(str(result.outcome) for result in done.values())
     logger.debug(FANOUT_FINISHED, runs=len(refs), rate=round(budget.rate, 3), **outcomes)
@@ -298,7 +313,7 @@ async def _fan_out(
 async def _stop_on(cancel: threading.Event, fleet: _Fleet, tasks: list[asyncio.Task[Any]]) -> None:
     # Real time on purpose: the event is set by another thread, on no clock of ours.
     while not cancel.is_set():
-        await asyncio.sleep(_CANCEL_POLL)
+        await asyncio.sleep(CANCEL_POLL)
     fleet.stopping = True
     for task in tasks:
         task.cancel()

@@ -25,7 +25,16 @@ from poller.errors import (
     WaitTimeoutError,
 )
 
-__all__ = ["CallFault", "FaultKind", "PollPolicy", "Step", "WaitState", "advance", "fail"]
+__all__ = [
+    "CallFault",
+    "FaultKind",
+    "PollPolicy",
+    "Step",
+    "WaitState",
+    "advance",
+    "expire",
+    "fail",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,7 @@ class FaultKind(enum.Enum):
     NOT_FOUND = "not_found"  # retried during not_found_grace, fatal after
     DENIED = "denied"  # fatal
     INVALID = "invalid"  # fatal
+    DEADLINE = "deadline"  # the call was still unanswered at the deadline: the wait ends
 
 
 class CallFault(PollerError):
@@ -193,6 +203,8 @@ def fail(
 ) -> tuple[WaitState, Step]:
     """After a call that failed with ``fault`` at ``now``: retry after how long, or stop."""
     state = replace(state, polls=state.polls + 1)
+    if fault.kind is FaultKind.DEADLINE:
+        return state, expire(state, fault.message)
     if fault.kind is FaultKind.DENIED:
         return state, _error(AccessDeniedError(fault.message, job_run=state.last))
     if fault.kind is FaultKind.INVALID:
@@ -216,23 +228,27 @@ def fail(
             return state, _error(JobRunNotFoundError(fault.message, job_run=state.last))
         state = replace(state, errors_retried=state.errors_retried + 1)
     left = state.time_left(now)
-    if left <= 0 and state.last is None:
-        # No status was ever read, so "still running at the deadline" would be
-        # a guess: the honest verdict is that the status could not be read.
-        return state, _error(
-            ServiceUnavailableError(
-                f"no status could be read before the deadline; the last call failed with "
-                f"{fault.error_type}: {fault.message}"
-            )
-        )
     if left <= 0:
-        return state, _timeout(state, f"the last call failed with {fault.error_type}")
+        return state, expire(
+            state, f"the last call failed with {fault.error_type}: {fault.message}"
+        )
     attempt = state.retry_attempt + 1
     delay = min(_jittered(_backoff(policy, attempt), policy.jitter, policy.retry_max, rng), left)
     if fault.kind is FaultKind.NOT_FOUND:
         # The last look happens as the grace period ends, not after it.
         delay = min(delay, max(state.started + policy.not_found_grace - now, 0.0))
     return replace(state, retry_attempt=attempt, backoff_floor=delay), Step(delay=delay)
+
+
+def expire(state: WaitState, why: str) -> Step:
+    """The deadline has passed with no answer to go on; ``why`` says what the last try met."""
+    if state.last is None:
+        # No status was ever read, so "still running at the deadline" would be
+        # a guess: the honest verdict is that the status could not be read.
+        return _error(
+            ServiceUnavailableError(f"no status could be read before the deadline; {why}")
+        )
+    return _timeout(state, why)
 
 
 def _error(error: PollerError) -> Step:

@@ -10,20 +10,41 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from poller import log
 from poller._model import JobRun, Outcome, WaitResult
-from poller._policy import CallFault, FaultKind, PollPolicy, Step, WaitState, advance, fail
+from poller._policy import (
+    CallFault,
+    FaultKind,
+    PollPolicy,
+    Step,
+    WaitState,
+    advance,
+    expire,
+    fail,
+)
 from poller.errors import PollerError, WaitCancelledError
 
-__all__ = ["HEARTBEAT_EVERY", "Clock", "OnChange", "OnStep", "WaitSession", "raise_if_error"]
+__all__ = [
+    "HEARTBEAT_EVERY",
+    "Clock",
+    "OnChange",
+    "OnStep",
+    "Pace",
+    "WaitSession",
+    "raise_if_error",
+]
 
 Clock = Callable[[], float]
 OnChange = Callable[[JobRun], object]
 # Called after every call with the core's new state and its answer: what a
 # progress display needs ("next check in N s") without a log line per poll.
 OnStep = Callable[[WaitState, Step], object]
+# Given the delay the core asked for, the real delay until the next call (a
+# fan-out books its turn with the shared budget here); the default is as asked.
+Pace = Callable[[float], float]
 
 # Non-interactive logs need a sign of life now and then, not one per poll.
 HEARTBEAT_EVERY = 60.0
@@ -42,6 +63,7 @@ class WaitSession:
         rng: random.Random | None = None,
         on_change: OnChange | None = None,
         on_step: OnStep | None = None,
+        pace: Pace | None = None,
         logger: Any = None,
     ) -> None:
         self.domain_id = domain_id
@@ -52,6 +74,7 @@ class WaitSession:
         self._rng = rng if rng is not None else random.Random()
         self._on_change = on_change
         self._on_step = on_step
+        self._pace = pace
         self._log = logger if logger is not None else log.get_logger()
         self._log = self._log.bind(domain_id=domain_id, job_run_id=job_run_id)
         self.state = WaitState.start(policy, self._clock())
@@ -62,6 +85,10 @@ class WaitSession:
     def elapsed(self) -> float:
         """Seconds since the wait started."""
         return round(self._clock() - self.state.started, 3)
+
+    def time_left(self) -> float:
+        """Seconds to the deadline on the wait's clock (never negative); infinite without one."""
+        return self.state.time_left(self._clock())
 
     def seen(self, run: JobRun) -> Step:
         """A call returned ``run``: what next."""
@@ -85,6 +112,8 @@ class WaitSession:
         return self._stepped(step)
 
     def _stepped(self, step: Step) -> Step:
+        if self._pace is not None and not step.done:
+            step = replace(step, delay=self._pace(step.delay))
         if self._on_step is not None:
             self._on_step(self.state, step)
         return step
@@ -92,7 +121,9 @@ class WaitSession:
     def failed(self, fault: CallFault) -> Step:
         """A call failed with ``fault``: retry after how long, or stop."""
         self.state, step = fail(self.policy, self.state, fault, self._clock(), self._rng)
+        step = self._stepped(step)
         if not step.done:
+            # After pacing: the time until the next call, whatever it waits for.
             event = log.THROTTLED if fault.kind is FaultKind.THROTTLE else log.RETRYING
             self._log.info(
                 event,
@@ -100,7 +131,11 @@ class WaitSession:
                 attempt=self.state.retry_attempt,
                 sleep_s=round(step.delay, 3),
             )
-        return self._stepped(step)
+        return step
+
+    def expired(self, why: str) -> Step:
+        """The deadline passed before another call could be made; ``why`` says what stopped it."""
+        return expire(self.state, why)
 
     def interrupted(self) -> Step:
         """The caller stopped the wait."""

@@ -146,8 +146,8 @@ class RecordingLimiter(RateLimiter):
         super().__init__(*args, **kwargs)
         self.rates: list[float] = []
 
-    def throttled(self, granted_at: float) -> None:
-        super().throttled(granted_at)
+    def throttled(self, granted_at: float, spacing_cap: float | None = None) -> None:
+        super().throttled(granted_at, spacing_cap)
         self.rates.append(self.rate)
 
     def succeeded(self) -> None:
