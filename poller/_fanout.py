@@ -31,6 +31,7 @@ from poller._limiter import Booking, RateLimiter, shared_limiter
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
 from poller._runtime import (
+    CALL_WORKERS,
     CANCEL_POLL,
     UNSET,
     AsyncSleep,
@@ -59,8 +60,32 @@ FANOUT_STARTED = "fanout_started"
 FANOUT_FINISHED = "fanout_finished"
 
 
+# Waits started but not yet answered once, at most (see `_Fleet.run_all`).
+STARTING = 1000
 # Why a run's wait ended without the call it wanted.
 UNREACHED = "the request budget did not reach it before the deadline"
+
+
+_MASK = (1 << 64) - 1
+
+
+class _Stream:
+    """One wait's jitter: SplitMix64, reproducible from its seed, in a few dozen bytes.
+
+    A ``random.Random`` costs ~2.5 KB (its Mersenne Twister state): 250 MB
+    for a fleet of 100,000 runs, for the one ``uniform`` the core asks of it.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self, seed: int) -> None:
+        self._state = seed & _MASK
+
+    def uniform(self, a: float, b: float) -> float:
+        self._state = z = (self._state + 0x9E3779B97F4A7C15) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return a + (b - a) * (((z ^ (z >> 31)) >> 11) * 2.0**-53)
 
 
 class _Turns:
@@ -71,13 +96,14 @@ class _Turns:
     tells at once when the budget cannot reach the run before its deadline.
     """
 
-    __slots__ = ("_booking", "_fleet", "_session", "granted_at")
+    __slots__ = ("_booking", "_fleet", "_session", "_starting", "granted_at")
 
     def __init__(self, fleet: _Fleet) -> None:
         self._fleet = fleet
         self._session: WaitSession | None = None
         self._booking: Booking | None = None  # the next call, once booked
         self.granted_at = -math.inf  # the booked time of the call going out now
+        self._starting = True  # holds a place in the fleet's start window
 
     def attach(self, session: WaitSession) -> None:
         self._session = session
@@ -89,6 +115,7 @@ class _Turns:
 
     def pace(self, delay: float) -> float:
         """The core asked for ``delay``: book the call, return the real delay until it."""
+        self.started()
         now = self._fleet.clock()
         booking = self._book(now + delay)
         # Unreachable: no sleep, the turn that follows ends the wait.
@@ -111,6 +138,12 @@ class _Turns:
             self._fleet.limiter.release(booking)
             raise TurnExpired(UNREACHED)
         self.granted_at = booking.at
+
+    def started(self) -> None:
+        """The wait had its first answer (or ended): its place in the start window is free."""
+        if self._starting:
+            self._starting = False
+            self._fleet.starting.release()
 
     def release(self) -> None:
         """The wait ended with a call still booked: give the time back."""
@@ -173,6 +206,8 @@ class _Fleet:
         self.policy = policy
         self.client = client
         self.limiter = limiter
+        # Calls handed to the pool at once; the rest wait their turn here.
+        self.slots = asyncio.Semaphore(2 * CALL_WORKERS)
         self.clock = clock
         self.sleep = sleep
         self.executor = executor
@@ -183,6 +218,10 @@ class _Fleet:
         # Set when the caller stops the whole fan-out: cancelled waits then
         # end with an `interrupted` result instead of propagating.
         self.stopping = False
+        self.started = clock()
+        self.starting = asyncio.Semaphore(STARTING)
+        self.live: set[asyncio.Task[None]] = set()
+        self.results: dict[RunRef, WaitResult] = {}
 
     def fetch(self, ref: RunRef, turns: _Turns) -> JobRun:
         """One call for ``ref`` at its granted time, reported to the budget; in a worker thread."""
@@ -198,7 +237,8 @@ class _Fleet:
         self.limiter.succeeded()
         return run
 
-    async def wait_one(self, ref: RunRef, rng: random.Random) -> WaitResult:
+    async def wait_one(self, ref: RunRef, rng: _Stream) -> None:
+        """Wait on one run; its result goes to ``results`` (and ``on_result``)."""
         turns = _Turns(self)
         session = WaitSession(
             *ref,
@@ -209,15 +249,19 @@ class _Fleet:
             on_step=self.on_step(ref) if self.on_step is not None else None,
             pace=turns.pace,
             logger=self.logger,
+            started=self.started,
         )
         turns.attach(session)
         try:
+            if self.stopping:
+                raise asyncio.CancelledError
             step = await async_drive(
                 session,
                 functools.partial(self.fetch, ref, turns),
                 self.sleep,
                 pool=self.executor,
                 turn=turns.turn,
+                slots=self.slots,
             )
         except asyncio.CancelledError:
             turns.release()
@@ -226,9 +270,34 @@ class _Fleet:
                 raise
         else:
             result = session.result(step)
+        finally:
+            turns.started()
+        self.results[ref] = result
         if self.on_result is not None:
             self.on_result(result)
-        return result
+
+    async def run_all(self, todo: dict[RunRef, _Stream]) -> None:
+        """Start the waits in input order, a window at a time; return when all have ended.
+
+        A wait is started only when fewer than ``STARTING`` others are still
+        before their first answer: 100,000 runs do not hold 100,000 coroutines,
+        timers and queued calls at once. Every wait's deadline still runs from
+        ``started``, the fan-out's start.
+        """
+        for ref, rng in todo.items():
+            if not self.stopping:
+                await self.starting.acquire()
+            task = asyncio.create_task(self.wait_one(ref, rng))
+            self.live.add(task)
+            task.add_done_callback(self.live.discard)
+        while self.live:
+            await asyncio.gather(*self.live)
+
+    def stop(self) -> None:
+        """End every wait with an ``interrupted`` result, those not started yet included."""
+        self.stopping = True
+        for task in list(self.live):
+            task.cancel()
 
 
 async def _fan_out(
@@ -258,7 +327,7 @@ async def _fan_out(
     logger = logger if logger is not None else log.get_logger()
     rng = rng if rng is not None else random.Random()
     done: dict[RunRef, WaitResult] = {}
-    todo: dict[RunRef, random.Random] = {}
+    todo: dict[RunRef, _Stream] = {}
     for ref in refs:
         if ref in done or ref in todo:
             continue  # the same run twice is waited on once, reported at each place
@@ -271,7 +340,7 @@ async def _fan_out(
         else:
             # Each wait gets its own generator, seeded in input order, so one
             # rng gives a reproducible fleet whatever order the calls end in.
-            todo[ref] = random.Random(rng.random())
+            todo[ref] = _Stream(rng.getrandbits(64))
     logger.debug(FANOUT_STARTED, runs=len(refs), waits=len(todo), max_rps=budget.max_rps)
     if todo:
         if client is None:
@@ -288,35 +357,30 @@ async def _fan_out(
             on_step=on_step,
             logger=logger,
         )
-        tasks = {
-            ref: asyncio.create_task(fleet.wait_one(ref, own_rng)) for ref, own_rng in todo.items()
-        }
         watcher = None
         if cancel is not None:
-            watcher = asyncio.create_task(_stop_on(cancel, fleet, list(tasks.values())))
+            watcher = asyncio.create_task(_stop_on(cancel, fleet))
         try:
-            await asyncio.gather(*tasks.values())
+            await fleet.run_all(todo)
         finally:
             # One wait that raised (a bug, not a fault) or an outer cancel
             # stops the rest, each logging its last state as it goes.
-            for task in tasks.values():
+            for task in fleet.live:
                 task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            await asyncio.gather(*fleet.live, return_exceptions=True)
             if watcher is not None:
                 watcher.cancel()
-        done.update((ref, task.result()) for ref, task in tasks.items())
+        done.update(fleet.results)
     outcomes = collections.Counter(str(result.outcome) for result in done.values())
     logger.debug(FANOUT_FINISHED, runs=len(refs), rate=round(budget.rate, 3), **outcomes)
     return [done[ref] for ref in refs]
 
 
-async def _stop_on(cancel: threading.Event, fleet: _Fleet, tasks: list[asyncio.Task[Any]]) -> None:
+async def _stop_on(cancel: threading.Event, fleet: _Fleet) -> None:
     # Real time on purpose: the event is set by another thread, on no clock of ours.
     while not cancel.is_set():
         await asyncio.sleep(CANCEL_POLL)
-    fleet.stopping = True
-    for task in tasks:
-        task.cancel()
+    fleet.stop()
 
 
 async def async_wait_for_job_runs(

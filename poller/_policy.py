@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import enum
 import math
-import random
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from poller._model import JobRun, Outcome
 from poller.errors import (
@@ -28,6 +27,7 @@ from poller.errors import (
 __all__ = [
     "CallFault",
     "FaultKind",
+    "Jitter",
     "PollPolicy",
     "Step",
     "WaitState",
@@ -144,6 +144,12 @@ class WaitState:
         return math.inf if self.deadline is None else max(self.deadline - now, 0.0)
 
 
+class Jitter(Protocol):
+    """Where jitter comes from: a ``random.Random``, or anything with its ``uniform``."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
 @cache
 def _never_run() -> Any:
     # tenacity's strategies read only the attempt number of the call state they
@@ -164,7 +170,7 @@ def _backoff(policy: PollPolicy, attempt: int) -> float:
     return result
 
 
-def _jittered(delay: float, jitter: float, cap: float, rng: random.Random) -> float:
+def _jittered(delay: float, jitter: float, cap: float, rng: Jitter) -> float:
     # Spread each delay over [delay*(1-j), delay*(1+j)] so waiters that started
     # together drift apart; at the cap the spread is one-sided rather than
     # clipped, or every waiter at the cap would poll in step again.
@@ -172,7 +178,7 @@ def _jittered(delay: float, jitter: float, cap: float, rng: random.Random) -> fl
 
 
 def advance(
-    policy: PollPolicy, state: WaitState, run: JobRun, now: float, rng: random.Random
+    policy: PollPolicy, state: WaitState, run: JobRun, now: float, rng: Jitter
 ) -> tuple[WaitState, Step]:
     """After a call that returned ``run`` at ``now``: stop, or poll again after how long."""
     changed = state.last is None or run.status != state.last.status
@@ -199,7 +205,7 @@ def advance(
 
 
 def fail(
-    policy: PollPolicy, state: WaitState, fault: CallFault, now: float, rng: random.Random
+    policy: PollPolicy, state: WaitState, fault: CallFault, now: float, rng: Jitter
 ) -> tuple[WaitState, Step]:
     """After a call that failed with ``fault`` at ``now``: retry after how long, or stop."""
     state = replace(state, polls=state.polls + 1)

@@ -193,16 +193,27 @@ def drive(
             return session.interrupted()
 
 
-async def async_call(session: Driven, pool: Executor, fetch: Callable[[], _T]) -> _T:
-    """``fetch()`` in ``pool``, given up (CallFault DEADLINE) when the wait's deadline passes."""
-    future = asyncio.get_running_loop().run_in_executor(pool, fetch)
+async def async_call(
+    session: Driven,
+    pool: Executor,
+    fetch: Callable[[], _T],
+    slots: asyncio.Semaphore | None = None,
+) -> _T:
+    """``fetch()`` in ``pool``, given up (CallFault DEADLINE) when the wait's deadline passes.
+
+    With ``slots``, the call first waits for one (within the same bound): a
+    fleet queues its calls here, a few bytes each, instead of as pool work.
+    """
+    loop = asyncio.get_running_loop()
     bound = _call_bound(session)
-    if not math.isfinite(bound):
-        return await future
     try:
-        # wait_for cancels the call's future on timeout and when this task is
-        # cancelled: either way the pool replaces the worker it leaves behind.
-        return await asyncio.wait_for(future, bound)
+        # On timeout, or when this task is cancelled, the call's future is
+        # cancelled: the pool then replaces the worker it leaves behind.
+        async with asyncio.timeout(bound if math.isfinite(bound) else None):
+            if slots is None:
+                return await loop.run_in_executor(pool, fetch)
+            async with slots:
+                return await loop.run_in_executor(pool, fetch)
     except TimeoutError:
         raise _unanswered() from None
 
@@ -214,6 +225,7 @@ async def async_drive(
     *,
     pool: Executor | None = None,
     turn: Callable[[], Awaitable[None]] | None = None,
+    slots: asyncio.Semaphore | None = None,
     first_answer: bool = False,
 ) -> Step:
     """Poll until the core says stop: the async twin of ``drive``.
@@ -226,7 +238,7 @@ async def async_drive(
         try:
             if turn is not None:
                 await turn()
-            step = session.seen(await async_call(session, pool, fetch))
+            step = session.seen(await async_call(session, pool, fetch, slots))
             if first_answer:
                 return step
         except CallFault as fault:

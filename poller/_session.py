@@ -18,6 +18,7 @@ from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import (
     CallFault,
     FaultKind,
+    Jitter,
     PollPolicy,
     Step,
     WaitState,
@@ -53,6 +54,21 @@ HEARTBEAT_EVERY = 60.0
 class WaitSession:
     """The state of one wait between calls; not thread-safe, one per wait."""
 
+    # A fan-out holds one per run: no instance dict, no bound logger each.
+    __slots__ = (
+        "_clock",
+        "_last_news",
+        "_log",
+        "_on_change",
+        "_on_step",
+        "_pace",
+        "_rng",
+        "domain_id",
+        "job_run_id",
+        "policy",
+        "state",
+    )
+
     def __init__(
         self,
         domain_id: str,
@@ -60,26 +76,30 @@ class WaitSession:
         policy: PollPolicy,
         *,
         clock: Clock | None = None,
-        rng: random.Random | None = None,
+        rng: Jitter | None = None,
         on_change: OnChange | None = None,
         on_step: OnStep | None = None,
         pace: Pace | None = None,
         logger: Any = None,
+        started: float | None = None,
     ) -> None:
         self.domain_id = domain_id
         self.job_run_id = job_run_id
         self.policy = policy
         # Looked up per wait, not bound as a default, so freezegun can patch it.
         self._clock = clock if clock is not None else time.monotonic
-        self._rng = rng if rng is not None else random.Random()
+        self._rng: Jitter = rng if rng is not None else random.Random()
         self._on_change = on_change
         self._on_step = on_step
         self._pace = pace
         self._log = logger if logger is not None else log.get_logger()
-        self._log = self._log.bind(domain_id=domain_id, job_run_id=job_run_id)
-        self.state = WaitState.start(policy, self._clock())
+        # ``started``: when the deadline began, if before now (a fan-out's start).
+        self.state = WaitState.start(policy, self._clock() if started is None else started)
         self._last_news = self.state.started
-        self._log.info(log.WAIT_STARTED, timeout_s=policy.timeout)
+        self._emit(log.WAIT_STARTED, timeout_s=policy.timeout)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        self._log.info(event, domain_id=self.domain_id, job_run_id=self.job_run_id, **fields)
 
     @property
     def elapsed(self) -> float:
@@ -97,7 +117,7 @@ class WaitSession:
         self.state, step = advance(self.policy, self.state, run, now, self._rng)
         if before is None or before.status != run.status:
             self._last_news = now
-            self._log.info(
+            self._emit(
                 log.STATUS_CHANGED,
                 **{"from": before.status if before else None, "to": run.status},
                 elapsed_s=self.elapsed,
@@ -106,7 +126,7 @@ class WaitSession:
                 self._on_change(run)
         elif now - self._last_news >= HEARTBEAT_EVERY:
             self._last_news = now
-            self._log.info(
+            self._emit(
                 log.HEARTBEAT, status=run.status, elapsed_s=self.elapsed, polls=self.state.polls
             )
         return self._stepped(step)
@@ -125,7 +145,7 @@ class WaitSession:
         if not step.done:
             # After pacing: the time until the next call, whatever it waits for.
             event = log.THROTTLED if fault.kind is FaultKind.THROTTLE else log.RETRYING
-            self._log.info(
+            self._emit(
                 event,
                 error_type=fault.error_type,
                 attempt=self.state.retry_attempt,
