@@ -25,13 +25,13 @@ DOMAIN = "dzd_memory"
 
 def child(runs: int, endpoint: str) -> None:
     """Wait on ``runs`` runs; print peak RSS (MB), seconds, and the outcomes."""
-    import logging  # noqa: PLC0415
+    import logging
 
-    import structlog  # noqa: PLC0415
+    import botocore.session
+    import structlog
+    from botocore.config import Config
 
-    from poller import wait_for_job_runs  # noqa: PLC0415
-    import botocore.session  # noqa: PLC0415
-    from botocore.config import Config  # noqa: PLC0415
+    from poller import wait_for_job_runs
 
     quiet = structlog.wrap_logger(
         structlog.PrintLogger(),
@@ -52,7 +52,11 @@ def child(runs: int, endpoint: str) -> None:
     took = time.monotonic() - started
     lost = sum(1 for r in results if str(r.outcome) != "succeeded")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-    print(json.dumps({"runs": runs, "peak_mb": round(peak, 1), "seconds": round(took, 1), "lost": lost}))
+    print(
+        json.dumps(
+            {"runs": runs, "peak_mb": round(peak, 1), "seconds": round(took, 1), "lost": lost}
+        )
+    )
 
 
 def measure(runs: int, endpoint: str) -> dict[str, float]:
