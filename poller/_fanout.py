@@ -31,6 +31,7 @@ from poller._limiter import Booking, RateLimiter, shared_limiter
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
 from poller._runtime import (
+    CALL_GRACE,
     CALL_WORKERS,
     CANCEL_POLL,
     UNSET,
@@ -110,7 +111,12 @@ class _Turns:
 
     def _book(self, due: float) -> Booking | None:
         assert self._session is not None
-        self._booking = self._fleet.limiter.reserve(due, self._session.state.deadline)
+        deadline = self._session.state.deadline
+        # The last poll is due at the deadline itself (and timeout=0 checks
+        # once): a call booked a moment after it still goes, and its answer
+        # is waited for within CALL_GRACE as in every loop.
+        latest = None if deadline is None else deadline + CALL_GRACE / 2
+        self._booking = self._fleet.limiter.reserve(due, latest)
         return self._booking
 
     def pace(self, delay: float) -> float:

@@ -202,7 +202,7 @@ def test_thousands_of_runs_queued_past_their_deadline_end_by_it() -> None:
         started = clock.now
         results = run(coro, clock)
     assert clock.now - started <= 30 + AFTER_DEADLINE
-    assert max(r.waited_s for r in results) <= 30
+    assert max(r.waited_s for r in results) <= 30 + AFTER_DEADLINE
     unreached = [r for r in results if r.polls == 0]
     assert 2600 <= len(unreached) < 2710
     assert all("request budget did not reach" in str(r.error) for r in unreached)
