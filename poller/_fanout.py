@@ -31,7 +31,7 @@ from poller._limiter import Booking, RateLimiter, shared_limiter
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
 from poller._runtime import (
-    CALL_GRACE,
+    BOOKING_GRACE,
     CALL_WORKERS,
     CANCEL_POLL,
     UNSET,
@@ -115,7 +115,7 @@ class _Turns:
         # The last poll is due at the deadline itself (and timeout=0 checks
         # once): a call booked a moment after it still goes, and its answer
         # is waited for within CALL_GRACE as in every loop.
-        latest = None if deadline is None else deadline + CALL_GRACE / 2
+        latest = None if deadline is None else deadline + BOOKING_GRACE
         self._booking = self._fleet.limiter.reserve(due, latest)
         return self._booking
 

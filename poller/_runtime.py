@@ -27,6 +27,7 @@ from poller._model import JobRun
 from poller._policy import CallFault, FaultKind, PollPolicy, Step
 
 __all__ = [
+    "BOOKING_GRACE",
     "CALL_GRACE",
     "CALL_WORKERS",
     "CANCEL_POLL",
@@ -116,9 +117,11 @@ class Driven(Protocol):
 
 
 # A call still out this long after the deadline is given up: long enough for
-# the last poll (or the one poll of timeout=0) to be answered, short enough
-# that every wait ends within a second of its deadline.
-CALL_GRACE = 0.5
+# the last poll (or the one poll of timeout=0, or a short poke's, on a slow
+# network) to be answered, short enough that every wait ends within a second
+# of its deadline (a fan-out's last call may start BOOKING_GRACE after it).
+CALL_GRACE = 0.6
+BOOKING_GRACE = 0.1
 # How often a blocking wait with a call out looks at its cancel event.
 CANCEL_POLL = 0.05
 
