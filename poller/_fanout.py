@@ -278,9 +278,7 @@ class _Fleet:
             result = session.result(step)
         finally:
             turns.started()
-        self.results[ref] = result
-        if self.on_result is not None:
-            self.on_result(result)
+        self._ended(ref, result)
 
     async def run_all(self, todo: dict[RunRef, _Stream]) -> None:
         """Start the waits in input order, a window at a time; return when all have ended.
@@ -297,7 +295,25 @@ class _Fleet:
             self.live.add(task)
             task.add_done_callback(self.live.discard)
         while self.live:
-            await asyncio.gather(*self.live)
+            ended = await asyncio.gather(*self.live, return_exceptions=True)
+            for outcome in ended:
+                if isinstance(outcome, BaseException) and not isinstance(
+                    outcome, asyncio.CancelledError
+                ):
+                    raise outcome  # a bug, not a fault: the caller's finally stops the rest
+        for ref in todo:
+            if ref not in self.results:
+                # Stopped before its coroutine first ran: it still gets its result.
+                self._interrupted(ref)
+
+    def _interrupted(self, ref: RunRef) -> None:
+        session = WaitSession(*ref, self.policy, clock=self.clock, logger=self.logger)
+        self._ended(ref, session.result(session.interrupted()))
+
+    def _ended(self, ref: RunRef, result: WaitResult) -> None:
+        self.results[ref] = result
+        if self.on_result is not None:
+            self.on_result(result)
 
     def stop(self) -> None:
         """End every wait with an ``interrupted`` result, those not started yet included."""
