@@ -6,6 +6,7 @@ structural facts behind the figures.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,19 +20,38 @@ import botocore.session
 import pytest
 
 from poller._datazone import _DataZoneLoader, build_client
+from poller.testing import RunScript, Simulator
 
 ENV_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
 
 
-@pytest.fixture
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in ENV_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+def test_waiting_on_a_finished_run_imports_no_boto3_s3transfer_or_tenacity() -> None:
+    """`poller wait` on a finished run imports botocore, not boto3, s3transfer or tenacity."""
+    with Simulator() as sim:
+        sim.add_run("dzd_abc123", "run-1", RunScript(statuses=["SUCCESS"]))
+        env = {**ENV_CREDENTIALS, "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
+        command = ["wait", "--domain-identifier", "dzd_abc123", "--identifier", "run-1"]
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "poller", *command],
+            env={**env, "AWS_ENDPOINT_URL_DATAZONE": sim.endpoint_url},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    assert json.loads(done.stdout)["status"] == "SUCCESS"
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "botocore" in imported
+    assert not {"boto3", "s3transfer", "tenacity"} & imported
 
 
 def test_building_a_client_lists_no_other_service_s_model_folder() -> None:
@@ -79,7 +99,6 @@ def _handler_names(client: Any, event: str) -> list[str]:
     return names
 
 
-@pytest.mark.usefixtures("credentials")
 def test_poller_s_client_runs_the_handlers_botocore_s_own_client_runs() -> None:
     """On every event a built-in handler listens to, poller's client runs botocore's handlers."""
     ours = build_client(endpoint_url="http://127.0.0.1:1")
