@@ -208,14 +208,14 @@ def test_redact_hides_the_userinfo_of_every_url_and_nothing_else() -> None:
     assert redact(text) == 'x http://***@h:1/a "https://***@h" https://h/b@c mail a@b.c'
 
 
-def test_help_loads_no_botocore_structlog_or_asyncio() -> None:
+def test_help_loads_no_botocore_structlog_asyncio_or_toml_parser() -> None:
     """`poller --help` and `poller wait --help` stay light: nothing heavy is imported."""
     code = (
         "import sys\n"
         "from poller.cli import main\n"
         "for args in (['--help'], ['wait', '--help'], ['status', '--help']):\n"
         "    assert main(args) == 0\n"
-        "heavy = {'botocore', 'structlog', 'asyncio', 'tenacity'} & set(sys.modules)\n"
+        "heavy = {'botocore', 'structlog', 'asyncio', 'tenacity', 'tomllib'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

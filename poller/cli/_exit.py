@@ -1,4 +1,5 @@
-"""The exit codes of the command line: one IntEnum, its meanings, and how results map to it.
+"""The exit codes of the command line: one IntEnum, its meanings, how results map to it,
+and ``leave``, which ends the process with one.
 
 The ``--help`` epilogs and the table in docs/cli.md are generated from
 ``WAIT_MEANINGS`` and ``STATUS_MEANINGS``; tests/test_cli_docs.py keeps docs/cli.md in step.
@@ -7,6 +8,8 @@ The ``--help`` epilogs and the table in docs/cli.md are generated from
 from __future__ import annotations
 
 import enum
+import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -21,6 +24,7 @@ __all__ = [
     "for_result",
     "for_signal",
     "for_status",
+    "leave",
 ]
 
 
@@ -114,3 +118,14 @@ def combined(codes: Iterable[ExitCode]) -> ExitCode:
         if special in seen:
             return special
     return max(seen, default=ExitCode.SUCCEEDED)
+
+
+def leave(code: int) -> None:
+    """Flush what was printed and end the process now, worker threads or not."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError, RuntimeError):
+            pass
+    os._exit(int(code))

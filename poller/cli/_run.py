@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -26,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from poller._config import Settings
-from poller.cli._exit import ExitCode, combined, for_result, for_signal, for_status
+from poller.cli._exit import ExitCode, combined, for_result, for_signal, for_status, leave
 from poller.cli._render import Output, StdoutGone, is_terminal
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
     from poller._policy import Step, WaitState
     from poller.cli._live import LiveLine
 
-__all__ = ["GRACE", "Plan", "execute", "leave"]
+__all__ = ["GRACE", "Plan", "execute"]
 
 #: How long the waits have, after a signal, to report ``interrupted`` themselves.
 GRACE = 0.3
@@ -62,17 +61,6 @@ class Plan:
     # The `poller` process itself (not main() called by a test or a host): after
     # a signal or a lost stdout it leaves with os._exit.
     program: bool = False
-
-
-def leave(code: int) -> None:
-    """Flush what was printed and end the process now, worker threads or not."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError, RuntimeError):
-            pass
-    os._exit(int(code))
 
 
 # ---------------------------------------------------------------------------
