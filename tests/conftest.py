@@ -58,6 +58,13 @@ def sim(fake_time: FakeTime) -> Iterator[Simulator]:
 
 
 @pytest.fixture
+def real_sim() -> Iterator[Simulator]:
+    """A simulator on the real clock, for code that sleeps for real (the CLI, fan-out)."""
+    with Simulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
 def client(sim: Simulator) -> Iterator[Any]:
     """A real botocore client for `sim`, botocore retries off."""
     client = sim.client(read_timeout=2, connect_timeout=2)

@@ -13,6 +13,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -624,13 +625,11 @@ def test_load_scenario_registers_runs_and_names_bad_ones(sim: Simulator, client:
         get(client, "a")  # nothing of a rejected scenario is registered
 
 
-def test_command_line_serves_a_scenario_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    """python -m poller.testing prints its URL, serves the scenario, and exits 0 on SIGINT."""
-    scenario = tmp_path / "scenario.json"
-    run = {"domain_id": DOMAIN, "run_id": "run-1", "statuses": ["SUCCESS"]}
-    scenario.write_text(json.dumps({"runs": [run]}))
+@contextmanager
+def served(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m poller.testing *args`` and the URL it printed; killed at the end if still up."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "poller.testing", "--scenario", str(scenario)],
+        [sys.executable, "-m", "poller.testing", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -638,15 +637,22 @@ def test_command_line_serves_a_scenario_and_stops_on_ctrl_c(tmp_path: Path) -> N
     )
     try:
         assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:")
-        client = keep(make_client(url))
-        assert get(client)["status"] == "SUCCESS"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=5)
+        yield proc, proc.stdout.readline().strip()
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_command_line_serves_a_scenario_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """python -m poller.testing prints its URL, serves the scenario, and exits 0 on SIGINT."""
+    scenario = tmp_path / "scenario.json"
+    run = {"domain_id": DOMAIN, "run_id": "run-1", "statuses": ["SUCCESS"]}
+    scenario.write_text(json.dumps({"runs": [run]}))
+    with served("--scenario", str(scenario)) as (proc, url):
+        assert url.startswith("http://127.0.0.1:")
+        assert get(keep(make_client(url)))["status"] == "SUCCESS"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=5)
     assert proc.returncode == 0
     assert "Traceback" not in stderr
 
@@ -684,16 +690,7 @@ def test_command_line_log_has_one_json_line_per_request_and_no_secret(tmp_path: 
     scenario, log = tmp_path / "scenario.json", tmp_path / "requests.log"
     run = {"domain_id": DOMAIN, "run_id": "run-1", "statuses": [{"fault": "throttle"}, "SUCCESS"]}
     scenario.write_text(json.dumps({"runs": [run]}))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "poller.testing", "--scenario", str(scenario), "--log", str(log)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
+    with served("--scenario", str(scenario), "--log", str(log)) as (proc, url):
         client = keep(
             make_client(url, aws_access_key_id="AKIDLOGTEST", aws_secret_access_key=SECRET)
         )
@@ -705,9 +702,6 @@ def test_command_line_log_has_one_json_line_per_request_and_no_secret(tmp_path: 
         assert len(log.read_text().splitlines()) == 3
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, stderr
     text = log.read_text()
     assert SECRET not in text
@@ -790,17 +784,8 @@ def test_override_fault_from_a_scenario_and_its_bad_input() -> None:
 
 def test_command_line_tls_prints_the_ca_file_to_trust() -> None:
     """--tls serves HTTPS; the CA path on stderr is what a client passes as verify=."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "poller.testing", "--tls"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
+    with served("--tls") as (proc, url):
         assert proc.stderr is not None
-        url = proc.stdout.readline().strip()
         assert url.startswith("https://127.0.0.1:")
         lines = [proc.stderr.readline(), proc.stderr.readline()]
         (ca_line,) = [line for line in lines if line.startswith("CA certificate")]
@@ -809,8 +794,5 @@ def test_command_line_tls_prints_the_ca_file_to_trust() -> None:
         assert get(client, "run-demo", "dzd_demo")["status"] == "SCHEDULED"
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0
     assert not Path(ca_file).exists()  # removed on stop
