@@ -1,15 +1,13 @@
-"""Shared fixtures: a simulator per test, a real boto3 client for it, and fake time."""
+"""Fixtures only (shared values live in helpers.py): a simulator, a client, fake time, the wait."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import pytest
 import structlog
-from botocore.config import Config
+from helpers import FakeTime, Wait, close_kept
 from hypothesis import settings
 
 import poller._limiter as limiter
@@ -19,25 +17,6 @@ from poller.testing import Simulator
 # properties are about values, not speed (speed lives in benchmarks/).
 settings.register_profile("poller", deadline=None)
 settings.load_profile("poller")
-
-DOMAIN = "dzd_abc123"
-# Distinctive, so a test can prove it never reaches a log line.
-SECRET = "sEcReT-never-logged-0123456789"
-
-
-@dataclass
-class FakeTime:
-    """A monotonic clock that moves only when the code under test sleeps."""
-
-    now: float = 1000.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture(autouse=True)
@@ -78,18 +57,29 @@ def sim(fake_time: FakeTime) -> Iterator[Simulator]:
         yield simulator
 
 
-def make_client(endpoint_url: str, **config: Any) -> Any:
-    """A real boto3 DataZone client for the simulator, botocore retries off."""
-    return boto3.client(
-        "datazone",
-        region_name="us-east-1",
-        endpoint_url=endpoint_url,
-        aws_access_key_id="AKIDTESTING",
-        aws_secret_access_key=SECRET,
-        config=Config(retries={"total_max_attempts": 1}, **config),
-    )
+@pytest.fixture
+def real_sim() -> Iterator[Simulator]:
+    """A simulator on the real clock, for code that sleeps for real (the CLI, fan-out)."""
+    with Simulator() as simulator:
+        yield simulator
 
 
 @pytest.fixture
-def client(sim: Simulator) -> Any:
-    return make_client(sim.endpoint_url, read_timeout=2, connect_timeout=2)
+def client(sim: Simulator) -> Iterator[Any]:
+    """A real botocore client for `sim`, botocore retries off."""
+    client = sim.client(read_timeout=2, connect_timeout=2)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def close_kept_clients() -> Iterator[None]:
+    """Every client a test gave `helpers.keep` is closed when the test ends."""
+    yield
+    close_kept()
+
+
+@pytest.fixture(params=["blocking", "async"])
+def wait(request: pytest.FixtureRequest, fake_time: FakeTime) -> Wait:
+    """The wait through each front door in turn: a test using it runs once per door."""
+    return Wait(request.param, fake_time)

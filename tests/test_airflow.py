@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Sets AIRFLOW_HOME and the database before anything imports Airflow.
-from tests._airflow_home import HOME as _HOME
+from _airflow_home import HOME as _HOME
 
 # isort: split
 
@@ -30,18 +30,17 @@ from airflow.sdk.exceptions import (
 )
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import TriggerEvent
+from helpers import FAST, LINEAGE
 from structlog.testing import capture_logs
 
 import poller._runtime
 from poller import PollPolicy, ServiceUnavailableError
 from poller.airflow import DataZoneJobRunSensor, DataZoneJobRunTrigger
 from poller.airflow import _client as airflow_clients
-from poller.testing import Fault, Lineage, RunScript, Simulator
+from poller.testing import Fault, RunScript, Simulator
 
 DOMAIN = "dzd_airflow"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "datazone_job_run_dag.py"
-LINEAGE = Lineage(total_queries_processed=42, num_queries_failed=2, error_messages=("bad SQL",))
-FAST = PollPolicy(interval=0.01, max_interval=0.02, retry_initial=0.01, retry_max=0.02)
 CONTEXT: Any = {}  # poke and execute_complete read nothing from the context
 TERMINAL_FAILED = ["FAILED", "ABORTED", "TIMED_OUT", "CANCELED"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Sets AIRFLOW_HOME and the database before anything imports Airflow.
-import tests._airflow_home  # noqa: F401
+import _airflow_home  # noqa: F401
 
 # isort: split
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from helpers import FAST
 
 import poller._runtime
 from poller import PollPolicy, ServiceUnavailableError
@@ -27,7 +28,6 @@ from poller.testing import Fault, RunScript, Simulator
 
 DOMAIN = "dzd_conn"
 KEY_ID = "AKIDFROMCONNECTION"
-FAST = PollPolicy(interval=0.01, max_interval=0.02, retry_initial=0.01, retry_max=0.02)
 CONTEXT: Any = {}
 _counter = iter(range(1_000_000))
 

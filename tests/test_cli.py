@@ -5,13 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import pty
-import re
 import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,16 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ANSI, CLEAR, POLLER, RESULT_KEYS, child_env, run_on_pty
 
 from poller.testing import Fault, Lineage, RunScript, Simulator
 
 DOMAIN = "dzd_cli"
-POLLER = Path(sys.executable).parent / "poller"
-RESULT_KEYS = [
-    "domain_id", "job_run_id", "job_id", "job_type", "run_mode", "status", "outcome",
-    "error_message", "created_by", "created_at", "start_time", "end_time", "duration_s",
-    "lineage", "polls", "throttled", "errors_retried", "waited_s", "problem",
-]  # fmt: skip
 _ids = itertools.count()
 
 
@@ -50,31 +42,6 @@ def add(live_sim: Simulator) -> Any:
         return run_id
 
     return add_run
-
-
-def child_env(endpoint_url: str | None, **extra: str) -> dict[str, str]:
-    """The environment of the child: dummy credentials, no host AWS config, a fast cadence."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "POLLER_")) and k not in ("NO_COLOR", "COLUMNS")
-    }
-    env.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-        POLLER_WAIT_INTERVAL="50ms",
-        POLLER_WAIT_MAX_INTERVAL="100ms",
-        POLLER_RETRY_INITIAL="10ms",
-        POLLER_RETRY_MAX="50ms",
-    )
-    if endpoint_url:
-        env["AWS_ENDPOINT_URL_DATAZONE"] = endpoint_url
-    env.update(extra)
-    return env
 
 
 @dataclass
@@ -413,44 +380,6 @@ def test_demo_runs_offline_and_prints_the_result() -> None:
 
 
 # -- on a terminal ----------------------------------------------------------
-
-
-def run_on_pty(
-    args: Sequence[str], env: dict[str, str], *, stdout_too: bool
-) -> tuple[int, str, str]:
-    """Run with stderr (and optionally stdout) on a pseudo-terminal; what the terminal got."""
-    master, slave = pty.openpty()
-    child = subprocess.Popen(
-        [str(POLLER), *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=slave if stdout_too else subprocess.PIPE,
-        stderr=slave,
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed its end
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    out = child.stdout.read().decode() if child.stdout else ""
-    child.wait(timeout=60)
-    reader.join(timeout=10)
-    os.close(master)
-    return child.returncode, b"".join(chunks).decode(), out
-
-
-CLEAR = "\r\x1b[2K"
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def test_live_status_line_redraws_in_place_and_is_cleared(live_sim: Simulator, add: Any) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
+
+from helpers import ROOT
 
 from poller._config import KEYS
 from poller.cli import ExitCode
 from poller.cli._exit import WAIT_MEANINGS
 
-ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
 DEFAULTS = ROOT / "config" / "poller.toml"
 

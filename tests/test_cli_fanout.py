@@ -7,7 +7,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,6 @@ from poller.cli._commands import read_run_ids
 from poller.testing import RunScript, Simulator
 
 DOMAIN = "dzd_cli_fan"
-
-
-@pytest.fixture
-def real_sim() -> Iterator[Simulator]:
-    with Simulator() as simulator:
-        yield simulator
 
 
 def documents(out: str) -> list[dict[str, Any]]:

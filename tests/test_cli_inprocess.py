@@ -6,11 +6,9 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 from click.testing import CliRunner
 
 from poller._model import JobRun, Outcome, WaitResult
@@ -27,21 +25,6 @@ from poller.errors import (
 from poller.testing import Lineage, RunScript, Simulator
 
 DOMAIN = "dzd_inproc"
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() configures structlog for its own streams; put the test process's back after."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
-@pytest.fixture
-def real_sim() -> Iterator[Simulator]:
-    """A real-clock simulator (the CLI sleeps for real)."""
-    with Simulator() as simulator:
-        yield simulator
 
 
 @pytest.mark.parametrize("command", [[], ["wait"], ["status"], ["demo"]])

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import structlog
+from helpers import ANSI, CLEAR, DOMAIN, POLLER, child_env, run_on_pty
 
 from poller import PollPolicy
 from poller.testing import Fault, RunScript, Simulator
-from tests.test_cli import ANSI, CLEAR, DOMAIN, POLLER, child_env, run_on_pty
 
 ARGS = ["wait", "--domain-identifier", DOMAIN, "--identifier"]
 

@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from helpers import DOMAIN, POLLER, child_env
 
 from poller.testing import SilentServer, TrickleServer
-from tests.test_cli import DOMAIN, POLLER, child_env
 
 # The requirement is 1 s; the rest is room for a loaded 2-core machine.
 WITHIN = 2.0

@@ -9,11 +9,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from poller import PollPolicy
 from poller._config import KEYS, ConfigError, defaults_path, load_settings, parse_duration
 
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGED = ROOT / "config" / "poller.toml"
 
 

@@ -8,18 +8,15 @@ is exactly what botocore raises.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from helpers import DOMAIN, POLLER, child_env, closed_port, keep
 from structlog.testing import capture_logs
 
 from poller import (
@@ -42,36 +39,12 @@ from poller.testing import (
     job_run_body,
 )
 
-DOMAIN = "dzd_abc123"
 RUN = "run-1"
-POLLER = Path(sys.executable).parent / "poller"
 # Fast retries, and few of them: each test sees the whole retry budget used up.
 FAST = PollPolicy(
     interval=0.01, max_interval=0.02, retry_initial=0.01, retry_max=0.02, max_errors=3
 )
 PASSWORD = "pAsSwOrD-never-shown"
-
-_clients: list[Any] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    """Close every client a test made, so pooled sockets do not outlive it."""
-    yield
-    while _clients:
-        _clients.pop().close()
-
-
-def keep(client: Any) -> Any:
-    _clients.append(client)
-    return client
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def failed_wait(client: Any, policy: PollPolicy = FAST) -> PollerError:
@@ -83,19 +56,7 @@ def failed_wait(client: Any, policy: PollPolicy = FAST) -> PollerError:
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`poller wait` on RUN in a subprocess, with dummy credentials and fast retries."""
-    child = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POLLER_"))}
-    child.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-        POLLER_RETRY_INITIAL="10ms",
-        POLLER_RETRY_MAX="20ms",
-        POLLER_RETRY_MAX_ERRORS="3",
-        **env,
-    )
+    child = child_env(None, POLLER_RETRY_MAX="20ms", POLLER_RETRY_MAX_ERRORS="3", **env)
     done = subprocess.run(
         [str(POLLER), "wait", "--domain-identifier", DOMAIN, "--identifier", RUN, *args],
         env=child,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import os
 import subprocess
 import sys
@@ -15,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import structlog
 from _vtime import VirtualClock, run
+from helpers import DOMAIN, QUIET
 from structlog.testing import capture_logs
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
@@ -25,10 +24,6 @@ from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_runs, async_wait_result
 from poller.testing import Fault, RunScript, SilentServer, Simulator, TrickleServer
 
-DOMAIN = "dzd_abc123"
-QUIET = structlog.wrap_logger(
-    structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
-)
 # What the requirement allows after a deadline, and what a cancel may take.
 AFTER_DEADLINE = 1.0
 # "~0.2 s" asked; the rest is margin for a loaded 2-core machine.
@@ -109,15 +104,10 @@ def test_an_abandoned_call_does_not_hold_up_the_process_exit() -> None:
     with TrickleServer() as srv:
         script = textwrap.dedent(
             f"""
-            import boto3
-            from botocore.config import Config
             from poller import PollPolicy
             from poller._waiter import wait_result
-            client = boto3.client(
-                "datazone", region_name="us-east-1", endpoint_url={srv.endpoint_url!r},
-                aws_access_key_id="x", aws_secret_access_key="y",
-                config=Config(retries={{"total_max_attempts": 1}}, read_timeout=30),
-            )
+            from poller.testing._client import make_client
+            client = make_client({srv.endpoint_url!r}, read_timeout=30)
             result = wait_result("{DOMAIN}", "run-1", client=client, policy=PollPolicy(timeout=0.5))
             print(result.outcome)
             """

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-import structlog
 from _vtime import VirtualClock, run
-from botocore.config import Config
+from helpers import DOMAIN, QUIET, keep
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
 from poller.testing import Fault, RunScript, Simulator
 
-DOMAIN = "dzd_abc123"
-QUIET = structlog.wrap_logger(
-    structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
-)
 ENDS = ["SUCCESS", "FAILED", "PARTIALLY_SUCCEEDED", "SUCCESS", "CANCELED"]
 OUTCOMES = {
     "SUCCESS": Outcome.SUCCEEDED,
@@ -34,14 +27,7 @@ OUTCOMES = {
 
 
 def client_for(sim: Simulator) -> Any:
-    return boto3.client(
-        "datazone",
-        region_name="us-east-1",
-        endpoint_url=sim.endpoint_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}, max_pool_connections=CALL_WORKERS),
-    )
+    return keep(sim.client(max_pool_connections=CALL_WORKERS))
 
 
 @pytest.fixture

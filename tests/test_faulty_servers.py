@@ -20,6 +20,7 @@ import botocore.exceptions
 import botocore.session
 import pytest
 from botocore.exceptions import ClientError
+from helpers import DOMAIN, keep, make_client
 
 from poller.testing import (
     GarbledServer,
@@ -31,24 +32,6 @@ from poller.testing import (
     _tls,
     job_run_body,
 )
-
-DOMAIN = "dzd_abc123"
-
-_clients: list[Any] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    """Close every client a test made, so pooled sockets do not outlive it."""
-    yield
-    while _clients:
-        _clients.pop().close()
-
-
-def client_of(server: Any, **kwargs: Any) -> Any:
-    client = server.client(**kwargs)
-    _clients.append(client)
-    return client
 
 
 def get(client: Any) -> dict[str, Any]:
@@ -85,7 +68,7 @@ def test_trickle_keeps_a_one_second_read_timeout_client_waiting_past_it() -> Non
     """A byte every 0.3 s defeats read_timeout=1: the call still waits after 2.5 s."""
     server = TrickleServer(interval=0.3).start()
     try:
-        call = Call(client_of(server, read_timeout=1))
+        call = Call(keep(server.client(read_timeout=1)))
         call.thread.join(2.5)
         assert call.thread.is_alive(), call.error
         assert server.requests == [f"GET /v2/domains/{DOMAIN}/jobRuns/run-1 HTTP/1.1"]
@@ -105,13 +88,13 @@ def test_trickle_keeps_a_one_second_read_timeout_client_waiting_past_it() -> Non
 def test_trickle_with_a_body_completes_after_its_last_byte() -> None:
     """A given body is trickled with its own length, so the answer does complete."""
     with TrickleServer(interval=0.05, body=b'{"status": "IN_PROGRESS"}') as server:
-        assert get(client_of(server, read_timeout=1))["status"] == "IN_PROGRESS"
+        assert get(keep(server.client(read_timeout=1)))["status"] == "IN_PROGRESS"
 
 
 def test_silent_server_never_answers_so_read_timeout_fires() -> None:
     """The request is read but never answered: botocore raises ReadTimeoutError."""
     with SilentServer() as server:
-        client = client_of(server, read_timeout=0.3)
+        client = keep(server.client(read_timeout=0.3))
         with pytest.raises(botocore.exceptions.ReadTimeoutError):
             get(client)
         assert len(server.requests) == 1
@@ -121,7 +104,7 @@ def test_silent_server_keeps_a_client_without_read_timeout_waiting() -> None:
     """With a long read_timeout the call is still waiting after 1 s, until stop()."""
     server = SilentServer().start()
     try:
-        call = Call(client_of(server, read_timeout=60))
+        call = Call(keep(server.client(read_timeout=60)))
         call.thread.join(1.0)
         assert call.thread.is_alive(), call.error
         assert timed_stop(server) < 1.0
@@ -134,7 +117,7 @@ def test_silent_server_keeps_a_client_without_read_timeout_waiting() -> None:
 def test_stop_is_prompt_with_many_connections_open() -> None:
     """stop() returns in under a second with trickled and silent connections held open."""
     trickle, silent = TrickleServer(interval=0.2).start(), SilentServer().start()
-    calls = [Call(client_of(s, read_timeout=60)) for s in (trickle, silent, trickle, silent)]
+    calls = [Call(keep(s.client(read_timeout=60))) for s in (trickle, silent, trickle, silent)]
     time.sleep(0.3)
     assert all(c.thread.is_alive() for c in calls)
     assert timed_stop(trickle) < 1.0
@@ -150,14 +133,14 @@ def test_stop_is_prompt_with_many_connections_open() -> None:
 def test_invalid_utf8_body_raises_unicode_decode_error() -> None:
     """A body that is not UTF-8 escapes botocore's parser as a bare UnicodeDecodeError."""
     with GarbledServer.invalid_utf8() as server, pytest.raises(UnicodeDecodeError):
-        get(client_of(server))
+        get(keep(server.client()))
 
 
 def test_bad_created_at_raises_value_error() -> None:
     """createdAt "yesterday" fails botocore's timestamp parser with a bare ValueError."""
     expected = pytest.raises(ValueError, match='Invalid timestamp "yesterday"')
     with GarbledServer.bad_timestamp() as server, expected as excinfo:
-        get(client_of(server))
+        get(keep(server.client()))
     assert type(excinfo.value) is ValueError  # not a botocore exception
 
 
@@ -165,14 +148,14 @@ def test_bad_total_queries_raises_value_error() -> None:
     """totalQueriesProcessed "ten" fails botocore's int() with a bare ValueError."""
     expected = pytest.raises(ValueError, match="invalid literal for int")
     with GarbledServer.bad_integer() as server, expected as excinfo:
-        get(client_of(server))
+        get(keep(server.client()))
     assert type(excinfo.value) is ValueError
 
 
 def test_html_page_with_200_parses_to_an_empty_answer() -> None:
     """A 200 HTML page is no error to botocore: the response has no status at all."""
     with GarbledServer.html() as server:
-        out = get(client_of(server))
+        out = get(keep(server.client()))
     assert out["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert set(out) == {"ResponseMetadata"}
 
@@ -180,7 +163,7 @@ def test_html_page_with_200_parses_to_an_empty_answer() -> None:
 def test_html_page_with_503_is_a_client_error_coded_503() -> None:
     """A 503 HTML page has no x-amzn-ErrorType: ClientError with the status as code."""
     with GarbledServer.html(503) as server, pytest.raises(ClientError) as excinfo:
-        get(client_of(server))
+        get(keep(server.client()))
     assert excinfo.value.response["Error"]["Code"] == "503"
     assert "Please sign in" in excinfo.value.response["Error"]["Message"]
 
@@ -189,7 +172,7 @@ def test_garbled_server_sends_exactly_its_bytes_on_a_kept_alive_connection() -> 
     """Every request gets the same bytes, over one pooled connection."""
     body = job_run_body(status="IN_PROGRESS")
     with GarbledServer(json.dumps(body).encode()) as server:
-        client = client_of(server)
+        client = keep(server.client())
         assert [get(client)["status"] for _ in range(3)] == ["IN_PROGRESS"] * 3
         assert len(server.requests) == 3
 
@@ -213,7 +196,7 @@ def test_redirect_is_not_followed_and_is_a_client_error_coded_301() -> None:
     with Simulator() as sim, RedirectServer(sim.endpoint_url) as server:
         sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
         with pytest.raises(ClientError) as excinfo:
-            get(client_of(server))
+            get(keep(server.client()))
         assert sim.requests == []  # the target never saw the request
         target = sim.endpoint_url
     assert excinfo.value.response["Error"]["Code"] == "301"
@@ -223,7 +206,7 @@ def test_redirect_is_not_followed_and_is_a_client_error_coded_301() -> None:
 def test_temporary_redirect_is_a_client_error_coded_307() -> None:
     """A 307 is no different: ClientError with code "307"."""
     with RedirectServer("http://127.0.0.1:1/", 307) as server, pytest.raises(ClientError) as e:
-        get(client_of(server))
+        get(keep(server.client()))
     assert e.value.response["Error"]["Code"] == "307"
 
 
@@ -241,29 +224,21 @@ def test_tls_simulator_fails_default_verification_with_ssl_error(tls_sim: Simula
     """A self-signed certificate fails botocore's default verification: SSLError."""
     assert tls_sim.endpoint_url.startswith("https://127.0.0.1:")
     with pytest.raises(botocore.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
-        get(client_of(tls_sim, verify=None))
+        get(keep(tls_sim.client(verify=None)))
     assert tls_sim.requests == []
 
 
 def test_tls_simulator_answers_a_client_trusting_its_ca_file(tls_sim: Simulator) -> None:
     """verify=sim.ca_file trusts the certificate (and Simulator.client() does it by default)."""
-    assert get(client_of(tls_sim, verify=tls_sim.ca_file))["status"] == "SUCCESS"
-    assert get(client_of(tls_sim))["status"] == "SUCCESS"
+    assert get(keep(tls_sim.client(verify=tls_sim.ca_file)))["status"] == "SUCCESS"
+    assert get(keep(tls_sim.client()))["status"] == "SUCCESS"
     assert [r.status_code for r in tls_sim.requests] == [200, 200]
 
 
 def test_tls_plain_http_client_is_dropped_without_an_answer(tls_sim: Simulator) -> None:
     """Plain HTTP to the TLS port fails the handshake: botocore sees the connection closed."""
     plain = tls_sim.endpoint_url.replace("https://", "http://")
-    client = botocore.session.get_session().create_client(
-        "datazone",
-        region_name="us-east-1",
-        endpoint_url=plain,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=botocore.config.Config(retries={"total_max_attempts": 1}),
-    )
-    _clients.append(client)
+    client = keep(make_client(plain))
     with pytest.raises(botocore.exceptions.ConnectionClosedError):
         get(client)
 
@@ -299,4 +274,4 @@ def test_tls_falls_back_to_the_openssl_command(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(_tls, "_with_cryptography", no_cryptography)
     with Simulator(tls=True) as sim:
         sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
-        assert get(client_of(sim))["status"] == "SUCCESS"
+        assert get(keep(sim.client()))["status"] == "SUCCESS"

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
+from helpers import DOMAIN, FakeTime, keep
 
 from poller import (
     InvalidRequestError,
@@ -24,46 +22,19 @@ from poller._policy import CallFault, FaultKind
 from poller.aio import async_wait_for_latest_job_run
 from poller.testing import RunScript, Simulator
 
-DOMAIN = "dzd_abc123"
 T0 = 1_800_000_000.0  # epoch seconds of the first run's creation
 FAST = PollPolicy(interval=1, jitter=0, not_found_grace=10)
 
 
-class FakeClock:
-    """Monotonic time that moves only when the wait sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+@pytest.fixture
+def clock() -> FakeTime:
+    return FakeTime(500.0)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sim(clock: FakeClock) -> Iterator[Simulator]:
+def sim(clock: FakeTime) -> Iterator[Simulator]:
     with Simulator(clock=clock, wall=lambda: T0 + clock.now) as sim:
         yield sim
-
-
-def client_for(sim: Simulator) -> Any:
-    return boto3.client(
-        "datazone",
-        region_name="us-east-1",
-        endpoint_url=sim.endpoint_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
 
 
 def add_history(sim: Simulator, count: int, *, job_id: str = "job-1") -> None:
@@ -77,7 +48,7 @@ def list_calls(sim: Simulator) -> int:
     return sum(1 for r in sim.requests if r.operation == "ListJobRuns")
 
 
-def test_latest_picks_the_newest_run_and_waits_on_it(sim: Simulator, clock: FakeClock) -> None:
+def test_latest_picks_the_newest_run_and_waits_on_it(sim: Simulator, clock: FakeTime) -> None:
     """Among 120 runs of the job (3 pages), the newest is chosen with one ListJobRuns call."""
     add_history(sim, 120)
     sim.add_run(
@@ -88,7 +59,7 @@ def test_latest_picks_the_newest_run_and_waits_on_it(sim: Simulator, clock: Fake
     )
     sim.add_run(DOMAIN, "other-job", RunScript(statuses=["FAILED"]), job_id="job-2")
     result = wait_for_latest_job_run(
-        DOMAIN, "job-1", client=client_for(sim), policy=FAST, clock=clock, sleep=clock.sleep
+        DOMAIN, "job-1", client=keep(sim.client()), policy=FAST, clock=clock, sleep=clock.sleep
     )
     assert (result.job_run_id, result.outcome) == ("newest", Outcome.SUCCEEDED)
     assert list_calls(sim) == 1
@@ -97,7 +68,7 @@ def test_latest_picks_the_newest_run_and_waits_on_it(sim: Simulator, clock: Fake
 
 
 def test_since_walks_pages_back_to_the_first_run_created_after_it(
-    sim: Simulator, clock: FakeClock
+    sim: Simulator, clock: FakeTime
 ) -> None:
     """`since` selects the earliest run created at or after it, reading pages until past it."""
     add_history(sim, 150)
@@ -106,7 +77,7 @@ def test_since_walks_pages_back_to_the_first_run_created_after_it(
         DOMAIN,
         "job-1",
         since=since,
-        client=client_for(sim),
+        client=keep(sim.client()),
         policy=FAST,
         clock=clock,
         sleep=clock.sleep,
@@ -118,7 +89,7 @@ def test_since_walks_pages_back_to_the_first_run_created_after_it(
 def test_since_accepts_epoch_seconds_and_naive_utc(sim: Simulator) -> None:
     """Epoch seconds, an aware and a naive (UTC) datetime name the same instant."""
     add_history(sim, 10)
-    client = client_for(sim)
+    client = keep(sim.client())
     naive = datetime.fromtimestamp(T0 + 60 * 4, UTC).replace(tzinfo=None)
     found = {
         find_job_run(client, DOMAIN, "job-1", since=since).id
@@ -128,7 +99,7 @@ def test_since_accepts_epoch_seconds_and_naive_utc(sim: Simulator) -> None:
 
 
 def test_a_run_started_just_now_is_looked_for_until_it_is_listed(
-    sim: Simulator, clock: FakeClock
+    sim: Simulator, clock: FakeTime
 ) -> None:
     """The run you just triggered, not listed for 3 s, is found within the not-found grace."""
     add_history(sim, 5)
@@ -144,7 +115,7 @@ def test_a_run_started_just_now_is_looked_for_until_it_is_listed(
         DOMAIN,
         "job-1",
         since=triggered,
-        client=client_for(sim),
+        client=keep(sim.client()),
         policy=FAST,
         clock=clock,
         sleep=clock.sleep,
@@ -153,7 +124,7 @@ def test_a_run_started_just_now_is_looked_for_until_it_is_listed(
     assert list_calls(sim) > 1
 
 
-def test_no_matching_run_after_the_grace_is_not_found(sim: Simulator, clock: FakeClock) -> None:
+def test_no_matching_run_after_the_grace_is_not_found(sim: Simulator, clock: FakeTime) -> None:
     """With nothing created since the time given, the search ends as the grace runs out."""
     add_history(sim, 5)
     with pytest.raises(JobRunNotFoundError, match="no run created since"):
@@ -161,7 +132,7 @@ def test_no_matching_run_after_the_grace_is_not_found(sim: Simulator, clock: Fak
             DOMAIN,
             "job-1",
             since=T0 + 10_000,
-            client=client_for(sim),
+            client=keep(sim.client()),
             policy=FAST,
             clock=clock,
             sleep=clock.sleep,
@@ -172,18 +143,18 @@ def test_no_matching_run_after_the_grace_is_not_found(sim: Simulator, clock: Fak
 def test_a_job_with_no_runs_has_no_latest_run(sim: Simulator) -> None:
     """One search on an empty job is a not-found fault, which the core may retry."""
     with pytest.raises(CallFault) as caught:
-        find_job_run(client_for(sim), DOMAIN, "job-9")
+        find_job_run(keep(sim.client()), DOMAIN, "job-9")
     assert caught.value.kind is FaultKind.NOT_FOUND
 
 
 def test_a_bad_job_identifier_is_rejected_before_any_call(sim: Simulator) -> None:
     """A malformed job ID is an InvalidRequestError naming the job, with no request made."""
     with pytest.raises(InvalidRequestError, match="job identifier"):
-        wait_for_latest_job_run(DOMAIN, "bad job!", client=client_for(sim))
+        wait_for_latest_job_run(DOMAIN, "bad job!", client=keep(sim.client()))
     assert sim.requests == []
 
 
-def test_the_search_and_the_wait_share_one_deadline(sim: Simulator, clock: FakeClock) -> None:
+def test_the_search_and_the_wait_share_one_deadline(sim: Simulator, clock: FakeTime) -> None:
     """Time spent finding the run is taken off the wait: the whole thing ends at the timeout."""
     sim.add_run(DOMAIN, "slow", RunScript(statuses=["IN_PROGRESS"]), created_at=T0, visible_after=5)
     with pytest.raises(WaitTimeoutError):
@@ -191,7 +162,7 @@ def test_the_search_and_the_wait_share_one_deadline(sim: Simulator, clock: FakeC
             DOMAIN,
             "job-1",
             timeout=30,
-            client=client_for(sim),
+            client=keep(sim.client()),
             policy=FAST,
             clock=clock,
             sleep=clock.sleep,
@@ -207,6 +178,6 @@ def test_the_async_twin_finds_and_waits(sim: Simulator) -> None:
         await asyncio.sleep(0)
 
     result = asyncio.run(
-        async_wait_for_latest_job_run(DOMAIN, "job-1", client=client_for(sim), sleep=no_sleep)
+        async_wait_for_latest_job_run(DOMAIN, "job-1", client=keep(sim.client()), sleep=no_sleep)
     )
     assert result.job_run_id == "old-59"

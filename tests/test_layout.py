@@ -10,6 +10,7 @@ from pathlib import Path
 import poller
 
 PACKAGE = Path(poller.__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent
 
 
 def _module_name(path: Path) -> str:
@@ -113,3 +114,22 @@ def test_poller_modules_import_each_other_without_a_cycle() -> None:
 
     for name in sorted(graph):
         visit(name, [])
+
+
+def test_test_modules_share_code_only_through_helper_modules() -> None:
+    """No test file imports conftest, a test module or `tests.x`: one name per file, no copies."""
+    test_modules = {path.stem for path in TESTS.glob("test_*.py")}
+    offenders = [
+        f"{path.name}:{node.lineno} imports {name}"
+        for path in sorted(TESTS.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for name in (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+        if name.split(".")[0] in {"tests", "conftest", *test_modules}
+    ]
+    assert offenders == []

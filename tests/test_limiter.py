@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from helpers import FakeTime
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,17 +22,7 @@ from poller._limiter import (
 )
 
 
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def grants(limiter: RateLimiter, clock: FakeClock, count: int) -> list[float]:
+def grants(limiter: RateLimiter, clock: FakeTime, count: int) -> list[float]:
     """Times of ``count`` calls booked back to back, each made when its time comes."""
     times = []
     for _ in range(count):
@@ -44,14 +35,14 @@ def grants(limiter: RateLimiter, clock: FakeClock, count: int) -> list[float]:
 
 def test_first_call_goes_at_once_then_calls_are_spaced_evenly() -> None:
     """A full bucket holds one token: no burst, one call every 1/rate seconds."""
-    clock = FakeClock()
+    clock = FakeTime()
     times = grants(RateLimiter(4, clock=clock), clock, 5)
     assert [t - 1000 for t in times] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
 
 
 def test_a_booking_is_the_earliest_free_time_and_bookings_due_sooner_fill_gaps() -> None:
     """At 2/s a call wanted in 10 s is booked then, and one wanted now still goes now."""
-    clock = FakeClock()
+    clock = FakeTime()
     limiter = RateLimiter(2, clock=clock)
     later = limiter.reserve(1010.0)
     now = limiter.reserve(1000.0)
@@ -61,7 +52,7 @@ def test_a_booking_is_the_earliest_free_time_and_bookings_due_sooner_fill_gaps()
 
 def test_a_booking_past_its_latest_time_is_refused() -> None:
     """With ``latest`` given, a time the budget cannot reach by then is not booked."""
-    clock = FakeClock()
+    clock = FakeTime()
     limiter = RateLimiter(1, clock=clock)
     assert limiter.reserve(1000.0, latest=1001.0) is not None
     assert limiter.reserve(1000.0, latest=1001.0) is not None
@@ -70,7 +61,7 @@ def test_a_booking_past_its_latest_time_is_refused() -> None:
 
 def test_a_throttle_halves_the_rate_and_moves_later_bookings_to_the_new_spacing() -> None:
     """Multiplicative decrease: 8/s becomes 4/s, and calls booked at 8/s move 1/4 s apart."""
-    clock = FakeClock()
+    clock = FakeTime()
     limiter = RateLimiter(8, clock=clock)
     booked = [limiter.reserve(clock.now) for _ in range(3)]
     limiter.throttled(granted_at=clock.now)
@@ -80,7 +71,7 @@ def test_a_throttle_halves_the_rate_and_moves_later_bookings_to_the_new_spacing(
 
 def test_a_throttled_run_alone_is_never_spaced_beyond_its_spacing_cap() -> None:
     """The floor is one call per spacing_cap: a wait's own retry_max bounds the budget's gap."""
-    clock = FakeClock()
+    clock = FakeTime()
     limiter = RateLimiter(10, clock=clock)
     for _ in range(12):
         limiter.throttled(granted_at=clock.now, spacing_cap=0.1)
@@ -97,7 +88,7 @@ def test_fit_skips_booked_times_closer_than_the_spacing() -> None:
 
 def test_throttles_of_calls_sent_before_a_decrease_do_not_decrease_again() -> None:
     """A burst of 429s from calls already in flight halves the rate once, not once each."""
-    clock = FakeClock()
+    clock = FakeTime()
     limiter = RateLimiter(16, clock=clock)
     sent = clock.now
     clock.now += 0.5
@@ -111,7 +102,7 @@ def test_throttles_of_calls_sent_before_a_decrease_do_not_decrease_again() -> No
 
 def test_the_rate_never_falls_below_the_floor() -> None:
     """However many throttles, the fleet still polls at min_rps."""
-    clock = FakeClock()
+    clock = FakeTime()
     limiter = RateLimiter(10, min_rps=0.5, clock=clock)
     for _ in range(20):
         clock.now += 1
@@ -136,7 +127,7 @@ def test_successes_restore_the_rate_additively_up_to_the_ceiling() -> None:
 
 def test_aimd_recovers_after_a_throttle_with_sustained_success() -> None:
     """Throttle, then calls that get through: the rate comes back to the budget."""
-    clock = FakeClock()
+    clock = FakeTime()
     limiter = RateLimiter(10, clock=clock)
     limiter.throttled(granted_at=clock.now)
     assert limiter.rate == 5
@@ -148,7 +139,7 @@ def test_aimd_recovers_after_a_throttle_with_sustained_success() -> None:
 
 def test_lowering_max_rps_caps_the_current_rate() -> None:
     """Setting the budget below the current rate takes effect at once."""
-    limiter = RateLimiter(20, clock=FakeClock())
+    limiter = RateLimiter(20, clock=FakeTime())
     limiter.max_rps = 5
     assert (limiter.max_rps, limiter.rate) == (5, 5)
 
@@ -194,7 +185,7 @@ def test_no_one_second_window_ever_holds_more_calls_than_the_budget(
     max_rps: int, events: list[str]
 ) -> None:
     """Whatever mix of throttles and idle time, any [t, t+1) window has <= max_rps grants."""
-    clock = FakeClock()
+    clock = FakeTime()
     limiter = RateLimiter(max_rps, clock=clock)
     times: list[float] = []
     for event in events:

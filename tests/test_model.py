@@ -6,32 +6,12 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from helpers import RESULT_KEYS
 
 from poller import JobRunFailedError, JobRunStatus, LineageStats, Outcome, WaitResult
 from poller._model import JobRun, MalformedResponseError
 from poller.errors import InvalidRequestError, WaitTimeoutError
 
-RESULT_KEYS = [
-    "domain_id",
-    "job_run_id",
-    "job_id",
-    "job_type",
-    "run_mode",
-    "status",
-    "outcome",
-    "error_message",
-    "created_by",
-    "created_at",
-    "start_time",
-    "end_time",
-    "duration_s",
-    "lineage",
-    "polls",
-    "throttled",
-    "errors_retried",
-    "waited_s",
-    "problem",
-]
 LINEAGE_KEYS = [
     "total_queries_processed",
     "num_queries_failed",

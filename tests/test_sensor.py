@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import DOMAIN, FakeTime
 
 from poller import PollPolicy
 from poller.poke import JobRunPoker, PokeState, describe_lineage, judge
 from poller.testing import Fault, Lineage, RunScript, Simulator
-from tests.conftest import DOMAIN, FakeTime
 
 LINEAGE = Lineage(
     total_queries_processed=42, num_queries_failed=2, error_messages=("bad SQL", "timeout")

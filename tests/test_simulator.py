@@ -13,6 +13,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,57 +22,18 @@ import botocore.config
 import botocore.exceptions
 import pytest
 from botocore.exceptions import ClientError
+from helpers import DOMAIN, SECRET, FakeTime, keep, make_client
 
 from poller.testing import Fault, Lineage, RequestRecord, RunScript, Simulator
 
-DOMAIN = "dzd_abc123"
 WALL0 = 1_800_000_000.0  # a fixed epoch, so reported timestamps are exact
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-_clients: list[Any] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    """Close every client a test made, so pooled sockets do not outlive it."""
-    yield
-    while _clients:
-        _clients.pop().close()
-
-
-def make_client(sim: Simulator, **config: Any) -> Any:
-    """A production-shaped boto3 client aimed at the simulator, botocore retries off."""
-    client = boto3.client(
-        "datazone",
-        region_name="us-east-1",
-        endpoint_url=sim.endpoint_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=botocore.config.Config(retries={"total_max_attempts": 1}, **config),
-    )
-    _clients.append(client)
-    return client
 
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
+    """A simulator on the real clock (conftest's `client` is aimed at it)."""
     with Simulator() as s:
         yield s
-
-
-@pytest.fixture
-def client(sim: Simulator) -> Any:
-    return make_client(sim)
 
 
 def get(client: Any, run_id: str = "run-1", domain: str = DOMAIN) -> dict[str, Any]:
@@ -106,7 +68,7 @@ def test_response_carries_the_run_identity() -> None:
             run_mode="SCHEDULED",
             created_by="alice",
         )
-        out = get(make_client(sim))
+        out = get(keep(sim.client()))
     assert {k: out[k] for k in ("domainId", "id", "jobId", "jobType", "runMode", "createdBy")} == {
         "domainId": DOMAIN,
         "id": "run-1",
@@ -122,14 +84,14 @@ def test_response_carries_the_run_identity() -> None:
 
 def test_timeline_follows_the_injected_clock() -> None:
     """A timeline script answers the status whose time has come on the simulator's clock."""
-    clock = FakeClock()
+    clock = FakeTime(100.0)
     with Simulator(clock=clock) as sim:
         sim.add_run(
             DOMAIN,
             "run-1",
             RunScript(timeline=[(0, "SCHEDULED"), (5, "IN_PROGRESS"), (60, "SUCCESS")]),
         )
-        client = make_client(sim)
+        client = keep(sim.client())
         seen = []
         for t in (0, 4.9, 5, 59, 60, 1000):
             clock.now = 100 + t
@@ -139,7 +101,7 @@ def test_timeline_follows_the_injected_clock() -> None:
 
 def test_timeline_timestamps_are_created_at_plus_offsets() -> None:
     """With a timeline, startTime and endTime are exact: createdAt plus the entry's offset."""
-    clock = FakeClock()
+    clock = FakeTime(100.0)
     with Simulator(clock=clock, wall=lambda: WALL0 + 999) as sim:
         sim.add_run(
             DOMAIN,
@@ -147,7 +109,7 @@ def test_timeline_timestamps_are_created_at_plus_offsets() -> None:
             RunScript(timeline=[(0, "SCHEDULED"), (5, "IN_PROGRESS"), (60, "FAILED")]),
             created_at=WALL0,
         )
-        client = make_client(sim)
+        client = keep(sim.client())
         clock.now += 61
         out = get(client)
     assert out["createdAt"].timestamp() == WALL0
@@ -157,10 +119,10 @@ def test_timeline_timestamps_are_created_at_plus_offsets() -> None:
 
 def test_statuses_timestamps_are_when_first_observed() -> None:
     """With statuses, startTime/endTime are the wall times of the first such answers."""
-    wall = FakeClock(WALL0)
+    wall = FakeTime(WALL0)
     with Simulator(wall=wall) as sim:
         sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SCHEDULED", "IN_PROGRESS", "SUCCESS"]))
-        client = make_client(sim)
+        client = keep(sim.client())
         get(client)
         wall.now = WALL0 + 10
         get(client)
@@ -263,7 +225,7 @@ def test_malformed_body_parses_to_no_status(sim: Simulator, client: Any) -> None
 
 def test_delay_trips_the_client_read_timeout(sim: Simulator) -> None:
     """A delay longer than the client's read timeout raises ReadTimeoutError."""
-    client = make_client(sim, read_timeout=0.2)
+    client = keep(sim.client(read_timeout=0.2))
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.delay(1.0), "SUCCESS"]))
     with pytest.raises(botocore.exceptions.ReadTimeoutError):
         get(client)
@@ -280,7 +242,7 @@ def test_stop_does_not_wait_for_a_sleeping_answer() -> None:
     """Stopping interrupts latency sleeps, so a suite never waits on a slow scripted run."""
     sim = Simulator().start()
     try:
-        client = make_client(sim, read_timeout=0.1)
+        client = keep(sim.client(read_timeout=0.1))
         sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"], latency=30))
         with pytest.raises(botocore.exceptions.ReadTimeoutError):
             get(client)
@@ -302,7 +264,7 @@ def test_lineage_parses_to_the_botocore_shape() -> None:
         sim.add_run(
             DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", "SUCCESS"], lineage=lineage)
         )
-        client = make_client(sim)
+        client = keep(sim.client())
         running, done = get(client), get(client)
     assert "details" not in running
     sql = done["details"]["lineageRunDetails"]["sqlQueryRunDetails"]
@@ -334,10 +296,10 @@ def test_unknown_details_member_is_sdk_unknown(sim: Simulator, client: Any) -> N
 
 def test_visible_after_answers_not_found_first() -> None:
     """A just-added run is ResourceNotFound until visible_after has passed on the clock."""
-    clock = FakeClock()
+    clock = FakeTime(100.0)
     with Simulator(clock=clock) as sim:
         sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SCHEDULED"]), visible_after=2.0)
-        client = make_client(sim)
+        client = keep(sim.client())
         with pytest.raises(ClientError) as excinfo:
             get(client)
         assert error_of(excinfo) == ("ResourceNotFoundException", 404)
@@ -373,7 +335,7 @@ def test_malformed_ids_are_validation_errors(
 def pattern_of(run_script: RunScript, seed: int, n: int = 30) -> list[bool]:
     with Simulator(seed=seed) as sim:
         sim.add_run(DOMAIN, "run-1", run_script)
-        client = make_client(sim)
+        client = keep(sim.client())
         throttled = []
         for _ in range(n):
             try:
@@ -395,10 +357,10 @@ def test_throttle_rate_is_deterministic_for_a_seed() -> None:
 
 def test_max_rps_throttles_requests_over_the_limit() -> None:
     """The server-wide token bucket allows max_rps per second of the clock and 429s the rest."""
-    clock = FakeClock()
+    clock = FakeTime(100.0)
     with Simulator(clock=clock, max_rps=2) as sim:
         sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"]))
-        client = make_client(sim)
+        client = keep(sim.client())
 
         def outcome() -> str:
             try:
@@ -525,11 +487,11 @@ def test_requests_are_recorded_in_order(sim: Simulator, client: Any) -> None:
 
 def test_end_time_for_statuses_and_timeline() -> None:
     """end_time is the clock time the run first became terminal, for both script kinds."""
-    clock = FakeClock()
+    clock = FakeTime(100.0)
     with Simulator(clock=clock) as sim:
         sim.add_run(DOMAIN, "run-s", RunScript(statuses=["IN_PROGRESS", "SUCCESS"]))
         sim.add_run(DOMAIN, "run-t", RunScript(timeline=[(0, "IN_PROGRESS"), (30, "FAILED")]))
-        client = make_client(sim)
+        client = keep(sim.client())
         clock.now = 110
         get(client, "run-s")
         assert sim.end_time("run-s") is None
@@ -544,7 +506,7 @@ def test_end_time_for_statuses_and_timeline() -> None:
 def test_concurrent_clients_share_one_keep_alive_server(sim: Simulator) -> None:
     """Many threads polling through pooled connections all get answers and are all counted."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"]))
-    client = make_client(sim, max_pool_connections=4)
+    client = keep(sim.client(max_pool_connections=4))
     errors: list[BaseException] = []
 
     def poll() -> None:
@@ -579,8 +541,7 @@ def test_endpoint_env_var_redirects_default_clients(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
-    client = boto3.client("datazone", region_name="us-east-1")
-    _clients.append(client)
+    client = keep(boto3.client("datazone", region_name="us-east-1"))
     assert get(client)["status"] == "SUCCESS"
 
 
@@ -664,13 +625,11 @@ def test_load_scenario_registers_runs_and_names_bad_ones(sim: Simulator, client:
         get(client, "a")  # nothing of a rejected scenario is registered
 
 
-def test_command_line_serves_a_scenario_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    """python -m poller.testing prints its URL, serves the scenario, and exits 0 on SIGINT."""
-    scenario = tmp_path / "scenario.json"
-    run = {"domain_id": DOMAIN, "run_id": "run-1", "statuses": ["SUCCESS"]}
-    scenario.write_text(json.dumps({"runs": [run]}))
+@contextmanager
+def served(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m poller.testing *args`` and the URL it printed; killed at the end if still up."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "poller.testing", "--scenario", str(scenario)],
+        [sys.executable, "-m", "poller.testing", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -678,22 +637,22 @@ def test_command_line_serves_a_scenario_and_stops_on_ctrl_c(tmp_path: Path) -> N
     )
     try:
         assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:")
-        client = boto3.client(
-            "datazone",
-            region_name="us-east-1",
-            endpoint_url=url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        _clients.append(client)
-        assert get(client)["status"] == "SUCCESS"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=5)
+        yield proc, proc.stdout.readline().strip()
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_command_line_serves_a_scenario_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """python -m poller.testing prints its URL, serves the scenario, and exits 0 on SIGINT."""
+    scenario = tmp_path / "scenario.json"
+    run = {"domain_id": DOMAIN, "run_id": "run-1", "statuses": ["SUCCESS"]}
+    scenario.write_text(json.dumps({"runs": [run]}))
+    with served("--scenario", str(scenario)) as (proc, url):
+        assert url.startswith("http://127.0.0.1:")
+        assert get(keep(make_client(url)))["status"] == "SUCCESS"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=5)
     assert proc.returncode == 0
     assert "Traceback" not in stderr
 
@@ -717,8 +676,7 @@ def test_command_line_rejects_a_bad_scenario(tmp_path: Path) -> None:
 def test_client_method_gives_a_retry_free_client_with_overrides(sim: Simulator) -> None:
     """Simulator.client() is a real client aimed at the simulator; kwargs override its config."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
-    client = sim.client(read_timeout=3, region_name="eu-west-1")
-    _clients.append(client)
+    client = keep(sim.client(read_timeout=3, region_name="eu-west-1"))
     assert client.meta.config.read_timeout == 3
     assert client.meta.region_name == "eu-west-1"
     with pytest.raises(ClientError):
@@ -732,26 +690,10 @@ def test_command_line_log_has_one_json_line_per_request_and_no_secret(tmp_path: 
     scenario, log = tmp_path / "scenario.json", tmp_path / "requests.log"
     run = {"domain_id": DOMAIN, "run_id": "run-1", "statuses": [{"fault": "throttle"}, "SUCCESS"]}
     scenario.write_text(json.dumps({"runs": [run]}))
-    secret = "sEcReT-never-logged-0123456789"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "poller.testing", "--scenario", str(scenario), "--log", str(log)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        client = boto3.client(
-            "datazone",
-            region_name="us-east-1",
-            endpoint_url=url,
-            aws_access_key_id="AKIDLOGTEST",
-            aws_secret_access_key=secret,
-            config=botocore.config.Config(retries={"total_max_attempts": 1}),
+    with served("--scenario", str(scenario), "--log", str(log)) as (proc, url):
+        client = keep(
+            make_client(url, aws_access_key_id="AKIDLOGTEST", aws_secret_access_key=SECRET)
         )
-        _clients.append(client)
         with pytest.raises(ClientError):
             get(client)
         assert get(client)["status"] == "SUCCESS"
@@ -760,12 +702,9 @@ def test_command_line_log_has_one_json_line_per_request_and_no_secret(tmp_path: 
         assert len(log.read_text().splitlines()) == 3
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, stderr
     text = log.read_text()
-    assert secret not in text
+    assert SECRET not in text
     assert "Signature" not in text
     lines = [json.loads(line) for line in text.splitlines()]
     assert [(x["method"], x["operation"], x["status"], x["answer"]) for x in lines] == [
@@ -808,8 +747,7 @@ def test_override_fault_garbles_one_answer_with_the_run_ids_kept(sim: Simulator)
         lineage=Lineage(while_running=True),
     )
     sim.add_run(DOMAIN, "run-1", script)
-    client = sim.client()
-    _clients.append(client)
+    client = keep(sim.client())
     assert get(client)["status"] == "IN_PROGRESS"
     with pytest.raises(ValueError, match='Invalid timestamp "yesterday"'):
         get(client)
@@ -826,8 +764,7 @@ def test_override_fault_garbles_one_answer_with_the_run_ids_kept(sim: Simulator)
 def test_malformed_fault_sends_raw_bytes_invalid_utf8_included(sim: Simulator) -> None:
     """Fault.malformed(bytes) sends them as they are: invalid UTF-8 is a UnicodeDecodeError."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.malformed(b'\xff\xfe{"a"'), "SUCCESS"]))
-    client = sim.client()
-    _clients.append(client)
+    client = keep(sim.client())
     with pytest.raises(UnicodeDecodeError):
         get(client)
     assert get(client)["status"] == "SUCCESS"
@@ -847,35 +784,15 @@ def test_override_fault_from_a_scenario_and_its_bad_input() -> None:
 
 def test_command_line_tls_prints_the_ca_file_to_trust() -> None:
     """--tls serves HTTPS; the CA path on stderr is what a client passes as verify=."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "poller.testing", "--tls"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
+    with served("--tls") as (proc, url):
         assert proc.stderr is not None
-        url = proc.stdout.readline().strip()
         assert url.startswith("https://127.0.0.1:")
         lines = [proc.stderr.readline(), proc.stderr.readline()]
         (ca_line,) = [line for line in lines if line.startswith("CA certificate")]
         ca_file = ca_line.rsplit(": ", 1)[1].strip()
-        client = boto3.client(
-            "datazone",
-            region_name="us-east-1",
-            endpoint_url=url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            verify=ca_file,
-        )
-        _clients.append(client)
+        client = keep(make_client(url, verify=ca_file))
         assert get(client, "run-demo", "dzd_demo")["status"] == "SCHEDULED"
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0
     assert not Path(ca_file).exists()  # removed on stop

@@ -1,13 +1,28 @@
-"""The blocking wait against the simulator, over real HTTP with real boto3 clients."""
+"""The wait against the simulator, over real HTTP with real botocore clients.
+
+A test taking the `wait` fixture runs twice, through the blocking and through the
+async front door (see `helpers.Wait`); the others are the blocking wait's own, as
+test_aio.py holds the async one's.
+"""
 
 from __future__ import annotations
 
-import socket
 import threading
 from typing import Any
 
 import pytest
 from freezegun import freeze_time
+from helpers import (
+    DOMAIN,
+    LINEAGE,
+    SECRET,
+    TERMINAL,
+    FakeTime,
+    Wait,
+    closed_port,
+    keep,
+    make_client,
+)
 from structlog.testing import capture_logs
 
 from poller import (
@@ -25,24 +40,19 @@ from poller import (
 )
 from poller._waiter import wait_result
 from poller.testing import Fault, Lineage, RunScript, Simulator
-from tests.conftest import DOMAIN, SECRET, FakeTime, make_client
 
-TERMINAL = ["SUCCESS", "PARTIALLY_SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT", "CANCELED"]
-LINEAGE = Lineage(total_queries_processed=42, num_queries_failed=2, error_messages=("bad SQL",))
-
-
-def wait(client: Any, fake_time: FakeTime, run_id: str = "run-1", **kwargs: Any) -> Any:
-    """wait_for_job_run on fake time: no real sleeping, exact delays recorded."""
-    kwargs.setdefault("policy", PollPolicy(jitter=0))
-    return wait_for_job_run(
-        DOMAIN, run_id, client=client, clock=fake_time.clock, sleep=fake_time.sleep, **kwargs
-    )
+# -- through both front doors ----------------------------------------------------
 
 
 @pytest.mark.parametrize("status", TERMINAL)
 @pytest.mark.parametrize("lineage", [LINEAGE, None], ids=["lineage", "no-lineage"])
 def test_every_terminal_status(
-    sim: Simulator, client: Any, fake_time: FakeTime, status: str, lineage: Lineage | None
+    sim: Simulator,
+    client: Any,
+    wait: Wait,
+    fake_time: FakeTime,
+    status: str,
+    lineage: Lineage | None,
 ) -> None:
     """Each terminal status ends the wait with its outcome, lineage parsed when present."""
     sim.add_run(
@@ -50,7 +60,7 @@ def test_every_terminal_status(
         "run-1",
         RunScript(statuses=["SCHEDULED", "IN_PROGRESS", status], lineage=lineage),
     )
-    result = wait(client, fake_time)
+    result = wait(client)
     assert result.job_run.status == status
     assert result.outcome is JobRunStatus(status).outcome
     assert result.polls == sim.calls("run-1") == 3
@@ -66,19 +76,21 @@ def test_every_terminal_status(
 
 
 def test_an_already_finished_run_costs_one_call(
-    sim: Simulator, client: Any, fake_time: FakeTime
+    sim: Simulator, client: Any, wait: Wait, fake_time: FakeTime
 ) -> None:
     """The first call happens at once; a finished run needs no second."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
-    result = wait(client, fake_time)
+    result = wait(client)
     assert (result.polls, sim.calls("run-1"), fake_time.sleeps) == (1, 1, [])
 
 
-def test_throttle_storm_ends_in_success(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
+def test_throttle_storm_ends_in_success(
+    sim: Simulator, client: Any, wait: Wait, fake_time: FakeTime
+) -> None:
     """Forty throttles in a row are retried with backoff and all counted; the wait succeeds."""
     storm = [Fault.throttle()] * 40
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", *storm, "SUCCESS"]))
-    result = wait(client, fake_time)
+    result = wait(client)
     assert result.outcome is Outcome.SUCCEEDED
     assert (result.throttled, result.polls, sim.calls("run-1")) == (40, 42, 42)
     assert fake_time.sleeps[1:7] == [1, 2, 4, 8, 16, 20]
@@ -97,45 +109,43 @@ def test_throttle_storm_ends_in_success(sim: Simulator, client: Any, fake_time: 
     ids=["500", "502-html", "503-text", "reset", "not-json", "wrong-json"],
 )
 def test_each_transient_fault_is_retried(
-    sim: Simulator, client: Any, fake_time: FakeTime, fault: Fault
+    sim: Simulator, client: Any, wait: Wait, fault: Fault
 ) -> None:
     """A 5xx, a proxy page, a dropped connection or a garbled body is retried once, then success."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", fault, "SUCCESS"]))
-    result = wait(client, fake_time)
+    result = wait(client)
     assert result.outcome is Outcome.SUCCEEDED
     assert (result.errors_retried, result.polls) == (1, 3)
 
 
-def test_read_timeout_is_transient(sim: Simulator, fake_time: FakeTime) -> None:
+def test_read_timeout_is_transient(sim: Simulator, wait: Wait) -> None:
     """A slow answer past the client's read timeout is retried like any transient fault."""
-    client = make_client(sim.endpoint_url, read_timeout=0.2)
+    client = keep(sim.client(read_timeout=0.2))
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.delay(1.0), "SUCCESS"]))
-    result = wait(client, fake_time)
+    result = wait(client)
     assert (result.outcome, result.errors_retried) == (Outcome.SUCCEEDED, 1)
 
 
+@pytest.mark.parametrize("max_errors", [3, 4])
 def test_max_errors_consecutive_faults_end_the_wait(
-    sim: Simulator, client: Any, fake_time: FakeTime
+    sim: Simulator, client: Any, wait: Wait, max_errors: int
 ) -> None:
     """The max_errors-th fault in a row ends the wait with ServiceUnavailableError."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", *[Fault.internal()] * 20]))
-    with pytest.raises(ServiceUnavailableError, match="4 transient faults") as info:
-        wait(client, fake_time, policy=PollPolicy(jitter=0, max_errors=4))
-    assert sim.calls("run-1") == 5
+    with pytest.raises(ServiceUnavailableError, match=f"{max_errors} transient faults") as info:
+        wait(client, policy=PollPolicy(jitter=0, max_errors=max_errors))
+    assert sim.calls("run-1") == max_errors + 1
     assert info.value.job_run is not None
     assert info.value.job_run.status is JobRunStatus.IN_PROGRESS
     assert info.value.result is not None
     assert info.value.result.to_dict()["problem"]["type"] == "ServiceUnavailableError"
 
 
-def test_connection_refused_is_transient(fake_time: FakeTime) -> None:
+def test_connection_refused_is_transient(wait: Wait) -> None:
     """Nothing listening is retried up to max_errors, then ServiceUnavailableError."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    client = make_client(f"http://127.0.0.1:{port}", connect_timeout=0.5)
+    client = keep(make_client(f"http://127.0.0.1:{closed_port()}", connect_timeout=0.5))
     with pytest.raises(ServiceUnavailableError, match="EndpointConnectionError"):
-        wait(client, fake_time, policy=PollPolicy(jitter=0, max_errors=3))
+        wait(client, policy=PollPolicy(jitter=0, max_errors=3))
 
 
 @pytest.mark.parametrize(
@@ -150,6 +160,7 @@ def test_connection_refused_is_transient(fake_time: FakeTime) -> None:
 def test_fatal_errors_end_the_wait_at_once(
     sim: Simulator,
     client: Any,
+    wait: Wait,
     fake_time: FakeTime,
     code: str,
     status: int,
@@ -158,13 +169,27 @@ def test_fatal_errors_end_the_wait_at_once(
     """Denied, unauthorized, expired or invalid: one call, no retry, the right error class."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.error(code, status, "nope"), "SUCCESS"]))
     with pytest.raises(error, match="nope"):
-        wait(client, fake_time)
+        wait(client)
     assert sim.calls("run-1") == 1
     assert fake_time.sleeps == []
 
 
+def test_a_fatal_error_raises_and_the_result_variant_returns_it(
+    sim: Simulator, client: Any, wait: Wait
+) -> None:
+    """A denied call raises AccessDeniedError; the result variant returns it as outcome error."""
+    denied = RunScript(statuses=[Fault.error("AccessDeniedException", 403), "SUCCESS"])
+    sim.add_run(DOMAIN, "run-1", denied)
+    sim.add_run(DOMAIN, "run-2", denied)
+    with pytest.raises(AccessDeniedError):
+        wait(client)
+    result = wait.result(client, "run-2")
+    assert result.outcome is Outcome.ERROR
+    assert result.to_dict()["problem"]["type"] == "AccessDeniedError"
+
+
 def test_missing_credentials_are_access_denied(
-    sim: Simulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    sim: Simulator, wait: Wait, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     """With no credentials anywhere, the wait fails at once with a clear message and no call."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
@@ -173,45 +198,49 @@ def test_missing_credentials_are_access_denied(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(AccessDeniedError, match="credentials"):
-        wait_for_job_run(DOMAIN, "run-1", endpoint_url=sim.endpoint_url, region_name="us-east-1")
+        wait(None, endpoint_url=sim.endpoint_url, region_name="us-east-1")
     assert sim.requests == []
 
 
-def test_missing_region_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+def test_missing_region_is_a_clear_error(
+    wait: Wait, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     """With no region configured, building the client says how to give one."""
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(AccessDeniedError, match="region"):
-        wait_for_job_run(DOMAIN, "run-1")
+        wait(None)
 
 
 def test_not_found_within_grace_then_visible(
-    sim: Simulator, client: Any, fake_time: FakeTime
+    sim: Simulator, client: Any, wait: Wait, fake_time: FakeTime
 ) -> None:
     """A run that becomes visible 5 s after the wait starts is waited on normally."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]), visible_after=5)
-    result = wait(client, fake_time)
+    result = wait(client)
     assert result.outcome is Outcome.SUCCEEDED
     assert fake_time.sleeps == [1, 2, 4]  # 404 at 0, 1, 3 s; found at 7 s
     assert result.errors_retried == 3
 
 
-def test_not_found_after_grace_is_fatal(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
+def test_not_found_after_grace_is_fatal(
+    sim: Simulator, client: Any, wait: Wait, fake_time: FakeTime
+) -> None:
     """A run still missing when the grace period ends raises JobRunNotFoundError."""
     with pytest.raises(JobRunNotFoundError):
-        wait(client, fake_time, "never-created", policy=PollPolicy(jitter=0, not_found_grace=10))
+        wait(client, "never-created", policy=PollPolicy(jitter=0, not_found_grace=10))
     assert fake_time.now - 1000.0 == pytest.approx(10)
     assert sim.calls("never-created") == 5  # at 0, 1, 3, 7 and 10 s
 
 
 def test_deadline_carries_the_last_status_and_polls_at_the_deadline(
-    sim: Simulator, client: Any, fake_time: FakeTime
+    sim: Simulator, client: Any, wait: Wait
 ) -> None:
     """WaitTimeoutError holds the last run seen, and the last request lands on the deadline."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"]))
     with pytest.raises(WaitTimeoutError) as info:
-        wait(client, fake_time, timeout=60)
+        wait(client, timeout=60)
     assert info.value.job_run is not None
     assert info.value.job_run.status is JobRunStatus.IN_PROGRESS
     assert sim.requests[-1].t == pytest.approx(1000.0 + 60)
@@ -219,9 +248,7 @@ def test_deadline_carries_the_last_status_and_polls_at_the_deadline(
     assert info.value.result.outcome is Outcome.WAIT_TIMEOUT
 
 
-def test_unknown_status_and_details_do_not_crash(
-    sim: Simulator, client: Any, fake_time: FakeTime
-) -> None:
+def test_unknown_status_and_details_do_not_crash(sim: Simulator, client: Any, wait: Wait) -> None:
     """A status and a details member botocore does not know are tolerated end to end."""
     sim.add_run(
         DOMAIN,
@@ -229,17 +256,88 @@ def test_unknown_status_and_details_do_not_crash(
         RunScript(statuses=["BRAND_NEW_STATUS", "SUCCESS"], unknown_details=True),
     )
     changes: list[str] = []
-    result = wait(client, fake_time, on_change=lambda run: changes.append(str(run.status)))
+    result = wait(client, on_change=lambda run: changes.append(str(run.status)))
     assert changes == ["BRAND_NEW_STATUS", "SUCCESS"]
     assert (result.outcome, result.job_run.lineage) == (Outcome.SUCCEEDED, None)
 
 
-def test_bad_ids_are_rejected_before_any_call(sim: Simulator, client: Any) -> None:
+def test_bad_ids_are_rejected_before_any_call(sim: Simulator, client: Any, wait: Wait) -> None:
     """IDs that cannot match the API's patterns fail with no request made."""
     for domain, run_id in [("abc", "run-1"), (DOMAIN, "bad id!"), (DOMAIN, "x" * 37)]:
         with pytest.raises(InvalidRequestError):
-            wait_for_job_run(domain, run_id, client=client)
+            wait(client, run_id, domain=domain)
     assert sim.requests == []
+
+
+def test_finished_event_carries_the_result_document(
+    sim: Simulator, client: Any, wait: Wait
+) -> None:
+    """The log's `finished` event is the result document; events follow docs/design.md's names."""
+    sim.add_run(
+        DOMAIN,
+        "run-1",
+        RunScript(statuses=["SCHEDULED", Fault.throttle(), Fault.internal(), "SUCCESS"]),
+    )
+    with capture_logs() as events:
+        result = wait(client)
+    names = [e["event"] for e in events]
+    assert names == [
+        "wait_started",
+        "status_changed",
+        "throttled",
+        "retrying",
+        "status_changed",
+        "finished",
+    ]
+    finished = {k: v for k, v in events[-1].items() if k not in ("event", "log_level")}
+    assert finished == result.to_dict()
+    assert events[1]["from"] is None
+    assert events[1]["to"] == "SCHEDULED"
+    assert events[2]["sleep_s"] == 1.0
+
+
+def test_no_credentials_in_any_log_line(sim: Simulator, wait: Wait) -> None:
+    """Neither the secret key nor a signed header appears in what a wait logs."""
+    client = keep(sim.client(aws_access_key_id="AKIDTESTING", aws_secret_access_key=SECRET))
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
+    with capture_logs() as events:
+        wait(client)
+    text = repr(events)
+    assert SECRET not in text
+    assert "AKIDTESTING" not in text
+    assert "Authorization" not in text
+
+
+def test_heartbeat_while_nothing_changes(sim: Simulator, client: Any, wait: Wait) -> None:
+    """A long unchanged wait logs a heartbeat about once a minute, not once per poll."""
+    sim.add_run(DOMAIN, "run-1", RunScript(timeline=[(0, "IN_PROGRESS"), (300, "SUCCESS")]))
+    with capture_logs() as events:
+        result = wait(client)
+    beats = [e for e in events if e["event"] == "heartbeat"]
+    assert result.polls > len(beats) >= 3
+    assert all(b["status"] == "IN_PROGRESS" for b in beats)
+
+
+def test_poller_built_client_reaches_the_simulator_through_the_environment(
+    sim: Simulator, wait: Wait, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_ENDPOINT_URL_DATAZONE redirects the client poller builds; no special hook needed."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DATAZONE", sim.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
+    result = wait(None, region_name="us-east-1")
+    assert (result.outcome, result.throttled, sim.calls("run-1")) == (Outcome.SUCCEEDED, 1, 2)
+
+
+def test_poller_built_client_does_not_retry_inside_botocore(sim: Simulator, wait: Wait) -> None:
+    """With botocore retries off, one throttle is one request: poller owns the backoff."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
+    result = wait(None, endpoint_url=sim.endpoint_url, region_name="us-east-1")
+    assert (result.throttled, sim.calls("run-1")) == (1, 2)
+
+
+# -- the blocking wait's own -------------------------------------------------------
 
 
 def test_cancel_event_stops_the_wait_with_the_last_state(sim: Simulator, client: Any) -> None:
@@ -269,54 +367,6 @@ def test_cancel_interrupts_a_real_sleep_promptly(sim: Simulator, client: Any) ->
     assert result.waited_s < 5
 
 
-def test_finished_event_carries_the_result_document(
-    sim: Simulator, client: Any, fake_time: FakeTime
-) -> None:
-    """The log's `finished` event is the result document; events follow docs/design.md's names."""
-    sim.add_run(
-        DOMAIN,
-        "run-1",
-        RunScript(statuses=["SCHEDULED", Fault.throttle(), Fault.internal(), "SUCCESS"]),
-    )
-    with capture_logs() as events:
-        result = wait(client, fake_time)
-    names = [e["event"] for e in events]
-    assert names == [
-        "wait_started",
-        "status_changed",
-        "throttled",
-        "retrying",
-        "status_changed",
-        "finished",
-    ]
-    finished = {k: v for k, v in events[-1].items() if k not in ("event", "log_level")}
-    assert finished == result.to_dict()
-    assert events[1]["from"] is None
-    assert events[1]["to"] == "SCHEDULED"
-    assert events[2]["sleep_s"] == 1.0
-
-
-def test_no_credentials_in_any_log_line(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
-    """Neither the secret key nor a signed header appears in what a wait logs."""
-    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
-    with capture_logs() as events:
-        wait(client, fake_time)
-    text = repr(events)
-    assert SECRET not in text
-    assert "AKIDTESTING" not in text
-    assert "Authorization" not in text
-
-
-def test_heartbeat_while_nothing_changes(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
-    """A long unchanged wait logs a heartbeat about once a minute, not once per poll."""
-    sim.add_run(DOMAIN, "run-1", RunScript(timeline=[(0, "IN_PROGRESS"), (300, "SUCCESS")]))
-    with capture_logs() as events:
-        result = wait(client, fake_time)
-    beats = [e for e in events if e["event"] == "heartbeat"]
-    assert result.polls > len(beats) >= 3
-    assert all(b["status"] == "IN_PROGRESS" for b in beats)
-
-
 def test_get_job_run_reads_once_through_throttles(
     sim: Simulator, client: Any, fake_time: FakeTime
 ) -> None:
@@ -334,30 +384,6 @@ def test_get_job_run_raises_the_fatal_error(sim: Simulator, client: Any) -> None
     )
     with pytest.raises(AccessDeniedError):
         get_job_run(DOMAIN, "run-1", client=client)
-
-
-def test_poller_built_client_reaches_the_simulator_through_the_environment(
-    sim: Simulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """AWS_ENDPOINT_URL_DATAZONE redirects the client poller builds; no special hook needed."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DATAZONE", sim.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
-    assert wait_for_job_run(DOMAIN, "run-1", region_name="us-east-1").polls == 1
-
-
-def test_poller_built_client_does_not_retry_inside_botocore(sim: Simulator) -> None:
-    """With botocore retries off, one throttle is one request: poller owns the backoff."""
-    sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
-    result = wait_for_job_run(
-        DOMAIN,
-        "run-1",
-        endpoint_url=sim.endpoint_url,
-        region_name="us-east-1",
-        policy=PollPolicy(retry_initial=0.01, retry_max=0.02),
-    )
-    assert (result.throttled, sim.calls("run-1")) == (1, 2)
 
 
 def test_under_freezegun_with_a_ticking_sleep(sim: Simulator, client: Any) -> None:
