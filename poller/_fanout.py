@@ -20,6 +20,7 @@ import collections
 import functools
 import heapq
 import itertools
+import math
 import random
 import threading
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from typing import Any
 
 from poller import log
 from poller._datazone import JobRunClient, fetch_job_run, validate_ids
+from poller._history import learn, shared_cache, wants_history
 from poller._limiter import RateLimiter, shared_limiter
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
@@ -68,15 +70,20 @@ class _Gate:
     def __init__(self, limiter: RateLimiter, sleep: AsyncSleep) -> None:
         self._limiter = limiter
         self._sleep = sleep
-        self._queue: list[tuple[float, int, asyncio.Future[float]]] = []
+        self._queue: list[tuple[int, float, int, asyncio.Future[float]]] = []
         self._order = itertools.count()  # ties keep arrival order
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def turn(self, due: float) -> float:
-        """Wait for a turn to call; ``due`` is when the poll became due. Returns the grant time."""
+    async def turn(self, due: float, *, soon: bool = False) -> float:
+        """Wait for a turn to call; ``due`` is when the poll became due. Returns the grant time.
+
+        ``soon``: the run is expected to end about now (its history says so);
+        such turns go before the others, so a short budget is spent where a
+        look is most likely to find the run finished.
+        """
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._queue, (due, next(self._order), future))
+        heapq.heappush(self._queue, (0 if soon else 1, due, next(self._order), future))
         self._arrived.set()
         if self._task is None:
             self._task = asyncio.create_task(self._dispatch(), name="poller-fanout-gate")
@@ -85,7 +92,7 @@ class _Gate:
     async def _dispatch(self) -> None:
         while True:
             # A wait cancelled while queued leaves a done future behind: skip it.
-            while self._queue and self._queue[0][2].done():
+            while self._queue and self._queue[0][-1].done():
                 heapq.heappop(self._queue)
             if not self._queue:
                 self._arrived.clear()
@@ -95,7 +102,7 @@ class _Gate:
             if delay > 0:
                 await self._sleep(delay)
                 continue
-            _, _, future = heapq.heappop(self._queue)
+            future = heapq.heappop(self._queue)[-1]
             future.set_result(self._limiter.clock())
 
     async def close(self) -> None:
@@ -187,18 +194,36 @@ class _Fleet:
         call = functools.partial(fetch_job_run, self.client, domain_id, job_run_id)
         loop = asyncio.get_running_loop()
 
+        def answered(granted: float, kind: FaultKind | None) -> None:
+            if kind is FaultKind.THROTTLE:
+                self.limiter.throttled(granted)
+            elif kind is not FaultKind.TRANSIENT:
+                # Denied or not found still means the rate was accepted.
+                self.limiter.succeeded()
+
         async def fetch() -> JobRun:
-            granted = await self.gate.turn(self.clock())
+            forecast = session.forecast
+            soon = forecast is not None and forecast.ending_soon(self.clock())
+            granted = await self.gate.turn(self.clock(), soon=soon)
             try:
                 run = await loop.run_in_executor(self.executor, call)
             except CallFault as fault:
-                if fault.kind is FaultKind.THROTTLE:
-                    self.limiter.throttled(granted)
-                elif fault.kind is not FaultKind.TRANSIENT:
-                    # Denied or not found still means the rate was accepted.
-                    self.limiter.succeeded()
+                answered(granted, fault.kind)
                 raise
-            self.limiter.succeeded()
+            answered(granted, None)
+            if wants_history(self.policy, run):
+                # Its own turn from the shared budget, ahead of every other:
+                # the wait that needs it is in the middle of a call.
+                assert run.job_id is not None
+                try:
+                    granted = await self.gate.turn(-math.inf, soon=True)
+                    learned = await loop.run_in_executor(
+                        self.executor, learn, self.client, domain_id, run.job_id
+                    )
+                except BaseException:
+                    shared_cache().release((domain_id, run.job_id))
+                    raise
+                answered(granted, learned.fault)
             return run
 
         try:

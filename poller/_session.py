@@ -10,11 +10,21 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-from poller import log
+from poller import _history, log
 from poller._model import JobRun, Outcome, WaitResult
-from poller._policy import CallFault, FaultKind, PollPolicy, Step, WaitState, advance, fail
+from poller._policy import (
+    CallFault,
+    FaultKind,
+    Forecast,
+    PollPolicy,
+    Step,
+    WaitState,
+    advance,
+    fail,
+)
 from poller.errors import PollerError, WaitCancelledError
 
 __all__ = ["HEARTBEAT_EVERY", "Clock", "OnChange", "OnStep", "WaitSession", "raise_if_error"]
@@ -56,6 +66,12 @@ class WaitSession:
         self._log = self._log.bind(domain_id=domain_id, job_run_id=job_run_id)
         self.state = WaitState.start(policy, self._clock())
         self._last_news = self.state.started
+        # Wall time measured on the wait's own clock from one reading, so run
+        # ages (startTime is wall time) follow an injected or scaled clock too.
+        self._wall_at_start = time.time()
+        self._learned: _history.Learned | None = None
+        self._run_started: float | None = None  # the run's start on the wait's clock
+        self._start_seen: datetime | None = None
         self._log.info(log.WAIT_STARTED, timeout_s=policy.timeout)
 
     @property
@@ -67,7 +83,9 @@ class WaitSession:
         """A call returned ``run``: what next."""
         before = self.state.last
         now = self._clock()
-        self.state, step = advance(self.policy, self.state, run, now, self._rng)
+        learning = self._learned is None
+        forecast = self._forecast(run, now)
+        self.state, step = advance(self.policy, self.state, run, now, self._rng, forecast)
         if before is None or before.status != run.status:
             self._last_news = now
             self._log.info(
@@ -82,7 +100,42 @@ class WaitSession:
             self._log.info(
                 log.HEARTBEAT, status=run.status, elapsed_s=self.elapsed, polls=self.state.polls
             )
+        if learning and self._learned is not None:
+            self._tell(run, self._learned)
         return self._stepped(step)
+
+    def _tell(self, run: JobRun, learned: _history.Learned) -> None:
+        # Once per wait: what the job's history taught, or why it is not used.
+        if learned.history is None:
+            self._log.info(_history.HISTORY_UNAVAILABLE, job_id=run.job_id, reason=learned.reason)
+        else:
+            self._log.info(_history.HISTORY, job_id=run.job_id, **learned.history.summary())
+
+    @property
+    def forecast(self) -> Forecast | None:
+        """What the job's history says about this run, once known; None without one."""
+        learned = self._learned
+        if learned is None or learned.history is None or self._run_started is None:
+            return None
+        return learned.history.forecast(self._run_started)
+
+    def _forecast(self, run: JobRun, now: float) -> Forecast | None:
+        if not self.policy.history or run.is_terminal or not run.job_id:
+            return None
+        if self._learned is None:
+            self._learned = _history.shared_cache().get((run.domain_id, run.job_id))
+            if self._learned is None:
+                return None  # not fetched yet: the plain cadence, for now
+        if self._learned.history is None:
+            return None
+        if run.start_time is None:
+            # Not started yet: it cannot end before it has run for the quiet window.
+            self._run_started = now
+        elif run.start_time != self._start_seen:
+            self._start_seen = run.start_time
+            wall_now = self._wall_at_start + (now - self.state.started)
+            self._run_started = now - max(wall_now - run.start_time.timestamp(), 0.0)
+        return self.forecast
 
     def _stepped(self, step: Step) -> Step:
         if self._on_step is not None:
