@@ -75,15 +75,15 @@ class _Gate:
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def turn(self, due: float, *, soon: bool = False) -> float:
+    async def turn(self, due: float, *, still_going: bool = False) -> float:
         """Wait for a turn to call; ``due`` is when the poll became due. Returns the grant time.
 
-        ``soon``: the run is expected to end about now (its history says so);
-        such turns go before the others, so a short budget is spent where a
-        look is most likely to find the run finished.
+        ``still_going``: the run's history says it is surely not finished yet
+        (it is in its quiet window); such turns go after all others, so a
+        short budget is spent on the runs that may have ended.
         """
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._queue, (0 if soon else 1, due, next(self._order), future))
+        heapq.heappush(self._queue, (1 if still_going else 0, due, next(self._order), future))
         self._arrived.set()
         if self._task is None:
             self._task = asyncio.create_task(self._dispatch(), name="poller-fanout-gate")
@@ -203,8 +203,9 @@ class _Fleet:
 
         async def fetch() -> JobRun:
             forecast = session.forecast
-            soon = forecast is not None and forecast.ending_soon(self.clock())
-            granted = await self.gate.turn(self.clock(), soon=soon)
+            now = self.clock()
+            still_going = forecast is not None and now < forecast.quiet_until
+            granted = await self.gate.turn(now, still_going=still_going)
             try:
                 run = await loop.run_in_executor(self.executor, call)
             except CallFault as fault:
@@ -216,7 +217,7 @@ class _Fleet:
                 # the wait that needs it is in the middle of a call.
                 assert run.job_id is not None
                 try:
-                    granted = await self.gate.turn(-math.inf, soon=True)
+                    granted = await self.gate.turn(-math.inf)
                     learned = await loop.run_in_executor(
                         self.executor, learn, self.client, domain_id, run.job_id
                     )

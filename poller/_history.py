@@ -60,10 +60,15 @@ PAGE_SIZE = 50
 FRESH_FOR = 1800.0
 #: After a failed or too-short history, a job's waits try again only after this long.
 RETRY_AFTER = 300.0
-# The quiet window ends where a lognormal fitted to the durations puts about
-# 2 % of runs (2 standard deviations below the mean log-duration), widened for
-# a short history, whose spread is less certain.
+# The quiet window ends where a lognormal fitted to the durations puts a few
+# per cent of runs (this many standard deviations below the mean log-duration),
+# widened for a short history, whose spread is less certain.
 _QUIET_Z = 2.0
+# ... and only when at most this share of runs would end so early in it that
+# they are seen later than the plain cadence's own worst (a delay of about half
+# the time elapsed): for an erratic job the window would cost more than it saves.
+_QUIET_RISK = 0.001
+_PLAIN_WORST = 1.5
 # Past this quantile of its job's durations a run is "late": history says no more.
 _LATE_QUANTILE = 0.95
 
@@ -108,13 +113,17 @@ class JobHistory:
     def quiet_s(self) -> float:
         """How long into a run it is very unlikely to have ended: the quiet window's length.
 
-        Durations are taken as lognormal, as run times commonly are; a job
-        whose runs vary widely gets a short window, so erratic jobs are
-        polled much as without history.
+        Durations are taken as lognormal, as run times commonly are. A job
+        whose runs vary widely gets no window at all (0.0): erratic jobs are
+        polled exactly as without history.
         """
         logs = [math.log(d) for d in self.durations]
-        spread = statistics.stdev(logs) if len(logs) > 1 else math.inf
+        spread = statistics.stdev(logs) if len(logs) > 1 else 0.0
         z = _QUIET_Z * (1 + 2 / len(logs))
+        if spread > 0:
+            early = statistics.NormalDist().cdf(-z - math.log(_PLAIN_WORST) / spread)
+            if early > _QUIET_RISK:
+                return 0.0
         return math.exp(statistics.fmean(logs) - z * spread)
 
     @property

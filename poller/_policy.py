@@ -136,10 +136,6 @@ class Forecast:
     quiet_until: float
     late_after: float
 
-    def ending_soon(self, now: float) -> bool:
-        """True between the quiet window's end and ``late_after``: the run may end any moment."""
-        return self.quiet_until <= now <= self.late_after
-
 
 @dataclass(frozen=True, slots=True)
 class WaitState:
@@ -235,9 +231,11 @@ def advance(
         # the cadence the plain schedule would have reached by then, so the
         # end is watched as closely as without history. The wake-ups of runs
         # that share a window are spread over up to one such delay, early.
+        # (After unchanged looks from the start, the plain delay at age a is
+        # interval + (multiplier - 1) * a; base is what the next look multiplies.)
         age = forecast.quiet_until - forecast.started
         resume = min(policy.interval + (policy.multiplier - 1) * age, policy.max_interval)
-        seen = replace(seen, base=max(base, resume))
+        seen = replace(seen, base=max(base, resume / policy.multiplier))
         delay = quiet - rng.uniform(0, min(quiet * policy.jitter, resume))
     return seen, Step(delay=min(delay, left))
 

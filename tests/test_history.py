@@ -396,8 +396,8 @@ def test_a_fan_out_of_one_job_makes_one_list_call_from_the_budget() -> None:
     assert sum(r.polls for r in results) < 20 * 15
 
 
-def test_the_gate_serves_runs_expected_to_end_soon_first() -> None:
-    """Queued at once on an empty budget, a `soon` turn is granted before earlier-due ones."""
+def test_the_gate_serves_runs_that_may_have_ended_before_those_surely_still_going() -> None:
+    """On an empty budget, a run in its quiet window is served last, even if due earliest."""
     clock = VirtualClock()
 
     async def scenario() -> list[str]:
@@ -406,19 +406,19 @@ def test_the_gate_serves_runs_expected_to_end_soon_first() -> None:
         gate = _Gate(limiter, asyncio.sleep)
         order: list[str] = []
 
-        async def take(name: str, due: float, soon: bool) -> None:
-            await gate.turn(due, soon=soon)
+        async def take(name: str, due: float, still_going: bool) -> None:
+            await gate.turn(due, still_going=still_going)
             order.append(name)
 
         await asyncio.gather(
+            take("quiet", clock() - 100, True),
             take("overdue", clock() - 50, False),
             take("due", clock(), False),
-            take("ending soon", clock(), True),
         )
         await gate.close()
         return order
 
-    assert run(scenario(), clock) == ["ending soon", "overdue", "due"]
+    assert run(scenario(), clock) == ["overdue", "due", "quiet"]
 
 
 # -- settings ----------------------------------------------------------------
