@@ -20,7 +20,6 @@ import collections
 import functools
 import heapq
 import itertools
-import math
 import random
 import threading
 from collections.abc import Callable, Iterable
@@ -178,6 +177,35 @@ class _Fleet:
         # Set when the caller stops the whole fan-out: cancelled waits then
         # end with an `interrupted` result instead of propagating.
         self.stopping = False
+        # ListJobRuns lookups in flight: each takes a turn like a poll due at
+        # once, and no wait blocks on one (it picks the history up next time).
+        self.learning: set[asyncio.Task[None]] = set()
+
+    def learn(self, domain_id: str, job_id: str, answered: Callable[[float, Any], None]) -> None:
+        """Look the job's history up in the background, from the shared budget."""
+
+        async def lookup() -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                granted = await self.gate.turn(self.clock())
+                learned = await loop.run_in_executor(
+                    self.executor, learn, self.client, domain_id, job_id
+                )
+            except BaseException:
+                shared_cache().release((domain_id, job_id))
+                raise
+            answered(granted, learned.fault)
+
+        task = asyncio.create_task(lookup())
+        self.learning.add(task)
+        task.add_done_callback(self.learning.discard)
+
+    async def close(self) -> None:
+        """Stop the lookups still going, then the gate."""
+        for task in list(self.learning):
+            task.cancel()
+        await asyncio.gather(*self.learning, return_exceptions=True)
+        await self.gate.close()
 
     async def wait_one(self, ref: RunRef, rng: random.Random) -> WaitResult:
         domain_id, job_run_id = ref
@@ -213,18 +241,8 @@ class _Fleet:
                 raise
             answered(granted, None)
             if wants_history(self.policy, run):
-                # Its own turn from the shared budget, ahead of every other:
-                # the wait that needs it is in the middle of a call.
                 assert run.job_id is not None
-                try:
-                    granted = await self.gate.turn(-math.inf)
-                    learned = await loop.run_in_executor(
-                        self.executor, learn, self.client, domain_id, run.job_id
-                    )
-                except BaseException:
-                    shared_cache().release((domain_id, run.job_id))
-                    raise
-                answered(granted, learned.fault)
+                self.learn(domain_id, run.job_id, answered)
             return run
 
         try:
@@ -314,7 +332,7 @@ async def _fan_out(
             await asyncio.gather(*tasks.values(), return_exceptions=True)
             if watcher is not None:
                 watcher.cancel()
-            await fleet.gate.close()
+            await fleet.close()
         done.update((ref, task.result()) for ref, task in tasks.items())
     outcomes = collections.Counter(str(result.outcome) for result in done.values())
     logger.debug(FANOUT_FINISHED, runs=len(refs), rate=round(budget.rate, 3), **outcomes)

@@ -230,7 +230,7 @@ def shared_cache() -> HistoryCache:
     return _shared
 
 
-def wants_history(policy: PollPolicy, run: JobRun, cache: HistoryCache | None = None) -> bool:
+def wants_history(policy: PollPolicy, run: JobRun) -> bool:
     """After ``run`` was read: should this wait fetch its job's history now? Claims it if so.
 
     Only for a run still going (a finished run costs one GetJobRun and nothing
@@ -238,7 +238,7 @@ def wants_history(policy: PollPolicy, run: JobRun, cache: HistoryCache | None = 
     """
     if not policy.history or run.is_terminal or not run.job_id:
         return False
-    return (cache or _shared).claim((run.domain_id, run.job_id))
+    return _shared.claim((run.domain_id, run.job_id))
 
 
 def _fetch(client: Any, domain_id: str, job_id: str) -> Learned:
@@ -259,7 +259,7 @@ def _fetch(client: Any, domain_id: str, job_id: str) -> Learned:
     return Learned(history)
 
 
-def learn(client: Any, domain_id: str, job_id: str, cache: HistoryCache | None = None) -> Learned:
+def learn(client: Any, domain_id: str, job_id: str) -> Learned:
     """One ListJobRuns call for the job's recent successes, remembered in the cache.
 
     Never raises: a call that is denied, throttled or fails, or a client
@@ -275,7 +275,7 @@ def learn(client: Any, domain_id: str, job_id: str, cache: HistoryCache | None =
             )
         else:
             learned = Learned(None, f"ListJobRuns failed: {type(exc).__name__}: {exc}")
-    (cache or _shared).put((domain_id, job_id), learned)
+    _shared.put((domain_id, job_id), learned)
     return learned
 
 
