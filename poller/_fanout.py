@@ -28,7 +28,7 @@ from typing import Any
 
 from poller import log
 from poller._datazone import JobRunClient, fetch_job_run, validate_ids
-from poller._history import learn, shared_cache, wants_history
+from poller._history import learn, shared_cache, wants_history, worth_a_look
 from poller._limiter import RateLimiter, shared_limiter
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
@@ -69,20 +69,15 @@ class _Gate:
     def __init__(self, limiter: RateLimiter, sleep: AsyncSleep) -> None:
         self._limiter = limiter
         self._sleep = sleep
-        self._queue: list[tuple[int, float, int, asyncio.Future[float]]] = []
+        self._queue: list[tuple[float, int, asyncio.Future[float]]] = []
         self._order = itertools.count()  # ties keep arrival order
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def turn(self, due: float, *, still_going: bool = False) -> float:
-        """Wait for a turn to call; ``due`` is when the poll became due. Returns the grant time.
-
-        ``still_going``: the run's history says it is surely not finished yet
-        (it is in its quiet window); such turns go after all others, so a
-        short budget is spent on the runs that may have ended.
-        """
+    async def turn(self, due: float) -> float:
+        """Wait for a turn to call; ``due`` is when the poll became due. Returns the grant time."""
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._queue, (1 if still_going else 0, due, next(self._order), future))
+        heapq.heappush(self._queue, (due, next(self._order), future))
         self._arrived.set()
         if self._task is None:
             self._task = asyncio.create_task(self._dispatch(), name="poller-fanout-gate")
@@ -230,10 +225,9 @@ class _Fleet:
                 self.limiter.succeeded()
 
         async def fetch() -> JobRun:
-            forecast = session.forecast
-            now = self.clock()
-            still_going = forecast is not None and now < forecast.quiet_until
-            granted = await self.gate.turn(now, still_going=still_going)
+            granted = await self.gate.turn(
+                worth_a_look(session.forecast, session.state, self.clock())
+            )
             try:
                 run = await loop.run_in_executor(self.executor, call)
             except CallFault as fault:

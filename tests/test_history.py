@@ -17,7 +17,6 @@ from structlog.testing import capture_logs
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult
 from poller._config import load_settings
-from poller._fanout import _Gate
 from poller._history import (
     FRESH_FOR,
     MIN_RUNS,
@@ -25,6 +24,7 @@ from poller._history import (
     JobHistory,
     Learned,
     shared_cache,
+    worth_a_look,
 )
 from poller._model import JobRun
 from poller._policy import Forecast, WaitState, advance
@@ -396,29 +396,15 @@ def test_a_fan_out_of_one_job_makes_one_list_call_from_the_budget() -> None:
     assert sum(r.polls for r in results) < 20 * 15
 
 
-def test_the_gate_serves_runs_that_may_have_ended_before_those_surely_still_going() -> None:
-    """On an empty budget, a run in its quiet window is served last, even if due earliest."""
-    clock = VirtualClock()
-
-    async def scenario() -> list[str]:
-        limiter = RateLimiter(1, clock=clock)
-        limiter.try_acquire()  # spend the first token: the turns below must queue
-        gate = _Gate(limiter, asyncio.sleep)
-        order: list[str] = []
-
-        async def take(name: str, due: float, still_going: bool) -> None:
-            await gate.turn(due, still_going=still_going)
-            order.append(name)
-
-        await asyncio.gather(
-            take("quiet", clock() - 100, True),
-            take("overdue", clock() - 50, False),
-            take("due", clock(), False),
-        )
-        await gate.close()
-        return order
-
-    assert run(scenario(), clock) == ["overdue", "due", "quiet"]
+def test_a_look_inside_the_quiet_window_queues_as_if_asked_at_its_end() -> None:
+    """The budget's order: now for most looks, the window's end inside it, the deadline at most."""
+    policy = PollPolicy(timeout=100)
+    state = WaitState.start(policy, 0.0)
+    forecast = Forecast(started=0.0, quiet_until=400.0, late_after=900.0)
+    assert worth_a_look(None, state, 10.0) == 10.0
+    assert worth_a_look(forecast, state, 450.0) == 450.0
+    assert worth_a_look(forecast, WaitState.start(PollPolicy(timeout=None), 0.0), 10.0) == 400.0
+    assert worth_a_look(forecast, state, 10.0) == 100.0
 
 
 # -- settings ----------------------------------------------------------------
