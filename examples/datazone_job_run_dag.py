@@ -1,8 +1,8 @@
 r"""Example DAG: wait for an Amazon DataZone job run, then use its result document.
 
-Copy it into your DAGs folder, install ``poller[airflow]`` (and
-``apache-airflow-providers-amazon`` to use an Airflow AWS connection), and
-trigger it with the run to wait for::
+Copy it into your DAGs folder, install ``poller[airflow]`` (which brings
+apache-airflow-providers-amazon), define the AWS connection ``aws_default``
+(or name yours in ``aws_conn_id``), and trigger it with the run to wait for::
 
     airflow dags trigger datazone_job_run \
         --conf '{"domain_id": "dzd_abc123", "job_run_id": "run-42"}'
@@ -31,7 +31,8 @@ def datazone_job_run() -> None:
         task_id="wait_for_job_run",
         domain_id="{{ params.domain_id }}",
         job_run_id="{{ params.job_run_id }}",
-        aws_conn_id="aws_default",  # boto3's default chain without the Amazon provider
+        aws_conn_id="aws_default",  # an Airflow AWS connection, as for any AWS operator
+        region_name=None,  # None: the connection's region
         deferrable=True,  # frees the worker slot while the run goes on
         poke_interval=60,  # never more than a minute between two looks at the run
         timeout=6 * 3600,  # the same deadline in every mode

@@ -59,7 +59,6 @@ async def async_wait_result(
     if client is None:
         client = shared_client(region_name or None, profile_name or None, endpoint_url or None)
     pool = executor if executor is not None else shared_executor()
-    loop = asyncio.get_running_loop()
     call = functools.partial(fetch_job_run_learning, client, policy, domain_id, job_run_id)
     session = WaitSession(
         domain_id,
@@ -72,9 +71,7 @@ async def async_wait_result(
         logger=logger,
     )
     try:
-        step = await async_drive(
-            session, lambda: loop.run_in_executor(pool, call), sleep or asyncio.sleep
-        )
+        step = await async_drive(session, call, sleep or asyncio.sleep, pool=pool)
     except asyncio.CancelledError:
         session.result(session.interrupted())
         raise

@@ -7,7 +7,11 @@ every failure into a CallFault whose kind tells the core what to do with it.
 from __future__ import annotations
 
 import re
+import ssl
+import traceback
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol, cast
+from urllib.parse import urlsplit
 
 import botocore.exceptions as bce
 import botocore.session
@@ -17,6 +21,7 @@ from botocore.parsers import ResponseParserError
 from poller._model import JobRun, MalformedResponseError
 from poller._policy import CallFault, FaultKind
 from poller.errors import AccessDeniedError, InvalidRequestError
+from poller.log import redact
 
 if TYPE_CHECKING:
     from mypy_boto3_datazone import DataZoneClient
@@ -25,6 +30,7 @@ __all__ = [
     "JobRunClient",
     "build_client",
     "classify",
+    "client_config",
     "fetch_job_run",
     "validate_ids",
 ]
@@ -55,6 +61,59 @@ def validate_ids(domain_id: object, job_run_id: object) -> None:
         )
 
 
+def client_config(
+    *,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 10.0,
+    max_pool_connections: int = 10,
+    base: Config | None = None,
+) -> Config:
+    """The botocore Config of poller's own calls (docs/design.md, semantics 7).
+
+    Connect and read timeouts bound each call; botocore's own retries are off,
+    so the backoff is owned and logged in one place. Settings a caller gave in
+    ``base`` (an Airflow connection's, say) win over these defaults, except
+    the retries, which stay off; ``poller`` is added to its ``user_agent_extra``.
+    """
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_pool_connections=max_pool_connections,
+    )
+    agent = "poller"
+    if base is not None:
+        config = config.merge(base)
+        extra = getattr(base, "user_agent_extra", None)
+        if extra and "poller" not in extra.split():
+            agent = f"{extra} poller"
+        elif extra:
+            agent = extra
+    return config.merge(
+        Config(retries={"total_max_attempts": 1, "mode": "standard"}, user_agent_extra=agent)
+    )
+
+
+def _check_endpoint(url: str, setting: str) -> None:
+    """Raise InvalidRequestError unless ``url`` is an http(s) URL with a host and a valid port."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced "[" of an IPv6 address
+        parts = urlsplit("")
+    try:
+        port = parts.port  # a ValueError unless a number from 0 to 65535
+    except ValueError:
+        port = -1
+    if parts.scheme.lower() not in ("http", "https"):
+        why = "it must start with http:// or https://"
+    elif not parts.hostname:
+        why = "it names no host"
+    elif port is not None and not 1 <= port <= 65535:
+        why = "its port must be a number from 1 to 65535"
+    else:
+        return
+    raise InvalidRequestError(f"invalid {setting} {redact(url)!r}: {why}")
+
+
 def build_client(
     *,
     region_name: str | None = None,
@@ -64,13 +123,18 @@ def build_client(
     read_timeout: float = 10.0,
     max_pool_connections: int = 10,
 ) -> DataZoneClient:
-    """A DataZone client with botocore's own retries off: poller owns and logs the backoff."""
-    config = Config(
-        retries={"total_max_attempts": 1, "mode": "standard"},
+    """A DataZone client with botocore's own retries off: poller owns and logs the backoff.
+
+    A bad endpoint URL (not http or https, no host, a port out of range) is an
+    InvalidRequestError here, before any call, whether it was passed or comes
+    from the environment or the AWS config.
+    """
+    if endpoint_url:
+        _check_endpoint(endpoint_url, "endpoint_url")
+    config = client_config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=max_pool_connections,
-        user_agent_extra="poller",
     )
     try:
         # A botocore session builds the very client boto3's would (boto3 only
@@ -83,7 +147,6 @@ def build_client(
             endpoint_url=endpoint_url or None,
             config=config,
         )
-        return cast("DataZoneClient", client)
     except bce.ProfileNotFound as exc:
         raise AccessDeniedError(f"AWS profile not found: {exc.kwargs.get('profile')}") from exc
     except bce.NoRegionError as exc:
@@ -91,7 +154,15 @@ def build_client(
             "no AWS region configured: pass a region (--region, region_name=) or set AWS_REGION"
         ) from exc
     except (bce.BotoCoreError, ValueError) as exc:
-        raise InvalidRequestError(f"cannot create a DataZone client: {exc}") from exc
+        raise InvalidRequestError(f"cannot create a DataZone client: {redact(str(exc))}") from exc
+    if not endpoint_url:
+        # botocore found one itself: AWS_ENDPOINT_URL_DATAZONE, AWS_ENDPOINT_URL
+        # or the AWS config's endpoint_url (else the service's own, which passes).
+        _check_endpoint(
+            client.meta.endpoint_url,
+            "endpoint URL (from AWS_ENDPOINT_URL_DATAZONE, AWS_ENDPOINT_URL or the AWS config)",
+        )
+    return cast("DataZoneClient", client)
 
 
 def fetch_job_run(client: JobRunClient, domain_id: str, job_run_id: str) -> JobRun:
@@ -157,31 +228,127 @@ def classify(exc: BaseException) -> CallFault | None:
     """What a failed call means: throttle, transient, not found, denied, invalid; None for a bug."""
     if isinstance(exc, CallFault):
         return exc
+    fault = _classify(exc)
+    if fault is not None:
+        # Every message may quote a URL (botocore's do): none leaves with its userinfo.
+        fault = CallFault(fault.kind, fault.error_type, redact(fault.message))
+    return fault
+
+
+def _classify(exc: BaseException) -> CallFault | None:
     if isinstance(exc, bce.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "")
-        message = str(error.get("Message") or "") or str(exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        if code in _THROTTLE_CODES or status == 429:
-            kind = FaultKind.THROTTLE
-        elif code == "ResourceNotFoundException" or status == 404:
-            kind = FaultKind.NOT_FOUND
-        elif code in _DENIED_CODES or status in (401, 403):
-            kind = FaultKind.DENIED
-        elif status >= 500 or code in ("InternalServerException", "ServiceUnavailable"):
-            # Includes a proxy's 502/503/504 HTML page, which has no AWS error code.
-            kind = FaultKind.TRANSIENT
-        else:
-            kind = FaultKind.INVALID
-        return CallFault(kind, code or f"HTTP {status}", message)
+        return _client_error(exc)
     name = type(exc).__name__
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return CallFault(FaultKind.DENIED, name, f"no usable AWS credentials: {exc}")
+    certificate = next(_causes(exc, ssl.SSLCertVerificationError), None)
+    if certificate is not None:
+        # The CA bundle or the endpoint is wrong: retrying cannot fix either.
+        url = exc.kwargs.get("endpoint_url") if isinstance(exc, bce.BotoCoreError) else None
+        server = f" for {_origin(str(url))}" if url else ""
+        return CallFault(
+            FaultKind.INVALID,
+            "SSLCertVerificationError",
+            f"TLS certificate verification failed{server}: {certificate}; if the endpoint is "
+            "right, trust its certificate with AWS_CA_BUNDLE (or the client's verify / ca_bundle)",
+        )
+    if isinstance(exc, bce.HTTPClientError) and isinstance(exc.kwargs.get("error"), ValueError):
+        # urllib3 refused the URL itself (an unsupported scheme, a bad host):
+        # a bad endpoint setting, not a fault of the network.
+        return CallFault(FaultKind.INVALID, name, f"the endpoint URL cannot be used: {exc}")
     if isinstance(exc, _TRANSIENT_ERRORS):
         return CallFault(FaultKind.TRANSIENT, name, str(exc) or name)
     if isinstance(exc, bce.BotoCoreError):
         # Parameter validation, endpoint resolution and the like: retrying
         # cannot help, and the text says what to fix.
         return CallFault(FaultKind.INVALID, name, str(exc))
+    where = _raised_in(exc)
+    if where == "parser" and isinstance(exc, Exception):
+        # botocore's parser raises builtin errors (UnicodeDecodeError,
+        # ValueError, TypeError, AttributeError...) on a body it cannot read:
+        # a garbled answer, retried like any other bad answer.
+        return CallFault(
+            FaultKind.TRANSIENT,
+            MalformedResponseError.__name__,
+            f"the response could not be parsed: {name}: {exc}",
+        )
+    if where == "botocore" and isinstance(exc, ValueError):
+        # botocore (or what it calls) refused an input while building the
+        # request, e.g. a caller's client whose endpoint has a port out of range.
+        return CallFault(FaultKind.INVALID, name, f"the request could not be made: {exc}")
     # Not botocore's: a bug, which should surface as itself, not be retried.
     return None
+
+
+def _client_error(exc: bce.ClientError) -> CallFault:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    message = str(error.get("Message") or "") or str(exc)
+    metadata = exc.response.get("ResponseMetadata", {})
+    status = int(metadata.get("HTTPStatusCode") or 0)
+    if code in _THROTTLE_CODES or status == 429:
+        kind = FaultKind.THROTTLE
+    elif code == "ResourceNotFoundException" or status == 404:
+        kind = FaultKind.NOT_FOUND
+    elif code in _DENIED_CODES or status in (401, 403):
+        kind = FaultKind.DENIED
+    elif status >= 500 or code in ("InternalServerException", "ServiceUnavailable"):
+        # Includes a proxy's 502/503/504 HTML page, which has no AWS error code.
+        kind = FaultKind.TRANSIENT
+    elif 300 <= status < 400:
+        # botocore does not follow redirects, and DataZone never sends one: the
+        # endpoint setting points at something else (a moved host, a portal).
+        location = metadata.get("HTTPHeaders", {}).get("location")
+        to = f" to {location}" if location else ""
+        return CallFault(
+            FaultKind.INVALID,
+            code or f"HTTP {status}",
+            f"the endpoint answered with a redirect (HTTP {status}){to}, which poller does "
+            "not follow: set the endpoint URL to the DataZone endpoint itself",
+        )
+    else:
+        kind = FaultKind.INVALID
+    return CallFault(kind, code or f"HTTP {status}", message)
+
+
+def _causes(exc: BaseException, kind: type[BaseException]) -> Iterator[BaseException]:
+    """The exceptions of type ``kind`` behind ``exc``: causes, contexts, and wrapped errors."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, kind):
+            yield item
+        # botocore keeps urllib3's error in kwargs["error"]; urllib3 keeps ssl's in args.
+        kwargs = getattr(item, "kwargs", None)
+        wrapped = list(kwargs.values()) if isinstance(kwargs, dict) else []
+        todo += [item.__cause__, item.__context__, *item.args, *wrapped]
+
+
+def _raised_in(exc: BaseException) -> str | None:
+    """Where below poller's last frame ``exc`` was raised: "parser", "botocore", or None."""
+    below: list[str] = []
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        module = str(frame.f_globals.get("__name__", ""))
+        if module == "poller" or module.startswith("poller."):
+            below = []  # only what poller's own code called counts
+        else:
+            below.append(module)
+    if any(m == "botocore.parsers" for m in below):
+        return "parser"
+    if any(m == "botocore" or m.startswith("botocore.") for m in below):
+        return "botocore"
+    return None
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of a URL, without its userinfo; the URL itself if unparseable."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}" if parts.scheme and host else redact(url)

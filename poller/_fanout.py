@@ -8,6 +8,12 @@ earliest due first, so when the budget is short the run whose poll is most
 overdue goes next and no run starves. Every answer is fed back to the limiter:
 a throttle lowers the shared rate, a call that got through raises it.
 
+With history (``_history``), a run inside its quiet window is given a delay
+to the window's end by the core, so its next call is booked there: behind
+every run due sooner, which is how runs that may have ended are polled first.
+A job's history lookup (one ListJobRuns) is booked on the same calendar, in
+the background: no wait blocks on it, each picks the history up next time.
+
 The blocking `wait_for_job_runs` runs the same coroutine on a private event
 loop: thousands of waits cost one thread plus the small call pool, not a
 thread each.
@@ -18,8 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import heapq
-import itertools
+import math
 import random
 import threading
 from collections.abc import Callable, Iterable
@@ -28,13 +33,17 @@ from typing import Any
 
 from poller import log
 from poller._datazone import JobRunClient, fetch_job_run, validate_ids
-from poller._history import learn, shared_cache, wants_history, worth_a_look
-from poller._limiter import RateLimiter, shared_limiter
+from poller._history import learn, shared_cache, wants_history
+from poller._limiter import Booking, RateLimiter, shared_limiter
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
 from poller._runtime import (
+    BOOKING_GRACE,
+    CALL_WORKERS,
+    CANCEL_POLL,
     UNSET,
     AsyncSleep,
+    TurnExpired,
     Unset,
     async_drive,
     off_any_running_loop,
@@ -58,52 +67,102 @@ StepHooks = Callable[[RunRef], OnStep | None]
 FANOUT_STARTED = "fanout_started"
 FANOUT_FINISHED = "fanout_finished"
 
-# How often the blocking call looks at its threading.Event: a stop within a
-# tenth of a second is prompt for a human, and idle polling costs nothing.
-_CANCEL_POLL = 0.1
+
+# Waits started but not yet answered once, at most (see `_Fleet.run_all`).
+STARTING = 1000
+# Why a run's wait ended without the call it wanted.
+UNREACHED = "the request budget did not reach it before the deadline"
 
 
-class _Gate:
-    """Hands out call turns within the limiter's budget, earliest due first; one per loop."""
+_MASK = (1 << 64) - 1
 
-    def __init__(self, limiter: RateLimiter, sleep: AsyncSleep) -> None:
-        self._limiter = limiter
-        self._sleep = sleep
-        self._queue: list[tuple[float, int, asyncio.Future[float]]] = []
-        self._order = itertools.count()  # ties keep arrival order
-        self._arrived = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def turn(self, due: float) -> float:
-        """Wait for a turn to call; ``due`` is when the poll became due. Returns the grant time."""
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._queue, (due, next(self._order), future))
-        self._arrived.set()
-        if self._task is None:
-            self._task = asyncio.create_task(self._dispatch(), name="poller-fanout-gate")
-        return await future
+class _Stream:
+    """One wait's jitter: SplitMix64, reproducible from its seed, in a few dozen bytes.
 
-    async def _dispatch(self) -> None:
-        while True:
-            # A wait cancelled while queued leaves a done future behind: skip it.
-            while self._queue and self._queue[0][-1].done():
-                heapq.heappop(self._queue)
-            if not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-                continue
-            delay = self._limiter.try_acquire()
-            if delay > 0:
-                await self._sleep(delay)
-                continue
-            future = heapq.heappop(self._queue)[-1]
-            future.set_result(self._limiter.clock())
+    A ``random.Random`` costs ~2.5 KB (its Mersenne Twister state): 250 MB
+    for a fleet of 100,000 runs, for the one ``uniform`` the core asks of it.
+    """
 
-    async def close(self) -> None:
-        """Stop dispatching; any turn still queued is abandoned."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    __slots__ = ("_state",)
+
+    def __init__(self, seed: int) -> None:
+        self._state = seed & _MASK
+
+    def uniform(self, a: float, b: float) -> float:
+        self._state = z = (self._state + 0x9E3779B97F4A7C15) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return a + (b - a) * (((z ^ (z >> 31)) >> 11) * 2.0**-53)
+
+
+class _Turns:
+    """One wait's calls in the shared budget: the next call is booked when its delay is known.
+
+    Booking when the core names the delay (``pace``), not when it is due,
+    gives the wait the real time until its call (logged as ``sleep_s``), and
+    tells at once when the budget cannot reach the run before its deadline.
+    """
+
+    __slots__ = ("_booking", "_fleet", "_session", "_starting", "granted_at")
+
+    def __init__(self, fleet: _Fleet) -> None:
+        self._fleet = fleet
+        self._session: WaitSession | None = None
+        self._booking: Booking | None = None  # the next call, once booked
+        self.granted_at = -math.inf  # the booked time of the call going out now
+        self._starting = True  # holds a place in the fleet's start window
+
+    def attach(self, session: WaitSession) -> None:
+        self._session = session
+
+    def _book(self, due: float) -> Booking | None:
+        assert self._session is not None
+        deadline = self._session.state.deadline
+        # The last poll is due at the deadline itself (and timeout=0 checks
+        # once): a call booked a moment after it still goes, and its answer
+        # is waited for within CALL_GRACE as in every loop.
+        latest = None if deadline is None else deadline + BOOKING_GRACE
+        self._booking = self._fleet.limiter.reserve(due, latest)
+        return self._booking
+
+    def pace(self, delay: float) -> float:
+        """The core asked for ``delay``: book the call, return the real delay until it."""
+        self.started()
+        now = self._fleet.clock()
+        booking = self._book(now + delay)
+        # Unreachable: no sleep, the turn that follows ends the wait.
+        return 0.0 if booking is None else max(booking.at - now, 0.0)
+
+    async def turn(self) -> None:
+        """Wait for the booked time (booking the first call); TurnExpired when there is none."""
+        booking = self._booking or self._book(self._fleet.clock())
+        self._booking = None
+        if booking is None:
+            raise TurnExpired(UNREACHED)
+        try:
+            # A throttle meanwhile may have moved the booking later, even past the deadline.
+            while not booking.lost and (delay := booking.at - self._fleet.clock()) > 0:
+                await self._fleet.sleep(delay)
+        except asyncio.CancelledError:
+            self._fleet.limiter.release(booking)
+            raise
+        if booking.lost:
+            self._fleet.limiter.release(booking)
+            raise TurnExpired(UNREACHED)
+        self.granted_at = booking.at
+
+    def started(self) -> None:
+        """The wait had its first answer (or ended): its place in the start window is free."""
+        if self._starting:
+            self._starting = False
+            self._fleet.starting.release()
+
+    def release(self) -> None:
+        """The wait ended with a call still booked: give the time back."""
+        if self._booking is not None:
+            self._fleet.limiter.release(self._booking)
+            self._booking = None
 
 
 def _refs(runs: Iterable[RunRef]) -> list[RunRef]:
@@ -149,7 +208,6 @@ class _Fleet:
         policy: PollPolicy,
         client: JobRunClient,
         limiter: RateLimiter,
-        gate: _Gate,
         clock: Clock,
         sleep: AsyncSleep,
         executor: Executor,
@@ -161,7 +219,8 @@ class _Fleet:
         self.policy = policy
         self.client = client
         self.limiter = limiter
-        self.gate = gate
+        # Calls handed to the pool at once; the rest wait their turn here.
+        self.slots = asyncio.Semaphore(2 * CALL_WORKERS)
         self.clock = clock
         self.sleep = sleep
         self.executor = executor
@@ -172,84 +231,141 @@ class _Fleet:
         # Set when the caller stops the whole fan-out: cancelled waits then
         # end with an `interrupted` result instead of propagating.
         self.stopping = False
-        # ListJobRuns lookups in flight: each takes a turn like a poll due at
-        # once, and no wait blocks on one (it picks the history up next time).
+        self.started = clock()
+        self.starting = asyncio.Semaphore(STARTING)
+        self.live: set[asyncio.Task[None]] = set()
+        self.results: dict[RunRef, WaitResult] = {}
+        # History lookups in flight: one per job at most (the cache's claim).
         self.learning: set[asyncio.Task[None]] = set()
+        self.loop = asyncio.get_running_loop()
 
-    def learn(self, domain_id: str, job_id: str, answered: Callable[[float, Any], None]) -> None:
-        """Look the job's history up in the background, from the shared budget."""
+    def fetch(self, ref: RunRef, turns: _Turns) -> JobRun:
+        """One call for ``ref`` at its granted time, reported to the budget; in a worker thread."""
+        try:
+            run = fetch_job_run(self.client, *ref)
+        except CallFault as fault:
+            # Denied or not found still means the rate was accepted.
+            self._report(turns.granted_at, fault.kind)
+            raise
+        self._report(turns.granted_at, None)
+        if wants_history(self.policy, run):
+            assert run.job_id is not None
+            self.loop.call_soon_threadsafe(self.learn, run.domain_id, run.job_id)
+        return run
 
-        async def lookup() -> None:
-            loop = asyncio.get_running_loop()
-            try:
-                granted = await self.gate.turn(self.clock())
-                learned = await loop.run_in_executor(
-                    self.executor, learn, self.client, domain_id, job_id
-                )
-            except BaseException:
-                shared_cache().release((domain_id, job_id))
-                raise
-            answered(granted, learned.fault)
+    def _report(self, granted_at: float, kind: FaultKind | None) -> None:
+        if kind is FaultKind.THROTTLE:
+            self.limiter.throttled(granted_at, self.policy.retry_max)
+        elif kind is not FaultKind.TRANSIENT:
+            self.limiter.succeeded()
 
-        task = asyncio.create_task(lookup())
+    def learn(self, domain_id: str, job_id: str) -> None:
+        """Look the job's history up in the background, on the shared calendar (loop thread)."""
+        task = self.loop.create_task(self._lookup(domain_id, job_id))
         self.learning.add(task)
         task.add_done_callback(self.learning.discard)
 
-    async def close(self) -> None:
-        """Stop the lookups still going, then the gate."""
-        for task in list(self.learning):
-            task.cancel()
-        await asyncio.gather(*self.learning, return_exceptions=True)
-        await self.gate.close()
+    async def _lookup(self, domain_id: str, job_id: str) -> None:
+        key = (domain_id, job_id)
+        deadline = None if self.policy.timeout is None else self.started + self.policy.timeout
+        booking = self.limiter.reserve(self.clock(), deadline)
+        if booking is None:
+            shared_cache().release(key)  # the budget cannot fit it before every wait ends
+            return
+        try:
+            while not booking.lost and (delay := booking.at - self.clock()) > 0:
+                await self.sleep(delay)
+            if booking.lost:
+                self.limiter.release(booking)
+                shared_cache().release(key)
+                return
+            async with self.slots:
+                learned = await self.loop.run_in_executor(
+                    self.executor, learn, self.client, domain_id, job_id
+                )
+        except asyncio.CancelledError:
+            self.limiter.release(booking)
+            shared_cache().release(key)
+            raise
+        self._report(booking.at, learned.fault)
 
-    async def wait_one(self, ref: RunRef, rng: random.Random) -> WaitResult:
-        domain_id, job_run_id = ref
+    async def wait_one(self, ref: RunRef, rng: _Stream) -> None:
+        """Wait on one run; its result goes to ``results`` (and ``on_result``)."""
+        turns = _Turns(self)
         session = WaitSession(
-            domain_id,
-            job_run_id,
+            *ref,
             self.policy,
             clock=self.clock,
             rng=rng,
             on_change=self.on_change,
             on_step=self.on_step(ref) if self.on_step is not None else None,
+            pace=turns.pace,
             logger=self.logger,
+            started=self.started,
         )
-        call = functools.partial(fetch_job_run, self.client, domain_id, job_run_id)
-        loop = asyncio.get_running_loop()
-
-        def answered(granted: float, kind: FaultKind | None) -> None:
-            if kind is FaultKind.THROTTLE:
-                self.limiter.throttled(granted)
-            elif kind is not FaultKind.TRANSIENT:
-                # Denied or not found still means the rate was accepted.
-                self.limiter.succeeded()
-
-        async def fetch() -> JobRun:
-            granted = await self.gate.turn(
-                worth_a_look(session.forecast, session.state, self.clock())
-            )
-            try:
-                run = await loop.run_in_executor(self.executor, call)
-            except CallFault as fault:
-                answered(granted, fault.kind)
-                raise
-            answered(granted, None)
-            if wants_history(self.policy, run):
-                assert run.job_id is not None
-                self.learn(domain_id, run.job_id, answered)
-            return run
-
+        turns.attach(session)
         try:
-            step = await async_drive(session, fetch, self.sleep)
+            if self.stopping:
+                raise asyncio.CancelledError
+            step = await async_drive(
+                session,
+                functools.partial(self.fetch, ref, turns),
+                self.sleep,
+                pool=self.executor,
+                turn=turns.turn,
+                slots=self.slots,
+            )
         except asyncio.CancelledError:
+            turns.release()
             result = session.result(session.interrupted())
             if not self.stopping:
                 raise
         else:
             result = session.result(step)
+        finally:
+            turns.started()
+        self._ended(ref, result)
+
+    async def run_all(self, todo: dict[RunRef, _Stream]) -> None:
+        """Start the waits in input order, a window at a time; return when all have ended.
+
+        A wait is started only when fewer than ``STARTING`` others are still
+        before their first answer: 100,000 runs do not hold 100,000 coroutines,
+        timers and queued calls at once. Every wait's deadline still runs from
+        ``started``, the fan-out's start.
+        """
+        for ref, rng in todo.items():
+            if not self.stopping:
+                await self.starting.acquire()
+            task = asyncio.create_task(self.wait_one(ref, rng))
+            self.live.add(task)
+            task.add_done_callback(self.live.discard)
+        while self.live:
+            ended = await asyncio.gather(*self.live, return_exceptions=True)
+            for outcome in ended:
+                if isinstance(outcome, BaseException) and not isinstance(
+                    outcome, asyncio.CancelledError
+                ):
+                    raise outcome  # a bug, not a fault: the caller's finally stops the rest
+        for ref in todo:
+            if ref not in self.results:
+                # Stopped before its coroutine first ran: it still gets its result.
+                self._interrupted(ref)
+
+    def _interrupted(self, ref: RunRef) -> None:
+        session = WaitSession(*ref, self.policy, clock=self.clock, logger=self.logger)
+        self._ended(ref, session.result(session.interrupted()))
+
+    def _ended(self, ref: RunRef, result: WaitResult) -> None:
+        self.results[ref] = result
         if self.on_result is not None:
             self.on_result(result)
-        return result
+
+    def stop(self) -> None:
+        """End every wait with an ``interrupted`` result, those not started yet included."""
+        self.stopping = True
+        for task in list(self.live):
+            task.cancel()
 
 
 async def _fan_out(
@@ -279,7 +395,7 @@ async def _fan_out(
     logger = logger if logger is not None else log.get_logger()
     rng = rng if rng is not None else random.Random()
     done: dict[RunRef, WaitResult] = {}
-    todo: dict[RunRef, random.Random] = {}
+    todo: dict[RunRef, _Stream] = {}
     for ref in refs:
         if ref in done or ref in todo:
             continue  # the same run twice is waited on once, reported at each place
@@ -292,7 +408,7 @@ async def _fan_out(
         else:
             # Each wait gets its own generator, seeded in input order, so one
             # rng gives a reproducible fleet whatever order the calls end in.
-            todo[ref] = random.Random(rng.random())
+            todo[ref] = _Stream(rng.getrandbits(64))
     logger.debug(FANOUT_STARTED, runs=len(refs), waits=len(todo), max_rps=budget.max_rps)
     if todo:
         if client is None:
@@ -301,7 +417,6 @@ async def _fan_out(
             policy=policy,
             client=client,
             limiter=budget,
-            gate=_Gate(budget, sleep or asyncio.sleep),
             clock=clock or budget.clock,
             sleep=sleep or asyncio.sleep,
             executor=executor if executor is not None else shared_executor(),
@@ -310,36 +425,33 @@ async def _fan_out(
             on_step=on_step,
             logger=logger,
         )
-        tasks = {
-            ref: asyncio.create_task(fleet.wait_one(ref, own_rng)) for ref, own_rng in todo.items()
-        }
         watcher = None
         if cancel is not None:
-            watcher = asyncio.create_task(_stop_on(cancel, fleet, list(tasks.values())))
+            watcher = asyncio.create_task(_stop_on(cancel, fleet))
         try:
-            await asyncio.gather(*tasks.values())
+            await fleet.run_all(todo)
         finally:
             # One wait that raised (a bug, not a fault) or an outer cancel
             # stops the rest, each logging its last state as it goes.
-            for task in tasks.values():
+            for task in fleet.live:
                 task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            await asyncio.gather(*fleet.live, return_exceptions=True)
             if watcher is not None:
                 watcher.cancel()
-            await fleet.close()
-        done.update((ref, task.result()) for ref, task in tasks.items())
+            for lookup in fleet.learning:
+                lookup.cancel()
+            await asyncio.gather(*fleet.learning, return_exceptions=True)
+        done.update(fleet.results)
     outcomes = collections.Counter(str(result.outcome) for result in done.values())
     logger.debug(FANOUT_FINISHED, runs=len(refs), rate=round(budget.rate, 3), **outcomes)
     return [done[ref] for ref in refs]
 
 
-async def _stop_on(cancel: threading.Event, fleet: _Fleet, tasks: list[asyncio.Task[Any]]) -> None:
+async def _stop_on(cancel: threading.Event, fleet: _Fleet) -> None:
     # Real time on purpose: the event is set by another thread, on no clock of ours.
     while not cancel.is_set():
-        await asyncio.sleep(_CANCEL_POLL)
-    fleet.stopping = True
-    for task in tasks:
-        task.cancel()
+        await asyncio.sleep(CANCEL_POLL)
+    fleet.stop()
 
 
 async def async_wait_for_job_runs(

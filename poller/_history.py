@@ -31,7 +31,7 @@ from typing import Any
 
 from poller._datazone import JobRunClient, classify, fetch_job_run
 from poller._model import JobRun
-from poller._policy import FaultKind, Forecast, PollPolicy, WaitState
+from poller._policy import FaultKind, Forecast, PollPolicy
 
 __all__ = [
     "FRESH_FOR",
@@ -46,7 +46,6 @@ __all__ = [
     "learn",
     "shared_cache",
     "wants_history",
-    "worth_a_look",
 ]
 
 #: Log events: what a wait learned, or why it polls on the plain cadence.
@@ -146,18 +145,6 @@ class JobHistory:
             "quiet_s": round(self.quiet_s, 3),
             "late_s": round(self.late_s, 3),
         }
-
-
-def worth_a_look(forecast: Forecast | None, state: WaitState, now: float) -> float:
-    """When a look asked for at ``now`` is worth making: how a shared budget orders turns.
-
-    Now, except for a run in its quiet window (it woke early, or for its
-    deadline): then the window's end, never later than the deadline. Under a
-    short budget, runs that may have ended are served first.
-    """
-    if forecast is None or now >= forecast.quiet_until:
-        return now
-    return min(forecast.quiet_until, math.inf if state.deadline is None else state.deadline)
 
 
 @dataclass(frozen=True, slots=True)

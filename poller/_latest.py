@@ -24,7 +24,7 @@ from poller import log
 from poller._async import async_wait_result
 from poller._datazone import classify, validate_ids
 from poller._model import JobRun, Outcome, WaitResult
-from poller._policy import CallFault, FaultKind, PollPolicy, Step, WaitState, fail
+from poller._policy import CallFault, FaultKind, PollPolicy, Step, WaitState, expire, fail
 from poller._runtime import (
     UNSET,
     AsyncSleep,
@@ -35,7 +35,6 @@ from poller._runtime import (
     resolve_client,
     resolve_policy,
     shared_client,
-    shared_executor,
 )
 from poller._session import Clock, OnChange, raise_if_error
 from poller._waiter import wait_result
@@ -177,6 +176,12 @@ class _Search:
             )
         return step
 
+    def time_left(self) -> float:
+        return self.state.time_left(self.clock())
+
+    def expired(self, why: str) -> Step:
+        return expire(self.state, why)
+
     def interrupted(self) -> Step:
         error = WaitCancelledError("the wait was cancelled before the run was found")
         return Step(outcome=Outcome.INTERRUPTED, error=error)
@@ -271,15 +276,9 @@ async def async_wait_for_latest_job_run(
     if lister is None:
         lister = shared_client(region_name or None, profile_name or None, endpoint_url or None)
     search = _Search(domain_id, job_id, policy, clock, rng)
-    loop = asyncio.get_running_loop()
     find = functools.partial(find_job_run, lister, domain_id, job_id, since=since)
     run, time_left = search.found(
-        await async_drive(
-            search,
-            lambda: loop.run_in_executor(shared_executor(), find),
-            sleep or asyncio.sleep,
-            first_answer=True,
-        )
+        await async_drive(search, find, sleep or asyncio.sleep, first_answer=True)
     )
     return raise_if_error(
         await async_wait_result(

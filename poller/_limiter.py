@@ -1,25 +1,37 @@
-"""The shared request budget: a token bucket whose rate adapts to throttling (AIMD).
+"""The shared request budget: a calendar of call times whose spacing adapts to throttling (AIMD).
 
 DataZone throttles per account, not per wait, so a thousand waits that each
 poll "politely" still add up to a thousand times the rate. Every fan-out wait
-in a process takes its GetJobRun calls from one `RateLimiter`: at most
-``rate`` calls a second, spaced evenly (the bucket holds a single token, so
-there is no burst and no one-second window ever sees more than the budget).
+in a process books its GetJobRun calls with one `RateLimiter`: at most
+``rate`` calls a second, spaced evenly (no two booked calls are closer than
+``1 / rate`` seconds, so there is no burst and no one-second window ever sees
+more than the budget).
+
+A wait books its next call when it knows when it wants it: `reserve` returns
+the earliest free time at or after then, and that booking is kept. So the
+wait knows, and logs, the real time until its next call, queueing included;
+and the waits due soonest go first, whatever order they asked in.
 
 The rate adapts like TCP's congestion window. A ThrottlingException halves
-it (multiplicative decrease) and empties the bucket; each call that gets
-through adds ``increase / rate`` back (additive increase: about ``increase``
-requests a second more for every second of throttle-free calls at the current
-rate), up to ``max_rps``. A fleet whose budget is set above the service's
-real limit therefore converges to that limit instead of hammering it.
+it (multiplicative decrease) and keeps the next booking a full new spacing
+away; each call that gets through adds ``increase / rate`` back (additive
+increase: about ``increase`` requests a second more for every second of
+throttle-free calls at the current rate), up to ``max_rps``. A fleet whose
+budget is set above the service's real limit therefore converges to that
+limit instead of hammering it. The decrease stops at a floor: ``min_rps``,
+or ``1 / spacing_cap`` when the throttled wait passes one (its `retry_max`):
+the budget never spaces one wait's calls further apart than that wait's own
+backoff would, so a wait alone is paced by its backoff, exactly as outside a
+fan-out.
 
-The arithmetic is pure functions of a frozen `BucketState` and the time;
-`RateLimiter` only adds a clock (injectable) and a lock, so one limiter can be
-shared by several event loops and threads.
+The rate arithmetic is pure functions of a frozen `BudgetState`;
+`RateLimiter` adds the calendar, a clock (injectable) and a lock, so one
+limiter can be shared by several event loops and threads.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
@@ -31,9 +43,14 @@ from poller.errors import InvalidRequestError
 __all__ = [
     "DEFAULT_MAX_RPS",
     "AimdSettings",
-    "BucketState",
+    "Booking",
+    "BudgetState",
     "RateLimiter",
+    "fit",
+    "respace",
     "shared_limiter",
+    "succeeded",
+    "throttled",
 ]
 
 #: The default budget, in GetJobRun calls a second for the whole process.
@@ -45,6 +62,8 @@ DEFAULT_MAX_RPS = 10.0
 _MIN_RPS = 0.2
 _DECREASE = 0.5
 _INCREASE = 1.0
+# Booked times this far in the past are forgotten in batches, not one by one.
+_PRUNE_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,69 +89,97 @@ class AimdSettings:
         if problems:
             raise InvalidRequestError("invalid rate limit: " + "; ".join(problems))
 
-    @property
-    def floor(self) -> float:
-        """The lowest rate AIMD may reach; never above the ceiling."""
-        return min(self.min_rps, self.max_rps)
+    def floor(self, spacing_cap: float | None = None) -> float:
+        """The lowest rate AIMD may reach; never above the ceiling.
+
+        ``spacing_cap`` (seconds) raises it to one call per ``spacing_cap``.
+        """
+        low = self.min_rps if spacing_cap is None else max(self.min_rps, 1.0 / spacing_cap)
+        return min(low, self.max_rps)
 
 
 @dataclass(frozen=True, slots=True)
-class BucketState:
-    """The bucket between calls: current rate, tokens (0..1), and when they were counted."""
+class BudgetState:
+    """The rate between calls, and the times the last throttle set."""
 
     rate: float
-    tokens: float
-    updated: float
+    # No call is booked before this: after a throttle, a full new spacing.
+    not_before: float = -math.inf
     # Throttles of calls granted before the last decrease say nothing about
     # the new rate; remembering when it happened stops one burst of 429s from
     # halving the rate once per call that was already in flight.
     decreased_at: float = -math.inf
 
     @classmethod
-    def start(cls, settings: AimdSettings, now: float) -> BucketState:
-        """A full bucket at the ceiling: the first call goes at once."""
-        return cls(rate=settings.max_rps, tokens=1.0, updated=now)
-
-
-# Float rounding can leave a refill a hair short of a whole token, and a
-# wait of 1e-14 s at a clock reading of 1000 s does not move the clock: count
-# "nearly one" as one so a waiter never spins on a delay the clock cannot show.
-_WHOLE = 1.0 - 1e-9
-
-
-def _refilled(state: BucketState, now: float) -> BucketState:
-    # A clock that steps back (an injected one) must not mint tokens.
-    elapsed = max(now - state.updated, 0.0)
-    return replace(state, tokens=min(1.0, state.tokens + elapsed * state.rate), updated=now)
-
-
-def take(state: BucketState, now: float) -> tuple[BucketState, float]:
-    """Take a token if there is one (delay 0.0); else the seconds until there will be."""
-    state = _refilled(state, now)
-    if state.tokens >= _WHOLE:
-        return replace(state, tokens=max(state.tokens - 1.0, 0.0)), 0.0
-    return state, (1.0 - state.tokens) / state.rate
+    def start(cls, settings: AimdSettings) -> BudgetState:
+        """The budget at its ceiling."""
+        return cls(rate=settings.max_rps)
 
 
 def throttled(
-    settings: AimdSettings, state: BucketState, granted_at: float, now: float
-) -> BucketState:
-    """A call granted at ``granted_at`` was throttled: halve the rate and empty the bucket."""
+    settings: AimdSettings,
+    state: BudgetState,
+    granted_at: float,
+    now: float,
+    spacing_cap: float | None = None,
+) -> BudgetState:
+    """A call made at ``granted_at`` was throttled: halve the rate, down to the floor."""
     if granted_at < state.decreased_at:
         return state
-    state = _refilled(state, now)
-    rate = max(state.rate * settings.decrease, settings.floor)
-    return replace(state, rate=rate, tokens=0.0, decreased_at=now)
+    # Down to the floor, and never up: a rate already below it stays.
+    rate = max(state.rate * settings.decrease, min(state.rate, settings.floor(spacing_cap)))
+    return replace(state, rate=rate, not_before=now + 1.0 / rate, decreased_at=now)
 
 
-def succeeded(settings: AimdSettings, state: BucketState) -> BucketState:
+def succeeded(settings: AimdSettings, state: BudgetState) -> BudgetState:
     """A call got through: nudge the rate back up towards the ceiling."""
     rate = min(state.rate + settings.increase / state.rate, settings.max_rps)
     return replace(state, rate=rate)
 
 
+class Booking:
+    """A call booked with a `RateLimiter`: ``at`` is its time, moved later if the rate drops."""
+
+    __slots__ = ("at", "latest")
+
+    def __init__(self, at: float, latest: float | None) -> None:
+        self.at = at
+        self.latest = latest  # None, or the time after which the call is of no use
+
+    @property
+    def lost(self) -> bool:
+        """True when the booking was moved past its ``latest``: that call will not happen."""
+        return self.latest is not None and self.at > self.latest
+
+
+def _at(booking: Booking) -> float:
+    return booking.at
+
+
+def fit(booked: list[Booking], start: float, spacing: float) -> tuple[float, int]:
+    """The earliest time at or after ``start`` at least ``spacing`` from every booked time.
+
+    ``booked`` is sorted; returns the time and where it goes in ``booked``.
+    """
+    i = bisect.bisect_left(booked, start, key=_at)
+    t = start
+    if i > 0 and booked[i - 1].at > t - spacing:
+        t = booked[i - 1].at + spacing
+    while i < len(booked) and booked[i].at < t + spacing:
+        t = max(t, booked[i].at + spacing)
+        i += 1
+    return t, i
+
+
+def respace(booked: list[Booking], now: float, spacing: float) -> None:
+    """Move the bookings after ``now`` later, as little as needed, to ``spacing`` apart."""
+    last = now
+    for booking in booked[bisect.bisect_right(booked, now, key=_at) :]:
+        booking.at = last = max(booking.at, last + spacing)
+
+
 class RateLimiter:
-    """A token bucket with AIMD, shared by every wait that is given it; thread-safe.
+    """A call calendar with AIMD, shared by every wait that is given it; thread-safe.
 
     ``max_rps`` is the ceiling (the budget); ``rate`` is what throttling has
     left of it right now. ``clock`` (monotonic seconds) is injectable so tests
@@ -154,7 +201,11 @@ class RateLimiter:
         # Looked up per limiter, not bound as a default, so freezegun can patch it.
         self._clock = clock if clock is not None else time.monotonic
         self._lock = threading.Lock()
-        self._state = BucketState.start(self._settings, self._clock())
+        self._state = BudgetState.start(self._settings)
+        self._booked: list[Booking] = []
+        # No free time lies between now and this: bookings asked for earlier
+        # start looking here, so a thousand waits due at once cost no scan each.
+        self._packed_until = -math.inf
 
     @property
     def clock(self) -> Clock:
@@ -177,16 +228,57 @@ class RateLimiter:
         """The rate allowed right now, in calls a second."""
         return self._state.rate
 
-    def try_acquire(self) -> float:
-        """Take a token and return 0.0, or return the seconds until one is due (taking none)."""
-        with self._lock:
-            self._state, delay = take(self._state, self._clock())
-        return delay
+    def reserve(self, due: float, latest: float | None = None) -> Booking | None:
+        """Book a call at the earliest free time at or after ``due`` (and now).
 
-    def throttled(self, granted_at: float) -> None:
-        """Report that a call granted at ``granted_at`` (this clock) was throttled."""
+        With ``latest``, a time later than ``latest`` is not booked: None.
+        A throttle may move the booking later (see `Booking.lost`).
+        """
         with self._lock:
-            self._state = throttled(self._settings, self._state, granted_at, self._clock())
+            now = self._clock()
+            spacing = 1.0 / self._state.rate
+            booked = self._booked
+            stale = bisect.bisect_left(booked, now - spacing, key=_at)
+            if stale >= _PRUNE_BATCH:
+                del booked[:stale]
+            wanted = max(due, now, self._state.not_before)
+            start = max(wanted, self._packed_until)
+            t, i = fit(booked, start, spacing)
+            if latest is not None and t > latest:
+                return None
+            booking = Booking(t, latest)
+            booked.insert(i, booking)
+            if wanted <= max(self._packed_until, now):
+                # The search went from the mark (or now) to t through booked times only.
+                self._packed_until = t
+            return booking
+
+    def release(self, booking: Booking) -> None:
+        """Give back a booking that will not be used (the wait ended before it)."""
+        with self._lock:
+            booked = self._booked
+            i = bisect.bisect_left(booked, booking.at, key=_at)
+            while i < len(booked) and booked[i].at == booking.at:
+                if booked[i] is booking:
+                    del booked[i]
+                    self._packed_until = min(self._packed_until, booking.at)
+                    return
+                i += 1
+
+    def throttled(self, granted_at: float, spacing_cap: float | None = None) -> None:
+        """Report that a call made at its booked time ``granted_at`` (this clock) was throttled.
+
+        ``spacing_cap``: the throttled wait's longest backoff; the rate stays
+        at or above one call per ``spacing_cap`` seconds.
+        """
+        with self._lock:
+            now = self._clock()
+            before = self._state.rate
+            self._state = throttled(self._settings, self._state, granted_at, now, spacing_cap)
+            if self._state.rate < before:
+                # The calls booked at the old rate would keep it up for as long
+                # as bookings reach ahead: they move to the new spacing now.
+                respace(self._booked, now, 1.0 / self._state.rate)
 
     def succeeded(self) -> None:
         """Report that a call got through."""

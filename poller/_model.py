@@ -82,7 +82,8 @@ def _int(value: object) -> int | None:
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
+    # An end before its start cannot be true: no duration rather than a negative one.
+    if start is None or end is None or end < start:
         return None
     return round((end - start).total_seconds(), 3)
 
@@ -96,13 +97,37 @@ def _iso(value: datetime | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class LineageStats:
-    """SQL-query statistics of a lineage run (``lineageRunDetails.sqlQueryRunDetails``)."""
+    """SQL-query statistics of a lineage run (``lineageRunDetails.sqlQueryRunDetails``).
+
+    Counts that cannot be true (a negative one, more failed than processed) are
+    not passed on: both counts become None, and ``inconsistency`` says what the
+    service reported, so the wait can log it.
+    """
 
     total_queries_processed: int | None = None
     num_queries_failed: int | None = None
     query_start_time: datetime | None = None
     query_end_time: datetime | None = None
     error_messages: tuple[str, ...] = ()
+    inconsistency: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        total, failed = self.total_queries_processed, self.num_queries_failed
+        counts = [
+            f"{name} {value}"
+            for name, value in (("totalQueriesProcessed", total), ("numQueriesFailed", failed))
+            if value is not None and value < 0
+        ]
+        if not counts and total is not None and failed is not None and failed > total:
+            counts.append(f"numQueriesFailed {failed} of totalQueriesProcessed {total}")
+        if counts:
+            object.__setattr__(self, "total_queries_processed", None)
+            object.__setattr__(self, "num_queries_failed", None)
+        start, end = self.query_start_time, self.query_end_time
+        if start is not None and end is not None and end < start:
+            counts.append(f"queryEndTime {_iso(end)} before queryStartTime {_iso(start)}")
+        if counts:
+            object.__setattr__(self, "inconsistency", "; ".join(counts))
 
     @classmethod
     def from_details(cls, details: object) -> LineageStats | None:
@@ -127,7 +152,7 @@ class LineageStats:
         """Processed minus failed, when both are known."""
         if self.total_queries_processed is None or self.num_queries_failed is None:
             return None
-        return max(self.total_queries_processed - self.num_queries_failed, 0)
+        return self.total_queries_processed - self.num_queries_failed
 
     @property
     def failure_rate(self) -> float | None:

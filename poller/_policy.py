@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import enum
 import math
-import random
 from dataclasses import dataclass, replace
-from functools import cache
-from typing import Any
+from typing import Protocol
 
 from poller._model import JobRun, Outcome
 from poller.errors import (
@@ -29,10 +27,12 @@ __all__ = [
     "CallFault",
     "FaultKind",
     "Forecast",
+    "Jitter",
     "PollPolicy",
     "Step",
     "WaitState",
     "advance",
+    "expire",
     "fail",
 ]
 
@@ -98,6 +98,7 @@ class FaultKind(enum.Enum):
     NOT_FOUND = "not_found"  # retried during not_found_grace, fatal after
     DENIED = "denied"  # fatal
     INVALID = "invalid"  # fatal
+    DEADLINE = "deadline"  # the call was still unanswered at the deadline: the wait ends
 
 
 class CallFault(PollerError):
@@ -163,27 +164,22 @@ class WaitState:
         return math.inf if self.deadline is None else max(self.deadline - now, 0.0)
 
 
-@cache
-def _never_run() -> Any:
-    # tenacity's strategies read only the attempt number of the call state they
-    # are given, so one shared, never-run Retrying is enough to evaluate them.
-    # Imported on the first retry, not at start-up: a run that is already
-    # finished never backs off, and tenacity costs ~12 ms to import (CLI start-up).
-    from tenacity import Retrying  # noqa: PLC0415
+class Jitter(Protocol):
+    """Where jitter comes from: a ``random.Random``, or anything with its ``uniform``."""
 
-    return Retrying()
+    def uniform(self, a: float, b: float) -> float: ...
 
 
 def _backoff(policy: PollPolicy, attempt: int) -> float:
-    from tenacity import RetryCallState, wait_exponential  # noqa: PLC0415
+    # retry_initial doubling per failed call, capped at retry_max: the formula
+    # of tenacity's wait_exponential, written here because the core decides
+    # and never sleeps (docs/design.md, "Why the code has this shape"), while
+    # tenacity's strategies expect a Retrying loop that sleeps for them. The
+    # exponent is bounded so a very long throttle storm cannot overflow.
+    return min(policy.retry_initial * 2.0 ** min(attempt - 1, 64), policy.retry_max)
 
-    call = RetryCallState(_never_run(), None, (), {})
-    call.attempt_number = attempt
-    result: float = wait_exponential(multiplier=policy.retry_initial, max=policy.retry_max)(call)
-    return result
 
-
-def _jittered(delay: float, jitter: float, cap: float, rng: random.Random) -> float:
+def _jittered(delay: float, jitter: float, cap: float, rng: Jitter) -> float:
     # Spread each delay over [delay*(1-j), delay*(1+j)] so waiters that started
     # together drift apart; at the cap the spread is one-sided rather than
     # clipped, or every waiter at the cap would poll in step again.
@@ -195,7 +191,7 @@ def advance(
     state: WaitState,
     run: JobRun,
     now: float,
-    rng: random.Random,
+    rng: Jitter,
     forecast: Forecast | None = None,
 ) -> tuple[WaitState, Step]:
     """After a call that returned ``run`` at ``now``: stop, or poll again after how long.
@@ -241,10 +237,12 @@ def advance(
 
 
 def fail(
-    policy: PollPolicy, state: WaitState, fault: CallFault, now: float, rng: random.Random
+    policy: PollPolicy, state: WaitState, fault: CallFault, now: float, rng: Jitter
 ) -> tuple[WaitState, Step]:
     """After a call that failed with ``fault`` at ``now``: retry after how long, or stop."""
     state = replace(state, polls=state.polls + 1)
+    if fault.kind is FaultKind.DEADLINE:
+        return state, expire(state, fault.message)
     if fault.kind is FaultKind.DENIED:
         return state, _error(AccessDeniedError(fault.message, job_run=state.last))
     if fault.kind is FaultKind.INVALID:
@@ -268,23 +266,27 @@ def fail(
             return state, _error(JobRunNotFoundError(fault.message, job_run=state.last))
         state = replace(state, errors_retried=state.errors_retried + 1)
     left = state.time_left(now)
-    if left <= 0 and state.last is None:
-        # No status was ever read, so "still running at the deadline" would be
-        # a guess: the honest verdict is that the status could not be read.
-        return state, _error(
-            ServiceUnavailableError(
-                f"no status could be read before the deadline; the last call failed with "
-                f"{fault.error_type}: {fault.message}"
-            )
-        )
     if left <= 0:
-        return state, _timeout(state, f"the last call failed with {fault.error_type}")
+        return state, expire(
+            state, f"the last call failed with {fault.error_type}: {fault.message}"
+        )
     attempt = state.retry_attempt + 1
     delay = min(_jittered(_backoff(policy, attempt), policy.jitter, policy.retry_max, rng), left)
     if fault.kind is FaultKind.NOT_FOUND:
         # The last look happens as the grace period ends, not after it.
         delay = min(delay, max(state.started + policy.not_found_grace - now, 0.0))
     return replace(state, retry_attempt=attempt, backoff_floor=delay), Step(delay=delay)
+
+
+def expire(state: WaitState, why: str) -> Step:
+    """The deadline has passed with no answer to go on; ``why`` says what the last try met."""
+    if state.last is None:
+        # No status was ever read, so "still running at the deadline" would be
+        # a guess: the honest verdict is that the status could not be read.
+        return _error(
+            ServiceUnavailableError(f"no status could be read before the deadline; {why}")
+        )
+    return _timeout(state, why)
 
 
 def _error(error: PollerError) -> Step:

@@ -8,25 +8,37 @@ to import another's internals.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import functools
+import hashlib
+import itertools
+import math
+import os
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 from poller._datazone import JobRunClient, build_client
 from poller._model import JobRun
-from poller._policy import CallFault, PollPolicy, Step
+from poller._policy import CallFault, FaultKind, PollPolicy, Step
 
 __all__ = [
+    "BOOKING_GRACE",
+    "CALL_GRACE",
     "CALL_WORKERS",
+    "CANCEL_POLL",
     "UNSET",
     "AsyncSleep",
+    "CallPool",
     "Driven",
     "Sleep",
+    "TurnExpired",
     "Unset",
+    "async_call",
     "async_drive",
     "drive",
     "interruptible",
@@ -99,6 +111,56 @@ class Driven(Protocol):
 
     def interrupted(self) -> Step: ...
 
+    def time_left(self) -> float: ...
+
+    def expired(self, why: str) -> Step: ...
+
+
+# A call still out this long after the deadline is given up: long enough for
+# the last poll (or the one poll of timeout=0, or a short poke's, on a slow
+# network) to be answered, short enough that every wait ends within a second
+# of its deadline (a fan-out's last call may start BOOKING_GRACE after it).
+CALL_GRACE = 0.6
+BOOKING_GRACE = 0.1
+# How often a blocking wait with a call out looks at its cancel event.
+CANCEL_POLL = 0.05
+
+
+def _unanswered() -> CallFault:
+    return CallFault(
+        FaultKind.DEADLINE, "CallTimeout", "the last call had not been answered by then"
+    )
+
+
+def _call_bound(session: Driven) -> float:
+    left = session.time_left()
+    return left + CALL_GRACE if math.isfinite(left) else math.inf
+
+
+class TurnExpired(Exception):
+    """Raised by a ``turn``: the deadline comes before the call could be made; says why."""
+
+
+class _Cancelled(Exception):
+    """The cancel event was set while a call was out."""
+
+
+def _await_call(future: Future[_T], bound: float, cancelled: Callable[[], bool]) -> _T:
+    # Real time on purpose: the thread blocks for real, whatever clock the wait reads.
+    end = time.monotonic() + bound
+    while True:
+        left = end - time.monotonic()
+        try:
+            return future.result(timeout=max(min(left, CANCEL_POLL), 0.0))
+        except TimeoutError:
+            if not future.done():
+                if cancelled():
+                    future.cancel()
+                    raise _Cancelled from None
+                if time.monotonic() >= end:
+                    future.cancel()  # abandoned: the pool replaces its worker
+                    raise _unanswered() from None
+
 
 def drive(
     session: Driven,
@@ -107,70 +169,273 @@ def drive(
     *,
     cancelled: Callable[[], bool] = lambda: False,
     first_answer: bool = False,
+    pool: Executor | None = None,
 ) -> Step:
     """Poll until the core says stop (or, with ``first_answer``, until a call succeeds).
 
-    ``sleep`` returns True when the wait was cancelled meanwhile.
+    ``sleep`` returns True when the wait was cancelled meanwhile. Each call
+    runs in ``pool`` (the shared one by default) and is given up when the
+    deadline has passed (plus CALL_GRACE) or ``cancelled()`` turns true.
     """
+    pool = pool if pool is not None else shared_executor()
     while True:
         if cancelled():
             return session.interrupted()
         try:
-            step = session.seen(fetch())
+            run = _await_call(pool.submit(fetch), _call_bound(session), cancelled)
+            step = session.seen(run)
             if first_answer:
                 return step
         except CallFault as fault:
             step = session.failed(fault)
+        except _Cancelled:
+            return session.interrupted()
         if step.done:
             return step
         if sleep(step.delay):
             return session.interrupted()
 
 
+async def async_call(
+    session: Driven,
+    pool: Executor,
+    fetch: Callable[[], _T],
+    slots: asyncio.Semaphore | None = None,
+) -> _T:
+    """``fetch()`` in ``pool``, given up (CallFault DEADLINE) when the wait's deadline passes.
+
+    With ``slots``, the call first waits for one (within the same bound): a
+    fleet queues its calls here, a few bytes each, instead of as pool work.
+    """
+    loop = asyncio.get_running_loop()
+    bound = _call_bound(session)
+    try:
+        # On timeout, or when this task is cancelled, the call's future is
+        # cancelled: the pool then replaces the worker it leaves behind.
+        async with asyncio.timeout(bound if math.isfinite(bound) else None):
+            if slots is None:
+                return await loop.run_in_executor(pool, fetch)
+            async with slots:
+                return await loop.run_in_executor(pool, fetch)
+    except TimeoutError:
+        raise _unanswered() from None
+
+
+async def async_drive(
+    session: Driven,
+    fetch: Callable[[], JobRun],
+    sleep: AsyncSleep,
+    *,
+    pool: Executor | None = None,
+    turn: Callable[[], Awaitable[None]] | None = None,
+    slots: asyncio.Semaphore | None = None,
+    first_answer: bool = False,
+) -> Step:
+    """Poll until the core says stop: the async twin of ``drive``.
+
+    ``turn`` is awaited before each call (a fan-out waits for the shared
+    budget there); it raises TurnExpired when the deadline comes first.
+    """
+    pool = pool if pool is not None else shared_executor()
+    while True:
+        try:
+            if turn is not None:
+                await turn()
+            step = session.seen(await async_call(session, pool, fetch, slots))
+            if first_answer:
+                return step
+        except CallFault as fault:
+            step = session.failed(fault)
+        except TurnExpired as expired:
+            step = session.expired(str(expired))
+        if step.done:
+            return step
+        await sleep(step.delay)
+
+
 # Requests in flight at once from one process; each GetJobRun takes
 # milliseconds, so a few threads serve thousands of sleeping waits.
 CALL_WORKERS = 8
+# Workers left behind on abandoned calls (a server that trickles forever) are
+# replaced up to this many at once; beyond it the pool runs short rather than
+# growing without end.
+MAX_ABANDONED = 64
+
+
+class _Call(Future[Any]):
+    """A call's future that tells its pool when it is given up while running."""
+
+    def __init__(self, pool: CallPool) -> None:
+        super().__init__()
+        self._pool = pool
+        self.abandoned = False
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            return True
+        with self._condition:
+            running = self.running() and not self.abandoned
+            self.abandoned = self.abandoned or running
+        if running:
+            self._pool._abandoned()
+        return False
+
+
+class CallPool(Executor):
+    """A thread pool for blocking calls whose threads never hold up interpreter exit.
+
+    ThreadPoolExecutor's workers are joined at exit, so one call left running
+    on a server that never finishes answering would hang the process. These
+    are daemon threads; and a call given up while it runs (its future
+    cancelled) no longer counts against the pool's ``max_workers``: a new
+    worker takes its place, and the old one ends when its call does.
+    """
+
+    def __init__(self, max_workers: int = CALL_WORKERS, thread_name_prefix: str = "poller-call"):
+        self._size = max_workers
+        self._prefix = thread_name_prefix
+        self._work: queue.SimpleQueue[tuple[_Call, Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._stuck = 0
+        self._count = itertools.count()
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new calls after shutdown")
+        future = _Call(self)
+        self._work.put((future, functools.partial(fn, *args, **kwargs)))
+        self._grow()
+        return future
+
+    def _grow(self) -> None:
+        with self._lock:
+            if self._idle > 0 or self._threads - min(self._stuck, MAX_ABANDONED) >= self._size:
+                return
+            self._threads += 1
+            self._idle += 1
+        name = f"{self._prefix}-{next(self._count)}"
+        threading.Thread(target=self._worker, name=name, daemon=True).start()
+
+    def _abandoned(self) -> None:
+        with self._lock:
+            self._stuck += 1
+        self._grow()
+
+    def _worker(self) -> None:
+        while True:
+            item = self._work.get()
+            with self._lock:
+                self._idle -= 1
+            if item is None:
+                with self._lock:
+                    self._threads -= 1
+                return
+            future, call = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = call()
+                except BaseException as exc:  # handed to the caller, as ThreadPoolExecutor does
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del item, call
+            with self._lock:
+                if future.abandoned:
+                    self._stuck -= 1
+                if self._threads - min(self._stuck, MAX_ABANDONED) > self._size:
+                    self._threads -= 1  # a replacement took this one's place
+                    return
+                self._idle += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+        with self._lock:
+            threads = self._threads
+        for _ in range(threads):
+            self._work.put(None)
 
 
 @functools.cache
 def shared_executor() -> Executor:
     """The process-wide pool the blocking boto3 calls run in."""
-    return ThreadPoolExecutor(max_workers=CALL_WORKERS, thread_name_prefix="poller-call")
+    return CallPool(CALL_WORKERS, "poller-call")
 
 
-@functools.cache
-def shared_client(
-    region_name: str | None, profile_name: str | None, endpoint_url: str | None
-) -> JobRunClient:
-    """The process-wide client for one configuration, sized to the call pool."""
-    # boto3 clients are thread-safe once built; one per configuration keeps
-    # thousands of waits from building thousands of clients.
-    return build_client(
-        region_name=region_name,
-        profile_name=profile_name,
-        endpoint_url=endpoint_url,
-        max_pool_connections=CALL_WORKERS,
-    )
+# What botocore reads to resolve a client that is not given these explicitly.
+_CLIENT_ENV = (
+    "AWS_ENDPOINT_URL_DATAZONE",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
+# Part of the key only as a digest: a cache key must never hold a secret.
+_CREDENTIAL_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
+# Configurations one process uses at once; the least recently used goes first.
+CLIENT_CACHE_SIZE = 16
 
 
-async def async_drive(
-    session: Driven,
-    fetch: Callable[[], Awaitable[JobRun]],
-    sleep: AsyncSleep,
-    *,
-    first_answer: bool = False,
-) -> Step:
-    """Poll until the core says stop: the async twin of ``drive``."""
-    while True:
-        try:
-            step = session.seen(await fetch())
-            if first_answer:
-                return step
-        except CallFault as fault:
-            step = session.failed(fault)
-        if step.done:
-            return step
-        await sleep(step.delay)
+def _client_key(*args: str | None) -> tuple[Any, ...]:
+    secrets = "\0".join(os.environ.get(name, "\x01") for name in _CREDENTIAL_ENV)
+    digest = hashlib.sha256(secrets.encode("utf-8", "surrogatepass")).hexdigest()
+    return (*args, *(os.environ.get(name) for name in _CLIENT_ENV), digest)
+
+
+class _SharedClients:
+    """One client per configuration, the configuration read from the arguments and environment."""
+
+    def __init__(self) -> None:
+        self._clients: collections.OrderedDict[tuple[Any, ...], JobRunClient] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, region_name: str | None, profile_name: str | None, endpoint_url: str | None
+    ) -> JobRunClient:
+        """The process-wide client for one configuration, sized to the call pool."""
+        key = _client_key(region_name or None, profile_name or None, endpoint_url or None)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is not None:
+                self._clients.move_to_end(key)
+                return client
+        # boto3 clients are thread-safe once built; one per configuration keeps
+        # thousands of waits from building thousands of clients.
+        client = build_client(
+            region_name=region_name or None,
+            profile_name=profile_name or None,
+            endpoint_url=endpoint_url or None,
+            max_pool_connections=CALL_WORKERS,
+        )
+        with self._lock:
+            client = self._clients.setdefault(key, client)
+            self._clients.move_to_end(key)
+            while len(self._clients) > CLIENT_CACHE_SIZE:
+                self._clients.popitem(last=False)
+        return client
+
+    def cache_clear(self) -> None:
+        """Forget every client (the next call builds anew)."""
+        with self._lock:
+            self._clients.clear()
+
+
+#: The process-wide client for a configuration: ``shared_client(region, profile, endpoint)``.
+#: Keyed by the arguments and the AWS environment variables that resolve
+#: them, so a process whose environment changes gets a client for the new one.
+shared_client = _SharedClients()
 
 
 def off_any_running_loop(run: Callable[[], _T]) -> _T:

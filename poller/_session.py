@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import replace
 from typing import Any
 
 from poller import _history, log
@@ -19,21 +19,34 @@ from poller._policy import (
     CallFault,
     FaultKind,
     Forecast,
+    Jitter,
     PollPolicy,
     Step,
     WaitState,
     advance,
+    expire,
     fail,
 )
 from poller.errors import PollerError, WaitCancelledError
 
-__all__ = ["HEARTBEAT_EVERY", "Clock", "OnChange", "OnStep", "WaitSession", "raise_if_error"]
+__all__ = [
+    "HEARTBEAT_EVERY",
+    "Clock",
+    "OnChange",
+    "OnStep",
+    "Pace",
+    "WaitSession",
+    "raise_if_error",
+]
 
 Clock = Callable[[], float]
 OnChange = Callable[[JobRun], object]
 # Called after every call with the core's new state and its answer: what a
 # progress display needs ("next check in N s") without a log line per poll.
 OnStep = Callable[[WaitState, Step], object]
+# Given the delay the core asked for, the real delay until the next call (a
+# fan-out books its turn with the shared budget here); the default is as asked.
+Pace = Callable[[float], float]
 
 # Non-interactive logs need a sign of life now and then, not one per poll.
 HEARTBEAT_EVERY = 60.0
@@ -42,6 +55,26 @@ HEARTBEAT_EVERY = 60.0
 class WaitSession:
     """The state of one wait between calls; not thread-safe, one per wait."""
 
+    # A fan-out holds one per run: no instance dict, no bound logger each.
+    __slots__ = (
+        "_clock",
+        "_last_news",
+        "_last_seen",
+        "_learned",
+        "_log",
+        "_on_change",
+        "_on_step",
+        "_pace",
+        "_resumed",
+        "_rng",
+        "_run_started",
+        "_wall_at_start",
+        "domain_id",
+        "job_run_id",
+        "policy",
+        "state",
+    )
+
     def __init__(
         self,
         domain_id: str,
@@ -49,46 +82,67 @@ class WaitSession:
         policy: PollPolicy,
         *,
         clock: Clock | None = None,
-        rng: random.Random | None = None,
+        rng: Jitter | None = None,
         on_change: OnChange | None = None,
         on_step: OnStep | None = None,
+        pace: Pace | None = None,
         logger: Any = None,
+        started: float | None = None,
+        resumed: bool = False,
+        last_seen: JobRun | None = None,
     ) -> None:
+        # ``resumed``: this session goes on with a wait an earlier session
+        # started (the next poke of a sensor), so ``wait_started`` is not
+        # logged again, and a status is news only if it differs from
+        # ``last_seen``, the status that earlier session saw (None: unknown).
         self.domain_id = domain_id
         self.job_run_id = job_run_id
         self.policy = policy
         # Looked up per wait, not bound as a default, so freezegun can patch it.
         self._clock = clock if clock is not None else time.monotonic
-        self._rng = rng if rng is not None else random.Random()
+        self._rng: Jitter = rng if rng is not None else random.Random()
         self._on_change = on_change
         self._on_step = on_step
+        self._pace = pace
         self._log = logger if logger is not None else log.get_logger()
-        self._log = self._log.bind(domain_id=domain_id, job_run_id=job_run_id)
-        self.state = WaitState.start(policy, self._clock())
+        # ``started``: when the deadline began, if before now (a fan-out's start).
+        self.state = WaitState.start(policy, self._clock() if started is None else started)
         self._last_news = self.state.started
-        # Wall time measured on the wait's own clock from one reading, so run
-        # ages (startTime is wall time) follow an injected or scaled clock too.
-        self._wall_at_start = time.time()
+        self._resumed = resumed
+        self._last_seen = last_seen
+        # The wall time at ``state.started``, from one reading, so run ages
+        # (startTime is wall time) follow an injected or scaled clock too, and
+        # a fan-out's run created after its start is not taken as older.
+        self._wall_at_start = time.time() - (self._clock() - self.state.started)
         self._learned: _history.Learned | None = None
         self._run_started: float | None = None  # the run's start on the wait's clock
-        self._start_seen: datetime | None = None
-        self._log.info(log.WAIT_STARTED, timeout_s=policy.timeout)
+        if not resumed:
+            self._emit(log.WAIT_STARTED, timeout_s=policy.timeout)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        self._log.info(event, domain_id=self.domain_id, job_run_id=self.job_run_id, **fields)
 
     @property
     def elapsed(self) -> float:
         """Seconds since the wait started."""
         return round(self._clock() - self.state.started, 3)
 
+    def time_left(self) -> float:
+        """Seconds to the deadline on the wait's clock (never negative); infinite without one."""
+        return self.state.time_left(self._clock())
+
     def seen(self, run: JobRun) -> Step:
         """A call returned ``run``: what next."""
-        before = self.state.last
+        before = self.state.last if self.state.last is not None else self._last_seen
         now = self._clock()
         learning = self._learned is None
         forecast = self._forecast(run, now)
         self.state, step = advance(self.policy, self.state, run, now, self._rng, forecast)
-        if before is None or before.status != run.status:
+        if (before is None and not self._resumed) or (
+            before is not None and before.status != run.status
+        ):
             self._last_news = now
-            self._log.info(
+            self._emit(
                 log.STATUS_CHANGED,
                 **{"from": before.status if before else None, "to": run.status},
                 elapsed_s=self.elapsed,
@@ -97,7 +151,7 @@ class WaitSession:
                 self._on_change(run)
         elif now - self._last_news >= HEARTBEAT_EVERY:
             self._last_news = now
-            self._log.info(
+            self._emit(
                 log.HEARTBEAT, status=run.status, elapsed_s=self.elapsed, polls=self.state.polls
             )
         if learning and self._learned is not None:
@@ -107,9 +161,9 @@ class WaitSession:
     def _tell(self, run: JobRun, learned: _history.Learned) -> None:
         # Once per wait: what the job's history taught, or why it is not used.
         if learned.history is None:
-            self._log.info(_history.HISTORY_UNAVAILABLE, job_id=run.job_id, reason=learned.reason)
+            self._emit(_history.HISTORY_UNAVAILABLE, job_id=run.job_id, reason=learned.reason)
         else:
-            self._log.info(_history.HISTORY, job_id=run.job_id, **learned.history.summary())
+            self._emit(_history.HISTORY, job_id=run.job_id, **learned.history.summary())
 
     @property
     def forecast(self) -> Forecast | None:
@@ -123,6 +177,7 @@ class WaitSession:
         if not self.policy.history or run.is_terminal or not run.job_id:
             return None
         if self._learned is None:
+            # Shared with every wait of the job: a pointer per wait, no copy.
             self._learned = _history.shared_cache().get((run.domain_id, run.job_id))
             if self._learned is None:
                 return None  # not fetched yet: the plain cadence, for now
@@ -131,13 +186,14 @@ class WaitSession:
         if run.start_time is None:
             # Not started yet: it cannot end before it has run for the quiet window.
             self._run_started = now
-        elif run.start_time != self._start_seen:
-            self._start_seen = run.start_time
+        else:
             wall_now = self._wall_at_start + (now - self.state.started)
             self._run_started = now - max(wall_now - run.start_time.timestamp(), 0.0)
         return self.forecast
 
     def _stepped(self, step: Step) -> Step:
+        if self._pace is not None and not step.done:
+            step = replace(step, delay=self._pace(step.delay))
         if self._on_step is not None:
             self._on_step(self.state, step)
         return step
@@ -145,15 +201,21 @@ class WaitSession:
     def failed(self, fault: CallFault) -> Step:
         """A call failed with ``fault``: retry after how long, or stop."""
         self.state, step = fail(self.policy, self.state, fault, self._clock(), self._rng)
+        step = self._stepped(step)
         if not step.done:
+            # After pacing: the time until the next call, whatever it waits for.
             event = log.THROTTLED if fault.kind is FaultKind.THROTTLE else log.RETRYING
-            self._log.info(
+            self._emit(
                 event,
                 error_type=fault.error_type,
                 attempt=self.state.retry_attempt,
                 sleep_s=round(step.delay, 3),
             )
-        return self._stepped(step)
+        return step
+
+    def expired(self, why: str) -> Step:
+        """The deadline passed before another call could be made; ``why`` says what stopped it."""
+        return expire(self.state, why)
 
     def interrupted(self) -> Step:
         """The caller stopped the wait."""
@@ -178,6 +240,14 @@ class WaitSession:
         )
         if step.error is not None:
             step.error.result = result
+        lineage = result.job_run.lineage if result.job_run else None
+        if lineage is not None and lineage.inconsistency:
+            self._log.warning(
+                log.LINEAGE_INCONSISTENT,
+                domain_id=self.domain_id,
+                job_run_id=self.job_run_id,
+                reported=lineage.inconsistency,
+            )
         self._log.info(log.FINISHED, **result.to_dict())
         return result
 

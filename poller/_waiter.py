@@ -145,3 +145,34 @@ def get_job_run(
         raise_if_error(session.result(step))
     assert session.state.last is not None, "a read that ended well saw a run"
     return session.state.last
+
+
+def read_result(
+    domain_id: str,
+    job_run_id: str,
+    *,
+    policy: PollPolicy | None = None,
+    client: JobRunClient | None = None,
+    on_step: OnStep | None = None,
+    cancel: threading.Event | None = None,
+) -> WaitResult:
+    """get_job_run's one read (throttles and faults retried) as a result: ``poller status``.
+
+    A finished run gets its outcome; a run still going gets ``wait_timeout``
+    with no ``error`` (a wait with no time left), which ``status`` shows as null.
+    """
+    from poller._model import Outcome  # noqa: PLC0415  (kept local: an edit at the end only)
+    from poller._policy import Step  # noqa: PLC0415
+
+    validate_ids(domain_id, job_run_id)
+    policy = resolve_policy(policy, UNSET)
+    client = resolve_client(client, None, None, None)
+    session = WaitSession(domain_id, job_run_id, policy, on_step=on_step)
+    step = drive(
+        session,
+        lambda: fetch_job_run(client, domain_id, job_run_id),
+        interruptible(None, cancel),
+        cancelled=cancel.is_set if cancel is not None else lambda: False,
+        first_answer=True,
+    )
+    return session.result(step if step.done else Step(outcome=Outcome.WAIT_TIMEOUT))

@@ -1,23 +1,33 @@
-"""structlog setup and the names of the events a wait emits."""
+"""Logging: the names of the events a wait emits, where they go, and redaction.
+
+A library writes nothing to stdout unless the application asks. Until
+structlog is configured (by ``configure_logging``, by the application, or by
+a host such as Airflow), poller's events go to the stdlib logger ``poller``,
+so the application's handlers, Airflow's task log and pytest's caplog see
+them; with no handler at all, stdlib logging prints warnings and worse on
+stderr and drops the rest. structlog is imported only when an event is logged
+(``import poller`` and ``poller --help`` stay light).
+"""
 
 from __future__ import annotations
 
-import logging
+import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final, TextIO
 
-import structlog
-
 __all__ = [
     "FINISHED",
     "HEARTBEAT",
+    "LINEAGE_INCONSISTENT",
+    "LOGGER_NAME",
     "RETRYING",
     "STATUS_CHANGED",
     "THROTTLED",
     "WAIT_STARTED",
     "configure_logging",
     "get_logger",
+    "redact",
 ]
 
 WAIT_STARTED: Final = "wait_started"
@@ -26,6 +36,10 @@ THROTTLED: Final = "throttled"
 RETRYING: Final = "retrying"
 HEARTBEAT: Final = "heartbeat"
 FINISHED: Final = "finished"
+# A warning: lineage counts that cannot be true were reported as null.
+LINEAGE_INCONSISTENT: Final = "lineage_inconsistent"
+#: The stdlib logger poller's events go to while structlog is not configured.
+LOGGER_NAME: Final = "poller"
 
 # Events say what happened to the run, never how the call was signed: no
 # credentials or headers are ever bound, and this drops them should a caller
@@ -33,19 +47,75 @@ FINISHED: Final = "finished"
 _SECRET_KEYS = frozenset(
     {"authorization", "aws_secret_access_key", "aws_session_token", "x-amz-security-token"}
 )
+# The userinfo of a URL (scheme://user:password@host): up to the last "@"
+# before the path, so an unescaped "@" in a password does not leak its tail.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s\"'\\]*@")
+# A URL's query string, which may carry a token (a presigned URL, a proxy's key).
+_QUERY = re.compile(r"(?P<path>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^?#\s\"'<>]*)\?[^#\s\"'<>]*")
 
 
-def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
-    return {k: v for k, v in event.items() if k.lower() not in _SECRET_KEYS}
+def redact(text: str) -> str:
+    """``text`` with the userinfo and the query of every URL in it replaced by ``***``.
+
+    ``https://user:pass@host:8443/x?token=1`` becomes ``https://***@host:8443/x?***``.
+    The one redaction poller applies to what it shows: log events, error
+    messages, CLI hints and result documents. Text without a URL is returned
+    as it is, and nothing here raises.
+    """
+    if "://" not in text:
+        return text
+    return _QUERY.sub(r"\g<path>?***", _USERINFO.sub(r"\g<scheme>***@", text))
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
+def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    return {k: _redacted(v) for k, v in event.items() if k.lower() not in _SECRET_KEYS}
+
+
+def _to_stdlib(_: Any, __: str, event: MutableMapping[str, Any]) -> Any:
+    # The message is the event's name and its fields as JSON, so a plain
+    # handler shows everything; the fields are also on the record as `poller`.
+    import json  # noqa: PLC0415
+
+    fields = {k: v for k, v in event.items() if k != "event"}
+    message = f"{event.get('event')} {json.dumps(fields, default=str, ensure_ascii=False)}"
+    return (message,), {"extra": {"poller": dict(event)}}
 
 
 def get_logger(**bound: Any) -> Any:
-    """poller's logger; a library only logs, the application decides where to."""
-    return structlog.get_logger("poller", **bound)
+    """poller's logger: structlog's configuration once there is one, else stdlib logging."""
+    import logging  # noqa: PLC0415
+
+    import structlog  # noqa: PLC0415
+
+    if structlog.is_configured():
+        return structlog.get_logger(LOGGER_NAME, **bound)
+    return structlog.wrap_logger(
+        logging.getLogger(LOGGER_NAME),
+        processors=[structlog.contextvars.merge_contextvars, _scrub, _to_stdlib],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        **bound,
+    )
 
 
 def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Send poller's events to ``stream`` (stderr) as JSON lines, or readable on a terminal."""
+    """Send poller's events to ``stream`` (stderr) as JSON lines, or readable on a terminal.
+
+    This configures structlog for the whole process: an application's choice.
+    """
+    import logging  # noqa: PLC0415
+
+    import structlog  # noqa: PLC0415
+
     out = stream if stream is not None else sys.stderr
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
@@ -59,7 +129,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _drop_secrets,
+            _scrub,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -2,8 +2,8 @@
 
 A scheduler that re-runs a check on its own clock (Airflow's reschedule mode,
 Dagster sensors, Prefect) needs one question answered, with no memory between
-calls: is the run done with this result, not done yet, or failed for this
-reason? `JobRunPoker.poke` answers it with one look at the run, absorbing
+calls but what to log: is the run done with this result, not done yet, or
+failed for this reason? `JobRunPoker.poke` answers it with one look at the run, absorbing
 throttles and transient faults with the core's backoff inside a budget, so a
 poke never outlives its interval. It drives the same core as every other wait
 (`_runtime.drive` over a `WaitSession`); `judge` turns a result document into the
@@ -124,13 +124,21 @@ def judge(document: Mapping[str, Any], *, allow_partial: bool = False) -> Verdic
 
 
 class JobRunPoker:
-    """Answers "is the run done?" with one bounded look; holds no state between pokes.
+    """Answers "is the run done?" with one bounded look; remembers only what it last saw.
 
     ``budget`` (seconds) bounds each poke: throttles and transient faults are
     retried with the policy's backoff only while it lasts, and a poke whose
     budget ran out before any answer came back says WAITING, so the next poke
     tries again. Pass the scheduler's poke interval. The client is built once
-    (or taken as given) and reused by every poke.
+    (or taken as given, or made by ``connect`` on the first poke: a PollerError
+    it raises fails that poke as bad IDs do) and reused by every poke.
+
+    The only memory between pokes is what to log: ``wait_started`` on the
+    first poke only, ``status_changed`` only when a poke sees a status other
+    than the previous poke's. ``resumed=True`` says an earlier poke of the
+    same wait ran in another process (a rescheduled Airflow task), whose
+    status is unknown: this poker then logs no ``wait_started``, and no
+    change until it has seen a status itself.
     """
 
     def __init__(
@@ -142,6 +150,7 @@ class JobRunPoker:
         allow_partial: bool = False,
         policy: PollPolicy | None = None,
         client: JobRunClient | None = None,
+        connect: Callable[[], JobRunClient] | None = None,
         region_name: str | None = None,
         profile_name: str | None = None,
         endpoint_url: str | None = None,
@@ -149,13 +158,17 @@ class JobRunPoker:
         sleep: Callable[[float], object] | None = None,
         rng: random.Random | None = None,
         logger: Any = None,
+        resumed: bool = False,
     ) -> None:
         self.domain_id = domain_id
         self.job_run_id = job_run_id
         self.allow_partial = allow_partial
         self.policy = (policy if policy is not None else PollPolicy()).with_timeout(max(budget, 0))
         self._client = client
+        self._connect = connect
         self._client_args = (region_name, profile_name, endpoint_url)
+        self._resumed = resumed
+        self._last: JobRun | None = None
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -165,7 +178,10 @@ class JobRunPoker:
     def client(self) -> JobRunClient:
         """The client every poke uses, built on first use."""
         if self._client is None:
-            self._client = resolve_client(None, *self._client_args)
+            if self._connect is not None:
+                self._client = self._connect()
+            else:
+                self._client = resolve_client(None, *self._client_args)
         return self._client
 
     def poke(self) -> Verdict:
@@ -185,13 +201,19 @@ class JobRunPoker:
             clock=self._clock,
             rng=self._rng,
             logger=self._logger,
+            resumed=self._resumed,
+            last_seen=self._last,
         )
+        # Every later poke of this poker goes on with the same wait.
+        self._resumed = True
         step = drive(
             session,
             lambda: fetch_job_run(client, self.domain_id, self.job_run_id),
             interruptible(self._sleep, None),
             first_answer=True,
         )
+        if session.state.last is not None:
+            self._last = session.state.last
         if step.outcome in _FINAL and not self._budget_spent(session, step):
             return judge(session.result(step).to_dict(), allow_partial=self.allow_partial)
         # Still running, or the budget ran out on throttles or faults: not an

@@ -1,33 +1,25 @@
 """The Airflow 3 sensor and trigger, with real Airflow, against the simulator over real HTTP."""
-# ruff: noqa: E402  (Airflow reads its home and database settings when first imported)
 
 from __future__ import annotations
 
-import atexit
+# Sets AIRFLOW_HOME and the database before anything imports Airflow.
+from tests._airflow_home import HOME as _HOME
+
+# isort: split
+
+import asyncio
 import json
 import os
 import runpy
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import types
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-_HOME = Path(tempfile.mkdtemp(prefix="poller-airflow-"))
-atexit.register(shutil.rmtree, _HOME, True)
-os.environ["AIRFLOW_HOME"] = str(_HOME)
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_HOME / "dags")
-os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflow.db'}"
-
-import asyncio
-
-import boto3
 import pytest
 from airflow.sdk.exceptions import (
     AirflowException,
@@ -38,11 +30,12 @@ from airflow.sdk.exceptions import (
 )
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import TriggerEvent
+from structlog.testing import capture_logs
 
 import poller._runtime
 from poller import PollPolicy, ServiceUnavailableError
 from poller.airflow import DataZoneJobRunSensor, DataZoneJobRunTrigger
-from poller.airflow._client import job_run_client, provider_installed
+from poller.airflow import _client as airflow_clients
 from poller.testing import Fault, Lineage, RunScript, Simulator
 
 DOMAIN = "dzd_airflow"
@@ -58,11 +51,13 @@ _counter = iter(range(1_000_000))
 @pytest.fixture(scope="module")
 def shared_sim() -> Iterator[Simulator]:
     """One simulator for the module: the async core's shared client outlives a test."""
-    # The async core caches one client per configuration; start from none.
+    # The async core and the sensor cache clients per configuration; start from none.
     poller._runtime.shared_client.cache_clear()
+    airflow_clients.clear()
     with Simulator() as simulator:
         yield simulator
     poller._runtime.shared_client.cache_clear()
+    airflow_clients.clear()
 
 
 @pytest.fixture
@@ -211,6 +206,40 @@ def test_poke_mode_execute_runs_to_the_result(sim: Simulator) -> None:
     assert sim.calls(run_id) == 3
 
 
+def status_events(events: list[dict[str, Any]]) -> list[tuple[str, Any, Any]]:
+    """The start and change events of a capture, as (event, from, to)."""
+    wanted = ("wait_started", "status_changed")
+    return [(e["event"], e.get("from"), e.get("to")) for e in events if e["event"] in wanted]
+
+
+def test_poke_mode_logs_the_start_once_and_only_real_changes(sim: Simulator) -> None:
+    """Across pokes of one sensor, wait_started comes once and status_changed only on a change."""
+    run_id = new_run(sim, "IN_PROGRESS", "IN_PROGRESS", "IN_PROGRESS", "SUCCESS")
+    s = sensor(run_id)
+    with capture_logs() as events:
+        answers = [s.poke(CONTEXT).is_done for _ in range(4)]
+    assert answers == [False, False, False, True]
+    assert status_events(events) == [
+        ("wait_started", None, None),
+        ("status_changed", None, "IN_PROGRESS"),
+        ("status_changed", "IN_PROGRESS", "SUCCESS"),
+    ]
+
+
+def test_reschedule_mode_does_not_repeat_the_start_in_each_new_sensor(sim: Simulator) -> None:
+    """Each reschedule builds a new sensor: only the first poke of the try logs the start."""
+    run_id = new_run(sim, "IN_PROGRESS", "IN_PROGRESS", "SUCCESS")
+    with capture_logs() as events:
+        for count in range(3):  # Airflow's task_reschedule_count: pokes before this one
+            s = sensor(run_id, mode="reschedule", poke_interval=60)
+            s.poke({"task_reschedule_count": count})
+    assert status_events(events) == [
+        ("wait_started", None, None),
+        ("status_changed", None, "IN_PROGRESS"),
+    ]
+    assert [e["event"] for e in events].count("finished") == 1
+
+
 # -- deferrable ---------------------------------------------------------------
 
 
@@ -252,9 +281,13 @@ def test_default_deferrable_comes_from_the_config(monkeypatch: pytest.MonkeyPatc
     assert not DataZoneJobRunSensor(task_id="c", domain_id=DOMAIN, job_run_id="r").deferrable
 
 
-def test_ids_are_templated() -> None:
-    """domain_id and job_run_id are the sensor's template fields."""
-    assert tuple(DataZoneJobRunSensor.template_fields) == ("domain_id", "job_run_id")
+def test_ids_and_connection_settings_are_templated_as_in_the_amazon_provider() -> None:
+    """The template fields are the provider's AWS ones plus domain_id and job_run_id."""
+    from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+    fields = tuple(DataZoneJobRunSensor.template_fields)
+    assert fields == aws_template_fields("domain_id", "job_run_id")
+    assert {"aws_conn_id", "region_name"} <= set(fields)
 
 
 # -- trigger ------------------------------------------------------------------
@@ -452,6 +485,20 @@ def test_airflow_deferral_timeout_backstop_matches(soft_fail: bool) -> None:
         s.resume_execution("__fail__", {"error": "Trigger timeout"}, CONTEXT)
 
 
+def test_the_triggerer_imports_the_trigger_without_loading_botocore() -> None:
+    """The triggerer imports the trigger class on its event loop: botocore loads later, off it."""
+    code = (
+        "import sys, airflow.triggers.base; from poller.airflow import DataZoneJobRunTrigger; "
+        "heavy = ('botocore', 'boto3', 'poller.airflow.sensor'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(_HOME)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_poller_itself_does_not_import_airflow() -> None:
     """The extra stays optional: importing poller (and its sensor base) loads no Airflow."""
     code = "import sys, poller, poller.poke, poller.aio; print('airflow' in sys.modules)"
@@ -462,53 +509,12 @@ def test_poller_itself_does_not_import_airflow() -> None:
 # -- the AWS connection -------------------------------------------------------
 
 
-@pytest.mark.skipif(provider_installed(), reason="the Amazon provider is installed")
-def test_without_the_provider_the_default_chain_is_used() -> None:
-    """aws_conn_id needs the provider; without it, boto3's default chain (None) is used."""
-    assert job_run_client("aws_default", "us-east-1") is None
-    assert job_run_client(None, "us-east-1") is None
-
-
-def test_with_the_provider_the_connection_hook_builds_the_client(
-    sim: Simulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the provider, the hook's client is used, poller's retries and timeouts merged in."""
-    # A stand-in for the provider, which CI does not install (it is heavy): it
-    # records what the sensor asks of AwsBaseHook and builds a real client.
-    asked: dict[str, Any] = {}
-
-    class AwsBaseHook:
-        def __init__(self, *, aws_conn_id: str, client_type: str, region_name: str | None):
-            asked.update(conn=aws_conn_id, client_type=client_type, region=region_name)
-            self.region_name = region_name or "us-east-1"
-            from botocore.config import Config
-
-            self.config = Config(user_agent_extra="conn", max_pool_connections=3)
-
-        def get_client_type(self, *, region_name: str, config: Any) -> Any:
-            asked["config"] = config
-            return boto3.client("datazone", region_name=region_name, config=config)
-
-    module = types.ModuleType("airflow.providers.amazon.aws.hooks.base_aws")
-    module.AwsBaseHook = AwsBaseHook  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    run_id = new_run(sim, Fault.throttle(), "SUCCESS")
-    answer = sensor(run_id, aws_conn_id="my_aws", region_name="eu-west-1").poke(CONTEXT)
-    assert answer.is_done
-    assert asked["conn"] == "my_aws"
-    assert (asked["client_type"], asked["region"]) == ("datazone", "eu-west-1")
-    config = asked["config"]
-    assert config.retries["total_max_attempts"] == 1
-    assert (config.max_pool_connections, config.read_timeout) == (3, 10.0)
-    assert sim.calls(run_id) == 2  # one throttle, one answer: no botocore retry
-
-
 # -- end to end: dag.test() ----------------------------------------------------
 
 E2E_DAGS = """
 from datetime import UTC, datetime
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
 from poller import PollPolicy
 from poller.airflow import DataZoneJobRunSensor
@@ -519,17 +525,25 @@ for mode in ("poke", "deferrable"):
         f"poller_e2e_{mode}",
         schedule=None,
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        params={"domain_id": "dzd_none", "job_run_id": "none"},
+        params={"domain_id": "dzd_none", "job_run_id": "none", "aws_conn_id": "aws_default"},
     ) as dag:
-        DataZoneJobRunSensor(
+        wait = DataZoneJobRunSensor(
             task_id="wait",
             domain_id="{{ params.domain_id }}",
             job_run_id="{{ params.job_run_id }}",
+            aws_conn_id="{{ params.aws_conn_id }}",
             deferrable=mode == "deferrable",
             poke_interval=0.05,
             timeout=60,
             policy=FAST,
         )
+
+        @task(trigger_rule="all_done")
+        def why(result):
+            # Runs whether the sensor succeeded or failed, and reads its document.
+            return f"{result['outcome']}: {result['error_message']}"
+
+        why(wait.output)
     globals()[dag.dag_id] = dag
 """
 
@@ -572,12 +586,57 @@ def test_dag_test_end_to_end(sim: Simulator, dags: dict[str, Any], mode: str) ->
     assert sim.calls(run_id) == 5
 
 
-def test_dag_test_failed_run_fails_the_task(sim: Simulator, dags: dict[str, Any]) -> None:
-    """A failed run fails the deferred sensor task, and so the DAG run."""
-    run_id = new_run(sim, "IN_PROGRESS", "FAILED", error_message="boom")
-    dag_run = dags["deferrable"].test(run_conf={"domain_id": DOMAIN, "job_run_id": run_id})
-    assert dag_run.state == "failed"
+@pytest.mark.parametrize("mode", ["poke", "deferrable"])
+def test_a_failed_run_fails_the_task_and_leaves_its_document_in_xcom(
+    sim: Simulator, dags: dict[str, Any], mode: str
+) -> None:
+    """A failed run fails the sensor task; its result document is still its XCom, for downstream."""
+    run_id = new_run(sim, "IN_PROGRESS", "FAILED", error_message="boom", lineage=LINEAGE)
+    dag_run = dags[mode].test(run_conf={"domain_id": DOMAIN, "job_run_id": run_id})
     assert dag_run.get_task_instance("wait").state == "failed"
+    doc = xcom(dag_run, "wait")
+    assert (doc["job_run_id"], doc["status"], doc["outcome"]) == (run_id, "FAILED", "failed")
+    assert doc["lineage"]["num_queries_failed"] == 2
+    assert xcom(dag_run, "why") == "failed: boom"
+
+
+def test_a_connection_problem_leaves_its_document_in_xcom(
+    sim: Simulator, dags: dict[str, Any]
+) -> None:
+    """A connection that does not exist fails the task once, with the document saying why."""
+    run_id = new_run(sim, "SUCCESS")
+    conf = {"domain_id": DOMAIN, "job_run_id": run_id, "aws_conn_id": "dz_nowhere"}
+    dag_run = dags["deferrable"].test(run_conf=conf)
+    assert dag_run.get_task_instance("wait").state == "failed"
+    problem = xcom(dag_run, "wait")["problem"]
+    assert problem["type"] == "InvalidRequestError"
+    assert "'dz_nowhere' does not exist" in problem["message"]
+    assert sim.calls(run_id) == 0
+
+
+def test_dag_test_reads_a_templated_connection_through_the_task_sdk(
+    sim: Simulator, dags: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A templated aws_conn_id is looked up by the task SDK; its keys are what DataZone sees."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DZ_E2E",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "AKIDE2ECONNECTION",
+                "password": "e2e-secret",
+                "extra": {"region_name": "eu-central-1", "endpoint_url": sim.endpoint_url},
+            }
+        ),
+    )
+    monkeypatch.delenv("AWS_ENDPOINT_URL_DATAZONE")  # only the connection knows the endpoint
+    for mode in ("poke", "deferrable"):
+        run_id = new_run(sim, "IN_PROGRESS", "SUCCESS")
+        conf = {"domain_id": DOMAIN, "job_run_id": run_id, "aws_conn_id": "dz_e2e"}
+        assert dags[mode].test(run_conf=conf).state == "success"
+        assert {r.access_key_id for r in sim.requests if r.run_id == run_id} == {
+            "AKIDE2ECONNECTION"
+        }
 
 
 def test_the_example_dag_runs(sim: Simulator, dags: dict[str, Any]) -> None:

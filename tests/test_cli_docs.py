@@ -1,7 +1,8 @@
-"""The README's CLI section stays true: its exit-code and config tables are generated.
+"""docs/cli.md stays true: its exit-code and config tables are generated from the code.
 
-Run ``python tests/test_cli_docs.py`` to rewrite the README's generated blocks after
-changing ``config/poller.toml`` or ``poller.cli.EXIT_CODES``.
+Run ``python tests/test_cli_docs.py`` to rewrite the page's generated blocks (between
+``<!-- name:start -->`` and ``<!-- name:end -->``) after changing ``config/poller.toml``
+or ``poller.cli.ExitCode``.
 """
 
 from __future__ import annotations
@@ -11,19 +12,19 @@ import sys
 from pathlib import Path
 
 from poller._config import KEYS
-from poller.cli import EXIT_CODES
+from poller.cli import ExitCode
+from poller.cli._exit import WAIT_MEANINGS
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "cli.md"
 DEFAULTS = ROOT / "config" / "poller.toml"
 
 
 def exit_code_table() -> str:
     """The exit-code table, from the codes the CLI uses."""
     rows = ["| code | meaning |", "|---|---|"]
-    for code, meaning in EXIT_CODES.items():
-        label = "130 / 143" if code == 130 else str(code)
-        rows.append(f"| {label} | {meaning} |")
+    for code, meaning in WAIT_MEANINGS.items():
+        rows.append(f"| {int(code)} | {meaning} |")
     return "\n".join(rows)
 
 
@@ -52,13 +53,14 @@ def block(name: str) -> str:
     found = re.search(
         rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", DOC.read_text(), flags=re.DOTALL
     )
-    assert found, f"README.md lacks the {name} block"
+    assert found, f"docs/cli.md lacks the {name} block"
     return found.group(1)
 
 
 def test_exit_code_table_is_the_one_the_cli_uses() -> None:
-    """The documented exit codes are exactly poller.cli.EXIT_CODES."""
+    """The documented exit codes are exactly poller.cli.ExitCode, each with its meaning."""
     assert block("exit-codes") == exit_code_table()
+    assert list(WAIT_MEANINGS) == list(ExitCode)
 
 
 def test_configuration_reference_matches_the_packaged_defaults() -> None:

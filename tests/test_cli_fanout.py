@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 import poller._limiter as limiter
 from poller._config import load_settings
 from poller.cli import main
+from poller.cli._commands import read_run_ids
 from poller.testing import RunScript, Simulator
 
 DOMAIN = "dzd_cli_fan"
@@ -51,6 +54,54 @@ def test_from_file_skips_blanks_and_duplicates_and_reports_bad_ids(
     assert docs["bad id!"]["problem"]["type"] == "InvalidRequestError"
     assert code == 2  # the highest code: the bad input
     assert real_sim.calls("run-1") == 2
+
+
+def test_a_line_that_is_not_utf8_is_one_error_result_not_a_rejected_file(
+    real_sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Undecodable bytes on one line: that line is an error document, the others are waited on."""
+    real_sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
+    real_sim.add_run(DOMAIN, "run-2", RunScript(statuses=["SUCCESS"]))
+    runs = tmp_path / "runs.txt"
+    runs.write_bytes(b"run-1\n\xff\xfe-run\nrun-2\n")
+    code = wait(real_sim, "--from-file", str(runs))
+    docs = {d["job_run_id"]: d for d in documents(capsys.readouterr().out)}
+    assert set(docs) == {"run-1", "run-2", "\ufffd\ufffd-run"}
+    assert docs["run-1"]["outcome"] == docs["run-2"]["outcome"] == "succeeded"
+    assert docs["\ufffd\ufffd-run"]["problem"]["type"] == "InvalidRequestError"
+    assert code == 2
+
+
+@pytest.mark.parametrize("text", [b"", b"# only a comment\n\n", b"bad id!\n\xff\n"])
+def test_a_file_with_no_valid_run_id_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: bytes
+) -> None:
+    """Nothing to wait on in the file: exit 2, one line on stderr, nothing on stdout."""
+    runs = tmp_path / "runs.txt"
+    runs.write_bytes(text)
+    code = main(["wait", "--domain-identifier", DOMAIN, "--from-file", str(runs)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert "no valid run ID" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_from_file_streams_its_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--from-file -` yields each ID as its line arrives, before the input ends."""
+    read_end, write_end = os.pipe()
+    with open(read_end, encoding="utf-8") as stdin:
+        monkeypatch.setattr("sys.stdin", stdin)
+        ids = read_run_ids("-", DOMAIN)
+        with open(write_end, "w") as feed:
+            feed.write("run-1\n")
+            feed.flush()
+            first: list[str] = []
+            reader = threading.Thread(target=lambda: first.append(next(ids)), daemon=True)
+            reader.start()
+            reader.join(timeout=10)
+            assert first == ["run-1"]  # the input is still open: nothing waited for its end
+            feed.write("run-2\n")
+        assert list(ids) == ["run-2"]
 
 
 def test_from_file_dash_reads_stdin(

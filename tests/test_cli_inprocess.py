@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +14,9 @@ import structlog
 from click.testing import CliRunner
 
 from poller._model import JobRun, Outcome, WaitResult
-from poller.cli import EXIT_CODES, cli, combined_exit_code, exit_code, main, render_text
+from poller.cli import ExitCode, cli, main
+from poller.cli._exit import WAIT_MEANINGS, combined, for_result
+from poller.cli._render import render_text
 from poller.errors import (
     AccessDeniedError,
     InvalidRequestError,
@@ -81,15 +85,16 @@ def result(outcome: Outcome, status: str | None = None, error: Any = None) -> Wa
 )
 def test_exit_code_table(res: WaitResult, allow_partial: bool, signum: Any, code: int) -> None:
     """Each outcome maps to the code of docs/design.md's table."""
-    assert exit_code(res, allow_partial=allow_partial, signum=signum) == code
-    assert code in EXIT_CODES or code == 143
+    assert for_result(res, allow_partial=allow_partial, signum=signum) == code
+    assert ExitCode(code) in WAIT_MEANINGS
 
 
 def test_several_codes_combine_to_the_highest_interruption_aside() -> None:
     """The highest code wins, except that an interruption always shows."""
-    assert combined_exit_code([0, 3, 1]) == 3
-    assert combined_exit_code([5, 130, 0]) == 130
-    assert combined_exit_code([143, 5]) == 143
+    assert combined(map(ExitCode, [0, 3, 1])) == 3
+    assert combined(map(ExitCode, [5, 130, 0])) == 130
+    assert combined(map(ExitCode, [143, 5])) == 143
+    assert combined(map(ExitCode, [129, 5])) == 129
 
 
 def test_text_summary_reads_well() -> None:
@@ -193,3 +198,65 @@ def test_a_bad_endpoint_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None
     assert (code, out) == (2, "")
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+
+
+def test_redact_hides_the_userinfo_of_every_url_and_nothing_else() -> None:
+    """One function redacts: user and password go, an '@' in a path or an address stays."""
+    from poller.log import redact
+
+    text = 'x http://u:p@ss@h:1/a "https://k@h" https://h/b@c mail a@b.c'
+    assert redact(text) == 'x http://***@h:1/a "https://***@h" https://h/b@c mail a@b.c'
+
+
+def test_help_loads_no_botocore_structlog_or_asyncio() -> None:
+    """`poller --help` and `poller wait --help` stay light: nothing heavy is imported."""
+    code = (
+        "import sys\n"
+        "from poller.cli import main\n"
+        "for args in (['--help'], ['wait', '--help'], ['status', '--help']):\n"
+        "    assert main(args) == 0\n"
+        "heavy = {'botocore', 'structlog', 'asyncio', 'tenacity'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+
+
+def test_the_live_line_learns_a_run_it_was_not_told_about() -> None:
+    """--latest starts the line with no run: a run found later is drawn, not a KeyError."""
+    import io
+
+    from poller.cli._live import LiveLine
+
+    screen = io.StringIO()
+    line = LiveLine(screen, [], color=False, looking="looking for the latest run of job j")
+    line.start()
+    line.changed(JobRun(domain_id=DOMAIN, id="run-new", status="IN_PROGRESS"))
+    line.finished("run-new")
+    line.close()
+    draws = screen.getvalue().split("\r\x1b[2K")
+    assert any(d.startswith("waiting looking for the latest run of job j") for d in draws)
+    assert any(d.startswith("waiting run-new  IN_PROGRESS") for d in draws)
+
+
+def test_text_summary_of_a_run_still_going() -> None:
+    """`poller status --output text` on a running run says so, not ERROR."""
+    doc = {"job_run_id": "run-1", "status": "IN_PROGRESS", "outcome": None, "polls": 1,
+           "waited_s": 0.1, "problem": None}  # fmt: skip
+    assert render_text(doc).splitlines()[0] == "IN_PROGRESS  run-1 (still running)"
+
+
+@pytest.mark.parametrize(("runs", "draws"), [(1, 200), (5_000, 0)])
+def test_a_fleet_leaves_redrawing_the_live_line_to_its_ticker(runs: int, draws: int) -> None:
+    """One run is redrawn on every step; 5,000 runs are not (each draw sums them all)."""
+    import io
+
+    from poller._policy import PollPolicy, Step, WaitState
+    from poller.cli._live import CLEAR_LINE, LiveLine
+
+    screen = io.StringIO()
+    run_ids = [f"run-{i}" for i in range(runs)]
+    line = LiveLine(screen, run_ids, color=False)  # not started: no ticker
+    state = WaitState.start(PollPolicy(), 0.0)
+    for i in range(200):
+        line.on_step(run_ids[i % runs])(state, Step(delay=1.0))
+    assert screen.getvalue().count(CLEAR_LINE) == draws

@@ -146,8 +146,8 @@ class RecordingLimiter(RateLimiter):
         super().__init__(*args, **kwargs)
         self.rates: list[float] = []
 
-    def throttled(self, granted_at: float) -> None:
-        super().throttled(granted_at)
+    def throttled(self, granted_at: float, spacing_cap: float | None = None) -> None:
+        super().throttled(granted_at, spacing_cap)
         self.rates.append(self.rate)
 
     def succeeded(self) -> None:
@@ -317,3 +317,25 @@ def test_setting_cancel_interrupts_the_waits_and_still_returns_results(sim: Simu
     assert results[1].job_run.status == "IN_PROGRESS"
     assert results[1].problem is not None
     assert results[1].problem.type == "WaitCancelledError"
+
+
+def test_a_cancel_before_the_waits_begin_still_gives_every_run_its_result() -> None:
+    """Cancel already set: waits stopped before their first step are reported interrupted too."""
+    cancel = threading.Event()
+    cancel.set()
+    with Simulator() as live:
+        for i in range(50):
+            live.add_run(DOMAIN, f"c{i}", RunScript(statuses=["IN_PROGRESS"]))
+        seen: list[WaitResult] = []
+        results = wait_for_job_runs(
+            [(DOMAIN, f"c{i}") for i in range(50)],
+            client=client_for(live),
+            policy=PollPolicy(timeout=30),
+            limiter=RateLimiter(1),
+            cancel=cancel,
+            on_result=seen.append,
+            logger=QUIET,
+        )
+    assert [r.job_run_id for r in results] == [f"c{i}" for i in range(50)]
+    assert {r.outcome for r in results} == {Outcome.INTERRUPTED}
+    assert len(seen) == 50

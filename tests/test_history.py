@@ -24,7 +24,6 @@ from poller._history import (
     JobHistory,
     Learned,
     shared_cache,
-    worth_a_look,
 )
 from poller._model import JobRun
 from poller._policy import Forecast, WaitState, advance
@@ -396,15 +395,37 @@ def test_a_fan_out_of_one_job_makes_one_list_call_from_the_budget() -> None:
     assert sum(r.polls for r in results) < 20 * 15
 
 
-def test_a_look_inside_the_quiet_window_queues_as_if_asked_at_its_end() -> None:
-    """The budget's order: now for most looks, the window's end inside it, the deadline at most."""
-    policy = PollPolicy(timeout=100)
-    state = WaitState.start(policy, 0.0)
-    forecast = Forecast(started=0.0, quiet_until=400.0, late_after=900.0)
-    assert worth_a_look(None, state, 10.0) == 10.0
-    assert worth_a_look(forecast, state, 450.0) == 450.0
-    assert worth_a_look(forecast, WaitState.start(PollPolicy(timeout=None), 0.0), 10.0) == 400.0
-    assert worth_a_look(forecast, state, 10.0) == 100.0
+def test_a_fan_out_books_a_quiet_run_at_its_window_end_behind_runs_due_sooner() -> None:
+    """In a fan-out, a run of a known job books its next call at the quiet window's end."""
+    clock = VirtualClock()
+    with Simulator(clock=clock, seed=0) as sim:
+        sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+        add_run(sim, "quiet-0")
+        add_run(sim, "quiet-1")
+        add_run(sim, "plain", job_id="job-2")  # no history: the plain cadence
+        results = run(
+            async_wait_for_job_runs(
+                [(DOMAIN, "quiet-0"), (DOMAIN, "quiet-1"), (DOMAIN, "plain")],
+                client=sim.client(),
+                limiter=RateLimiter(5, clock=clock),
+                clock=clock,
+                policy=NO_JITTER,
+                rng=random.Random(0),
+            ),
+            clock,
+        )
+        requests = sim.requests
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
+    # The lookup came from the budget after quiet-0's first answer; quiet-1,
+    # answered before the history was known, picks it up on its next look.
+    start = requests[0].t
+    looks = [r.t - start for r in requests if r.run_id == "quiet-1"]
+    assert looks[2] == pytest.approx(quiet, abs=NO_JITTER.max_interval + 1)
+    plain = [r.t - start for r in requests if r.run_id == "plain"]
+    assert sum(1 for t in plain if t < quiet) > 10  # polled all along meanwhile
+    jobs = [r.path for r in requests if r.operation == "ListJobRuns"]
+    assert len(jobs) == 2  # one lookup per job
 
 
 # -- settings ----------------------------------------------------------------

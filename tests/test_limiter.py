@@ -1,4 +1,4 @@
-"""The shared budget in isolation: token spacing, AIMD decrease and recovery, exact times."""
+"""The shared budget in isolation: booking spacing, AIMD decrease and recovery, exact times."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from poller import InvalidRequestError, RateLimiter
 from poller._limiter import (
     DEFAULT_MAX_RPS,
     AimdSettings,
-    BucketState,
+    Booking,
+    BudgetState,
+    fit,
     shared_limiter,
     succeeded,
-    take,
     throttled,
 )
 
@@ -31,14 +32,13 @@ class FakeClock:
 
 
 def grants(limiter: RateLimiter, clock: FakeClock, count: int) -> list[float]:
-    """Grant times of ``count`` calls taken back to back, sleeping as the limiter asks."""
+    """Times of ``count`` calls booked back to back, each made when its time comes."""
     times = []
-    while len(times) < count:
-        delay = limiter.try_acquire()
-        if delay:
-            clock.now += delay
-        else:
-            times.append(clock.now)
+    for _ in range(count):
+        booking = limiter.reserve(clock.now)
+        assert booking is not None
+        clock.now = max(clock.now, booking.at)
+        times.append(booking.at)
     return times
 
 
@@ -49,27 +49,50 @@ def test_first_call_goes_at_once_then_calls_are_spaced_evenly() -> None:
     assert [t - 1000 for t in times] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
 
 
-def test_try_acquire_says_how_long_until_the_next_token_and_takes_none() -> None:
-    """A refused acquire returns the exact wait and leaves the bucket as it was."""
+def test_a_booking_is_the_earliest_free_time_and_bookings_due_sooner_fill_gaps() -> None:
+    """At 2/s a call wanted in 10 s is booked then, and one wanted now still goes now."""
     clock = FakeClock()
     limiter = RateLimiter(2, clock=clock)
-    assert limiter.try_acquire() == 0.0
-    clock.now += 0.1
-    assert limiter.try_acquire() == pytest.approx(0.4)
-    assert limiter.try_acquire() == pytest.approx(0.4)
-    clock.now += 0.4
-    assert limiter.try_acquire() == 0.0
+    later = limiter.reserve(1010.0)
+    now = limiter.reserve(1000.0)
+    after = limiter.reserve(1000.0)
+    assert [b.at if b else None for b in (later, now, after)] == [1010.0, 1000.0, 1000.5]
 
 
-def test_a_throttle_halves_the_rate_and_empties_the_bucket() -> None:
-    """Multiplicative decrease: 8/s becomes 4/s and the next call waits a full 1/4 s."""
+def test_a_booking_past_its_latest_time_is_refused() -> None:
+    """With ``latest`` given, a time the budget cannot reach by then is not booked."""
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock)
+    assert limiter.reserve(1000.0, latest=1001.0) is not None
+    assert limiter.reserve(1000.0, latest=1001.0) is not None
+    assert limiter.reserve(1000.0, latest=1001.0) is None
+
+
+def test_a_throttle_halves_the_rate_and_moves_later_bookings_to_the_new_spacing() -> None:
+    """Multiplicative decrease: 8/s becomes 4/s, and calls booked at 8/s move 1/4 s apart."""
     clock = FakeClock()
     limiter = RateLimiter(8, clock=clock)
-    limiter.try_acquire()
-    clock.now += 1.0
-    limiter.throttled(granted_at=clock.now - 0.01)
+    booked = [limiter.reserve(clock.now) for _ in range(3)]
+    limiter.throttled(granted_at=clock.now)
     assert limiter.rate == 4
-    assert limiter.try_acquire() == pytest.approx(0.25)
+    assert [b.at - 1000 for b in booked if b is not None] == pytest.approx([0, 0.25, 0.5])
+
+
+def test_a_throttled_run_alone_is_never_spaced_beyond_its_spacing_cap() -> None:
+    """The floor is one call per spacing_cap: a wait's own retry_max bounds the budget's gap."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock)
+    for _ in range(12):
+        limiter.throttled(granted_at=clock.now, spacing_cap=0.1)
+        clock.now += 0.1
+    assert limiter.rate == 10
+
+
+def test_fit_skips_booked_times_closer_than_the_spacing() -> None:
+    """The earliest time at least one spacing from every booking, from the given start."""
+    booked = [Booking(t, None) for t in (0.0, 1.0, 1.5, 3.0)]
+    assert fit(booked, 0.2, 0.5) == (0.5, 1)
+    assert fit(booked, 0.9, 0.5) == (2.0, 3)
 
 
 def test_throttles_of_calls_sent_before_a_decrease_do_not_decrease_again() -> None:
@@ -99,7 +122,7 @@ def test_the_rate_never_falls_below_the_floor() -> None:
 def test_successes_restore_the_rate_additively_up_to_the_ceiling() -> None:
     """Additive increase: +increase/rate per success, so about +1/s per second at full use."""
     settings = AimdSettings(max_rps=10)
-    state = BucketState(rate=5.0, tokens=0.0, updated=0.0)
+    state = BudgetState(rate=5.0)
     rates = []
     for _ in range(200):
         state = succeeded(settings, state)
@@ -123,23 +146,6 @@ def test_aimd_recovers_after_a_throttle_with_sustained_success() -> None:
     assert limiter.rate == 10
 
 
-def test_a_refill_a_rounding_hair_short_of_a_token_still_grants() -> None:
-    """At clock readings near 1000 s a 1e-14 s wait cannot move the clock: no spinning."""
-    settings = AimdSettings(max_rps=40)
-    state, _ = take(BucketState.start(settings, 1000.0), 1000.0)
-    now = 1000.0 + ((1000.0 + 0.025) - 1000.0)  # what an event loop's timer lands on
-    _, delay = take(state, now)
-    assert delay == 0.0
-
-
-def test_a_clock_stepping_back_mints_no_tokens() -> None:
-    """An injected clock that goes backwards leaves the bucket alone."""
-    state = BucketState(rate=1.0, tokens=0.0, updated=10.0)
-    state, delay = take(state, 5.0)
-    assert delay == pytest.approx(1.0)
-    assert state.tokens == 0.0
-
-
 def test_lowering_max_rps_caps_the_current_rate() -> None:
     """Setting the budget below the current rate takes effect at once."""
     limiter = RateLimiter(20, clock=FakeClock())
@@ -160,7 +166,7 @@ def test_bad_settings_are_rejected(kwargs: dict[str, float]) -> None:
 def test_throttled_is_pure_and_keeps_the_rate_within_bounds() -> None:
     """The pure functions return new states and never leave [floor, ceiling]."""
     settings = AimdSettings(max_rps=3, min_rps=1)
-    start = BucketState.start(settings, 0.0)
+    start = BudgetState.start(settings)
     lowered = throttled(settings, start, 0.0, 1.0)
     assert start.rate == 3
     assert lowered.rate == 1.5

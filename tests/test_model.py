@@ -229,3 +229,46 @@ def test_from_error_is_a_result_that_names_its_problem() -> None:
     result = WaitResult.from_error("dzd_a", "bad id!", error)
     assert (result.outcome, result.job_run, error.result) == (Outcome.ERROR, None, result)
     assert result.to_dict()["problem"] == {"type": "InvalidRequestError", "message": str(error)}
+
+
+@pytest.mark.parametrize(
+    ("total", "failed", "reported"),
+    [
+        (3, 7, "numQueriesFailed 7 of totalQueriesProcessed 3"),
+        (-3, 0, "totalQueriesProcessed -3"),
+        (42, -2, "numQueriesFailed -2"),
+    ],
+)
+def test_lineage_counts_that_cannot_be_true_are_null(
+    total: int, failed: int, reported: str
+) -> None:
+    """More failed than processed, or a negative count: no count, rate or succeeded is shown."""
+    sql = {"totalQueriesProcessed": total, "numQueriesFailed": failed, "errorMessages": ["x"]}
+    stats = LineageStats.from_details({"lineageRunDetails": {"sqlQueryRunDetails": sql}})
+    assert stats is not None
+    doc = stats.to_dict()
+    numbers = ["total_queries_processed", "num_queries_failed", "num_queries_succeeded"]
+    assert [doc[k] for k in [*numbers, "failure_rate"]] == [None] * 4
+    assert doc["error_messages"] == ["x"]
+    assert stats.inconsistency == reported
+
+
+def test_consistent_lineage_counts_have_no_inconsistency() -> None:
+    """Edge values that can be true (none failed, all failed, nothing processed) pass through."""
+    assert LineageStats(42, 42).failure_rate == 1.0
+    assert LineageStats(42, 0).num_queries_succeeded == 42
+    assert LineageStats(0, 0).failure_rate is None
+    pairs = [(42, 42), (0, 0), (None, 5)]
+    assert [LineageStats(t, f).inconsistency for t, f in pairs] == [None] * 3
+
+
+def test_an_end_before_its_start_gives_no_duration() -> None:
+    """A run or query that ends before it starts has a null duration, not a negative one."""
+    run = JobRun.from_response(response(endTime=T0))  # before startTime, T0 + 5 s
+    assert run.duration_s is None
+    stats = LineageStats(42, 2, T0 + timedelta(seconds=9), T0)
+    assert stats.query_duration_s is None
+    assert stats.total_queries_processed == 42  # the counts are not what is wrong
+    assert stats.inconsistency == (
+        "queryEndTime 2026-11-24T10:00:00Z before queryStartTime 2026-11-24T10:00:09Z"
+    )

@@ -99,6 +99,14 @@ def test_throttles_back_off_exponentially_and_never_end_the_wait() -> None:
     assert d.feed("SUCCESS").outcome is Outcome.SUCCEEDED
 
 
+def test_a_throttle_storm_of_any_length_stays_at_retry_max() -> None:
+    """Past a thousand throttles in a row the backoff is still retry_max, never an overflow."""
+    d = Driver(NO_JITTER.with_timeout(None))
+    for _ in range(1100):
+        assert not d.feed(FaultKind.THROTTLE).done
+    assert d.delays[-1] == pytest.approx(20)
+
+
 def test_cadence_does_not_snap_back_after_a_throttle() -> None:
     """After a 4 s backoff got through, the next poll waits at least 4 s, not `interval`."""
     d = Driver(NO_JITTER)

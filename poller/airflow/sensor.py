@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import (
 
 from poller._model import Outcome, WaitResult
 from poller._policy import PollPolicy
-from poller.airflow._client import job_run_client
+from poller.airflow._client import DEFAULT_CONN_ID, ClientSpec, client_for
 from poller.airflow.trigger import EVENT_STATUSES, DataZoneJobRunTrigger, policy_kwargs
 from poller.errors import ServiceUnavailableError
 from poller.poke import JobRunPoker, PokeState, Verdict, judge
@@ -39,11 +39,17 @@ class DataZoneJobRunSensor(BaseSensorOperator):
 
     :param domain_id: the domain, ``dzd_...`` (templated).
     :param job_run_id: the job run (templated).
-    :param aws_conn_id: an Airflow AWS connection, used when
-        apache-airflow-providers-amazon is installed; None, or no provider,
-        uses boto3's default credential chain (which honours
-        ``AWS_ENDPOINT_URL_DATAZONE``).
-    :param region_name: AWS region; overrides the connection's.
+    :param aws_conn_id: the Airflow AWS connection (templated), read by
+        apache-airflow-providers-amazon as every AWS operator reads it; None
+        uses boto3's default credential chain. A missing ``aws_default``
+        falls back to that chain, as in the provider; any other missing
+        connection fails the task.
+    :param region_name: AWS region (templated); overrides the connection's.
+    :param verify: TLS verification (templated): False, or a CA bundle path;
+        None takes the connection's.
+    :param botocore_config: botocore ``Config`` arguments, as a dict; its
+        timeouts and pool size are used, but botocore's retries stay off
+        (poller retries, with its own backoff).
     :param allow_partial: treat PARTIALLY_SUCCEEDED as success.
     :param deferrable: poke once, then wait in the triggerer; defaults to
         ``[operators] default_deferrable``.
@@ -58,10 +64,18 @@ class DataZoneJobRunSensor(BaseSensorOperator):
     retry, naming the run's error and its lineage statistics; transient faults
     that do not clear fail it with retries allowed; ``soft_fail`` skips the
     task in the same situations whatever the mode: a failed run, an error no
-    retry can fix, and the timeout.
+    retry can fix, and the timeout. Whenever the sensor ends with a result
+    document, failed or not, it is the task's XCom ``return_value``.
     """
 
-    template_fields: Sequence[str] = ("domain_id", "job_run_id")
+    # The provider's aws_template_fields("domain_id", "job_run_id").
+    template_fields: Sequence[str] = (
+        "aws_conn_id",
+        "domain_id",
+        "job_run_id",
+        "region_name",
+        "verify",
+    )
     ui_color = "#e6f1f2"
 
     def __init__(
@@ -69,8 +83,10 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         *,
         domain_id: str,
         job_run_id: str,
-        aws_conn_id: str | None = "aws_default",
+        aws_conn_id: str | None = DEFAULT_CONN_ID,
         region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
         allow_partial: bool = False,
         deferrable: bool | None = None,
         policy: PollPolicy | None = None,
@@ -81,6 +97,8 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         self.job_run_id = job_run_id
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = botocore_config
         self.allow_partial = allow_partial
         # Read when the sensor is built, not when this module is imported, so
         # the setting in force for the DAG is the one used.
@@ -96,31 +114,39 @@ class DataZoneJobRunSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Look at the run once; done with the result document, not yet, or raise why not."""
-        return self._conclude(self._get_poker().poke())
+        return self._conclude(context, self._get_poker(context).poke())
 
-    def _get_poker(self) -> JobRunPoker:
-        # Holds only the client between pokes: the verdict is built afresh each time.
+    def _get_poker(self, context: Context) -> JobRunPoker:
+        # Holds the client and the last status seen (for the logs) between
+        # pokes; the verdict is built afresh each time.
         if self._poker is None:
+            # The connection settings, as templated, pick the process's shared client.
+            spec = ClientSpec(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
             self._poker = JobRunPoker(
                 self.domain_id,
                 self.job_run_id,
                 budget=min(self.poke_interval, self.timeout),
                 allow_partial=self.allow_partial,
                 policy=self.policy,
-                client=job_run_client(self.aws_conn_id, self.region_name),
-                region_name=self.region_name,
+                connect=lambda: client_for(spec),
+                # A rescheduled poke is a new sensor in a new process: an
+                # earlier one of this try already logged the start.
+                resumed=self.reschedule and context.get("task_reschedule_count", 0) > 0,
             )
         return self._poker
 
-    def _conclude(self, verdict: Verdict) -> PokeReturnValue:
+    def _conclude(self, context: Context, verdict: Verdict) -> PokeReturnValue:
         if verdict.state is PokeState.DONE:
             self.log.info("DataZone job run %s ended %s", self.job_run_id, verdict.status)
             return PokeReturnValue(is_done=True, xcom_value=verdict.document)
         if verdict.state is PokeState.FAILED:
+            # Downstream tasks and callbacks read why from XCom, not from a
+            # traceback: the document goes where a success's would.
+            self._push(context, verdict.document)
             if verdict.retryable:
                 # Not an Airflow exception: the task's retries may get through.
                 raise ServiceUnavailableError(verdict.reason or "DataZone did not answer")
-            raise AirflowFailException(verdict.reason)
+            raise AirflowFailException(self._with_hint(verdict))
         self.log.info(
             "DataZone job run %s is %s%s",
             self.job_run_id,
@@ -128,6 +154,26 @@ class DataZoneJobRunSensor(BaseSensorOperator):
             f" ({verdict.reason})" if verdict.reason else "",
         )
         return PokeReturnValue(is_done=False)
+
+    @staticmethod
+    def _push(context: Context, document: Mapping[str, Any] | None) -> None:
+        ti = context.get("ti")
+        if ti is not None and document is not None:
+            ti.xcom_push(key="return_value", value=dict(document))
+
+    def _with_hint(self, verdict: Verdict) -> str:
+        reason = verdict.reason or "the job run cannot be waited on"
+        problem = (verdict.document or {}).get("problem") or {}
+        # Connection problems found building the client already say where from.
+        named = ("Airflow connection", "default credential chain")
+        if problem.get("type") == "AccessDeniedError" and not any(n in reason for n in named):
+            source = (
+                f"the Airflow connection {self.aws_conn_id!r}"
+                if self.aws_conn_id
+                else "boto3's default credential chain"
+            )
+            reason += f" (the credentials come from {source}: check them, and their IAM policy)"
+        return reason
 
     # -- deferrable mode ------------------------------------------------------
 
@@ -154,6 +200,8 @@ class DataZoneJobRunSensor(BaseSensorOperator):
                 self.job_run_id,
                 aws_conn_id=self.aws_conn_id,
                 region_name=self.region_name,
+                verify=self.verify,
+                botocore_config=self.botocore_config,
                 allow_partial=self.allow_partial,
                 deadline=started + self.timeout,
                 policy=policy_kwargs(self._deferred_policy()),
@@ -185,10 +233,11 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         too_late = verdict.retryable and deadline is not None and time.time() >= deadline
         try:
             if verdict.state is PokeState.WAITING or too_late:
+                self._push(context, document)
                 raise AirflowSensorTimeout(
                     self._timeout_message(document.get("waited_s"), verdict.reason)
                 )
-            return self._conclude(verdict).xcom_value
+            return self._conclude(context, verdict).xcom_value
         except Exception as error:
             self._end(error)
 

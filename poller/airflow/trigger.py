@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
@@ -10,13 +11,21 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from poller._async import async_wait_result
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import PollPolicy
-from poller._runtime import shared_executor
-from poller.airflow._client import job_run_client
+from poller.airflow._client import DEFAULT_CONN_ID, ClientSpec, aclient_for
 from poller.errors import PollerError
-from poller.poke import PokeState, judge
+
+# The triggerer imports this module on its event loop thread, so it imports
+# nothing that loads botocore (~0.1 s, more on a busy machine: enough for
+# "async thread was blocked"); `_load_core` does, in a worker thread.
+_CORE = ("poller._async", "poller.poke")
+
+
+def _load_core() -> None:
+    for name in _CORE:
+        importlib.import_module(name)
+
 
 __all__ = ["EVENT_STATUSES", "DataZoneJobRunTrigger", "event_payload", "policy_kwargs"]
 
@@ -34,6 +43,8 @@ def policy_kwargs(policy: PollPolicy) -> dict[str, Any]:
 
 def event_payload(document: Mapping[str, Any], *, allow_partial: bool) -> dict[str, Any]:
     """The one event a trigger fires: verdict, last status, a message and the result document."""
+    from poller.poke import PokeState, judge  # noqa: PLC0415  (see _load_core)
+
     verdict = judge(document, allow_partial=allow_partial)
     if verdict.state is PokeState.DONE:
         status = "success"
@@ -69,8 +80,10 @@ class DataZoneJobRunTrigger(BaseTrigger):
         domain_id: str,
         job_run_id: str,
         *,
-        aws_conn_id: str | None = None,
+        aws_conn_id: str | None = DEFAULT_CONN_ID,
         region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: Mapping[str, Any] | None = None,
         allow_partial: bool = False,
         deadline: float | None = None,
         policy: Mapping[str, Any] | None = None,
@@ -80,6 +93,8 @@ class DataZoneJobRunTrigger(BaseTrigger):
         self.job_run_id = job_run_id
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = dict(botocore_config) if botocore_config is not None else None
         self.allow_partial = allow_partial
         self.deadline = deadline
         self.policy = dict(policy) if policy is not None else policy_kwargs(PollPolicy())
@@ -93,6 +108,8 @@ class DataZoneJobRunTrigger(BaseTrigger):
                 "job_run_id": self.job_run_id,
                 "aws_conn_id": self.aws_conn_id,
                 "region_name": self.region_name,
+                "verify": self.verify,
+                "botocore_config": self.botocore_config,
                 "allow_partial": self.allow_partial,
                 "deadline": self.deadline,
                 "policy": dict(self.policy),
@@ -105,6 +122,7 @@ class DataZoneJobRunTrigger(BaseTrigger):
 
     async def wait(self) -> dict[str, Any]:
         """The event payload; task cancellation passes through, nothing else is raised."""
+        await asyncio.to_thread(_load_core)
         try:
             result = await self._wait()
         except PollerError as error:  # bad IDs or settings, a client that cannot be built
@@ -120,18 +138,18 @@ class DataZoneJobRunTrigger(BaseTrigger):
         return payload
 
     async def _wait(self) -> WaitResult:
+        from poller._async import async_wait_result  # noqa: PLC0415  (see _load_core)
+
         timeout = None if self.deadline is None else max(self.deadline - time.time(), 0.0)
         policy = PollPolicy(**{**self.policy, "timeout": timeout})
-        # The hook may look the connection up over the network: not on the loop.
-        client = await asyncio.get_running_loop().run_in_executor(
-            shared_executor(), job_run_client, self.aws_conn_id, self.region_name
-        )
+        # One client per connection settings per triggerer, built (connection
+        # look-up included) in a worker thread, never on the event loop.
+        spec = ClientSpec(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
         return await async_wait_result(
             self.domain_id,
             self.job_run_id,
             policy=policy,
-            client=client,
-            region_name=self.region_name,
+            client=await aclient_for(spec),
             on_change=self._changed,
         )
 

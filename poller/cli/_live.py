@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
+    from poller._model import JobRun
     from poller._policy import Step, WaitState
 
-__all__ = ["CLEAR_LINE", "LiveLine", "RunProgress", "format_elapsed", "use_color"]
+__all__ = ["CLEAR_LINE", "LiveLine", "RunProgress", "format_elapsed", "paint", "use_color"]
 
 # Return to column 0, then erase the whole line (ECMA-48 EL 2).
 CLEAR_LINE = "\r\x1b[2K"
@@ -34,6 +35,8 @@ _STATUS_COLORS = {
     "PARTIALLY_SUCCEEDED": "\x1b[33m",  # yellow
 }
 _RED = "\x1b[31m"
+# Up to this many runs the line is redrawn on every step, beyond it by the ticker only.
+_DRAW_EACH_STEP_UP_TO = 50
 
 
 def use_color(stream: TextIO, environ: os._Environ[str] | dict[str, str] | None = None) -> bool:
@@ -94,6 +97,7 @@ class LiveLine:
         color: bool,
         clock: Callable[[], float] = time.monotonic,
         refresh: float = 0.5,
+        looking: str = "looking for the run",
     ) -> None:
         self._stream = stream
         self._color = color
@@ -101,6 +105,8 @@ class LiveLine:
         self._refresh = refresh
         self._lock = threading.RLock()
         self._runs = {run_id: RunProgress(run_id) for run_id in run_ids}
+        # Shown while no run is known yet (--latest: the run is still being looked for).
+        self._looking = looking
         self._started = clock()
         self._shown = False  # is a status line on the screen now?
         self._closed = False
@@ -115,7 +121,7 @@ class LiveLine:
 
         def hook(state: WaitState, step: Step) -> None:
             with self._lock:
-                run = self._runs[run_id]
+                run = self._run(run_id)
                 run.polls = state.polls
                 run.throttled = state.throttled
                 if state.last is not None:
@@ -124,16 +130,36 @@ class LiveLine:
                 run.next_at = None if step.done else self._clock() + step.delay
                 # A failed call leaves `last` as it was but bumps the retry count.
                 run.backing_off = state.retry_attempt > 0
-                self._draw()
+                self._news()
 
         return hook
 
     def finished(self, run_id: str) -> None:
         """The wait on ``run_id`` is over, whatever the reason."""
         with self._lock:
-            self._runs[run_id].done = True
-            self._runs[run_id].next_at = None
+            run = self._run(run_id)
+            run.done = True
+            run.next_at = None
+            self._news()
+
+    def changed(self, run: JobRun) -> None:
+        """An ``on_change`` hook: ``run`` was seen with a new status (the run may be new here)."""
+        with self._lock:
+            self._run(run.id).status = str(run.status)
+            self._news()
+
+    def _news(self) -> None:
+        # Drawing sums over every run: with a fleet, once per step would cost
+        # O(runs) per call, O(runs²) in all, so the ticker alone redraws it.
+        if len(self._runs) <= _DRAW_EACH_STEP_UP_TO:
             self._draw()
+
+    def _run(self, run_id: str) -> RunProgress:
+        # A run may become known only as it is found (--latest), so none is assumed.
+        progress = self._runs.get(run_id)
+        if progress is None:
+            progress = self._runs[run_id] = RunProgress(run_id)
+        return progress
 
     # -- showing it -------------------------------------------------------
 
@@ -171,11 +197,6 @@ class LiveLine:
             emit()
             self._draw()
 
-    def text(self) -> str:
-        """The line as it would be drawn now, without colour or escape codes."""
-        with self._lock:
-            return self._compose(color=False)
-
     # -- a stream for log lines, so they land above the line ---------------
 
     def log_stream(self) -> _AboveStream:
@@ -199,7 +220,9 @@ class LiveLine:
         elapsed = format_elapsed(now - self._started)
         polls = sum(r.polls for r in runs)
         throttled = sum(r.throttled for r in runs)
-        if len(runs) == 1:
+        if not runs:
+            head = self._looking
+        elif len(runs) == 1:
             run = runs[0]
             status = run.status or "waiting for the first answer"
             head = f"{run.run_id}  {paint(status, run.status, color)}"

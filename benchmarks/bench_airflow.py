@@ -1,0 +1,507 @@
+"""Airflow at triggerer scale: a real Airflow 3 deployment waiting on simulated DataZone runs.
+
+Starts, in a temporary AIRFLOW_HOME with LocalExecutor on SQLite, Airflow's
+api-server, scheduler, dag-processor and a triggerer, plus the simulator
+(``python -m poller.testing --scenario ... --log ...``) on one port, with one
+AWS connection (``AIRFLOW_CONN_AWS_DEFAULT``: keys, region and endpoint_url).
+Then, phase by phase, with a fresh triggerer each time so its peak is its own:
+
+- control: N ``TimeDeltaSensor(deferrable=True)`` tasks;
+- deferrable: N ``DataZoneJobRunSensor(deferrable=True)`` tasks on the one
+  connection, each waiting on its own run, which ends after ``--run-s`` s;
+- poke and reschedule: ``--small`` sensors each (they hold or re-take worker
+  slots, so fewer).
+
+Reported: the triggerer's peak RSS (its process tree) and the ratio to the
+control; trigger start (the triggerer's "trigger ... starting") to the
+trigger's first GetJobRun (the simulator's log; the run's first call is the
+sensor's own poke); end of run (the simulator's endTime) to task success;
+task states; "async thread was blocked" warnings. Every process it started is
+stopped on the way out, whatever happens.
+
+    .venv/bin/python benchmarks/bench_airflow.py [--n 200] [--small 10] [--run-s 300]
+
+(``make bench-airflow``). Not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+DOMAIN = "dzd_bench"
+ACCESS_KEY = "AKIDBENCHCONN"
+POKE_INTERVAL = 5
+DAGS = """
+from datetime import UTC, datetime, timedelta
+
+from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+from airflow.sdk import DAG
+
+from poller import PollPolicy
+from poller.airflow import DataZoneJobRunSensor
+
+N, SMALL, RUN_S, POKE = {n}, {small}, {run_s}, {poke}
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+with DAG("bench_control", schedule=None, start_date=START, max_active_tasks=N) as control:
+    for i in range(N):
+        TimeDeltaSensor(task_id=f"t{{i}}", delta=timedelta(seconds=RUN_S), deferrable=True)
+
+def sensors(dag_id, count, **kwargs):
+    with DAG(dag_id, schedule=None, start_date=START, max_active_tasks=count) as dag:
+        for i in range(count):
+            DataZoneJobRunSensor(
+                task_id=f"t{{i}}",
+                domain_id="{domain}",
+                job_run_id=f"{{dag_id}}-{{i}}",
+                timeout=3600,
+                policy=PollPolicy(interval=POKE, max_interval=POKE),
+                **{{"poke_interval": POKE, **kwargs}},
+            )
+    return dag
+
+deferrable = sensors("bench_deferrable", N, deferrable=True)
+poke = sensors("bench_poke", SMALL, deferrable=False, mode="poke")
+# Airflow advises reschedule intervals of a minute or more; 15 s keeps the
+# bench short without the scheduler racing a reschedule against its own
+# late executor event (which it answers by failing the task).
+reschedule = sensors(
+    "bench_reschedule", SMALL, deferrable=False, mode="reschedule", poke_interval=3 * POKE
+)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Deployment:
+    """The processes of one benchmark; `close` stops every one of them."""
+
+    def __init__(self, home: Path, args: argparse.Namespace) -> None:
+        self.home = home
+        self.args = args
+        self.api_port = free_port()
+        self.sim_port = free_port()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(args.parallelism),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(max(args.n, 16)),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__API__PORT": str(self.api_port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": (
+                f"http://127.0.0.1:{self.api_port}/execution/"
+            ),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "600",
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": ACCESS_KEY,
+                    "password": "bench-secret-key",
+                    "extra": {
+                        "region_name": "us-east-1",
+                        "endpoint_url": f"http://127.0.0.1:{self.sim_port}",
+                    },
+                }
+            ),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DATAZONE", "AWS_PROFILE"):
+            self.env.pop(name, None)
+        self.bin = Path(sys.executable).parent
+
+    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+        out = open(self.home / f"{name}.out", "ab")  # noqa: SIM115  (the child holds it)
+        proc = subprocess.Popen(
+            list(argv), env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name: str, grace: float = 20) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def airflow(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin / "airflow"), *argv],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+
+    def db(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db", timeout=30)) as conn:
+            return list(conn.execute(sql, params))
+
+    def start_simulator(self, phase: str, dag_id: str, count: int, run_s: float) -> Path:
+        scenario = self.home / f"{phase}.scenario.json"
+        runs = [
+            {
+                "domain_id": DOMAIN,
+                "run_id": f"{dag_id}-{i}",
+                "timeline": [[0, "IN_PROGRESS"], [run_s, "SUCCESS"]],
+            }
+            for i in range(count)
+        ]
+        scenario.write_text(json.dumps({"runs": runs}))
+        log = self.home / f"{phase}.requests.jsonl"
+        self.start(
+            "simulator",
+            sys.executable,
+            "-m",
+            "poller.testing",
+            "--port",
+            str(self.sim_port),
+            "--scenario",
+            str(scenario),
+            "--log",
+            str(log),
+        )
+        wait_for(lambda: port_open(self.sim_port), 30, "the simulator")
+        return log
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for(ready: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} was not ready within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+class RssPeak:
+    """Samples a process tree's total RSS every 0.25 s; `peak` in MB."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0.0
+        self.last = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+                total = 0
+                for p in procs:
+                    with contextlib.suppress(psutil.Error):
+                        total += p.memory_info().rss
+            except psutil.Error:
+                continue
+            self.last = total / 2**20
+            self.peak = max(self.peak, self.last)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def when(text: str) -> float:
+    """Epoch seconds of an ISO timestamp (naive means UTC, as Airflow's SQLite rows are)."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def run_phase(d: Deployment, phase: str, dag_id: str, count: int, timeout: float) -> dict[str, Any]:
+    """Trigger ``dag_id`` once with a fresh triggerer; wait for every task to end."""
+    d.start(f"triggerer-{phase}", str(d.bin / "airflow"), "triggerer")
+    time.sleep(3)
+    rss = RssPeak(d.procs[f"triggerer-{phase}"].pid)
+    run_id = f"bench-{phase}-{int(time.time())}"
+    d.airflow("dags", "trigger", dag_id, "--run-id", run_id)
+    started = time.time()
+    max_deferred = 0
+    states: dict[str, int] = {}
+    while time.time() - started < timeout:
+        rows = d.db(
+            "select state, count(*) from task_instance where dag_id=? and run_id=? group by state",
+            dag_id,
+            run_id,
+        )
+        states = {str(s): int(c) for s, c in rows}
+        max_deferred = max(max_deferred, states.get("deferred", 0))
+        done = sum(c for s, c in states.items() if s in ("success", "failed", "skipped"))
+        if done >= count:
+            break
+        time.sleep(1)
+    rss.stop()
+    d.stop(f"triggerer-{phase}")
+    ends = d.db(
+        "select task_id, state, end_date from task_instance where dag_id=? and run_id=?",
+        dag_id,
+        run_id,
+    )
+    return {
+        "phase": phase,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "count": count,
+        "states": states,
+        "max_deferred": max_deferred,
+        "wall_s": round(time.time() - started, 1),
+        "rss_peak_mb": round(rss.peak, 1),
+        "ends": {str(t): (s, e) for t, s, e in ends},
+        "blocked": blocked_warnings(d.home / f"triggerer-{phase}.out"),
+        "run_after": when(
+            d.db("select run_after from dag_run where dag_id=? and run_id=?", dag_id, run_id)[0][0]
+        ),
+    }
+
+
+def trigger_starts(home: Path, dag_id: str) -> dict[str, float]:
+    """task_id -> epoch seconds the triggerer logged "trigger ... starting"."""
+    found: dict[str, float] = {}
+    for path in (home / "logs").rglob("*.trigger.*.log"):
+        if f"dag_id={dag_id}" not in str(path):
+            continue
+        task = re.search(r"task_id=([^/]+)", str(path))
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError, KeyError):
+                record = json.loads(line)
+                if str(record.get("event", "")).startswith("trigger ") and "starting" in str(
+                    record["event"]
+                ):
+                    if task:
+                        found.setdefault(task.group(1), when(record["timestamp"]))
+                    break
+    return found
+
+
+def requests_by_run(log: Path) -> dict[str, list[dict[str, Any]]]:
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("operation") == "GetJobRun":
+            runs.setdefault(record["path"].rstrip("/").rsplit("/", 1)[-1], []).append(record)
+    return runs
+
+
+def latencies(d: Deployment, result: dict[str, Any], log: Path | None) -> None:
+    """Fill in trigger-start-to-first-poll, end-of-run-to-seen and end-of-run-to-success."""
+    if log is None:
+        # The control: each TimeDeltaSensor's moment is the DAG run's run_after plus the delta.
+        end = result["run_after"] + d.args.run_s
+        result["end_to_success_s"] = [
+            when(e) - end for s, e in result["ends"].values() if s == "success" and e
+        ]
+        return
+    calls = requests_by_run(log)
+    keys = {r["access_key_id"] for rs in calls.values() for r in rs}
+    result["access_keys_seen"] = sorted(k for k in keys if k)
+    ended, seen = [], []
+    for task_id, (state, end_date) in result["ends"].items():
+        run_calls = calls.get(f"{result['dag_id']}-{task_id[1:]}", [])
+        done = [when(r["time"]) for r in run_calls if r.get("answer") == "SUCCESS"]
+        if state == "success" and end_date and done:
+            # The timeline's end is exact; the first SUCCESS answer is when
+            # poller saw it, the task's end_date when Airflow finished it.
+            seen.append(done[0] - result["run_end"])
+            ended.append(when(end_date) - result["run_end"])
+    result["end_to_seen_s"] = seen
+    result["end_to_success_s"] = ended
+    if result["phase"] == "deferrable":
+        starts = trigger_starts(d.home, result["dag_id"])
+        firsts = []
+        for task_id, start in starts.items():
+            run_calls = calls.get(f"{result['dag_id']}-{task_id[1:]}", [])
+            after = [when(r["time"]) for r in run_calls[1:]]  # [0] is the sensor's own poke
+            if after:
+                firsts.append(max(after[0] - start, 0.0))
+        result["start_to_first_poll_s"] = firsts
+
+
+def blocked_warnings(path: Path) -> list[str]:
+    """The triggerer's "async thread was blocked for N seconds" lines."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return [ln for ln in text.splitlines() if "async thread was blocked" in ln]
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    control = next((r for r in results if r["phase"] == "control"), None)
+    print(
+        f"\nAirflow {airflow_version()}, N={args.n}, small={args.small}, "
+        f"runs of {args.run_s:.0f} s (small: {args.small_run_s:.0f} s), "
+        f"poke_interval {POKE_INTERVAL} s, parallelism {args.parallelism}"
+    )
+    head = (
+        "| phase | tasks | states | max deferred at once | triggerer peak RSS (MB) "
+        "| vs control | start→first poll p50/p95 (s) | run end→seen p50/p95 (s) "
+        "| run end→task success p50/p95 (s) | 'blocked' warnings (longest s) |"
+    )
+    print(head)
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        ratio = (
+            f"{r['rss_peak_mb'] / control['rss_peak_mb']:.2f}x"
+            if control and control["rss_peak_mb"]
+            else "-"
+        )
+        first = r.get("start_to_first_poll_s") or []
+        end = r.get("end_to_success_s") or []
+        seen = r.get("end_to_seen_s") or []
+
+        def fmt(xs: list[float]) -> str:
+            if not xs:
+                return "-"
+            return f"{pct(xs, 50):.2f} / {pct(xs, 95):.2f}"
+
+        states = ", ".join(f"{k} {v}" for k, v in sorted(r["states"].items()))
+        print(
+            f"| {r['phase']} | {r['count']} | {states} | {r['max_deferred']} "
+            f"| {r['rss_peak_mb']:.0f} | {ratio} | {fmt(first)} | {fmt(seen)} | {fmt(end)} "
+            f"| {len(r['blocked'])}{longest(r['blocked'])} |"
+        )
+    keys = sorted({k for r in results for k in r.get("access_keys_seen", [])})
+    print(f"\naccess key IDs the simulator saw: {keys}")
+    print(
+        "control: 'run end' is each TimeDeltaSensor's target moment (run_after + delta); "
+        "'seen' is the simulator's first SUCCESS answer"
+    )
+
+
+def longest(lines: list[str]) -> str:
+    seconds = [float(m.group(1)) for ln in lines if (m := re.search(r"blocked for ([0-9.]+)", ln))]
+    return f" ({max(seconds):.2f})" if seconds else ""
+
+
+def airflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("apache-airflow")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="deferred sensors (and controls)")
+    parser.add_argument("--small", type=int, default=10, help="sensors in poke/reschedule mode")
+    parser.add_argument("--run-s", type=float, default=300, help="how long each run runs")
+    parser.add_argument("--small-run-s", type=float, default=60, help="the same, poke/reschedule")
+    parser.add_argument("--parallelism", type=int, default=16, help="[core] parallelism")
+    parser.add_argument("--phase-timeout", type=float, default=900)
+    parser.add_argument("--keep", action="store_true", help="keep AIRFLOW_HOME (path printed)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="poller-bench-airflow-"))
+    d = Deployment(home, args)
+    # SIGTERM (make interrupted, CI stopping) runs the same clean-up as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        (home / "dags").mkdir()
+        (home / "dags" / "bench_dags.py").write_text(
+            DAGS.format(
+                n=args.n, small=args.small, run_s=args.run_s, poke=POKE_INTERVAL, domain=DOMAIN
+            )
+        )
+        print(f"AIRFLOW_HOME={home}", file=sys.stderr)
+        d.airflow("db", "migrate")
+        d.start("api-server", str(d.bin / "airflow"), "api-server", "--port", str(d.api_port))
+        d.start("dag-processor", str(d.bin / "airflow"), "dag-processor")
+        d.start("scheduler", str(d.bin / "airflow"), "scheduler")
+        wait_for(lambda: port_open(d.api_port), 120, "the api-server")
+        wanted = {"bench_control", "bench_deferrable", "bench_poke", "bench_reschedule"}
+        wait_for(
+            lambda: wanted <= {r[0] for r in d.db("select dag_id from dag")},
+            180,
+            "the DAGs",
+        )
+        results = []
+        print("phase control ...", file=sys.stderr)
+        control = run_phase(d, "control", "bench_control", args.n, args.phase_timeout)
+        latencies(d, control, None)
+        results.append(control)
+        for phase, dag_id, count, run_s in (
+            ("deferrable", "bench_deferrable", args.n, args.run_s),
+            ("poke", "bench_poke", args.small, args.small_run_s),
+            ("reschedule", "bench_reschedule", args.small, args.small_run_s),
+        ):
+            print(f"phase {phase} ...", file=sys.stderr)
+            # The simulator's runs start when it loads the scenario: not before this.
+            run_end = time.time() + run_s
+            log = d.start_simulator(phase, dag_id, count, run_s)
+            result = run_phase(d, phase, dag_id, count, args.phase_timeout)
+            d.stop("simulator")
+            result["run_end"] = run_end
+            latencies(d, result, log)
+            results.append(result)
+        report(results, args)
+        if args.json:
+            for r in results:
+                r.pop("ends", None)
+            args.json.write_text(json.dumps({"results": results}, indent=1))
+        return 0
+    finally:
+        d.close()
+        if args.keep:
+            print(f"kept {home}", file=sys.stderr)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

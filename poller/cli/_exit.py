@@ -1,0 +1,116 @@
+"""The exit codes of the command line: one IntEnum, its meanings, and how results map to it.
+
+The ``--help`` epilogs and the table in docs/cli.md are generated from
+``WAIT_MEANINGS`` and ``STATUS_MEANINGS``; tests/test_cli_docs.py keeps docs/cli.md in step.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from poller._model import WaitResult
+
+__all__ = [
+    "STATUS_MEANINGS",
+    "WAIT_MEANINGS",
+    "ExitCode",
+    "combined",
+    "for_result",
+    "for_signal",
+    "for_status",
+]
+
+
+class ExitCode(enum.IntEnum):
+    """What ``poller`` exits with; above 128 the shell's convention, 128 + the signal."""
+
+    SUCCEEDED = 0
+    FAILED = 1
+    USAGE = 2
+    PARTIAL = 3
+    WAIT_TIMEOUT = 4
+    UNREADABLE = 5
+    SIGHUP = 129
+    SIGINT = 130
+    STDOUT_CLOSED = 141  # as a shell reports a process killed by SIGPIPE
+    SIGTERM = 143
+
+
+WAIT_MEANINGS: Mapping[ExitCode, str] = {
+    ExitCode.SUCCEEDED: "SUCCESS (or PARTIALLY_SUCCEEDED with --allow-partial)",
+    ExitCode.FAILED: "the run ended FAILED, ABORTED, TIMED_OUT or CANCELED",
+    ExitCode.USAGE: "usage error or bad input: unknown flag, malformed ID, bad duration, "
+    "invalid config, bad endpoint, ValidationException",
+    ExitCode.PARTIAL: "PARTIALLY_SUCCEEDED without --allow-partial",
+    ExitCode.WAIT_TIMEOUT: "the wait's deadline passed before the run finished",
+    ExitCode.UNREADABLE: "the status could not be read: not found, access denied, "
+    "no credentials, transient faults did not clear",
+    ExitCode.SIGHUP: "interrupted by SIGHUP; the last state is still printed",
+    ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C); the last state is still printed",
+    ExitCode.STDOUT_CLOSED: "stdout was closed or its reader went away (a broken pipe): "
+    "the results could not be delivered",
+    ExitCode.SIGTERM: "interrupted by SIGTERM; the last state is still printed",
+}
+# `poller status` reports a status rather than judging it.
+STATUS_MEANINGS: Mapping[ExitCode, str] = {
+    ExitCode.SUCCEEDED: "the status was read, whatever it is (use `poller wait --timeout 0` "
+    "for an exit code that follows the run's status)",
+    ExitCode.USAGE: WAIT_MEANINGS[ExitCode.USAGE],
+    ExitCode.WAIT_TIMEOUT: "throttling did not let a call through before the timeout",
+    **{
+        code: WAIT_MEANINGS[code]
+        for code in (
+            ExitCode.UNREADABLE,
+            ExitCode.SIGHUP,
+            ExitCode.SIGINT,
+            ExitCode.STDOUT_CLOSED,
+            ExitCode.SIGTERM,
+        )
+    },
+}
+_INTERRUPTIONS = (ExitCode.SIGTERM, ExitCode.SIGHUP, ExitCode.SIGINT)
+_SIGNALS = {2: ExitCode.SIGINT, 15: ExitCode.SIGTERM, 1: ExitCode.SIGHUP}
+
+
+def for_signal(signum: int | None) -> ExitCode:
+    """The code of a wait stopped by ``signum`` (SIGINT's when no signal is known)."""
+    return _SIGNALS.get(int(signum), ExitCode.SIGINT) if signum else ExitCode.SIGINT
+
+
+def for_result(result: WaitResult, *, allow_partial: bool, signum: int | None = None) -> ExitCode:
+    """The exit code of one run's result, as the table says."""
+    from poller.errors import InvalidRequestError, WaitTimeoutError  # noqa: PLC0415
+
+    outcome = str(result.outcome)
+    if outcome == "succeeded":
+        return ExitCode.SUCCEEDED
+    if outcome == "partially_succeeded":
+        return ExitCode.SUCCEEDED if allow_partial else ExitCode.PARTIAL
+    if outcome == "failed":
+        return ExitCode.FAILED
+    if outcome == "interrupted":
+        return for_signal(signum)
+    if outcome == "wait_timeout" or isinstance(result.error, WaitTimeoutError):
+        return ExitCode.WAIT_TIMEOUT
+    if isinstance(result.error, InvalidRequestError):
+        return ExitCode.USAGE
+    return ExitCode.UNREADABLE
+
+
+def for_status(code: ExitCode) -> ExitCode:
+    """`poller status` read the status, whatever it is: that is its success."""
+    if code in (ExitCode.FAILED, ExitCode.PARTIAL):
+        return ExitCode.SUCCEEDED
+    return code
+
+
+def combined(codes: Iterable[ExitCode]) -> ExitCode:
+    """Several runs: an interruption wins, otherwise the highest code."""
+    seen = set(codes)
+    for special in _INTERRUPTIONS:
+        if special in seen:
+            return special
+    return max(seen, default=ExitCode.SUCCEEDED)

@@ -1,0 +1,209 @@
+"""What the command line prints, and where: results on stdout, messages on stderr.
+
+stdout carries results only, one JSON document per run (or a short text
+summary); it is the one stream that matters, so a stdout that is closed or
+whose reader went away ends the command (``StdoutGone``, exit 141). stderr
+carries logs, one-line messages and the live line; a stderr that is closed or
+broken is silently given up, never the reason a result is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+from poller.cli._live import format_elapsed, paint, use_color
+from poller.log import redact
+
+if TYPE_CHECKING:
+    from poller._model import WaitResult
+    from poller.cli._live import LiveLine
+
+__all__ = ["Output", "StdoutGone", "TolerantStream", "make_output", "render_text"]
+
+
+class StdoutGone(Exception):
+    """stdout is closed, or its reader went away: results can no longer be delivered."""
+
+
+class TolerantStream:
+    """A text stream that gives up quietly when it breaks: stderr, for logs and messages.
+
+    ``None`` (Python's stderr when the process started with it closed) is a
+    stream that is already broken. ``isatty`` answers whether colour is wanted.
+    """
+
+    def __init__(self, stream: TextIO | None, color: bool = False) -> None:
+        self._stream = stream
+        self._color = color
+
+    @property
+    def alive(self) -> bool:
+        return self._stream is not None
+
+    @property
+    def raw(self) -> TextIO | None:
+        """The stream underneath, None once it broke."""
+        return self._stream
+
+    def write(self, text: str) -> int:
+        if self._stream is not None:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError):
+                self._stream = None
+        return len(text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._stream = None
+
+    def isatty(self) -> bool:
+        return self._color
+
+
+def is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass(slots=True)
+class Output:
+    """Where results and messages go, and how they look."""
+
+    fmt: str  # "json" | "text"
+    quiet: bool
+    stdout: TextIO | None
+    stderr: TolerantStream
+    color: bool  # colour on stdout
+    err_color: bool  # colour on stderr (the live line, console logs)
+    live: LiveLine | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def result(self, result: WaitResult, *, finished: bool = True) -> None:
+        """Print one result document on stdout (StdoutGone if it cannot be)."""
+        document = result.to_dict()
+        if not finished:
+            document["outcome"] = None  # `status` of a running run: no outcome yet
+        text = (
+            json.dumps(document, ensure_ascii=False)
+            if self.fmt == "json"
+            else render_text(document, color=self.color)
+        )
+        gone: list[BaseException] = []
+
+        def write() -> None:
+            if self.stdout is None:
+                gone.append(StdoutGone("stdout is closed"))
+                return
+            try:
+                self.stdout.write(redact(text) + "\n")
+                self.stdout.flush()
+            except (OSError, ValueError) as exc:
+                gone.append(StdoutGone(f"stdout: {exc}"))
+
+        self._emit(write)
+        if gone:
+            self.stdout = None
+            raise gone[0]
+
+    def note(self, message: str) -> None:
+        """A one-line message for the person on stderr; silent with --quiet."""
+        if not self.quiet:
+            self.error(message)
+
+    def error(self, message: str) -> None:
+        """A one-line message on stderr, even with --quiet."""
+
+        def write() -> None:
+            self.stderr.write(redact(message) + "\n")
+            self.stderr.flush()
+
+        self._emit(write)
+
+    def _emit(self, write: Any) -> None:
+        with self._lock:
+            if self.live is not None:
+                self.live.above(write)
+            else:
+                write()
+
+
+def make_output(
+    fmt: str | None, quiet: bool, stdout: TextIO | None, stderr: TextIO | None
+) -> Output:
+    """The output of one invocation: the format defaults to text on a terminal, else JSON."""
+    if fmt is None:
+        fmt = "text" if is_terminal(stdout) else "json"
+    err_color = stderr is not None and use_color(stderr)
+    return Output(
+        fmt=fmt,
+        quiet=quiet,
+        stdout=stdout,
+        stderr=TolerantStream(stderr, err_color),
+        color=stdout is not None and use_color(stdout),
+        err_color=err_color,
+    )
+
+
+def _seconds_text(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "?"
+    return f"{value:.1f}s" if value < 60 else format_elapsed(value)
+
+
+def render_text(doc: Mapping[str, Any], *, color: bool = False) -> str:
+    """A short summary of a result document for a person."""
+    status = doc.get("status")
+    outcome = str(doc.get("outcome"))
+    run_id = doc.get("job_run_id")
+    lines: list[str] = []
+    if outcome in ("succeeded", "partially_succeeded", "failed"):
+        head = paint(str(status), str(status), color)
+        what = [doc.get("job_id") and f"job {doc['job_id']}", doc.get("job_type")]
+        about = ", ".join(str(w) for w in what if w)
+        lines.append(f"{head}  {run_id}" + (f" ({about})" if about else ""))
+        if doc.get("duration_s") is not None:
+            lines.append(f"  ran for {_seconds_text(doc['duration_s'])}")
+        if doc.get("error_message"):
+            lines.append(f"  error: {doc['error_message']}")
+    elif outcome == "None":
+        lines.append(f"{paint(str(status), str(status), color)}  {run_id} (still running)")
+    else:
+        word = {"wait_timeout": "WAIT TIMEOUT", "interrupted": "INTERRUPTED"}.get(outcome, "ERROR")
+        head = paint(word, "FAILED" if word == "ERROR" else "PARTIALLY_SUCCEEDED", color)
+        seen = f"last status {status}" if status else "no status seen"
+        lines.append(f"{head}  {run_id} ({seen})")
+        problem = doc.get("problem") or {}
+        if problem:
+            lines.append(f"  {problem.get('type')}: {problem.get('message')}")
+    lineage = doc.get("lineage")
+    if lineage:
+        total, failed = lineage.get("total_queries_processed"), lineage.get("num_queries_failed")
+        rate = lineage.get("failure_rate")
+        summary = f"  lineage: {total if total is not None else '?'} queries processed"
+        summary += f", {failed if failed is not None else '?'} failed"
+        if rate is not None:
+            summary += f" ({rate * 100:.2f}%)"
+        lines.append(summary)
+        messages = list(lineage.get("error_messages") or [])
+        for message in messages[:3]:
+            lines.append(f"    - {message}")
+        if len(messages) > 3:
+            lines.append(f"    (+{len(messages) - 3} more)")
+    polls = doc.get("polls") or 0
+    cost = f"  waited {_seconds_text(doc.get('waited_s'))}, {polls} call{'s' * (polls != 1)}"
+    if doc.get("throttled"):
+        cost += f", {doc['throttled']} throttled"
+    if doc.get("errors_retried"):
+        cost += f", {doc['errors_retried']} retried"
+    lines.append(cost)
+    return "\n".join(lines)

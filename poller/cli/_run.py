@@ -1,0 +1,422 @@
+"""Running a command's waits: one worker thread, results printed as they come, signals.
+
+The main thread only prints. The waits run on one worker thread (the fan-out
+runs all of them on its own event loop), so a signal is handled at once even
+while a call is stuck on a silent or trickling server. After the first
+SIGINT, SIGTERM or SIGHUP the waits are cancelled and given ``GRACE`` seconds
+to report ``interrupted``; a run that has not reported by then is reported
+from the last state its wait showed. Every result is printed and flushed, and
+the program leaves at once (``os._exit``), without waiting for a call still
+in flight: no CI runner's SIGKILL ever finds it still there. A second signal
+cuts the grace short.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from poller._config import Settings
+from poller.cli._exit import ExitCode, combined, for_result, for_signal, for_status
+from poller.cli._render import Output, StdoutGone, is_terminal
+
+if TYPE_CHECKING:
+    from poller._model import JobRun, WaitResult
+    from poller._policy import Step, WaitState
+    from poller.cli._live import LiveLine
+
+__all__ = ["GRACE", "Plan", "execute", "leave"]
+
+#: How long the waits have, after a signal, to report ``interrupted`` themselves.
+GRACE = 0.3
+#: After the first signal the program is gone within this, whatever is stuck.
+_HARD_STOP = 0.9
+#: After a second signal.
+_HARD_STOP_AGAIN = 0.1
+_TICK = 0.05
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass(slots=True)
+class Plan:
+    """One invocation's waits, resolved from flags, config and environment."""
+
+    domain_id: str
+    run_ids: Sequence[str]
+    settings: Settings
+    output: Output
+    once: bool = False  # `status`: read once instead of waiting
+    resume: Callable[[Sequence[str]], str] | None = None  # the command that resumes a wait
+    # Latest-run mode: wait on this job's newest run (or the first created since `since`).
+    job_id: str | None = None
+    since: datetime | None = None
+    # The `poller` process itself (not main() called by a test or a host): after
+    # a signal or a lost stdout it leaves with os._exit.
+    program: bool = False
+
+
+def leave(code: int) -> None:
+    """Flush what was printed and end the process now, worker threads or not."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError, RuntimeError):
+            pass
+    os._exit(int(code))
+
+
+# ---------------------------------------------------------------------------
+# Signals
+
+
+@dataclass(slots=True)
+class _Stop:
+    """The first signal's number, when it came, and the deadline of the grace."""
+
+    program: bool
+    cancel: threading.Event = field(default_factory=threading.Event)
+    signum: int | None = None
+    grace_ends: float | None = None
+
+    def on_signal(self, signum: int, _frame: object = None) -> None:
+        now = time.monotonic()
+        if self.signum is None:
+            self.signum = signum
+            self.grace_ends = now + GRACE
+            self.cancel.set()
+            self._hard_stop(_HARD_STOP)
+        else:  # a second signal: no more grace
+            self.grace_ends = now
+            self._hard_stop(_HARD_STOP_AGAIN)
+
+    def _hard_stop(self, after: float) -> None:
+        if not self.program:
+            return
+        code = for_signal(self.signum)
+
+        def stop() -> None:
+            time.sleep(after)
+            leave(code)
+
+        threading.Thread(target=stop, name="poller-hard-stop", daemon=True).start()
+
+    def grace_over(self) -> bool:
+        return self.grace_ends is not None and time.monotonic() >= self.grace_ends
+
+
+@contextmanager
+def _stop_on_signals(program: bool) -> Iterator[_Stop]:
+    """SIGINT, SIGTERM and SIGHUP stop the wait (never the run); the handlers are put back."""
+    stop = _Stop(program)
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # only the main thread may install handlers (an embedding host's job)
+        return
+    previous = {sig: signal.signal(sig, stop.on_signal) for sig in _SIGNALS}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------
+# What each wait last showed, to report a wait that cannot report itself
+
+
+class _Tracker:
+    """The last state of every wait (and the run --latest found), fed by the hooks."""
+
+    def __init__(self, live: LiveLine | None) -> None:
+        self._live = live
+        self.states: dict[str, WaitState] = {}
+        self.found: JobRun | None = None
+
+    def on_step(self, run_id: str) -> Callable[[WaitState, Step], None]:
+        draw = self._live.on_step(run_id) if self._live is not None else None
+
+        def hook(state: WaitState, step: Step) -> None:
+            self.states[run_id] = state
+            if draw is not None:
+                draw(state, step)
+
+        return hook
+
+    def on_change(self, run: JobRun) -> None:
+        self.found = run
+        if self._live is not None:
+            self._live.changed(run)
+
+    def interrupted(self, domain_id: str, run_id: str) -> WaitResult:
+        """The ``interrupted`` result of a wait stopped before it could say so itself."""
+        from poller._model import Outcome, WaitResult  # noqa: PLC0415
+        from poller.errors import WaitCancelledError  # noqa: PLC0415
+
+        state = self.states.get(run_id)
+        last = state.last if state is not None else None
+        if last is None and self.found is not None and self.found.id == run_id:
+            last = self.found
+        error = WaitCancelledError(
+            "the wait was stopped by a signal; the job run itself was not touched", job_run=last
+        )
+        result = WaitResult(
+            domain_id=domain_id,
+            job_run_id=run_id,
+            outcome=Outcome.INTERRUPTED,
+            job_run=last,
+            polls=state.polls if state else 0,
+            throttled=state.throttled if state else 0,
+            errors_retried=state.errors_retried if state else 0,
+            waited_s=time.monotonic() - state.started if state else 0.0,
+            error=error,
+        )
+        error.result = result
+        return result
+
+
+# ---------------------------------------------------------------------------
+# The waits
+
+
+def _error_result(domain_id: str, run_id: str, error: BaseException) -> WaitResult:
+    from poller._model import Outcome, WaitResult  # noqa: PLC0415
+    from poller.errors import PollerError, WaitCancelledError  # noqa: PLC0415
+
+    if isinstance(error, PollerError) and error.result is not None:
+        return error.result
+    if isinstance(error, WaitCancelledError):
+        result = WaitResult(domain_id, run_id, Outcome.INTERRUPTED, error=error)
+        error.result = result
+        return result
+    if not isinstance(error, PollerError):
+        # A bug, not a verdict on the run: still one line and a document, no traceback.
+        error = PollerError(f"internal error: {type(error).__name__}: {error}")
+    return WaitResult.from_error(domain_id, run_id, error)
+
+
+Put = Callable[["WaitResult"], None]
+
+
+def _waits(plan: Plan, client: Any, stop: _Stop, tracker: _Tracker, put: Put) -> None:
+    """Every wait of ``plan``, on this (worker) thread; each result goes to ``put``."""
+    policy = plan.settings.policy()
+    if plan.job_id is not None:
+        from poller._latest import wait_for_latest_job_run  # noqa: PLC0415
+
+        put(
+            wait_for_latest_job_run(
+                plan.domain_id,
+                plan.job_id,
+                since=plan.since,
+                policy=policy,
+                client=client,
+                on_change=tracker.on_change,
+                cancel=stop.cancel,
+            )
+        )
+    elif plan.once:
+        from poller._waiter import read_result  # noqa: PLC0415
+
+        (run_id,) = plan.run_ids
+        put(
+            read_result(
+                plan.domain_id,
+                run_id,
+                policy=policy,
+                client=client,
+                on_step=tracker.on_step(run_id),
+                cancel=stop.cancel,
+            )
+        )
+    else:
+        from poller._fanout import wait_for_job_runs  # noqa: PLC0415
+
+        wait_for_job_runs(
+            ((plan.domain_id, run_id) for run_id in plan.run_ids),
+            policy=policy,
+            client=client,
+            max_rps=plan.settings.max_rps,
+            on_result=put,
+            on_step=lambda ref: tracker.on_step(ref[1]),
+            cancel=stop.cancel,
+        )
+
+
+def _build_client(plan: Plan) -> tuple[Any, BaseException | None]:
+    from poller._datazone import build_client  # noqa: PLC0415
+    from poller.errors import InvalidRequestError, PollerError  # noqa: PLC0415
+
+    settings = plan.settings
+    try:
+        client = build_client(
+            region_name=settings.region or None,
+            profile_name=settings.profile or None,
+            endpoint_url=settings.endpoint_url or None,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            # Several runs share one fan-out whose calls go through a few workers.
+            max_pool_connections=10,
+        )
+    except InvalidRequestError:
+        raise  # a bad endpoint and the like: a usage error, before any wait
+    except PollerError as exc:  # no region, unknown profile: the status cannot be read
+        return None, exc
+    return client, None
+
+
+# ---------------------------------------------------------------------------
+# Logging for the CLI
+
+
+def _configure_logging(plan: Plan, live: LiveLine | None) -> None:
+    from poller.log import configure_logging  # noqa: PLC0415
+
+    out = plan.output
+    # stderr as a TolerantStream: logs never break a wait, whatever became of it.
+    stream: Any = live.log_stream() if live is not None else out.stderr
+    fmt = plan.settings.log_format
+    if fmt == "auto":
+        fmt = "console" if is_terminal(out.stderr.raw) else "json"
+    level = "critical" if out.quiet else plan.settings.log_level
+    configure_logging(fmt, level, stream)
+    if live is not None:
+        # A person at a terminal sees the result right below; the `finished`
+        # event would print the same document again as one very long line.
+        import structlog  # noqa: PLC0415
+
+        processors = structlog.get_config()["processors"]
+        structlog.configure(processors=[_drop_finished, *processors])
+
+
+def _drop_finished(_: object, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    import structlog  # noqa: PLC0415
+
+    if event.get("event") == "finished":
+        raise structlog.DropEvent
+    return event
+
+
+def _live_line(plan: Plan) -> LiveLine | None:
+    out = plan.output
+    stream = out.stderr.raw
+    if out.quiet or stream is None or not is_terminal(stream) or os.environ.get("TERM") == "dumb":
+        return None
+    from poller.cli._live import LiveLine  # noqa: PLC0415
+
+    looking = f"looking for the latest run of job {plan.job_id}" if plan.job_id else "waiting"
+    return LiveLine(stream, plan.run_ids, color=out.err_color, looking=looking)
+
+
+# ---------------------------------------------------------------------------
+# Execution
+
+
+def execute(plan: Plan) -> ExitCode:
+    """Wait on the runs of ``plan``; print each result as it comes; the exit code."""
+    out = plan.output
+    plan.settings.policy()  # inconsistent settings are a usage error, found before any call
+    if out.stdout is None:
+        out.error("poller: error: stdout is closed: there is nowhere to print the results")
+        return ExitCode.STDOUT_CLOSED
+    live = _live_line(plan)
+    out.live = live
+    _configure_logging(plan, live)
+    client, client_error = _build_client(plan)
+
+    results: queue.Queue[WaitResult] = queue.Queue()
+    tracker = _Tracker(live)
+    expected = 1 if plan.job_id is not None or plan.once else len(plan.run_ids)
+    with _stop_on_signals(plan.program) as stop:
+
+        def work() -> None:
+            try:
+                if client_error is not None:
+                    raise client_error
+                _waits(plan, client, stop, tracker, results.put)
+            except BaseException as exc:  # every run yields a document, whatever happened
+                missing = [""] if plan.job_id is not None else plan.run_ids
+                for run_id in missing:
+                    results.put(_error_result(plan.domain_id, run_id, exc))
+
+        if live is not None:
+            live.start()
+        threading.Thread(target=work, name="poller-waits", daemon=True).start()
+        report = _Report(plan, stop)
+        try:
+            while len(report.done) < expected:
+                try:
+                    report(results.get(timeout=_TICK))
+                except queue.Empty:
+                    if stop.grace_over():
+                        for run_id in report.missing(tracker):
+                            report(tracker.interrupted(plan.domain_id, run_id))
+                        break
+            code = combined(report.codes)
+            if report.timed_out and plan.resume is not None:
+                out.note(f"To keep waiting: {plan.resume(report.timed_out)}")
+        except StdoutGone:
+            stop.cancel.set()
+            out.error("poller: error: stdout is closed (a broken pipe): the results are lost")
+            code = ExitCode.STDOUT_CLOSED
+        finally:
+            if live is not None:
+                live.close()
+    if plan.program and (stop.signum is not None or code is ExitCode.STDOUT_CLOSED):
+        leave(code)  # a call may still be stuck: do not wait for it
+    return code
+
+
+class _Report:
+    """Prints each result with its message, and keeps the exit codes."""
+
+    def __init__(self, plan: Plan, stop: _Stop) -> None:
+        self._plan = plan
+        self._stop = stop
+        self.done: set[str] = set()
+        self.codes: list[ExitCode] = []
+        self.timed_out: list[str] = []
+
+    def missing(self, tracker: _Tracker) -> list[str]:
+        if self._plan.job_id is not None:
+            return [tracker.found.id if tracker.found is not None else ""]
+        return [run_id for run_id in self._plan.run_ids if run_id not in self.done]
+
+    def __call__(self, result: WaitResult) -> None:
+        plan, out = self._plan, self._plan.output
+        if result.job_run_id in self.done and plan.job_id is None:
+            return  # reported already (from the tracker, as the grace ran out)
+        self.done.add(result.job_run_id)
+        code = for_result(
+            result, allow_partial=plan.settings.allow_partial, signum=self._stop.signum
+        )
+        running = result.error is None and result.job_run and not result.job_run.is_terminal
+        if plan.once:
+            code = ExitCode.SUCCEEDED if running else for_status(code)
+        self.codes.append(code)
+        if out.live is not None:
+            out.live.finished(result.job_run_id)
+            if len(plan.run_ids) <= 1:
+                out.live.close()
+        out.result(result, finished=not (plan.once and running))
+        error = result.error
+        outcome = str(result.outcome)
+        if code is ExitCode.WAIT_TIMEOUT and not plan.once:
+            self.timed_out.append(result.job_run_id)
+            out.note(f"poller: {result.job_run_id}: {error}")
+        elif error is not None and outcome == "error":
+            out.note(f"poller: {result.job_run_id}: {type(error).__name__}: {error}")
+        elif outcome == "interrupted":
+            seen = result.job_run.status if result.job_run else "none seen"
+            out.note(
+                f"poller: {result.job_run_id or plan.job_id}: wait interrupted (last status: "
+                f"{seen}); the job run itself was not touched"
+            )

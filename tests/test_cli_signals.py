@@ -1,0 +1,117 @@
+"""Signals against a real `poller` process whose call is stuck on a silent or trickling server.
+
+The requirement: the process is gone within 1 s of the first SIGINT/SIGTERM/SIGHUP
+(asserted with a 2 s margin for a loaded CI machine), with exit 130/143/129, the
+`interrupted` document on stdout and no traceback, even though the call in flight
+would take many seconds (a silent server) or never end (a trickling one).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from poller.testing import SilentServer, TrickleServer
+from tests.test_cli import DOMAIN, POLLER, child_env
+
+# The requirement is 1 s; the rest is room for a loaded 2-core machine.
+WITHIN = 2.0
+
+COMMANDS = {
+    "wait": ["wait", "--domain-identifier", DOMAIN, "--identifier", "run-stuck"],
+    "status": ["status", "--domain-identifier", DOMAIN, "--identifier", "run-stuck"],
+    "latest": ["wait", "--domain-identifier", DOMAIN, "--job-identifier", "job-1", "--latest"],
+}
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    with SilentServer() as server:
+        yield server
+
+
+def start_stuck(server: SilentServer | TrickleServer, args: list[str]) -> subprocess.Popen[str]:
+    """A real poller whose first call is in flight on ``server`` (it has read the request)."""
+    child = subprocess.Popen(
+        [str(POLLER), *args],
+        env=child_env(server.endpoint_url, POLLER_AWS_READ_TIMEOUT="30s"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not server.requests and time.monotonic() < deadline:
+        assert child.poll() is None, child.communicate()
+        time.sleep(0.02)
+    assert server.requests, "the call never reached the server"
+    time.sleep(0.2)  # well inside the call now
+    return child
+
+
+def stop(child: subprocess.Popen[str], *signums: int) -> tuple[float, str, str]:
+    """Send the signals; seconds from the first to the process's end, and what it printed."""
+    sent = time.monotonic()
+    for signum in signums:
+        child.send_signal(signum)
+        time.sleep(0.05)
+    try:
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    return time.monotonic() - sent, out, err
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
+def test_a_signal_during_a_silent_call_exits_within_a_second(
+    silent: SilentServer, signum: int, code: int
+) -> None:
+    """SIGTERM, SIGINT, SIGHUP mid-call: exit 143/130/129 at once, the interrupted document."""
+    child = start_stuck(silent, COMMANDS["wait"])
+    took, out, err = stop(child, signum)
+    assert child.returncode == code
+    assert took < WITHIN
+    doc = json.loads(out)
+    assert (doc["job_run_id"], doc["outcome"]) == ("run-stuck", "interrupted")
+    assert doc["problem"]["type"] == "WaitCancelledError"
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["status", "latest"])
+def test_status_and_latest_stop_as_promptly_as_wait(silent: SilentServer, command: str) -> None:
+    """`poller status` and `wait --latest` stuck in their call also end at once on SIGTERM."""
+    child = start_stuck(silent, COMMANDS[command])
+    took, out, err = stop(child, signal.SIGTERM)
+    assert child.returncode == 143
+    assert took < WITHIN
+    assert json.loads(out)["outcome"] == "interrupted"
+    assert "Traceback" not in err
+
+
+def test_a_signal_during_a_call_that_trickles_forever_exits_within_a_second() -> None:
+    """A server that sends a byte every 0.2 s never times the call out; SIGTERM still ends it."""
+    with TrickleServer(interval=0.2) as trickle:
+        child = start_stuck(trickle, COMMANDS["wait"])
+        took, out, err = stop(child, signal.SIGTERM)
+    assert child.returncode == 143
+    assert took < WITHIN
+    assert json.loads(out)["outcome"] == "interrupted"
+    assert "Traceback" not in err
+
+
+def test_a_second_signal_exits_at_once_with_the_first_signals_code(
+    silent: SilentServer,
+) -> None:
+    """SIGTERM then SIGINT: still 143 (the first), promptly, the document printed once."""
+    child = start_stuck(silent, COMMANDS["wait"])
+    took, out, err = stop(child, signal.SIGTERM, signal.SIGINT)
+    assert child.returncode == 143
+    assert took < WITHIN
+    assert [json.loads(line)["outcome"] for line in out.splitlines()] == ["interrupted"]
+    assert "Traceback" not in err
