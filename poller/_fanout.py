@@ -131,6 +131,10 @@ class _Turns:
         self.started()
         now = self._fleet.clock()
         booking = self._book(now + delay)
+        # After the wait's own next call is booked, so the lookup queues behind it.
+        run = self._session.state.last if self._session is not None else None
+        if run is not None and run.job_id and wants_history(self._fleet.policy, run):
+            self._fleet.learn(run.domain_id, run.job_id)
         # Unreachable: no sleep, the turn that follows ends the wait.
         return 0.0 if booking is None else max(booking.at - now, 0.0)
 
@@ -237,7 +241,6 @@ class _Fleet:
         self.results: dict[RunRef, WaitResult] = {}
         # History lookups in flight: one per job at most (the cache's claim).
         self.learning: set[asyncio.Task[None]] = set()
-        self.loop = asyncio.get_running_loop()
 
     def fetch(self, ref: RunRef, turns: _Turns) -> JobRun:
         """One call for ``ref`` at its granted time, reported to the budget; in a worker thread."""
@@ -248,9 +251,6 @@ class _Fleet:
             self._report(turns.granted_at, fault.kind)
             raise
         self._report(turns.granted_at, None)
-        if wants_history(self.policy, run):
-            assert run.job_id is not None
-            self.loop.call_soon_threadsafe(self.learn, run.domain_id, run.job_id)
         return run
 
     def _report(self, granted_at: float, kind: FaultKind | None) -> None:
@@ -260,8 +260,8 @@ class _Fleet:
             self.limiter.succeeded()
 
     def learn(self, domain_id: str, job_id: str) -> None:
-        """Look the job's history up in the background, on the shared calendar (loop thread)."""
-        task = self.loop.create_task(self._lookup(domain_id, job_id))
+        """Look the job's history up in the background, on the shared calendar."""
+        task = asyncio.create_task(self._lookup(domain_id, job_id))
         self.learning.add(task)
         task.add_done_callback(self.learning.discard)
 
@@ -280,7 +280,7 @@ class _Fleet:
                 shared_cache().release(key)
                 return
             async with self.slots:
-                learned = await self.loop.run_in_executor(
+                learned = await asyncio.get_running_loop().run_in_executor(
                     self.executor, learn, self.client, domain_id, job_id
                 )
         except asyncio.CancelledError:
