@@ -1,13 +1,19 @@
 """Fleet: 1,000 runs at once against a server limit of 20 requests/s, three ways of waiting.
 
-Every strategy waits on the same 1,000 runs (durations 5..120 s, uniform from a
-fixed seed, one in ten ending FAILED), all started together as a nightly import
-does, against one simulator that answers 429 ThrottlingException above 20
-GetJobRun calls a second for the whole account:
+Every strategy waits on the same 1,000 runs, all started together as a nightly
+import does, against one simulator that answers 429 ThrottlingException above
+20 calls a second for the whole account. The runs belong to 100 jobs of 10
+runs each; each job has a typical duration (uniform 5..120 s from a fixed
+seed) and its runs vary around it (lognormal, sigma 0.2, clipped to 5..180 s);
+one in ten ends FAILED. Each job also has 20 past successful runs drawn from
+the same distribution as the runs being waited on, which is what
+history-aware polling learns from (one ListJobRuns per job, counted in
+*calls*):
 
-- poller: ``wait_for_job_runs`` on one event loop under the shared budget
-  (the default ``max_rps``, and once with a budget set above the server's limit
-  so AIMD has to find it);
+- poller: ``wait_for_job_runs`` on one event loop under the shared budget:
+  with history (the default) and without (``history=False``: the cadence as it
+  was), at the default ``max_rps``, and once with a budget set above the
+  server's limit so AIMD has to find it;
 - botocore waiter: a custom ``WaiterModel`` for GetJobRun with botocore's usual
   fixed delay of 15 s, one thread per run, on a default boto3 client (standard
   retry mode: 3 attempts);
@@ -44,7 +50,7 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
 
-from poller import Outcome, RateLimiter, WaitResult
+from poller import Outcome, PollPolicy, RateLimiter, WaitResult
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
 from poller.testing import RunScript, Simulator
 
@@ -111,12 +117,35 @@ class Outcomes:
             self.detected[run_id] = at
 
 
-def add_fleet(sim: Simulator, prefix: str, lengths: list[float]) -> dict[str, str]:
+JOBS = 100
+PAST_RUNS = 20
+
+
+def job_durations(
+    rng: random.Random, runs: int, low: float = 5.0, high: float = 120.0
+) -> tuple[list[float], list[list[float]]]:
+    """Each run's duration (run i is of job i mod JOBS), and each job's past durations."""
+    typical = [rng.uniform(low, high) for _ in range(JOBS)]
+
+    def one(job: int) -> float:
+        return min(max(typical[job] * rng.lognormvariate(0, 0.2), low), 1.5 * high)
+
+    lengths = [one(i % JOBS) for i in range(runs)]
+    return lengths, [[one(j) for _ in range(PAST_RUNS)] for j in range(JOBS)]
+
+
+def add_fleet(
+    sim: Simulator, prefix: str, lengths: list[float], past: list[list[float]]
+) -> dict[str, str]:
+    for job, durations in enumerate(past):
+        sim.add_history(DOMAIN, f"{prefix}-job{job}", durations)
     truth = {}
     for i, length in enumerate(lengths):
         end = "FAILED" if i % 10 == 0 else "SUCCESS"
         timeline = [(0.0, "SCHEDULED"), (min(3.0, length / 2), "IN_PROGRESS"), (length, end)]
-        sim.add_run(DOMAIN, f"{prefix}-{i}", RunScript(timeline=timeline))
+        sim.add_run(
+            DOMAIN, f"{prefix}-{i}", RunScript(timeline=timeline), job_id=f"{prefix}-job{i % JOBS}"
+        )
         truth[f"{prefix}-{i}"] = end
     return truth
 
@@ -192,7 +221,12 @@ def sleep_loop(sim: Simulator, clock: ScaledTime, run_ids: list[str], interval: 
 
 
 def poller_fleet(
-    sim: Simulator, clock: ScaledTime, run_ids: list[str], max_rps: float, seed: int
+    sim: Simulator,
+    clock: ScaledTime,
+    run_ids: list[str],
+    max_rps: float,
+    seed: int,
+    policy: PollPolicy | None = None,
 ) -> Outcomes:
     seen = Outcomes()
     # The client poller builds for itself: botocore's retries off, poller owns the backoff.
@@ -214,6 +248,7 @@ def poller_fleet(
     asyncio.run(
         async_wait_for_job_runs(
             [(DOMAIN, rid) for rid in run_ids],
+            policy=policy,
             client=client,
             limiter=RateLimiter(max_rps, clock=clock),
             clock=clock,
@@ -238,6 +273,7 @@ class Row:
     p95: float
     worst: float
     sim_seconds: float
+    floor_p95: float  # the p95 of max(0, first GetJobRun - end): no waiter can see a run sooner
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -248,7 +284,22 @@ def quantile(values: list[float], q: float) -> float:
 def summarise(
     name: str, sim: Simulator, truth: dict[str, str], seen: Outcomes, started: float
 ) -> Row:
-    requests = [r for r in sim.requests if r.operation == "GetJobRun" and r.run_id in truth]
+    jobs = {f"{name_prefix(truth)}-job{j}" for j in range(JOBS)}
+    requests = [
+        r
+        for r in sim.requests
+        if (r.operation == "GetJobRun" and r.run_id in truth)
+        or (r.operation == "ListJobRuns" and r.job_id in jobs)
+    ]
+    first: dict[str, float] = {}
+    for r in requests:
+        if r.run_id is not None:
+            first.setdefault(r.run_id, r.t)
+    floors = []
+    for run_id in truth:
+        finished = sim.end_time(run_id)
+        if finished is not None and run_id in first:
+            floors.append(max(first[run_id] - finished, 0.0))
     lags = []
     correct = lost = other = 0
     for run_id, end in truth.items():
@@ -273,7 +324,12 @@ def summarise(
         p95=quantile(lags, 0.95),
         worst=max(lags, default=float("nan")),
         sim_seconds=max(seen.detected.values(), default=started) - started,
+        floor_p95=quantile(floors, 0.95),
     )
+
+
+def name_prefix(truth: dict[str, str]) -> str:
+    return next(iter(truth)).rsplit("-", 1)[0]
 
 
 def install_scaled_sleep(clock: ScaledTime) -> None:
@@ -293,52 +349,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--above-limit", type=float, default=40.0, help="the AIMD row's budget")
+    parser.add_argument(
+        "--poller-only", action="store_true", help="skip the waiter and sleep-loop rows"
+    )
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help="typical durations 5..15 min instead of 5..120 s (poller rows only)",
+    )
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
-    lengths = [rng.uniform(5, 120) for _ in range(args.runs)]
+    low, high = (300.0, 900.0) if args.long else (5.0, 120.0)
+    lengths, past = job_durations(rng, args.runs, low, high)
+    args.poller_only = args.poller_only or args.long
     clock = ScaledTime(args.scale)
     install_scaled_sleep(clock)
     from poller._limiter import DEFAULT_MAX_RPS
 
     strategies: list[tuple[str, Callable[[Simulator, list[str]], Outcomes]]] = [
         (
-            f"poller (max_rps {DEFAULT_MAX_RPS:g}, default)",
+            f"poller (max_rps {DEFAULT_MAX_RPS:g}, default: history)",
             lambda sim, ids: poller_fleet(sim, clock, ids, DEFAULT_MAX_RPS, args.seed),
         ),
         (
-            f"poller (max_rps {args.above_limit:g}, AIMD)",
+            f"poller (max_rps {DEFAULT_MAX_RPS:g}, history off: as before)",
+            lambda sim, ids: poller_fleet(
+                sim, clock, ids, DEFAULT_MAX_RPS, args.seed, PollPolicy(history=False)
+            ),
+        ),
+        (
+            f"poller (max_rps {args.above_limit:g}, AIMD, history)",
             lambda sim, ids: poller_fleet(sim, clock, ids, args.above_limit, args.seed),
         ),
         ("botocore waiter (15 s)", lambda sim, ids: botocore_waiter(sim, clock, ids)),
         ("sleep loop (60 s)", lambda sim, ids: sleep_loop(sim, clock, ids, 60.0)),
     ]
+    if args.poller_only:
+        strategies = strategies[:3]
     rows = []
     real_start = time.monotonic()
     with Simulator(clock=clock, seed=args.seed, max_rps=SERVER_RPS) as sim:
         for i, (name, strategy) in enumerate(strategies):
-            truth = add_fleet(sim, f"s{i}", lengths)
+            truth = add_fleet(sim, f"s{i}", lengths, past)
             started = clock()
             seen = strategy(sim, list(truth))
             rows.append(summarise(name, sim, truth, seen, started))
             print(f"  {name}: done in {time.monotonic() - real_start:.0f} s real", file=sys.stderr)
             # Let the server's bucket refill so each strategy starts from the same state.
             clock.sleep(5)
-    base = rows[0]
+    base = rows[1]  # history off: poller's cadence as it was before history
     print(
-        f"{args.runs} runs, durations uniform 5..120 s (seed {args.seed}), all started at once; "
-        f"simulator limit {SERVER_RPS:g} GetJobRun/s; time scaled x{args.scale:g}; "
+        f"{args.runs} runs of {JOBS} jobs (typical durations uniform {low:g}..{high:g} s, "
+        "runs lognormal "
+        f"sigma 0.2 around them, {PAST_RUNS} past runs per job; seed {args.seed}), all started "
+        f"at once; simulator limit {SERVER_RPS:g} calls/s; time scaled x{args.scale:g}; "
         f"{time.monotonic() - real_start:.0f} s of real time\n"
     )
     print(
-        "| strategy | correct | lost to throttling | other failures | calls | calls vs poller "
-        "| throttled calls | lag p50 (s) | lag p95 (s) | lag max (s) | all done after (s) |"
+        "| strategy | correct | lost to throttling | other failures | calls | calls vs before "
+        "| throttled calls | lag p50 (s) | lag p95 (s) | lag p95 vs before | lag max (s) "
+        "| first-look floor p95 (s) | all done after (s) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
             f"| {row.name} | {row.correct} | {row.lost_to_throttling} | {row.other_failures} "
             f"| {row.calls} | {row.calls / base.calls:.2f}x | {row.throttled} "
-            f"| {row.p50:.1f} | {row.p95:.1f} | {row.worst:.1f} | {row.sim_seconds:.0f} |"
+            f"| {row.p50:.1f} | {row.p95:.1f} | {row.p95 / base.p95:.2f}x | {row.worst:.1f} "
+            f"| {row.floor_p95:.1f} | {row.sim_seconds:.0f} |"
         )
     return 0
 

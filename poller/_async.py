@@ -13,7 +13,8 @@ import random
 from concurrent.futures import Executor
 from typing import Any
 
-from poller._datazone import JobRunClient, fetch_job_run, validate_ids
+from poller._datazone import JobRunClient, validate_ids
+from poller._history import fetch_job_run_learning
 from poller._model import WaitResult
 from poller._policy import PollPolicy
 from poller._runtime import (
@@ -58,7 +59,7 @@ async def async_wait_result(
     if client is None:
         client = shared_client(region_name or None, profile_name or None, endpoint_url or None)
     pool = executor if executor is not None else shared_executor()
-    call = functools.partial(fetch_job_run, client, domain_id, job_run_id)
+    call = functools.partial(fetch_job_run_learning, client, policy, domain_id, job_run_id)
     session = WaitSession(
         domain_id,
         job_run_id,

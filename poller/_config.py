@@ -62,6 +62,7 @@ KEYS: Final[Mapping[tuple[str, str], tuple[Kind, str]]] = {
     ("wait", "allow_partial"): (Kind.BOOL, "allow_partial"),
     ("wait", "not_found_grace"): (Kind.GRACE, "not_found_grace"),
     ("wait", "max_rps"): (Kind.FLOAT, "max_rps"),
+    ("wait", "history"): (Kind.BOOL, "history"),
     ("retry", "initial"): (Kind.DURATION, "retry_initial"),
     ("retry", "max"): (Kind.DURATION, "retry_max"),
     ("retry", "max_errors"): (Kind.INT, "max_errors"),
@@ -90,6 +91,7 @@ class Settings:
     allow_partial: bool
     not_found_grace: float
     max_rps: float
+    history: bool
     retry_initial: float
     retry_max: float
     max_errors: int
@@ -115,6 +117,7 @@ class Settings:
             retry_initial=self.retry_initial,
             retry_max=self.retry_max,
             max_errors=self.max_errors,
+            history=self.history,
         )
 
 

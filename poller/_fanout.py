@@ -8,6 +8,12 @@ earliest due first, so when the budget is short the run whose poll is most
 overdue goes next and no run starves. Every answer is fed back to the limiter:
 a throttle lowers the shared rate, a call that got through raises it.
 
+With history (``_history``), a run inside its quiet window is given a delay
+to the window's end by the core, so its next call is booked there: behind
+every run due sooner, which is how runs that may have ended are polled first.
+A job's history lookup (one ListJobRuns) is booked on the same calendar, in
+the background: no wait blocks on it, each picks the history up next time.
+
 The blocking `wait_for_job_runs` runs the same coroutine on a private event
 loop: thousands of waits cost one thread plus the small call pool, not a
 thread each.
@@ -27,6 +33,7 @@ from typing import Any
 
 from poller import log
 from poller._datazone import JobRunClient, fetch_job_run, validate_ids
+from poller._history import learn, shared_cache, wants_history
 from poller._limiter import Booking, RateLimiter, shared_limiter
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
@@ -124,6 +131,10 @@ class _Turns:
         self.started()
         now = self._fleet.clock()
         booking = self._book(now + delay)
+        # After the wait's own next call is booked, so the lookup queues behind it.
+        run = self._session.state.last if self._session is not None else None
+        if run is not None and run.job_id and wants_history(self._fleet.policy, run):
+            self._fleet.learn(run.domain_id, run.job_id)
         # Unreachable: no sleep, the turn that follows ends the wait.
         return 0.0 if booking is None else max(booking.at - now, 0.0)
 
@@ -228,20 +239,55 @@ class _Fleet:
         self.starting = asyncio.Semaphore(STARTING)
         self.live: set[asyncio.Task[None]] = set()
         self.results: dict[RunRef, WaitResult] = {}
+        # History lookups in flight: one per job at most (the cache's claim).
+        self.learning: set[asyncio.Task[None]] = set()
 
     def fetch(self, ref: RunRef, turns: _Turns) -> JobRun:
         """One call for ``ref`` at its granted time, reported to the budget; in a worker thread."""
         try:
             run = fetch_job_run(self.client, *ref)
         except CallFault as fault:
-            if fault.kind is FaultKind.THROTTLE:
-                self.limiter.throttled(turns.granted_at, self.policy.retry_max)
-            elif fault.kind is not FaultKind.TRANSIENT:
-                # Denied or not found still means the rate was accepted.
-                self.limiter.succeeded()
+            # Denied or not found still means the rate was accepted.
+            self._report(turns.granted_at, fault.kind)
             raise
-        self.limiter.succeeded()
+        self._report(turns.granted_at, None)
         return run
+
+    def _report(self, granted_at: float, kind: FaultKind | None) -> None:
+        if kind is FaultKind.THROTTLE:
+            self.limiter.throttled(granted_at, self.policy.retry_max)
+        elif kind is not FaultKind.TRANSIENT:
+            self.limiter.succeeded()
+
+    def learn(self, domain_id: str, job_id: str) -> None:
+        """Look the job's history up in the background, on the shared calendar."""
+        task = asyncio.create_task(self._lookup(domain_id, job_id))
+        self.learning.add(task)
+        task.add_done_callback(self.learning.discard)
+
+    async def _lookup(self, domain_id: str, job_id: str) -> None:
+        key = (domain_id, job_id)
+        deadline = None if self.policy.timeout is None else self.started + self.policy.timeout
+        booking = self.limiter.reserve(self.clock(), deadline)
+        if booking is None:
+            shared_cache().release(key)  # the budget cannot fit it before every wait ends
+            return
+        try:
+            while not booking.lost and (delay := booking.at - self.clock()) > 0:
+                await self.sleep(delay)
+            if booking.lost:
+                self.limiter.release(booking)
+                shared_cache().release(key)
+                return
+            async with self.slots:
+                learned = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, learn, self.client, domain_id, job_id
+                )
+        except asyncio.CancelledError:
+            self.limiter.release(booking)
+            shared_cache().release(key)
+            raise
+        self._report(booking.at, learned.fault)
 
     async def wait_one(self, ref: RunRef, rng: _Stream) -> None:
         """Wait on one run; its result goes to ``results`` (and ``on_result``)."""
@@ -392,6 +438,9 @@ async def _fan_out(
             await asyncio.gather(*fleet.live, return_exceptions=True)
             if watcher is not None:
                 watcher.cancel()
+            for lookup in fleet.learning:
+                lookup.cancel()
+            await asyncio.gather(*fleet.learning, return_exceptions=True)
         done.update(fleet.results)
     outcomes = collections.Counter(str(result.outcome) for result in done.values())
     logger.debug(FANOUT_FINISHED, runs=len(refs), rate=round(budget.rate, 3), **outcomes)

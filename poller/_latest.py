@@ -79,13 +79,6 @@ def _created(run: JobRun) -> datetime:
     return run.created_at or _EPOCH
 
 
-def _listed(domain_id: str, item: Any) -> JobRun | None:
-    try:
-        return JobRun.from_response({**item, "domainId": domain_id, "id": item.get("runId")})
-    except (ValueError, AttributeError, TypeError):
-        return None  # a summary we cannot read is no candidate, not a failed search
-
-
 def find_job_run(
     client: JobRunLister, domain_id: str, job_id: str, *, since: datetime | float | None = None
 ) -> JobRun:
@@ -110,9 +103,9 @@ def find_job_run(
             if token:
                 kwargs["nextToken"] = token
             page = client.list_job_runs(**kwargs)
-            runs = [
-                r for r in map(functools.partial(_listed, domain_id), page.get("items", [])) if r
-            ]
+            # A summary that cannot be read is no candidate, not a failed search.
+            listed = (JobRun.from_summary(domain_id, item) for item in page.get("items", []))
+            runs = [r for r in listed if r]
             if after is None:
                 # Newest first is asked for; taking the newest of the page as
                 # well keeps the answer right if the service's order is looser.

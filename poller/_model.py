@@ -232,6 +232,14 @@ class JobRun:
             lineage=LineageStats.from_details(response.get("details")),
         )
 
+    @classmethod
+    def from_summary(cls, domain_id: str, item: Any) -> JobRun | None:
+        """One ``items`` entry of a ListJobRuns page; None for a summary that cannot be read."""
+        try:
+            return cls.from_response({**item, "domainId": domain_id, "id": item.get("runId")})
+        except (ValueError, AttributeError, TypeError):
+            return None
+
     @property
     def outcome(self) -> Outcome | None:
         """The outcome this status ends a wait with; None while running or unknown."""

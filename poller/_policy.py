@@ -26,6 +26,7 @@ from poller.errors import (
 __all__ = [
     "CallFault",
     "FaultKind",
+    "Forecast",
     "Jitter",
     "PollPolicy",
     "Step",
@@ -41,6 +42,9 @@ class PollPolicy:
     """How to wait: the ``[wait]`` and ``[retry]`` settings, durations in seconds.
 
     ``timeout=None`` waits with no deadline; ``timeout=0`` checks once.
+    ``history`` lets a wait learn from the job's past runs (ListJobRuns) when
+    to look: rarely while the run is surely still going, on the usual cadence
+    around its expected end.
     """
 
     timeout: float | None = 3600.0
@@ -52,9 +56,12 @@ class PollPolicy:
     retry_initial: float = 1.0
     retry_max: float = 20.0
     max_errors: int = 10
+    history: bool = True
 
     def __post_init__(self) -> None:
         problems = []
+        if not isinstance(self.history, bool):
+            problems.append(f"history must be True or False, not {self.history!r}")
         for name in ("interval", "max_interval", "retry_initial", "retry_max"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -118,6 +125,20 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
+class Forecast:
+    """What the job's past runs say about this run, on the wait's clock (see ``_history``).
+
+    ``started`` is when the run started; before ``quiet_until`` it is very
+    unlikely to have ended; after ``late_after`` it has outlived nearly all of
+    its job's past runs, and history says no more.
+    """
+
+    started: float
+    quiet_until: float
+    late_after: float
+
+
+@dataclass(frozen=True, slots=True)
 class WaitState:
     """Everything the core remembers between calls."""
 
@@ -166,9 +187,18 @@ def _jittered(delay: float, jitter: float, cap: float, rng: Jitter) -> float:
 
 
 def advance(
-    policy: PollPolicy, state: WaitState, run: JobRun, now: float, rng: Jitter
+    policy: PollPolicy,
+    state: WaitState,
+    run: JobRun,
+    now: float,
+    rng: Jitter,
+    forecast: Forecast | None = None,
 ) -> tuple[WaitState, Step]:
-    """After a call that returned ``run`` at ``now``: stop, or poll again after how long."""
+    """After a call that returned ``run`` at ``now``: stop, or poll again after how long.
+
+    With a ``forecast`` (and ``policy.history``), a run still inside its quiet
+    window is next looked at as the window ends, however long that is.
+    """
     changed = state.last is None or run.status != state.last.status
     # The first answer and any status change restart the cadence at
     # `interval`; a poll that saw nothing new lengthens it. After throttling,
@@ -189,7 +219,21 @@ def advance(
     left = state.time_left(now)
     if left <= 0:
         return seen, _timeout(seen, f"the run was still {run.status}")
-    return seen, Step(delay=min(_jittered(base, policy.jitter, policy.max_interval, rng), left))
+    delay = _jittered(base, policy.jitter, policy.max_interval, rng)
+    quiet = forecast.quiet_until - now if forecast is not None and policy.history else 0.0
+    if quiet > delay:
+        assert forecast is not None
+        # Skip the looks that could only see it still running, then go on at
+        # the cadence the plain schedule would have reached by then, so the
+        # end is watched as closely as without history. The wake-ups of runs
+        # that share a window are spread over up to one such delay, early.
+        # (After unchanged looks from the start, the plain delay at age a is
+        # interval + (multiplier - 1) * a; base is what the next look multiplies.)
+        age = forecast.quiet_until - forecast.started
+        resume = min(policy.interval + (policy.multiplier - 1) * age, policy.max_interval)
+        seen = replace(seen, base=max(base, resume / policy.multiplier))
+        delay = quiet - rng.uniform(0, min(quiet * policy.jitter, resume))
+    return seen, Step(delay=min(delay, left))
 
 
 def fail(

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from poller import log
+from poller import _history, log
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import (
     CallFault,
     FaultKind,
+    Forecast,
     Jitter,
     PollPolicy,
     Step,
@@ -59,12 +60,15 @@ class WaitSession:
         "_clock",
         "_last_news",
         "_last_seen",
+        "_learned",
         "_log",
         "_on_change",
         "_on_step",
         "_pace",
         "_resumed",
         "_rng",
+        "_run_started",
+        "_wall_at_start",
         "domain_id",
         "job_run_id",
         "policy",
@@ -106,6 +110,12 @@ class WaitSession:
         self._last_news = self.state.started
         self._resumed = resumed
         self._last_seen = last_seen
+        # The wall time at ``state.started``, from one reading, so run ages
+        # (startTime is wall time) follow an injected or scaled clock too, and
+        # a fan-out's run created after its start is not taken as older.
+        self._wall_at_start = time.time() - (self._clock() - self.state.started)
+        self._learned: _history.Learned | None = None
+        self._run_started: float | None = None  # the run's start on the wait's clock
         if not resumed:
             self._emit(log.WAIT_STARTED, timeout_s=policy.timeout)
 
@@ -125,7 +135,9 @@ class WaitSession:
         """A call returned ``run``: what next."""
         before = self.state.last if self.state.last is not None else self._last_seen
         now = self._clock()
-        self.state, step = advance(self.policy, self.state, run, now, self._rng)
+        learning = self._learned is None
+        forecast = self._forecast(run, now)
+        self.state, step = advance(self.policy, self.state, run, now, self._rng, forecast)
         if (before is None and not self._resumed) or (
             before is not None and before.status != run.status
         ):
@@ -142,7 +154,42 @@ class WaitSession:
             self._emit(
                 log.HEARTBEAT, status=run.status, elapsed_s=self.elapsed, polls=self.state.polls
             )
+        if learning and self._learned is not None:
+            self._tell(run, self._learned)
         return self._stepped(step)
+
+    def _tell(self, run: JobRun, learned: _history.Learned) -> None:
+        # Once per wait: what the job's history taught, or why it is not used.
+        if learned.history is None:
+            self._emit(_history.HISTORY_UNAVAILABLE, job_id=run.job_id, reason=learned.reason)
+        else:
+            self._emit(_history.HISTORY, job_id=run.job_id, **learned.history.summary())
+
+    @property
+    def forecast(self) -> Forecast | None:
+        """What the job's history says about this run, once known; None without one."""
+        learned = self._learned
+        if learned is None or learned.history is None or self._run_started is None:
+            return None
+        return learned.history.forecast(self._run_started)
+
+    def _forecast(self, run: JobRun, now: float) -> Forecast | None:
+        if not self.policy.history or run.is_terminal or not run.job_id:
+            return None
+        if self._learned is None:
+            # Shared with every wait of the job: a pointer per wait, no copy.
+            self._learned = _history.shared_cache().get((run.domain_id, run.job_id))
+            if self._learned is None:
+                return None  # not fetched yet: the plain cadence, for now
+        if self._learned.history is None:
+            return None
+        if run.start_time is None:
+            # Not started yet: it cannot end before it has run for the quiet window.
+            self._run_started = now
+        else:
+            wall_now = self._wall_at_start + (now - self.state.started)
+            self._run_started = now - max(wall_now - run.start_time.timestamp(), 0.0)
+        return self.forecast
 
     def _stepped(self, step: Step) -> Step:
         if self._pace is not None and not step.done:

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from poller._datazone import JobRunClient, fetch_job_run, validate_ids
+from poller._history import fetch_job_run_learning
 from poller._model import JobRun, WaitResult
 from poller._policy import PollPolicy
 from poller._runtime import (
@@ -62,7 +63,7 @@ def wait_result(
     )
     step = drive(
         session,
-        lambda: fetch_job_run(client, domain_id, job_run_id),
+        lambda: fetch_job_run_learning(client, policy, domain_id, job_run_id),
         interruptible(sleep, cancel),
         cancelled=cancel.is_set if cancel is not None else lambda: False,
     )

@@ -11,6 +11,7 @@ from helpers import FakeTime, Wait, close_kept
 from hypothesis import settings
 
 import poller._limiter as limiter
+from poller._history import shared_cache
 from poller.testing import Simulator
 
 # A loaded CI machine must not turn a slow example into a failure: the
@@ -37,11 +38,13 @@ def dummy_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_budget_and_logging() -> Iterator[None]:
-    """Each test starts with a new process-wide budget; logging set up by main() is put back."""
+    """Each test starts with a new process-wide budget and history cache; logging is put back."""
     saved = structlog.get_config()
     limiter._shared = None
+    shared_cache().clear()
     yield
     limiter._shared = None
+    shared_cache().clear()
     structlog.configure(**saved)
 
 

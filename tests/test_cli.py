@@ -132,6 +132,21 @@ def test_allow_partial_from_the_environment(live_sim: Simulator, add: Any) -> No
     assert wait(run_id, sim=live_sim, POLLER_WAIT_ALLOW_PARTIAL="true").code == 0
 
 
+@pytest.mark.parametrize(("flags", "lookups"), [((), 1), (("--no-history",), 0)])
+def test_no_history_makes_no_list_job_runs_call(
+    live_sim: Simulator, flags: Sequence[str], lookups: int
+) -> None:
+    """--no-history waits without asking for the job's past runs; by default it asks once."""
+    job_id = f"job-history-{next(_ids)}-{os.getpid()}"
+    run_id = f"run-{next(_ids)}-{os.getpid()}"
+    script = RunScript(statuses=["IN_PROGRESS", "IN_PROGRESS", "SUCCESS"])
+    live_sim.add_run(DOMAIN, run_id, script, job_id=job_id)
+    ran = wait(run_id, "--interval", "0.1", *flags, sim=live_sim)
+    assert ran.code == 0
+    listed = [r for r in live_sim.requests if r.operation == "ListJobRuns" and r.job_id == job_id]
+    assert len(listed) == lookups
+
+
 def test_wait_timeout_exits_4_and_says_how_to_resume(live_sim: Simulator, add: Any) -> None:
     """--timeout 0 checks once; stderr gives the exact command that resumes the wait."""
     run_id = add("IN_PROGRESS", "SUCCESS")

@@ -45,7 +45,12 @@ def add_history(sim: Simulator, count: int, *, job_id: str = "job-1") -> None:
 
 
 def list_calls(sim: Simulator) -> int:
-    return sum(1 for r in sim.requests if r.operation == "ListJobRuns")
+    """ListJobRuns calls of the search; the wait's own history lookup asks for successes only."""
+    return sum(
+        1
+        for r in sim.requests
+        if r.operation == "ListJobRuns" and "status=SUCCESS" not in (r.path or "")
+    )
 
 
 def test_latest_picks_the_newest_run_and_waits_on_it(sim: Simulator, clock: FakeTime) -> None:

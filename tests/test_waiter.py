@@ -284,6 +284,7 @@ def test_finished_event_carries_the_result_document(
     assert names == [
         "wait_started",
         "status_changed",
+        "history_unavailable",  # the job has no past runs to learn from
         "throttled",
         "retrying",
         "status_changed",
@@ -293,7 +294,7 @@ def test_finished_event_carries_the_result_document(
     assert finished == result.to_dict()
     assert events[1]["from"] is None
     assert events[1]["to"] == "SCHEDULED"
-    assert events[2]["sleep_s"] == 1.0
+    assert events[3]["sleep_s"] == 1.0
 
 
 def test_no_credentials_in_any_log_line(sim: Simulator, wait: Wait) -> None:

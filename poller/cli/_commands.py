@@ -133,6 +133,11 @@ _WAIT_SETTINGS = (
         ("wait", "allow_partial"),
         "Treat PARTIALLY_SUCCEEDED as success (exit 0, not 3).",
     ),
+    Setting(
+        "--history/--no-history",
+        ("wait", "history"),
+        "Learn from the job's past runs when to look (one ListJobRuns per job) [on].",
+    ),
 )
 # Shared by every command that calls DataZone.
 _AWS_SETTINGS = (

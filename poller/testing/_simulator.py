@@ -226,6 +226,8 @@ class Simulator:
     does not document a default), filters on ``status``, pages with an opaque
     ``nextToken`` (``maxResults`` 1..50, default 50), and answers an empty list
     for a job it does not know, rather than ResourceNotFoundException.
+    `add_history` seeds a job's finished past runs of given durations;
+    `fail_list_job_runs` answers a job's next ListJobRuns calls with faults.
 
     ``log_file``: append one JSON line per request to this file, flushed at
     once so it can be tailed: ``time`` (ISO-8601 UTC, by ``wall``), ``method``,
@@ -265,6 +267,7 @@ class Simulator:
         self._port = port
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], RunState] = {}
+        self._list_faults: dict[tuple[str, str], list[Fault]] = {}
         self._seq = 0
         self._records: list[RequestRecord] = []
         self._server: _Server | None = None
@@ -430,6 +433,67 @@ class Simulator:
                 seq=self._seq,
             )
 
+    def add_history(
+        self,
+        domain_id: str,
+        job_id: str,
+        durations: Sequence[float],
+        *,
+        status: str = "SUCCESS",
+        gap: float = 60.0,
+        job_type: str = "LINEAGE",
+    ) -> list[str]:
+        """Register finished past runs of a job, one per duration (seconds, start to end).
+
+        The runs end before now by the wall clock, newest first in the order
+        given, ``gap`` seconds apart; each is created and started at once and
+        ends with ``status``. ListJobRuns lists them as any other run, so a
+        client can learn the job's durations from them. Returns their run IDs
+        (``<job_id>-past-<n>``, cut to the 36 characters an ID may have).
+        """
+        if any(not (d >= 0) for d in durations):
+            raise ValueError("durations must be >= 0 seconds")
+        now, wall = self._clock(), self._wall()
+        ids = []
+        end = wall - gap
+        with self._lock:
+            for n, duration in enumerate(durations):
+                suffix = f"-past-{n}"
+                run_id = job_id[: 36 - len(suffix)] + suffix
+                start = end - duration
+                self._seq += 1
+                self._runs[(domain_id, run_id)] = RunState(
+                    domain_id=domain_id,
+                    run_id=run_id,
+                    job_id=job_id,
+                    job_type=job_type,
+                    run_mode="ON_DEMAND",
+                    created_by="user",
+                    script=RunScript(statuses=[status]),
+                    added=now,
+                    created_at=start,
+                    visible_at=now,
+                    seq=self._seq,
+                    last_status=status,
+                    start_wall=start,
+                    end_wall=end,
+                )
+                ids.append(run_id)
+                end = start - gap
+        return ids
+
+    def fail_list_job_runs(self, domain_id: str, job_id: str, *faults: Fault) -> None:
+        """Answer the job's next ListJobRuns calls with these faults, one per call, in order.
+
+        After them, ListJobRuns answers normally again. Faults that answer a
+        status (``delay``, ``override``) have no meaning for a list.
+        """
+        for f in faults:
+            if not isinstance(f, Fault) or f.kind in ("delay", "override"):
+                raise ValueError(f"ListJobRuns can be failed with an error fault, not {f!r}")
+        with self._lock:
+            self._list_faults.setdefault((domain_id, job_id), []).extend(faults)
+
     def load_scenario(self, scenario: Mapping[str, Any]) -> None:
         """Register the runs of a scenario: ``{"runs": [{"domain_id": ..., "run_id": ..., ...}]}``.
 
@@ -564,6 +628,9 @@ class Simulator:
         if not _ID_RE.fullmatch(route.ident):
             return _validation_error(member, route.ident, _ID_RE.pattern)
         if route.operation == "ListJobRuns":
+            queued = self._list_faults.get((route.domain_id, route.ident))
+            if queued:
+                return _fault_reply(queued.pop(0))
             return self._list_job_runs(route, now)
         return self._get_job_run(route.domain_id, route.ident, now, wall)
 

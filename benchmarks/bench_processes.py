@@ -1,0 +1,244 @@
+"""Many processes, one account: 4 processes x 250 runs, each with its own budget, 20 calls/s.
+
+Several Airflow triggerers, CI jobs or hosts each run their own poller budget
+against one account's limit. Here four real OS processes each wait on 250
+runs with ``wait_for_job_runs``' machinery (``async_wait_for_job_runs``, its
+own `RateLimiter`), all against one simulator that answers 429
+ThrottlingException above 20 calls a second for the whole account. The runs
+are those of ``bench_fleet.py``: 100 jobs of 10 runs, each job with a typical
+duration (uniform 5..120 s), runs lognormal (sigma 0.2) around it, and 20 past
+runs from the same distribution for history to learn from; a job's runs are
+spread over the processes, and all 1,000 runs start together.
+
+Two scenarios, each measured in the same run:
+
+- every process at the default budget (``max_rps`` 10): 40 calls/s asked of a
+  20/s account, so AIMD must find each process's share;
+- every process sized to its share (``max_rps`` = 20 / 4 = 5), as the README
+  advises.
+
+Reported per scenario: runs correct and lost, calls and throttled calls
+(share of all calls), detection lag, and each process's finish time (when
+its last result came in) with their spread (latest minus earliest).
+
+Time is scaled as in ``bench_fleet.py``: the simulator's clock and every
+process's clock run ``--scale`` times faster than real time (they share
+``time.monotonic``'s origin, which is system-wide), so figures are in
+simulated seconds.
+
+    .venv/bin/python benchmarks/bench_processes.py [--processes 4] [--runs 250] [--scale 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from bench_fleet import JOBS, QUIET, ScaledTime, job_durations, quantile
+
+from poller import Outcome, RateLimiter, WaitResult
+from poller._limiter import DEFAULT_MAX_RPS
+from poller.aio import CALL_WORKERS, async_wait_for_job_runs
+from poller.testing import RunScript, Simulator
+
+DOMAIN = "dzd_procs"
+SERVER_RPS = 20.0
+
+
+class Clock(ScaledTime):
+    """ScaledTime from a given origin, so every process reads the same simulated time."""
+
+    def __init__(self, scale: float, origin: float) -> None:
+        super().__init__(scale)
+        self.origin = origin
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One process: wait on its runs under its own budget; print one JSON line per result."""
+    clock = Clock(args.scale, args.origin)
+    from poller.testing._client import make_client
+
+    client = make_client(
+        args.endpoint,
+        aws_access_key_id=args.key,
+        max_pool_connections=CALL_WORKERS,
+    )
+    run_ids = [f"{args.prefix}-{i}" for i in range(args.runs)]
+    lines: list[str] = []
+
+    def on_result(result: WaitResult) -> None:
+        run = result.job_run
+        ok = run is not None and result.outcome in (Outcome.SUCCEEDED, Outcome.FAILED)
+        what = str(run.status) if ok and run else (result.problem.type if result.problem else "?")
+        lines.append(json.dumps({"run_id": result.job_run_id, "what": what, "at": clock()}))
+
+    # Start together: the parent adds the runs just before this moment.
+    time.sleep(max(args.start_at - time.monotonic(), 0.0))
+    asyncio.run(
+        async_wait_for_job_runs(
+            [(DOMAIN, rid) for rid in run_ids],
+            client=client,
+            limiter=RateLimiter(args.max_rps, clock=clock),
+            clock=clock,
+            sleep=clock.async_sleep,
+            rng=random.Random(args.seed),
+            on_result=on_result,
+            logger=QUIET,
+        )
+    )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+@dataclass
+class Scenario:
+    name: str
+    correct: int
+    lost: int
+    calls: int
+    throttled: int
+    p50: float
+    p95: float
+    finishes: list[float]
+
+
+def scenario(
+    name: str, sim: Simulator, clock: Clock, args: argparse.Namespace, max_rps: float, tag: str
+) -> Scenario:
+    rng = random.Random(args.seed)
+    lengths, past = job_durations(rng, args.runs * args.processes)
+    start_at = time.monotonic() + 3.0  # room for the processes to start
+    procs = []
+    for k in range(args.processes):
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            "--endpoint", sim.endpoint_url,
+            "--origin", repr(clock.origin),
+            "--scale", repr(args.scale),
+            "--start-at", repr(start_at),
+            "--prefix", f"{tag}p{k}",
+            "--runs", str(args.runs),
+            "--key", f"AKID{tag.upper()}P{k}",
+            "--max-rps", repr(max_rps),
+            "--seed", str(args.seed + k),
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+    time.sleep(max(start_at - time.monotonic() - 0.05, 0.0))
+    truth: dict[str, tuple[int, str]] = {}
+    for job, durations in enumerate(past):
+        sim.add_history(DOMAIN, f"{tag}-job{job}", durations)
+    for k in range(args.processes):
+        # Run n of the fleet (process n // R) is of job n mod JOBS, as in bench_fleet:
+        # a job's runs are spread over the processes, each of which learns it on its own.
+        for i in range(args.runs):
+            n = k * args.runs + i
+            end = "FAILED" if n % 10 == 0 else "SUCCESS"
+            length = lengths[n]
+            timeline = [(0.0, "SCHEDULED"), (min(3.0, length / 2), "IN_PROGRESS"), (length, end)]
+            sim.add_run(
+                DOMAIN,
+                f"{tag}p{k}-{i}",
+                RunScript(timeline=timeline),
+                job_id=f"{tag}-job{n % JOBS}",
+            )
+            truth[f"{tag}p{k}-{i}"] = (k, end)
+    started = clock()
+    seen: dict[str, dict[str, object]] = {}
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"a worker failed with exit code {proc.returncode}")
+        for line in out.splitlines():
+            if line.strip():
+                item = json.loads(line)
+                seen[item["run_id"]] = item
+    keys = {f"AKID{tag.upper()}P{k}" for k in range(args.processes)}
+    requests = [r for r in sim.requests if r.access_key_id in keys]
+    lags, correct, lost = [], 0, 0
+    finishes = [0.0] * args.processes
+    for run_id, (k, end) in truth.items():
+        item = seen.get(run_id)
+        if item is None:
+            lost += 1
+            continue
+        at = float(item["at"])  # type: ignore[arg-type]
+        finishes[k] = max(finishes[k], at - started)
+        if item["what"] == end:
+            correct += 1
+            finished = sim.end_time(run_id)
+            assert finished is not None
+            lags.append(at - finished)
+        else:
+            lost += 1
+    return Scenario(
+        name=name,
+        correct=correct,
+        lost=lost,
+        calls=len(requests),
+        throttled=sum(1 for r in requests if r.status_code == 429),
+        p50=quantile(lags, 0.5),
+        p95=quantile(lags, 0.95),
+        finishes=finishes,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=250, help="runs per process")
+    parser.add_argument("--scale", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--origin", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--max-rps", type=float, default=DEFAULT_MAX_RPS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    clock = Clock(args.scale, time.monotonic())
+    real_start = time.monotonic()
+    results = []
+    share = SERVER_RPS / args.processes
+    with Simulator(clock=clock, seed=args.seed, max_rps=SERVER_RPS) as sim:
+        for tag, name, rps in (
+            ("d", f"default budget (max_rps {DEFAULT_MAX_RPS:g} each)", DEFAULT_MAX_RPS),
+            ("s", f"sized to the share (max_rps {share:g} each)", share),
+        ):
+            results.append(scenario(name, sim, clock, args, rps, tag))
+            print(f"  {name}: done in {time.monotonic() - real_start:.0f} s real", file=sys.stderr)
+            clock.sleep(5)  # let the server's bucket refill
+    print(
+        f"{args.processes} processes x {args.runs} runs, all started at once, one account "
+        f"limited to {SERVER_RPS:g} calls/s; time scaled x{args.scale:g}; "
+        f"{time.monotonic() - real_start:.0f} s of real time\n"
+    )
+    print(
+        "| scenario | asked of the account | correct | lost | calls | throttled | throttled share "
+        "| lag p50 (s) | lag p95 (s) | process finish times (s) | spread (s) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    for row, rps in zip(results, (DEFAULT_MAX_RPS, share), strict=True):
+        finishes = ", ".join(f"{f:.0f}" for f in row.finishes)
+        print(
+            f"| {row.name} | {rps * args.processes:g}/s | {row.correct} | {row.lost} "
+            f"| {row.calls} | {row.throttled} | {row.throttled / row.calls:.1%} "
+            f"| {row.p50:.1f} | {row.p95:.1f} | {finishes} "
+            f"| {max(row.finishes) - min(row.finishes):.0f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""History-aware polling: what a job's past runs say about when this run will end.
+
+A job whose runs always take about ten minutes need not be looked at every
+30 s from the start. DataZone lists a job's recent successful runs with their
+start and end times (ListJobRuns); from those durations this module derives a
+`Forecast` the pure core uses (`_policy.advance`): no look while the run is
+surely still going (the *quiet window*), then the plain cadence around its
+expected end and after it.
+
+Two parts:
+
+- pure: `JobHistory` (the durations, their quantiles, the quiet window and
+  the forecast for one run). No I/O, no clock.
+- I/O: `learn` (one ListJobRuns call, never raising: any failure becomes a
+  reason to poll on the plain cadence) and `HistoryCache`, the per-process
+  cache that makes it at most one call per (domain, job) while fresh.
+  `fetch_job_run_learning` is the one hook the loops use: GetJobRun, and if its
+  answer is not terminal and the job's history is not known, ListJobRuns too,
+  in the same worker-thread call.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from poller._datazone import JobRunClient, classify, fetch_job_run
+from poller._model import JobRun
+from poller._policy import FaultKind, Forecast, PollPolicy
+
+__all__ = [
+    "FRESH_FOR",
+    "HISTORY",
+    "HISTORY_UNAVAILABLE",
+    "MIN_RUNS",
+    "RETRY_AFTER",
+    "HistoryCache",
+    "JobHistory",
+    "Learned",
+    "fetch_job_run_learning",
+    "learn",
+    "shared_cache",
+    "wants_history",
+]
+
+#: Log events: what a wait learned, or why it polls on the plain cadence.
+HISTORY = "history"
+HISTORY_UNAVAILABLE = "history_unavailable"
+
+#: Fewer finished runs than this say too little: the plain cadence is used.
+MIN_RUNS = 5
+#: The most runs one ListJobRuns page holds: one call, the 50 newest successes.
+PAGE_SIZE = 50
+#: A job's history is reused for this long (seconds) before it is fetched again.
+FRESH_FOR = 1800.0
+#: After a failed or too-short history, a job's waits try again only after this long.
+RETRY_AFTER = 300.0
+# The quiet window ends where a lognormal fitted to the durations puts a few
+# per cent of runs (this many standard deviations below the mean log-duration),
+# widened for a short history, whose spread is less certain.
+_QUIET_Z = 2.0
+# ... and only when at most this share of runs would end so early in it that
+# they are seen later than the plain cadence's own worst (a delay of about half
+# the time elapsed): for an erratic job the window would cost more than it saves.
+_QUIET_RISK = 0.001
+_PLAIN_WORST = 1.5
+# Past this quantile of its job's durations a run is "late": history says no more.
+_LATE_QUANTILE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class JobHistory:
+    """The durations (seconds, start to end, ascending) of a job's recent successful runs."""
+
+    durations: tuple[float, ...]
+
+    @classmethod
+    def of(cls, runs: Iterable[JobRun]) -> JobHistory:
+        """The history of these runs; runs without both times are left out."""
+        durations = (run.duration_s for run in runs)
+        return cls(tuple(sorted(d for d in durations if d is not None and d > 0)))
+
+    @property
+    def runs(self) -> int:
+        """How many durations there are."""
+        return len(self.durations)
+
+    @property
+    def usable(self) -> bool:
+        """True with at least MIN_RUNS durations."""
+        return self.runs >= MIN_RUNS
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile of the durations (linear between order statistics)."""
+        if not self.durations:
+            raise ValueError("no durations")
+        position = q * (self.runs - 1)
+        low = math.floor(position)
+        high = min(low + 1, self.runs - 1)
+        return self.durations[low] + (position - low) * (self.durations[high] - self.durations[low])
+
+    @property
+    def p50(self) -> float:
+        """The median duration."""
+        return self.quantile(0.5)
+
+    @property
+    def quiet_s(self) -> float:
+        """How long into a run it is very unlikely to have ended: the quiet window's length.
+
+        Durations are taken as lognormal, as run times commonly are. A job
+        whose runs vary widely gets no window at all (0.0): erratic jobs are
+        polled exactly as without history.
+        """
+        logs = [math.log(d) for d in self.durations]
+        spread = statistics.stdev(logs) if len(logs) > 1 else 0.0
+        z = _QUIET_Z * (1 + 2 / len(logs))
+        if spread > 0:
+            early = statistics.NormalDist().cdf(-z - math.log(_PLAIN_WORST) / spread)
+            if early > _QUIET_RISK:
+                return 0.0
+        return math.exp(statistics.fmean(logs) - z * spread)
+
+    @property
+    def late_s(self) -> float:
+        """The age past which a run has outlived nearly all of its job's past runs."""
+        return self.quantile(_LATE_QUANTILE)
+
+    def forecast(self, started: float) -> Forecast:
+        """The forecast for a run that started at ``started`` (the wait's clock)."""
+        return Forecast(
+            started=started, quiet_until=started + self.quiet_s, late_after=started + self.late_s
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What the ``history`` log event reports."""
+        return {
+            "runs": self.runs,
+            "p50_s": round(self.p50, 3),
+            "quiet_s": round(self.quiet_s, 3),
+            "late_s": round(self.late_s, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """What a ListJobRuns call taught about a job: a usable history, or why there is none."""
+
+    history: JobHistory | None
+    reason: str | None = None
+    fault: FaultKind | None = None  # set when the call itself failed
+
+
+Key = tuple[str, str]
+Clock = Callable[[], float]
+
+
+class HistoryCache:
+    """Per-process memory of what each (domain, job) history is; thread-safe.
+
+    A usable history is kept for ``fresh_for`` seconds, a failure or a too
+    short history for ``retry_after``. `claim` hands the fetch of a job to
+    exactly one caller at a time, so waits of the same job started together
+    make one ListJobRuns call between them.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        fresh_for: float = FRESH_FOR,
+        retry_after: float = RETRY_AFTER,
+    ) -> None:
+        self._clock = clock if clock is not None else time.monotonic
+        self._fresh_for = fresh_for
+        self._retry_after = retry_after
+        self._lock = threading.Lock()
+        self._entries: dict[Key, tuple[Learned, float]] = {}
+        self._fetching: set[Key] = set()
+
+    def _fresh(self, key: Key) -> Learned | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        learned, at = entry
+        age = self._fresh_for if learned.history is not None else self._retry_after
+        return learned if self._clock() - at < age else None
+
+    def get(self, key: Key) -> Learned | None:
+        """What is known of this job while it is fresh, else None."""
+        with self._lock:
+            return self._fresh(key)
+
+    def claim(self, key: Key) -> bool:
+        """True if the caller should fetch this job's history now (then `put` or `release`)."""
+        with self._lock:
+            if key in self._fetching or self._fresh(key) is not None:
+                return False
+            self._fetching.add(key)
+            return True
+
+    def put(self, key: Key, learned: Learned) -> None:
+        """Remember what a fetch found; ends the caller's claim."""
+        with self._lock:
+            self._entries[key] = (learned, self._clock())
+            self._fetching.discard(key)
+
+    def release(self, key: Key) -> None:
+        """Give a claim up without a result (the wait was cancelled)."""
+        with self._lock:
+            self._fetching.discard(key)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._entries.clear()
+            self._fetching.clear()
+
+
+_shared = HistoryCache()
+
+
+def shared_cache() -> HistoryCache:
+    """The process-wide cache every wait uses."""
+    return _shared
+
+
+def wants_history(policy: PollPolicy, run: JobRun) -> bool:
+    """After ``run`` was read: should this wait fetch its job's history now? Claims it if so.
+
+    Only for a run still going (a finished run costs one GetJobRun and nothing
+    else), with history on, and when no fresh answer or fetch in flight exists.
+    """
+    if not policy.history or run.is_terminal or not run.job_id:
+        return False
+    return _shared.claim((run.domain_id, run.job_id))
+
+
+def _fetch(client: Any, domain_id: str, job_id: str) -> Learned:
+    page = client.list_job_runs(
+        domainIdentifier=domain_id,
+        jobIdentifier=job_id,
+        status="SUCCESS",
+        sortOrder="DESCENDING",
+        maxResults=PAGE_SIZE,
+    )
+    history = JobHistory.of(
+        run for item in page.get("items", []) if (run := JobRun.from_summary(domain_id, item))
+    )
+    if not history.usable:
+        return Learned(
+            None, f"{history.runs} finished run(s) with start and end times, {MIN_RUNS} needed"
+        )
+    return Learned(history)
+
+
+def learn(client: Any, domain_id: str, job_id: str) -> Learned:
+    """One ListJobRuns call for the job's recent successes, remembered in the cache.
+
+    Never raises: a call that is denied, throttled or fails, or a client
+    without ``list_job_runs``, is a Learned with no history and the reason.
+    """
+    try:
+        learned = _fetch(client, domain_id, job_id)
+    except Exception as exc:
+        fault = classify(exc)
+        if fault is not None:
+            learned = Learned(
+                None, f"ListJobRuns failed: {fault.error_type}: {fault.message}", fault.kind
+            )
+        else:
+            learned = Learned(None, f"ListJobRuns failed: {type(exc).__name__}: {exc}")
+    _shared.put((domain_id, job_id), learned)
+    return learned
+
+
+def fetch_job_run_learning(
+    client: JobRunClient, policy: PollPolicy, domain_id: str, job_run_id: str
+) -> JobRun:
+    """GetJobRun, and, when `wants_history`, the job's ListJobRuns in the same call."""
+    run = fetch_job_run(client, domain_id, job_run_id)
+    if wants_history(policy, run):
+        assert run.job_id is not None
+        learn(client, domain_id, run.job_id)
+    return run

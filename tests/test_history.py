@@ -1,0 +1,446 @@
+"""History-aware polling: what a job's past runs teach, and that every failure falls back."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from _vtime import VirtualClock, run
+from helpers import DOMAIN, FakeTime
+from hypothesis import given
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from poller import Outcome, PollPolicy, RateLimiter, WaitResult
+from poller._config import load_settings
+from poller._history import (
+    FRESH_FOR,
+    MIN_RUNS,
+    HistoryCache,
+    JobHistory,
+    Learned,
+    shared_cache,
+)
+from poller._model import JobRun
+from poller._policy import Forecast, WaitState, advance
+from poller._waiter import wait_result
+from poller.aio import async_wait_for_job_runs, async_wait_result
+from poller.airflow.trigger import policy_kwargs
+from poller.testing import Fault, RunScript, Simulator
+
+# A job whose runs take about ten minutes.
+TEN_MINUTES = [540.0, 560.0, 580.0, 590.0, 600.0, 600.0, 610.0, 620.0, 640.0, 660.0]
+NO_JITTER = PollPolicy(timeout=None, jitter=0)
+PLAIN = PollPolicy(timeout=None, jitter=0, history=False)
+
+
+def list_calls(sim: Simulator) -> list[Any]:
+    return [r for r in sim.requests if r.operation == "ListJobRuns"]
+
+
+def add_run(sim: Simulator, run_id: str, length: float = 600.0, **kwargs: Any) -> None:
+    timeline = [(0.0, "IN_PROGRESS"), (length, "SUCCESS")]
+    sim.add_run(DOMAIN, run_id, RunScript(timeline=timeline), **kwargs)
+
+
+def wait(
+    sim: Simulator, client: Any, fake_time: FakeTime, run_id: str, policy: PollPolicy = NO_JITTER
+) -> WaitResult:
+    return wait_result(
+        DOMAIN,
+        run_id,
+        policy=policy,
+        client=client,
+        clock=fake_time.clock,
+        sleep=fake_time.sleep,
+        rng=random.Random(0),
+    )
+
+
+def plain_sleeps(sim: Simulator, client: Any, run_id: str, length: float = 600.0) -> list[float]:
+    """The sleeps of the same wait with history off: what every fallback must equal."""
+    other = FakeTime(now=5000.0)
+    plain = Simulator(clock=other.clock)
+    with plain:
+        add_run(plain, run_id, length)
+        wait(plain, plain.client(), other, run_id, PLAIN)
+    return other.sleeps
+
+
+# -- the pure part -----------------------------------------------------------
+
+
+def test_quantiles_interpolate_between_the_sorted_durations() -> None:
+    """The median of 1..4 is 2.5, and the extremes are the smallest and largest."""
+    history = JobHistory.of([run_of(d) for d in (4.0, 1.0, 3.0, 2.0)])
+    assert history.durations == (1.0, 2.0, 3.0, 4.0)
+    assert (history.quantile(0), history.p50, history.quantile(1)) == (1.0, 2.5, 4.0)
+
+
+def run_of(duration: float) -> JobRun:
+    start = time.time() - 10_000
+    return JobRun(
+        DOMAIN,
+        "r",
+        "SUCCESS",
+        start_time=datetime.fromtimestamp(start, UTC),
+        end_time=datetime.fromtimestamp(start + duration, UTC),
+    )
+
+
+def test_a_stable_job_gets_a_long_quiet_window_and_an_erratic_one_a_short_one() -> None:
+    """Ten-minute runs within 10 % are quiet for minutes; runs from 1 s to 1 h barely at all."""
+    stable = JobHistory(tuple(TEN_MINUTES))
+    erratic = JobHistory((1.0, 5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0))
+    assert 400 < stable.quiet_s < stable.durations[0]
+    assert stable.late_s > stable.p50
+    assert erratic.quiet_s < 1.0
+
+
+def test_a_short_history_is_not_usable_and_runs_without_both_times_do_not_count() -> None:
+    """Four durations say too little; a run with no end time adds none."""
+    assert not JobHistory.of([run_of(60.0)] * (MIN_RUNS - 1)).usable
+    unfinished = JobRun(DOMAIN, "r", "SUCCESS")
+    assert JobHistory.of([run_of(60.0)] * (MIN_RUNS - 1) + [unfinished]).runs == MIN_RUNS - 1
+    assert JobHistory.of([run_of(60.0)] * MIN_RUNS).usable
+
+
+def test_in_the_quiet_window_the_next_look_is_at_its_end_past_max_interval() -> None:
+    """At t=0 with a window ending at 400 s the core sleeps 400 s, then resumes at the cap."""
+    policy = PollPolicy(timeout=None, jitter=0)
+    state = WaitState.start(policy, 0.0)
+    running = JobRun(DOMAIN, "r", "IN_PROGRESS", job_id="job-1")
+    forecast = Forecast(started=0.0, quiet_until=400.0, late_after=900.0)
+    state, step = advance(policy, state, running, 0.0, random.Random(0), forecast)
+    assert step.delay == 400.0
+    # The plain schedule would have reached its cap by 400 s, so the next look is 30 s later.
+    state, step = advance(policy, state, running, 400.0, random.Random(0), forecast)
+    assert step.delay == policy.max_interval
+
+
+def test_without_a_forecast_or_with_history_off_the_cadence_is_the_plain_one() -> None:
+    """The same answer at the same time gives interval (2 s) either way."""
+    running = JobRun(DOMAIN, "r", "IN_PROGRESS", job_id="job-1")
+    forecast = Forecast(started=0.0, quiet_until=400.0, late_after=900.0)
+    for policy, given_forecast in (
+        (PollPolicy(jitter=0), None),
+        (PollPolicy(jitter=0, history=False), forecast),
+    ):
+        _, step = advance(
+            policy, WaitState.start(policy, 0.0), running, 0.0, random.Random(0), given_forecast
+        )
+        assert step.delay == policy.interval
+
+
+@given(
+    now=st.floats(0, 5000),
+    quiet=st.floats(0, 5000),
+    timeout=st.floats(0, 5000),
+    jitter=st.floats(0, 1),
+)
+def test_a_forecast_never_sleeps_past_the_deadline_or_past_the_window(
+    now: float, quiet: float, timeout: float, jitter: float
+) -> None:
+    """Whatever the window, the delay ends by the deadline and by the window's end (or cadence)."""
+    policy = PollPolicy(timeout=timeout, jitter=jitter)
+    state = WaitState.start(policy, 0.0)
+    forecast = Forecast(started=0.0, quiet_until=quiet, late_after=quiet + 100)
+    running = JobRun(DOMAIN, "r", "IN_PROGRESS", job_id="job-1")
+    _, step = advance(policy, state, running, now, random.Random(1), forecast)
+    if step.done:
+        assert now >= timeout
+        return
+    assert 0 <= step.delay <= timeout - now + 1e-9
+    assert step.delay <= max(quiet - now, policy.max_interval) + 1e-9
+
+
+def test_history_must_be_a_bool() -> None:
+    """PollPolicy(history="yes") is refused rather than read as true."""
+    with pytest.raises(Exception, match="history must be True or False"):
+        PollPolicy(history="yes")  # type: ignore[arg-type]
+
+
+def test_the_cache_keeps_a_history_while_fresh_and_a_failure_for_less() -> None:
+    """A usable history is reused for FRESH_FOR; a failure is retried sooner."""
+    clock = FakeTime(now=0.0)
+    cache = HistoryCache(clock=clock.clock, fresh_for=100, retry_after=10)
+    good, bad = ("d", "good"), ("d", "bad")
+    assert cache.claim(good)
+    assert not cache.claim(good)
+    cache.put(good, Learned(JobHistory(tuple(TEN_MINUTES))))
+    assert cache.claim(bad)
+    cache.put(bad, Learned(None, "denied"))
+    clock.now = 50
+    assert cache.get(good) is not None
+    assert cache.get(bad) is None
+    assert cache.claim(bad)
+    assert not cache.claim(good)
+    clock.now = 101
+    assert cache.get(good) is None
+    assert cache.claim(good)
+    cache.release(good)
+    assert cache.claim(good)
+    assert FRESH_FOR > 0
+
+
+# -- waits against the simulator --------------------------------------------
+
+
+def test_history_cuts_the_calls_of_a_ten_minute_run(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """With ten past ten-minute runs, the wait sleeps through the quiet window: far fewer calls."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+    add_run(sim, "run-1")
+    with capture_logs() as events:
+        result = wait(sim, client, fake_time, "run-1")
+    assert result.outcome is Outcome.SUCCEEDED
+    lists = list_calls(sim)
+    assert len(lists) == 1
+    assert "status=SUCCESS" in (lists[0].path or "")
+    assert "sortOrder=DESCENDING" in (lists[0].path or "")
+    assert "maxResults=50" in (lists[0].path or "")
+    quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
+    assert fake_time.sleeps[0] == pytest.approx(quiet, abs=0.5)
+    assert fake_time.sleeps[0] > NO_JITTER.max_interval
+    plain = plain_sleeps(sim, client, "run-1")
+    assert sim.calls("run-1") <= len(plain) + 1 - 10
+    learned = [e for e in events if e["event"] == "history"]
+    assert len(learned) == 1
+    assert learned[0]["runs"] == 10
+    assert learned[0]["p50_s"] == 600.0
+    assert learned[0]["quiet_s"] == pytest.approx(quiet, abs=0.001)
+    # The lag stays within the plain cadence's cap.
+    end = sim.end_time("run-1")
+    assert end is not None
+    assert fake_time.now - end <= NO_JITTER.max_interval
+
+
+def test_with_history_off_no_list_call_is_made_and_the_cadence_is_plain(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """PollPolicy(history=False) never calls ListJobRuns, even for a job with history."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+    add_run(sim, "run-1")
+    wait(sim, client, fake_time, "run-1", PollPolicy(timeout=None, jitter=0, history=False))
+    assert list_calls(sim) == []
+    assert fake_time.sleeps == plain_sleeps(sim, client, "run-1")
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (Fault.error("AccessDeniedException", 403), "AccessDeniedException"),
+        (Fault.throttle(), "ThrottlingException"),
+        (Fault.internal(), "InternalServerException"),
+        (Fault.reset(), "ListJobRuns failed"),
+    ],
+    ids=["denied", "throttled", "failing", "reset"],
+)
+def test_a_failed_list_call_falls_back_to_the_plain_cadence_with_one_event(
+    sim: Simulator, client: Any, fake_time: FakeTime, fault: Fault, reason: str
+) -> None:
+    """Denied, throttled or failing ListJobRuns: same sleeps as without history, one event why."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+    sim.fail_list_job_runs(DOMAIN, "job-1", fault)
+    add_run(sim, "run-1")
+    with capture_logs() as events:
+        result = wait(sim, client, fake_time, "run-1")
+    assert result.outcome is Outcome.SUCCEEDED
+    assert (result.throttled, result.errors_retried) == (0, 0)
+    assert len(list_calls(sim)) == 1  # not retried within the wait
+    assert fake_time.sleeps == plain_sleeps(sim, client, "run-1")
+    why = [e for e in events if e["event"].startswith("history")]
+    assert [e["event"] for e in why] == ["history_unavailable"]
+    assert reason in why[0]["reason"]
+
+
+def test_too_little_history_falls_back_and_says_how_much_there_was(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """Four past runs: the plain cadence, and the event says 4 of 5 needed."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES[:4])
+    add_run(sim, "run-1")
+    with capture_logs() as events:
+        wait(sim, client, fake_time, "run-1")
+    assert fake_time.sleeps == plain_sleeps(sim, client, "run-1")
+    why = [e for e in events if e["event"] == "history_unavailable"]
+    assert len(why) == 1
+    assert why[0]["reason"].startswith("4 finished run(s)")
+
+
+def test_failed_runs_are_not_history(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
+    """Only successes are asked for: ten FAILED past runs teach nothing."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES, status="FAILED")
+    add_run(sim, "run-1")
+    wait(sim, client, fake_time, "run-1")
+    assert fake_time.sleeps == plain_sleeps(sim, client, "run-1")
+
+
+def test_waits_of_one_job_share_one_list_call(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """Three waits in a row on runs of the same job: one ListJobRuns; all three use it."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+    with capture_logs() as events:
+        for i in range(3):
+            add_run(sim, f"run-{i}")
+            assert wait(sim, client, fake_time, f"run-{i}").outcome is Outcome.SUCCEEDED
+    assert len(list_calls(sim)) == 1
+    assert [e["job_run_id"] for e in events if e["event"] == "history"] == [
+        "run-0",
+        "run-1",
+        "run-2",
+    ]
+    assert shared_cache().get((DOMAIN, "job-1")) is not None
+
+
+def test_another_job_is_looked_up_on_its_own(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """The cache is per (domain, job): a second job costs its own ListJobRuns."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+    sim.add_history(DOMAIN, "job-2", TEN_MINUTES)
+    add_run(sim, "run-1")
+    wait(sim, client, fake_time, "run-1")
+    add_run(sim, "run-2", job_id="job-2")
+    wait(sim, client, fake_time, "run-2")
+    assert [r.job_id for r in list_calls(sim)] == ["job-1", "job-2"]
+
+
+def test_a_finished_run_costs_one_call(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
+    """A run already finished is one GetJobRun and nothing else, history or not."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+    sim.add_run(DOMAIN, "done", RunScript(statuses=["SUCCESS"]))
+    result = wait(sim, client, fake_time, "done")
+    assert result.outcome is Outcome.SUCCEEDED
+    assert [r.operation for r in sim.requests] == ["GetJobRun"]
+    assert fake_time.sleeps == []
+
+
+def test_a_deadline_inside_the_quiet_window_still_gets_its_last_look(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """Timeout 100 s inside a ~9 min quiet window: one sleep of 100 s, a look, wait_timeout."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+    add_run(sim, "run-1")
+    result = wait(sim, client, fake_time, "run-1", PollPolicy(timeout=100, jitter=0))
+    assert result.outcome is Outcome.WAIT_TIMEOUT
+    assert fake_time.sleeps == [100.0]
+    assert sim.calls("run-1") == 2 == result.polls
+
+
+def test_a_run_already_going_for_a_while_has_less_quiet_left(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """A run started 300 s before the wait is quiet for the window minus those 300 s."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+    timeline = [(0.0, "IN_PROGRESS"), (900.0, "SUCCESS")]
+    sim.add_run(DOMAIN, "run-1", RunScript(timeline=timeline), created_at=time.time() - 300)
+    wait(sim, client, fake_time, "run-1")
+    quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
+    assert fake_time.sleeps[0] == pytest.approx(quiet - 300, abs=1.0)
+
+
+def test_the_async_wait_uses_history_too(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
+    """async_wait_result skips the quiet window like the blocking wait."""
+    sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+    add_run(sim, "run-1")
+
+    async def sleep(seconds: float) -> None:
+        fake_time.sleep(seconds)
+
+    result = asyncio.run(
+        async_wait_result(
+            DOMAIN, "run-1", policy=NO_JITTER, client=client, clock=fake_time.clock, sleep=sleep
+        )
+    )
+    assert result.outcome is Outcome.SUCCEEDED
+    assert len(list_calls(sim)) == 1
+    assert fake_time.sleeps[0] > NO_JITTER.max_interval
+
+
+# -- fan-out -----------------------------------------------------------------
+
+
+def test_a_fan_out_of_one_job_makes_one_list_call_from_the_budget() -> None:
+    """Twenty runs of one job at once: one ListJobRuns, taken from the budget, then few calls."""
+    clock = VirtualClock()
+    with Simulator(clock=clock, seed=0) as sim:
+        sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+        for i in range(20):
+            add_run(sim, f"run-{i}")
+        limiter = RateLimiter(5, clock=clock)
+        results = run(
+            async_wait_for_job_runs(
+                [(DOMAIN, f"run-{i}") for i in range(20)],
+                client=sim.client(),
+                limiter=limiter,
+                clock=clock,
+                rng=random.Random(0),
+            ),
+            clock,
+        )
+        requests = sim.requests
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    assert sum(1 for r in requests if r.operation == "ListJobRuns") == 1
+    # The budget covered both kinds of call: never more than 5 in any second.
+    times = sorted(r.t for r in requests)
+    assert all(sum(1 for u in times[i:] if u < t + 1 - 1e-6) <= 5 for i, t in enumerate(times))
+    # Most runs slept through the quiet window: about 1 + 10 looks each, not 25.
+    assert sum(r.polls for r in results) < 20 * 15
+
+
+def test_a_fan_out_books_a_quiet_run_at_its_window_end_behind_runs_due_sooner() -> None:
+    """In a fan-out, a run of a known job books its next call at the quiet window's end."""
+    clock = VirtualClock()
+    with Simulator(clock=clock, seed=0) as sim:
+        sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+        add_run(sim, "quiet-0")
+        add_run(sim, "quiet-1")
+        add_run(sim, "plain", job_id="job-2")  # no history: the plain cadence
+        results = run(
+            async_wait_for_job_runs(
+                [(DOMAIN, "quiet-0"), (DOMAIN, "quiet-1"), (DOMAIN, "plain")],
+                client=sim.client(),
+                limiter=RateLimiter(5, clock=clock),
+                clock=clock,
+                policy=NO_JITTER,
+                rng=random.Random(0),
+            ),
+            clock,
+        )
+        requests = sim.requests
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
+    # The lookup came from the budget after quiet-0's first answer; quiet-1,
+    # answered before the history was known, picks it up on its next look.
+    start = requests[0].t
+    looks = [r.t - start for r in requests if r.run_id == "quiet-1"]
+    assert looks[2] == pytest.approx(quiet, abs=NO_JITTER.max_interval + 1)
+    plain = [r.t - start for r in requests if r.run_id == "plain"]
+    assert sum(1 for t in plain if t < quiet) > 10  # polled all along meanwhile
+    jobs = [r.path for r in requests if r.operation == "ListJobRuns"]
+    assert len(jobs) == 2  # one lookup per job
+
+
+# -- settings ----------------------------------------------------------------
+
+
+def test_history_is_on_by_default_and_off_from_config_or_environment(tmp_path: Any) -> None:
+    """[wait] history = false and POLLER_WAIT_HISTORY=false both turn it off in the policy."""
+    assert load_settings(environ={}).policy().history is True
+    path = tmp_path / "poller.toml"
+    path.write_text("[wait]\nhistory = false\n")
+    assert load_settings(config_file=str(path), environ={}).policy().history is False
+    assert load_settings(environ={"POLLER_WAIT_HISTORY": "false"}).policy().history is False
+
+
+def test_the_sensor_carries_history_through_its_policy() -> None:
+    """The trigger's serialized policy holds `history`, so a deferred wait keeps the choice."""
+    assert policy_kwargs(PollPolicy(history=False))["history"] is False
+    assert PollPolicy(**policy_kwargs(PollPolicy(history=False))).history is False
