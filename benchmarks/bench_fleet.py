@@ -46,7 +46,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from poller import Outcome, RateLimiter, WaitResult
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
-from poller.testing import RunScript, Simulator
+from poller.testing import RunScript, Seams, Simulator
 
 DOMAIN = "dzd_fleet"
 SERVER_RPS = 20.0
@@ -216,11 +216,10 @@ def poller_fleet(
             [(DOMAIN, rid) for rid in run_ids],
             client=client,
             limiter=RateLimiter(max_rps, clock=clock),
-            clock=clock,
-            sleep=clock.async_sleep,
-            rng=random.Random(seed),
+            seams=Seams(
+                clock=clock, async_sleep=clock.async_sleep, rng=random.Random(seed), logger=QUIET
+            ),
             on_result=on_result,
-            logger=QUIET,
         )
     )
     return seen

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from poller import (
     AccessDeniedError,
+    ClientSettings,
     JobRunStatus,
     Outcome,
     PollPolicy,
@@ -22,7 +23,7 @@ from poller import (
 )
 from poller._waiter import wait_result
 from poller.aio import CALL_WORKERS, async_wait_for_job_run, async_wait_result
-from poller.testing import Fault, Lineage, RunScript, Simulator
+from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
 from tests.conftest import DOMAIN, FakeTime, make_client
 
 TERMINAL = ["SUCCESS", "PARTIALLY_SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT", "CANCELED"]
@@ -48,8 +49,7 @@ def wait(client: Any, fake_time: FakeTime, run_id: str = "run-1", **kwargs: Any)
             DOMAIN,
             run_id,
             client=client,
-            clock=fake_time.clock,
-            sleep=ticking(fake_time),
+            seams=Seams(clock=fake_time.clock, async_sleep=ticking(fake_time)),
             **kwargs,
         )
     )
@@ -105,9 +105,7 @@ def test_same_result_document_as_the_blocking_wait() -> None:
             "run-1",
             client=client,
             policy=policy,
-            clock=sync_time.clock,
-            sleep=sync_time.sleep,
-            rng=random.Random(7),
+            seams=Seams(clock=sync_time.clock, sleep=sync_time.sleep, rng=random.Random(7)),
         )
     sim, client = _scenario(async_time)
     with sim:
@@ -117,9 +115,9 @@ def test_same_result_document_as_the_blocking_wait() -> None:
                 "run-1",
                 client=client,
                 policy=policy,
-                clock=async_time.clock,
-                sleep=ticking(async_time),
-                rng=random.Random(7),
+                seams=Seams(
+                    clock=async_time.clock, async_sleep=ticking(async_time), rng=random.Random(7)
+                ),
             )
         )
     assert awaited.to_dict() == blocking.to_dict()
@@ -159,7 +157,9 @@ def test_fatal_error_raises_and_result_variant_returns(
     sim.add_run(DOMAIN, "run-2", denied)
     with pytest.raises(AccessDeniedError):
         wait(client, fake_time)
-    result = asyncio.run(async_wait_result(DOMAIN, "run-2", client=client, clock=fake_time.clock))
+    result = asyncio.run(
+        async_wait_result(DOMAIN, "run-2", client=client, seams=Seams(clock=fake_time.clock))
+    )
     assert result.outcome is Outcome.ERROR
     assert result.to_dict()["problem"]["type"] == "AccessDeniedError"
 
@@ -261,6 +261,8 @@ def test_builds_its_client_from_the_environment(
     # A region no other test uses, so the per-configuration client cache is fresh.
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
     result = asyncio.run(
-        async_wait_for_job_run(DOMAIN, "run-1", region_name="eu-north-1", policy=FAST)
+        async_wait_for_job_run(
+            DOMAIN, "run-1", client=ClientSettings(region_name="eu-north-1"), policy=FAST
+        )
     )
     assert (result.outcome, result.throttled, sim.calls("run-1")) == (Outcome.SUCCEEDED, 1, 2)

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from poller import (
     AccessDeniedError,
+    ClientSettings,
     InvalidRequestError,
     JobRunNotFoundError,
     JobRunStatus,
@@ -24,7 +25,7 @@ from poller import (
     wait_for_job_run,
 )
 from poller._waiter import wait_result
-from poller.testing import Fault, Lineage, RunScript, Simulator
+from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
 from tests.conftest import DOMAIN, SECRET, FakeTime, make_client
 
 TERMINAL = ["SUCCESS", "PARTIALLY_SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT", "CANCELED"]
@@ -35,7 +36,11 @@ def wait(client: Any, fake_time: FakeTime, run_id: str = "run-1", **kwargs: Any)
     """wait_for_job_run on fake time: no real sleeping, exact delays recorded."""
     kwargs.setdefault("policy", PollPolicy(jitter=0))
     return wait_for_job_run(
-        DOMAIN, run_id, client=client, clock=fake_time.clock, sleep=fake_time.sleep, **kwargs
+        DOMAIN,
+        run_id,
+        client=client,
+        seams=Seams(clock=fake_time.clock, sleep=fake_time.sleep),
+        **kwargs,
     )
 
 
@@ -173,7 +178,11 @@ def test_missing_credentials_are_access_denied(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(AccessDeniedError, match="credentials"):
-        wait_for_job_run(DOMAIN, "run-1", endpoint_url=sim.endpoint_url, region_name="us-east-1")
+        wait_for_job_run(
+            DOMAIN,
+            "run-1",
+            client=ClientSettings(endpoint_url=sim.endpoint_url, region_name="us-east-1"),
+        )
     assert sim.requests == []
 
 
@@ -322,7 +331,9 @@ def test_get_job_run_reads_once_through_throttles(
 ) -> None:
     """get_job_run returns the current state, whatever it is, after retrying a throttle."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "IN_PROGRESS"]))
-    run = get_job_run(DOMAIN, "run-1", client=client, clock=fake_time.clock, sleep=fake_time.sleep)
+    run = get_job_run(
+        DOMAIN, "run-1", client=client, seams=Seams(clock=fake_time.clock, sleep=fake_time.sleep)
+    )
     assert run.status is JobRunStatus.IN_PROGRESS
     assert sim.calls("run-1") == 2
 
@@ -344,7 +355,9 @@ def test_poller_built_client_reaches_the_simulator_through_the_environment(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
-    assert wait_for_job_run(DOMAIN, "run-1", region_name="us-east-1").polls == 1
+    assert (
+        wait_for_job_run(DOMAIN, "run-1", client=ClientSettings(region_name="us-east-1")).polls == 1
+    )
 
 
 def test_poller_built_client_does_not_retry_inside_botocore(sim: Simulator) -> None:
@@ -353,8 +366,7 @@ def test_poller_built_client_does_not_retry_inside_botocore(sim: Simulator) -> N
     result = wait_for_job_run(
         DOMAIN,
         "run-1",
-        endpoint_url=sim.endpoint_url,
-        region_name="us-east-1",
+        client=ClientSettings(endpoint_url=sim.endpoint_url, region_name="us-east-1"),
         policy=PollPolicy(retry_initial=0.01, retry_max=0.02),
     )
     assert (result.throttled, sim.calls("run-1")) == (1, 2)
@@ -369,6 +381,6 @@ def test_under_freezegun_with_a_ticking_sleep(sim: Simulator, client: Any) -> No
             "run-1",
             client=client,
             policy=PollPolicy(jitter=0),
-            sleep=frozen.tick,
+            seams=Seams(sleep=frozen.tick),
         )
     assert result.waited_s == 5.0  # 2 s then 3 s, on the frozen clock
