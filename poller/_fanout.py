@@ -457,7 +457,8 @@ def wait_for_job_runs(
     Setting ``cancel`` stops every wait still going: each gets an
     ``interrupted`` result and the list is returned as usual. The waits run
     on a private event loop in this thread (in a helper thread if this one
-    already runs a loop); ``on_result`` is called on that thread.
+    already runs a loop); ``on_result`` is called on that thread, and the
+    waits sleep with ``seams.async_sleep``.
     """
 
     def run() -> list[WaitResult]:
