@@ -102,12 +102,15 @@ def cpu_seconds() -> float:
 
 def side_async(endpoint: str, runs: int) -> list[Any]:
     """Every wait a coroutine on one loop; calls in poller.aio's shared pool."""
+    from poller import ClientSettings
     from poller.aio import async_wait_for_job_run
+
+    settings = ClientSettings(endpoint_url=endpoint)
 
     async def all_waits() -> list[Any]:
         return await asyncio.gather(
             *(
-                async_wait_for_job_run(DOMAIN, f"run-{i}", endpoint_url=endpoint, timeout=600)
+                async_wait_for_job_run(DOMAIN, f"run-{i}", client=settings, timeout=600)
                 for i in range(runs)
             )
         )

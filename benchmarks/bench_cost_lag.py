@@ -42,7 +42,7 @@ from botocore.config import Config
 from poller import PollPolicy
 from poller._datazone import fetch_job_run
 from poller._waiter import wait_result
-from poller.testing import RunScript, Simulator
+from poller.testing import RunScript, Seams, Simulator
 
 DOMAIN = "dzd_bench"
 QUIET = structlog.wrap_logger(
@@ -248,10 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_id,
                 policy=policy,
                 client=client,
-                clock=clock,
-                sleep=clock.sleep,
-                rng=rng,
-                logger=QUIET,
+                seams=Seams(clock=clock, sleep=clock.sleep, rng=rng, logger=QUIET),
             )
 
         if args.history_only:

@@ -32,6 +32,7 @@ def child(runs: int, endpoint: str) -> None:
     from botocore.config import Config
 
     from poller import wait_for_job_runs
+    from poller.testing import Seams
 
     quiet = structlog.wrap_logger(
         structlog.PrintLogger(),
@@ -47,7 +48,7 @@ def child(runs: int, endpoint: str) -> None:
             config=Config(retries={"total_max_attempts": 1}, max_pool_connections=8),
         ),
         max_rps=1_000_000,
-        logger=quiet,
+        seams=Seams(logger=quiet),
     )
     took = time.monotonic() - started
     lost = sum(1 for r in results if str(r.outcome) != "succeeded")

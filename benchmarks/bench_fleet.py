@@ -52,7 +52,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
-from poller.testing import RunScript, Simulator
+from poller.testing import RunScript, Seams, Simulator
 
 DOMAIN = "dzd_fleet"
 SERVER_RPS = 20.0
@@ -251,11 +251,10 @@ def poller_fleet(
             policy=policy,
             client=client,
             limiter=RateLimiter(max_rps, clock=clock),
-            clock=clock,
-            sleep=clock.async_sleep,
-            rng=random.Random(seed),
+            seams=Seams(
+                clock=clock, async_sleep=clock.async_sleep, rng=random.Random(seed), logger=QUIET
+            ),
             on_result=on_result,
-            logger=QUIET,
         )
     )
     return seen

@@ -27,6 +27,7 @@ import structlog
 from botocore.config import Config
 
 from poller import PollPolicy, wait_for_job_run
+from poller.testing import Seams
 
 DOMAIN = "dzd_bench"
 
@@ -70,7 +71,7 @@ def polled(client: object, run_id: str, calls: int) -> float:
         run_id,
         client=client,
         policy=PollPolicy(timeout=None),
-        sleep=lambda _: None,  # type: ignore[arg-type]
+        seams=Seams(sleep=lambda _: None),
     )
     elapsed = time.process_time() - start
     assert result.polls == calls + 1, result.polls

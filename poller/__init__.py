@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from poller._limiter import RateLimiter
     from poller._model import JobRun, JobRunStatus, LineageStats, Outcome, Problem, WaitResult
     from poller._policy import PollPolicy
+    from poller._runtime import ClientSettings
     from poller._waiter import get_job_run, wait_for_job_run
     from poller.errors import (
         AccessDeniedError,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccessDeniedError",
+    "ClientSettings",
     "InvalidRequestError",
     "JobRun",
     "JobRunFailedError",
@@ -67,6 +69,7 @@ _LAZY = {
     "Problem": "poller._model",
     "WaitResult": "poller._model",
     "PollPolicy": "poller._policy",
+    "ClientSettings": "poller._runtime",
     "RateLimiter": "poller._limiter",
     "get_job_run": "poller._waiter",
     "wait_for_job_run": "poller._waiter",

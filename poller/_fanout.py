@@ -29,6 +29,7 @@ import random
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 from poller import log
@@ -41,17 +42,21 @@ from poller._runtime import (
     BOOKING_GRACE,
     CALL_WORKERS,
     CANCEL_POLL,
+    REAL,
     UNSET,
     AsyncSleep,
+    ClientSettings,
+    Clock,
+    Seams,
     TurnExpired,
     Unset,
     async_drive,
     off_any_running_loop,
+    resolve_client,
     resolve_policy,
-    shared_client,
     shared_executor,
 )
-from poller._session import Clock, OnChange, OnStep, WaitSession
+from poller._session import OnChange, OnStep, WaitSession
 from poller.errors import InvalidRequestError
 
 __all__ = ["OnResult", "RunRef", "StepHooks", "async_wait_for_job_runs", "wait_for_job_runs"]
@@ -212,30 +217,28 @@ class _Fleet:
         policy: PollPolicy,
         client: JobRunClient,
         limiter: RateLimiter,
-        clock: Clock,
-        sleep: AsyncSleep,
-        executor: Executor,
+        seams: Seams,
         on_change: OnChange | None,
         on_result: OnResult | None,
         on_step: StepHooks | None,
-        logger: Any,
     ) -> None:
         self.policy = policy
         self.client = client
         self.limiter = limiter
         # Calls handed to the pool at once; the rest wait their turn here.
         self.slots = asyncio.Semaphore(2 * CALL_WORKERS)
-        self.clock = clock
-        self.sleep = sleep
-        self.executor = executor
+        # Every wait's seams: the limiter's clock unless one was given.
+        self.clock: Clock = seams.clock or limiter.clock
+        self.seams = replace(seams, clock=self.clock)
+        self.sleep: AsyncSleep = seams.async_sleep or asyncio.sleep
+        self.executor: Executor = seams.executor or shared_executor()
         self.on_change = on_change
         self.on_result = on_result
         self.on_step = on_step
-        self.logger = logger
         # Set when the caller stops the whole fan-out: cancelled waits then
         # end with an `interrupted` result instead of propagating.
         self.stopping = False
-        self.started = clock()
+        self.started = self.clock()
         self.starting = asyncio.Semaphore(STARTING)
         self.live: set[asyncio.Task[None]] = set()
         self.results: dict[RunRef, WaitResult] = {}
@@ -295,12 +298,11 @@ class _Fleet:
         session = WaitSession(
             *ref,
             self.policy,
-            clock=self.clock,
-            rng=rng,
+            seams=self.seams,
+            jitter=rng,
             on_change=self.on_change,
             on_step=self.on_step(ref) if self.on_step is not None else None,
             pace=turns.pace,
-            logger=self.logger,
             started=self.started,
         )
         turns.attach(session)
@@ -353,7 +355,7 @@ class _Fleet:
                 self._interrupted(ref)
 
     def _interrupted(self, ref: RunRef) -> None:
-        session = WaitSession(*ref, self.policy, clock=self.clock, logger=self.logger)
+        session = WaitSession(*ref, self.policy, seams=self.seams)
         self._ended(ref, session.result(session.interrupted()))
 
     def _ended(self, ref: RunRef, result: WaitResult) -> None:
@@ -373,27 +375,22 @@ async def _fan_out(
     *,
     timeout: float | Unset | None,
     policy: PollPolicy | None,
-    client: JobRunClient | None,
-    region_name: str | None,
-    profile_name: str | None,
-    endpoint_url: str | None,
+    client: JobRunClient | ClientSettings | None,
     max_rps: float | None,
     limiter: RateLimiter | None,
     on_result: OnResult | None,
     on_change: OnChange | None,
     on_step: StepHooks | None,
     cancel: threading.Event | None,
-    clock: Clock | None,
-    sleep: AsyncSleep | None,
-    rng: random.Random | None,
-    executor: Executor | None,
-    logger: Any,
+    seams: Seams | None,
 ) -> list[WaitResult]:
     refs = _refs(runs)
     policy = resolve_policy(policy, timeout)
-    budget = _resolve_limiter(limiter, max_rps, clock)
-    logger = logger if logger is not None else log.get_logger()
-    rng = rng if rng is not None else random.Random()
+    seams = seams or REAL
+    budget = _resolve_limiter(limiter, max_rps, seams.clock)
+    logger = seams.logger if seams.logger is not None else log.get_logger()
+    seams = replace(seams, logger=logger)
+    rng = seams.rng if seams.rng is not None else random.Random()
     done: dict[RunRef, WaitResult] = {}
     todo: dict[RunRef, _Stream] = {}
     for ref in refs:
@@ -411,19 +408,14 @@ async def _fan_out(
             todo[ref] = _Stream(rng.getrandbits(64))
     logger.debug(FANOUT_STARTED, runs=len(refs), waits=len(todo), max_rps=budget.max_rps)
     if todo:
-        if client is None:
-            client = shared_client(region_name or None, profile_name or None, endpoint_url or None)
         fleet = _Fleet(
             policy=policy,
-            client=client,
+            client=resolve_client(client, shared=True),
             limiter=budget,
-            clock=clock or budget.clock,
-            sleep=sleep or asyncio.sleep,
-            executor=executor if executor is not None else shared_executor(),
+            seams=seams,
             on_change=on_change,
             on_result=on_result,
             on_step=on_step,
-            logger=logger,
         )
         watcher = None
         if cancel is not None:
@@ -459,20 +451,13 @@ async def async_wait_for_job_runs(
     *,
     timeout: float | Unset | None = UNSET,
     policy: PollPolicy | None = None,
-    client: JobRunClient | None = None,
-    region_name: str | None = None,
-    profile_name: str | None = None,
-    endpoint_url: str | None = None,
+    client: JobRunClient | ClientSettings | None = None,
     max_rps: float | None = None,
     limiter: RateLimiter | None = None,
     on_result: OnResult | None = None,
     on_change: OnChange | None = None,
     on_step: StepHooks | None = None,
-    clock: Clock | None = None,
-    sleep: AsyncSleep | None = None,
-    rng: random.Random | None = None,
-    executor: Executor | None = None,
-    logger: Any = None,
+    seams: Seams | None = None,
 ) -> list[WaitResult]:
     """Wait on every ``(domain_id, job_run_id)`` in ``runs`` at once; one result each, in order.
 
@@ -483,7 +468,7 @@ async def async_wait_for_job_runs(
     gives each run's wait its own ``on_step`` hook (a progress line per run).
 
     All calls share ``limiter`` (default: the process-wide one, whose budget
-    ``max_rps`` sets). With an injected ``clock`` and no ``limiter``, the
+    ``max_rps`` sets). With an injected ``seams.clock`` and no ``limiter``, the
     waits get a private limiter on that clock. Cancelling the task stops
     every wait; each logs its last state as ``interrupted``.
     """
@@ -492,20 +477,13 @@ async def async_wait_for_job_runs(
         timeout=timeout,
         policy=policy,
         client=client,
-        region_name=region_name,
-        profile_name=profile_name,
-        endpoint_url=endpoint_url,
         max_rps=max_rps,
         limiter=limiter,
         on_result=on_result,
         on_change=on_change,
         on_step=on_step,
         cancel=None,
-        clock=clock,
-        sleep=sleep,
-        rng=rng,
-        executor=executor,
-        logger=logger,
+        seams=seams,
     )
 
 
@@ -514,25 +492,22 @@ def wait_for_job_runs(
     *,
     timeout: float | Unset | None = UNSET,
     policy: PollPolicy | None = None,
-    client: JobRunClient | None = None,
-    region_name: str | None = None,
-    profile_name: str | None = None,
-    endpoint_url: str | None = None,
+    client: JobRunClient | ClientSettings | None = None,
     max_rps: float | None = None,
     limiter: RateLimiter | None = None,
     on_result: OnResult | None = None,
     on_change: OnChange | None = None,
     on_step: StepHooks | None = None,
     cancel: threading.Event | None = None,
-    rng: random.Random | None = None,
-    logger: Any = None,
+    seams: Seams | None = None,
 ) -> list[WaitResult]:
     """Block until every run in ``runs`` has a result; as `async_wait_for_job_runs`.
 
     Setting ``cancel`` stops every wait still going: each gets an
     ``interrupted`` result and the list is returned as usual. The waits run
     on a private event loop in this thread (in a helper thread if this one
-    already runs a loop); ``on_result`` is called on that thread.
+    already runs a loop); ``on_result`` is called on that thread, and the
+    waits sleep with ``seams.async_sleep``.
     """
 
     def run() -> list[WaitResult]:
@@ -542,20 +517,13 @@ def wait_for_job_runs(
                 timeout=timeout,
                 policy=policy,
                 client=client,
-                region_name=region_name,
-                profile_name=profile_name,
-                endpoint_url=endpoint_url,
                 max_rps=max_rps,
                 limiter=limiter,
                 on_result=on_result,
                 on_change=on_change,
                 on_step=on_step,
                 cancel=cancel,
-                clock=None,
-                sleep=None,
-                rng=rng,
-                executor=None,
-                logger=logger,
+                seams=seams,
             )
         )
 

@@ -16,7 +16,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -26,17 +26,18 @@ from poller._datazone import classify, validate_ids
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy, Step, WaitState, expire, fail
 from poller._runtime import (
+    REAL,
     UNSET,
-    AsyncSleep,
+    ClientSettings,
+    Seams,
     Unset,
     async_drive,
     drive,
     interruptible,
     resolve_client,
     resolve_policy,
-    shared_client,
 )
-from poller._session import Clock, OnChange, raise_if_error
+from poller._session import OnChange, log_retry, raise_if_error
 from poller._waiter import wait_result
 from poller.errors import InvalidRequestError, WaitCancelledError
 
@@ -148,13 +149,11 @@ def validate_job_ids(domain_id: str, job_id: str) -> None:
 class _Search:
     """Finding the run, under the core's retry rules; driven like a wait by the same loops."""
 
-    def __init__(
-        self, domain_id: str, job_id: str, policy: PollPolicy, clock: Clock, rng: random.Random
-    ) -> None:
+    def __init__(self, domain_id: str, job_id: str, policy: PollPolicy, seams: Seams) -> None:
         self.policy = policy
-        self.clock = clock
-        self.rng = rng
-        self.state = WaitState.start(policy, clock())
+        self.clock = seams.clock or time.monotonic
+        self.rng = seams.rng or random.Random()
+        self.state = WaitState.start(policy, self.clock())
         self.run: JobRun | None = None
         self.log = log.get_logger(domain_id=domain_id, job_id=job_id)
         self.log.info(FINDING_RUN, timeout_s=policy.timeout)
@@ -166,14 +165,7 @@ class _Search:
 
     def failed(self, fault: CallFault) -> Step:
         self.state, step = fail(self.policy, self.state, fault, self.clock(), self.rng)
-        if not step.done:
-            event = log.THROTTLED if fault.kind is FaultKind.THROTTLE else log.RETRYING
-            self.log.info(
-                event,
-                error_type=fault.error_type,
-                attempt=self.state.retry_attempt,
-                sleep_s=round(step.delay, 3),
-            )
+        log_retry(self.log, fault, self.state, step)
         return step
 
     def time_left(self) -> float:
@@ -195,6 +187,16 @@ class _Search:
         return self.run, max(self.state.deadline - self.clock(), 0.0)
 
 
+def _one_stream(seams: Seams | None) -> Seams:
+    """The seams with a clock and rng fixed, so the search and the wait share them."""
+    seams = seams or REAL
+    return replace(
+        seams,
+        clock=seams.clock or time.monotonic,
+        rng=seams.rng or random.Random(),
+    )
+
+
 def wait_for_latest_job_run(
     domain_id: str,
     job_id: str,
@@ -202,15 +204,10 @@ def wait_for_latest_job_run(
     since: datetime | float | None = None,
     timeout: float | Unset | None = UNSET,
     policy: PollPolicy | None = None,
-    client: JobRunLister | None = None,
-    region_name: str | None = None,
-    profile_name: str | None = None,
-    endpoint_url: str | None = None,
+    client: JobRunLister | ClientSettings | None = None,
     on_change: OnChange | None = None,
     cancel: threading.Event | None = None,
-    clock: Clock | None = None,
-    sleep: Callable[[float], object] | None = None,
-    rng: random.Random | None = None,
+    seams: Seams | None = None,
 ) -> WaitResult:
     """Find the job's latest run (or, with ``since``, the first created at or after it) and wait.
 
@@ -222,17 +219,17 @@ def wait_for_latest_job_run(
     """
     validate_job_ids(domain_id, job_id)
     policy = resolve_policy(policy, timeout)
-    clock = clock if clock is not None else time.monotonic
-    rng = rng if rng is not None else random.Random()
-    lister: Any = resolve_client(client, region_name, profile_name, endpoint_url)
-    search = _Search(domain_id, job_id, policy, clock, rng)
+    seams = _one_stream(seams)
+    lister: Any = resolve_client(client)
+    search = _Search(domain_id, job_id, policy, seams)
     run, time_left = search.found(
         drive(
             search,
             lambda: find_job_run(lister, domain_id, job_id, since=since),
-            interruptible(sleep, cancel),
+            interruptible(seams.sleep, cancel),
             cancelled=cancel.is_set if cancel is not None else lambda: False,
             first_answer=True,
+            pool=seams.executor,
         )
     )
     return raise_if_error(
@@ -244,9 +241,7 @@ def wait_for_latest_job_run(
             client=lister,
             on_change=on_change,
             cancel=cancel,
-            clock=clock,
-            sleep=sleep,
-            rng=rng,
+            seams=seams,
         )
     )
 
@@ -258,27 +253,25 @@ async def async_wait_for_latest_job_run(
     since: datetime | float | None = None,
     timeout: float | Unset | None = UNSET,
     policy: PollPolicy | None = None,
-    client: JobRunLister | None = None,
-    region_name: str | None = None,
-    profile_name: str | None = None,
-    endpoint_url: str | None = None,
+    client: JobRunLister | ClientSettings | None = None,
     on_change: OnChange | None = None,
-    clock: Clock | None = None,
-    sleep: AsyncSleep | None = None,
-    rng: random.Random | None = None,
+    seams: Seams | None = None,
 ) -> WaitResult:
     """The async twin of `wait_for_latest_job_run`; cancel the task to stop it."""
     validate_job_ids(domain_id, job_id)
     policy = resolve_policy(policy, timeout)
-    clock = clock if clock is not None else time.monotonic
-    rng = rng if rng is not None else random.Random()
-    lister: Any = client
-    if lister is None:
-        lister = shared_client(region_name or None, profile_name or None, endpoint_url or None)
-    search = _Search(domain_id, job_id, policy, clock, rng)
+    seams = _one_stream(seams)
+    lister: Any = resolve_client(client, shared=True)
+    search = _Search(domain_id, job_id, policy, seams)
     find = functools.partial(find_job_run, lister, domain_id, job_id, since=since)
     run, time_left = search.found(
-        await async_drive(search, find, sleep or asyncio.sleep, first_answer=True)
+        await async_drive(
+            search,
+            find,
+            seams.async_sleep or asyncio.sleep,
+            pool=seams.executor,
+            first_answer=True,
+        )
     )
     return raise_if_error(
         await async_wait_result(
@@ -288,8 +281,6 @@ async def async_wait_for_latest_job_run(
             policy=policy,
             client=lister,
             on_change=on_change,
-            clock=clock,
-            sleep=sleep,
-            rng=rng,
+            seams=seams,
         )
     )

@@ -10,7 +10,15 @@ from typing import Any
 
 from poller.errors import JobRunFailedError, PollerError
 
-__all__ = ["JobRun", "JobRunStatus", "LineageStats", "Outcome", "Problem", "WaitResult"]
+__all__ = [
+    "JobRun",
+    "JobRunStatus",
+    "LineageStats",
+    "Outcome",
+    "Problem",
+    "WaitResult",
+    "describe_lineage",
+]
 
 
 class Outcome(enum.StrEnum):
@@ -340,3 +348,25 @@ class WaitResult:
             "waited_s": round(self.waited_s, 3),
             "problem": {"type": problem.type, "message": problem.message} if problem else None,
         }
+
+
+def describe_lineage(lineage: Mapping[str, Any] | None) -> str | None:
+    """The lineage statistics of a result document as one sentence; None without any.
+
+    The one text of them: a sensor's failure reason and the CLI's text output both use it.
+    """
+    if not lineage or lineage.get("total_queries_processed") is None:
+        return None
+    total = lineage["total_queries_processed"]
+    failed = lineage.get("num_queries_failed")
+    text = f"{total} SQL queries processed"
+    if failed is not None:
+        text += f", {failed} failed"
+        rate = lineage.get("failure_rate")
+        if rate is not None:
+            text += f" ({rate:.2%})"
+    messages = lineage.get("error_messages") or []
+    if messages:
+        more = f" (+{len(messages) - 1} more)" if len(messages) > 1 else ""
+        text += f"; first error: {messages[0]}{more}"
+    return text

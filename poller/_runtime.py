@@ -16,10 +16,12 @@ import itertools
 import math
 import os
 import queue
+import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from poller._datazone import JobRunClient, build_client
@@ -31,10 +33,14 @@ __all__ = [
     "CALL_GRACE",
     "CALL_WORKERS",
     "CANCEL_POLL",
+    "REAL",
     "UNSET",
     "AsyncSleep",
     "CallPool",
+    "ClientSettings",
+    "Clock",
     "Driven",
+    "Seams",
     "Sleep",
     "TurnExpired",
     "Unset",
@@ -49,6 +55,7 @@ __all__ = [
     "shared_executor",
 ]
 
+Clock = Callable[[], float]
 Sleep = Callable[[float], object]
 AsyncSleep = Callable[[float], Awaitable[object]]
 
@@ -71,18 +78,67 @@ def resolve_policy(policy: PollPolicy | None, timeout: float | Unset | None) -> 
     return policy if timeout is UNSET else policy.with_timeout(timeout)
 
 
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """How poller builds its DataZone client when it is not given one.
+
+    None (every field's default) leaves a setting to the usual AWS resolution:
+    environment variables, the AWS config file, the instance's metadata.
+    """
+
+    region_name: str | None = None
+    profile_name: str | None = None
+    endpoint_url: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+
+    def build(self, *, max_pool_connections: int = 10) -> JobRunClient:
+        """A new client for these settings (botocore retries off)."""
+        return build_client(
+            region_name=self.region_name or None,
+            profile_name=self.profile_name or None,
+            endpoint_url=self.endpoint_url or None,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_pool_connections=max_pool_connections,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Seams:
+    """What a wait takes from its surroundings, replaceable by a test (None: the real one).
+
+    ``clock`` reads seconds (``time.monotonic``); ``sleep`` is the blocking
+    loops' sleep and ``async_sleep`` the async loops'; ``rng`` draws the
+    jitter; ``executor`` runs the blocking calls (the shared pool); ``logger``
+    gets the events (poller's structlog logger).
+    """
+
+    clock: Clock | None = None
+    sleep: Sleep | None = None
+    async_sleep: AsyncSleep | None = None
+    rng: random.Random | None = None
+    executor: Executor | None = None
+    logger: Any = None
+
+
+#: No seams replaced: every one real.
+REAL = Seams()
+
+
 def resolve_client(
-    client: JobRunClient | None,
-    region_name: str | None,
-    profile_name: str | None,
-    endpoint_url: str | None,
+    client: JobRunClient | ClientSettings | None, *, shared: bool = False
 ) -> JobRunClient:
-    """The caller's client as it is, or one poller builds (botocore retries off)."""
-    if client is not None:
+    """The caller's client as it is, or one built from the settings (botocore retries off).
+
+    ``shared``: the process-wide client for the settings (see ``shared_client``)
+    rather than a new one.
+    """
+    if client is None:
+        client = ClientSettings()
+    if not isinstance(client, ClientSettings):
         return client
-    return build_client(
-        region_name=region_name, profile_name=profile_name, endpoint_url=endpoint_url
-    )
+    return shared_client(client) if shared else client.build()
 
 
 def interruptible(sleep: Sleep | None, cancel: threading.Event | None) -> Callable[[float], bool]:
@@ -401,11 +457,16 @@ class _SharedClients:
         )
         self._lock = threading.Lock()
 
-    def __call__(
-        self, region_name: str | None, profile_name: str | None, endpoint_url: str | None
-    ) -> JobRunClient:
+    def __call__(self, settings: ClientSettings | None = None) -> JobRunClient:
         """The process-wide client for one configuration, sized to the call pool."""
-        key = _client_key(region_name or None, profile_name or None, endpoint_url or None)
+        settings = settings if settings is not None else ClientSettings()
+        key = _client_key(
+            settings.region_name or None,
+            settings.profile_name or None,
+            settings.endpoint_url or None,
+            str(settings.connect_timeout),
+            str(settings.read_timeout),
+        )
         with self._lock:
             client = self._clients.get(key)
             if client is not None:
@@ -413,12 +474,7 @@ class _SharedClients:
                 return client
         # boto3 clients are thread-safe once built; one per configuration keeps
         # thousands of waits from building thousands of clients.
-        client = build_client(
-            region_name=region_name or None,
-            profile_name=profile_name or None,
-            endpoint_url=endpoint_url or None,
-            max_pool_connections=CALL_WORKERS,
-        )
+        client = settings.build(max_pool_connections=CALL_WORKERS)
         with self._lock:
             client = self._clients.setdefault(key, client)
             self._clients.move_to_end(key)
@@ -432,7 +488,7 @@ class _SharedClients:
             self._clients.clear()
 
 
-#: The process-wide client for a configuration: ``shared_client(region, profile, endpoint)``.
+#: The process-wide client for a configuration: ``shared_client(ClientSettings(...))``.
 #: Keyed by the arguments and the AWS environment variables that resolve
 #: them, so a process whose environment changes gets a client for the new one.
 shared_client = _SharedClients()

@@ -27,6 +27,7 @@ from poller._policy import (
     expire,
     fail,
 )
+from poller._runtime import REAL, Clock, Seams
 from poller.errors import PollerError, WaitCancelledError
 
 __all__ = [
@@ -36,10 +37,10 @@ __all__ = [
     "OnStep",
     "Pace",
     "WaitSession",
+    "log_retry",
     "raise_if_error",
 ]
 
-Clock = Callable[[], float]
 OnChange = Callable[[JobRun], object]
 # Called after every call with the core's new state and its answer: what a
 # progress display needs ("next check in N s") without a log line per poll.
@@ -81,12 +82,11 @@ class WaitSession:
         job_run_id: str,
         policy: PollPolicy,
         *,
-        clock: Clock | None = None,
-        rng: Jitter | None = None,
+        seams: Seams = REAL,
+        jitter: Jitter | None = None,
         on_change: OnChange | None = None,
         on_step: OnStep | None = None,
         pace: Pace | None = None,
-        logger: Any = None,
         started: float | None = None,
         resumed: bool = False,
         last_seen: JobRun | None = None,
@@ -99,12 +99,13 @@ class WaitSession:
         self.job_run_id = job_run_id
         self.policy = policy
         # Looked up per wait, not bound as a default, so freezegun can patch it.
-        self._clock = clock if clock is not None else time.monotonic
-        self._rng: Jitter = rng if rng is not None else random.Random()
+        self._clock: Clock = seams.clock if seams.clock is not None else time.monotonic
+        # ``jitter``: this wait's own stream (a fan-out's), in place of ``seams.rng``.
+        self._rng: Jitter = jitter or seams.rng or random.Random()
         self._on_change = on_change
         self._on_step = on_step
         self._pace = pace
-        self._log = logger if logger is not None else log.get_logger()
+        self._log = seams.logger if seams.logger is not None else log.get_logger()
         # ``started``: when the deadline began, if before now (a fan-out's start).
         self.state = WaitState.start(policy, self._clock() if started is None else started)
         self._last_news = self.state.started
@@ -202,15 +203,10 @@ class WaitSession:
         """A call failed with ``fault``: retry after how long, or stop."""
         self.state, step = fail(self.policy, self.state, fault, self._clock(), self._rng)
         step = self._stepped(step)
-        if not step.done:
-            # After pacing: the time until the next call, whatever it waits for.
-            event = log.THROTTLED if fault.kind is FaultKind.THROTTLE else log.RETRYING
-            self._emit(
-                event,
-                error_type=fault.error_type,
-                attempt=self.state.retry_attempt,
-                sleep_s=round(step.delay, 3),
-            )
+        # After pacing: the time until the next call, whatever it waits for.
+        log_retry(
+            self._log, fault, self.state, step, domain_id=self.domain_id, job_run_id=self.job_run_id
+        )
         return step
 
     def expired(self, why: str) -> Step:
@@ -250,6 +246,19 @@ class WaitSession:
             )
         self._log.info(log.FINISHED, **result.to_dict())
         return result
+
+
+def log_retry(logger: Any, fault: CallFault, state: WaitState, step: Step, **ids: str) -> None:
+    """Log a failed call that will be retried: ``throttled`` or ``retrying``, and when."""
+    if not step.done:
+        event = log.THROTTLED if fault.kind is FaultKind.THROTTLE else log.RETRYING
+        logger.info(
+            event,
+            **ids,
+            error_type=fault.error_type,
+            attempt=state.retry_attempt,
+            sleep_s=round(step.delay, 3),
+        )
 
 
 def raise_if_error(result: WaitResult) -> WaitResult:

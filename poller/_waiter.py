@@ -1,27 +1,90 @@
-"""The blocking loop: wait_for_job_run and get_job_run."""
+"""The blocking loop: wait_for_job_run, get_job_run, and the one read both share."""
 
 from __future__ import annotations
 
-import random
+import functools
 import threading
-from typing import Any
 
 from poller._datazone import JobRunClient, fetch_job_run, validate_ids
 from poller._history import fetch_job_run_learning
-from poller._model import JobRun, WaitResult
-from poller._policy import PollPolicy
+from poller._model import JobRun, Outcome, WaitResult
+from poller._policy import PollPolicy, Step
 from poller._runtime import (
+    REAL,
     UNSET,
-    Sleep,
+    ClientSettings,
+    Seams,
     Unset,
     drive,
     interruptible,
     resolve_client,
     resolve_policy,
 )
-from poller._session import Clock, OnChange, OnStep, WaitSession, raise_if_error
+from poller._session import OnChange, OnStep, WaitSession, raise_if_error
 
-__all__ = ["get_job_run", "wait_for_job_run", "wait_result"]
+__all__ = ["get_job_run", "read_once", "read_result", "wait_for_job_run", "wait_result"]
+
+
+def _start(
+    domain_id: str,
+    job_run_id: str,
+    timeout: float | Unset | None,
+    policy: PollPolicy | None,
+    client: JobRunClient | ClientSettings | None,
+    seams: Seams,
+    on_change: OnChange | None = None,
+    on_step: OnStep | None = None,
+) -> tuple[WaitSession, JobRunClient]:
+    """The checked arguments of one wait or read: its session (just started) and client."""
+    validate_ids(domain_id, job_run_id)
+    policy = resolve_policy(policy, timeout)
+    built = resolve_client(client)
+    session = WaitSession(
+        domain_id, job_run_id, policy, seams=seams, on_change=on_change, on_step=on_step
+    )
+    return session, built
+
+
+def _drive(
+    session: WaitSession,
+    client: JobRunClient,
+    cancel: threading.Event | None,
+    seams: Seams,
+    *,
+    first_answer: bool = False,
+) -> Step:
+    # A wait learns the job's history with its first answer that is not
+    # terminal (docs/design.md, "History-aware cadence"); a single read has no
+    # cadence to shape, so it makes GetJobRun alone.
+    fetch = (
+        functools.partial(fetch_job_run, client, session.domain_id, session.job_run_id)
+        if first_answer
+        else functools.partial(
+            fetch_job_run_learning, client, session.policy, session.domain_id, session.job_run_id
+        )
+    )
+    return drive(
+        session,
+        fetch,
+        interruptible(seams.sleep, cancel),
+        cancelled=cancel.is_set if cancel is not None else lambda: False,
+        first_answer=first_answer,
+        pool=seams.executor,
+    )
+
+
+def read_once(
+    session: WaitSession,
+    client: JobRunClient,
+    *,
+    cancel: threading.Event | None = None,
+    seams: Seams = REAL,
+) -> Step:
+    """Read the session's run once, throttles and faults retried within its policy's timeout.
+
+    The one read behind get_job_run, ``poller status`` and a sensor's poke.
+    """
+    return _drive(session, client, cancel, seams, first_answer=True)
 
 
 def wait_result(
@@ -30,17 +93,11 @@ def wait_result(
     *,
     timeout: float | Unset | None = UNSET,
     policy: PollPolicy | None = None,
-    client: JobRunClient | None = None,
-    region_name: str | None = None,
-    profile_name: str | None = None,
-    endpoint_url: str | None = None,
+    client: JobRunClient | ClientSettings | None = None,
     on_change: OnChange | None = None,
     on_step: OnStep | None = None,
     cancel: threading.Event | None = None,
-    clock: Clock | None = None,
-    sleep: Sleep | None = None,
-    rng: random.Random | None = None,
-    logger: Any = None,
+    seams: Seams | None = None,
 ) -> WaitResult:
     """Like wait_for_job_run, but a wait that cannot tell how the run ended is a result too.
 
@@ -48,26 +105,11 @@ def wait_result(
     ``error`` holds what wait_for_job_run would have raised; bad IDs and a
     client that cannot be built still raise, since no wait took place.
     """
-    validate_ids(domain_id, job_run_id)
-    policy = resolve_policy(policy, timeout)
-    client = resolve_client(client, region_name, profile_name, endpoint_url)
-    session = WaitSession(
-        domain_id,
-        job_run_id,
-        policy,
-        clock=clock,
-        rng=rng,
-        on_change=on_change,
-        on_step=on_step,
-        logger=logger,
+    seams = seams or REAL
+    session, built = _start(
+        domain_id, job_run_id, timeout, policy, client, seams, on_change, on_step
     )
-    step = drive(
-        session,
-        lambda: fetch_job_run_learning(client, policy, domain_id, job_run_id),
-        interruptible(sleep, cancel),
-        cancelled=cancel.is_set if cancel is not None else lambda: False,
-    )
-    return session.result(step)
+    return session.result(_drive(session, built, cancel, seams))
 
 
 def wait_for_job_run(
@@ -76,15 +118,10 @@ def wait_for_job_run(
     *,
     timeout: float | Unset | None = UNSET,
     policy: PollPolicy | None = None,
-    client: JobRunClient | None = None,
-    region_name: str | None = None,
-    profile_name: str | None = None,
-    endpoint_url: str | None = None,
+    client: JobRunClient | ClientSettings | None = None,
     on_change: OnChange | None = None,
     cancel: threading.Event | None = None,
-    clock: Clock | None = None,
-    sleep: Sleep | None = None,
-    rng: random.Random | None = None,
+    seams: Seams | None = None,
 ) -> WaitResult:
     """Wait until the run reaches a terminal status and return what was found.
 
@@ -102,14 +139,9 @@ def wait_for_job_run(
             timeout=timeout,
             policy=policy,
             client=client,
-            region_name=region_name,
-            profile_name=profile_name,
-            endpoint_url=endpoint_url,
             on_change=on_change,
             cancel=cancel,
-            clock=clock,
-            sleep=sleep,
-            rng=rng,
+            seams=seams,
         )
     )
 
@@ -119,28 +151,17 @@ def get_job_run(
     job_run_id: str,
     *,
     policy: PollPolicy | None = None,
-    client: JobRunClient | None = None,
-    region_name: str | None = None,
-    profile_name: str | None = None,
-    endpoint_url: str | None = None,
-    clock: Clock | None = None,
-    sleep: Sleep | None = None,
+    client: JobRunClient | ClientSettings | None = None,
+    seams: Seams | None = None,
 ) -> JobRun:
     """Read the run's current state once, whatever it is.
 
     Throttles and transient faults are retried as in a wait, within the
     policy's timeout; errors are those of wait_for_job_run.
     """
-    validate_ids(domain_id, job_run_id)
-    policy = resolve_policy(policy, UNSET)
-    client = resolve_client(client, region_name, profile_name, endpoint_url)
-    session = WaitSession(domain_id, job_run_id, policy, clock=clock)
-    step = drive(
-        session,
-        lambda: fetch_job_run(client, domain_id, job_run_id),
-        interruptible(sleep, None),
-        first_answer=True,
-    )
+    seams = seams or REAL
+    session, built = _start(domain_id, job_run_id, UNSET, policy, client, seams)
+    step = read_once(session, built, seams=seams)
     if step.error is not None:
         raise_if_error(session.result(step))
     assert session.state.last is not None, "a read that ended well saw a run"
@@ -152,27 +173,17 @@ def read_result(
     job_run_id: str,
     *,
     policy: PollPolicy | None = None,
-    client: JobRunClient | None = None,
+    client: JobRunClient | ClientSettings | None = None,
     on_step: OnStep | None = None,
     cancel: threading.Event | None = None,
+    seams: Seams | None = None,
 ) -> WaitResult:
     """get_job_run's one read (throttles and faults retried) as a result: ``poller status``.
 
     A finished run gets its outcome; a run still going gets ``wait_timeout``
     with no ``error`` (a wait with no time left), which ``status`` shows as null.
     """
-    from poller._model import Outcome  # noqa: PLC0415  (kept local: an edit at the end only)
-    from poller._policy import Step  # noqa: PLC0415
-
-    validate_ids(domain_id, job_run_id)
-    policy = resolve_policy(policy, UNSET)
-    client = resolve_client(client, None, None, None)
-    session = WaitSession(domain_id, job_run_id, policy, on_step=on_step)
-    step = drive(
-        session,
-        lambda: fetch_job_run(client, domain_id, job_run_id),
-        interruptible(None, cancel),
-        cancelled=cancel.is_set if cancel is not None else lambda: False,
-        first_answer=True,
-    )
+    seams = seams or REAL
+    session, built = _start(domain_id, job_run_id, UNSET, policy, client, seams, on_step=on_step)
+    step = read_once(session, built, cancel=cancel, seams=seams)
     return session.result(step if step.done else Step(outcome=Outcome.WAIT_TIMEOUT))

@@ -14,16 +14,16 @@ event) is judged by the same rules.
 from __future__ import annotations
 
 import enum
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from poller._datazone import JobRunClient, fetch_job_run, validate_ids
-from poller._model import JobRun, Outcome, WaitResult
+from poller._datazone import JobRunClient, validate_ids
+from poller._model import JobRun, Outcome, WaitResult, describe_lineage
 from poller._policy import PollPolicy, Step
-from poller._runtime import drive, interruptible, resolve_client
-from poller._session import Clock, WaitSession
+from poller._runtime import REAL, ClientSettings, Seams, resolve_client
+from poller._session import WaitSession
+from poller._waiter import read_once
 from poller.errors import PollerError, ServiceUnavailableError
 
 __all__ = ["JobRunPoker", "PokeState", "Verdict", "describe_lineage", "judge"]
@@ -70,25 +70,6 @@ class Verdict:
     def failed(self) -> bool:
         """True when waiting longer cannot help."""
         return self.state is PokeState.FAILED
-
-
-def describe_lineage(lineage: Mapping[str, Any] | None) -> str | None:
-    """The lineage statistics of a result document as one sentence; None without any."""
-    if not lineage or lineage.get("total_queries_processed") is None:
-        return None
-    total = lineage["total_queries_processed"]
-    failed = lineage.get("num_queries_failed")
-    text = f"{total} SQL queries processed"
-    if failed is not None:
-        text += f", {failed} failed"
-        rate = lineage.get("failure_rate")
-        if rate is not None:
-            text += f" ({rate:.2%})"
-    messages = lineage.get("error_messages") or []
-    if messages:
-        more = f" (+{len(messages) - 1} more)" if len(messages) > 1 else ""
-        text += f"; first error: {messages[0]}{more}"
-    return text
 
 
 def _failure_reason(doc: Mapping[str, Any], allow_partial: bool) -> str:
@@ -149,16 +130,10 @@ class JobRunPoker:
         budget: float = 60.0,
         allow_partial: bool = False,
         policy: PollPolicy | None = None,
-        client: JobRunClient | None = None,
+        client: JobRunClient | ClientSettings | None = None,
         connect: Callable[[], JobRunClient] | None = None,
-        region_name: str | None = None,
-        profile_name: str | None = None,
-        endpoint_url: str | None = None,
-        clock: Clock | None = None,
-        sleep: Callable[[float], object] | None = None,
-        rng: random.Random | None = None,
-        logger: Any = None,
         resumed: bool = False,
+        seams: Seams | None = None,
     ) -> None:
         self.domain_id = domain_id
         self.job_run_id = job_run_id
@@ -166,22 +141,16 @@ class JobRunPoker:
         self.policy = (policy if policy is not None else PollPolicy()).with_timeout(max(budget, 0))
         self._client = client
         self._connect = connect
-        self._client_args = (region_name, profile_name, endpoint_url)
         self._resumed = resumed
         self._last: JobRun | None = None
-        self._clock = clock
-        self._sleep = sleep
-        self._rng = rng
-        self._logger = logger
+        self._seams = seams or REAL
 
     @property
     def client(self) -> JobRunClient:
         """The client every poke uses, built on first use."""
-        if self._client is None:
-            if self._connect is not None:
-                self._client = self._connect()
-            else:
-                self._client = resolve_client(None, *self._client_args)
+        if self._client is None and self._connect is not None:
+            self._client = self._connect()
+        self._client = resolve_client(self._client)
         return self._client
 
     def poke(self) -> Verdict:
@@ -198,20 +167,13 @@ class JobRunPoker:
             self.domain_id,
             self.job_run_id,
             self.policy,
-            clock=self._clock,
-            rng=self._rng,
-            logger=self._logger,
+            seams=self._seams,
             resumed=self._resumed,
             last_seen=self._last,
         )
         # Every later poke of this poker goes on with the same wait.
         self._resumed = True
-        step = drive(
-            session,
-            lambda: fetch_job_run(client, self.domain_id, self.job_run_id),
-            interruptible(self._sleep, None),
-            first_answer=True,
-        )
+        step = read_once(session, client, seams=self._seams)
         if session.state.last is not None:
             self._last = session.state.last
         if step.outcome in _FINAL and not self._budget_spent(session, step):

@@ -27,7 +27,7 @@ import structlog
 from poller import PollPolicy, WaitResult, wait_for_job_run
 from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_run, async_wait_result
-from poller.testing import Lineage
+from poller.testing import Lineage, Seams
 
 # The client `Simulator.client()` builds, for an endpoint that has no Simulator
 # object in this process: a child process's simulator, a dead port.
@@ -135,11 +135,11 @@ class Wait:
         kwargs: dict[str, Any],
     ) -> WaitResult:
         kwargs.setdefault("policy", PollPolicy(jitter=0))
-        kwargs.setdefault("clock", self.fake_time.clock)
+        clock = self.fake_time.clock
         if self.kind == "blocking":
-            kwargs.setdefault("sleep", self.fake_time.sleep)
+            kwargs.setdefault("seams", Seams(clock=clock, sleep=self.fake_time.sleep))
             return blocking(domain, run_id, client=client, **kwargs)
-        kwargs.setdefault("sleep", self.fake_time.async_sleep)
+        kwargs.setdefault("seams", Seams(clock=clock, async_sleep=self.fake_time.async_sleep))
         return asyncio.run(asynchronous(domain, run_id, client=client, **kwargs))
 
 

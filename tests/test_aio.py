@@ -21,7 +21,7 @@ from poller import (
 )
 from poller._waiter import wait_result
 from poller.aio import CALL_WORKERS, async_wait_for_job_run, async_wait_result
-from poller.testing import Fault, RunScript, Simulator
+from poller.testing import Fault, RunScript, Seams, Simulator
 
 
 def _scenario(fake: FakeTime) -> tuple[Simulator, Any]:
@@ -59,9 +59,7 @@ def test_same_result_document_as_the_blocking_wait() -> None:
             "run-1",
             client=client,
             policy=policy,
-            clock=sync_time.clock,
-            sleep=sync_time.sleep,
-            rng=random.Random(7),
+            seams=Seams(clock=sync_time.clock, sleep=sync_time.sleep, rng=random.Random(7)),
         )
     sim, client = _scenario(async_time)
     with sim:
@@ -71,9 +69,9 @@ def test_same_result_document_as_the_blocking_wait() -> None:
                 "run-1",
                 client=client,
                 policy=policy,
-                clock=async_time.clock,
-                sleep=async_time.async_sleep,
-                rng=random.Random(7),
+                seams=Seams(
+                    clock=async_time.clock, async_sleep=async_time.async_sleep, rng=random.Random(7)
+                ),
             )
         )
     assert awaited.to_dict() == blocking.to_dict()

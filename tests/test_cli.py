@@ -434,5 +434,5 @@ def test_text_result_on_a_terminal_follows_a_cleared_line(live_sim: Simulator, a
     assert "\x1b[" not in tty.replace(CLEAR, "")  # no colour at all
     result = tty.rsplit(CLEAR, 1)[1]
     assert result.startswith(f"PARTIALLY_SUCCEEDED  {run_id}")
-    assert "lineage: 42 queries processed, 2 failed (4.76%)" in result
+    assert "lineage: 42 SQL queries processed, 2 failed (4.76%); first error: " in result
     assert "waiting " not in result

@@ -168,9 +168,10 @@ def test_a_password_in_an_unreachable_endpoint_is_not_in_the_error(sim: Simulato
 
 SCRIPT = """
 import sys
-from poller import wait_for_job_run
+from poller import ClientSettings, wait_for_job_run
 print("mine")
-result = wait_for_job_run("{domain}", "run-lib", endpoint_url=sys.argv[1], region_name="us-east-1")
+settings = ClientSettings(endpoint_url=sys.argv[1], region_name="us-east-1")
+result = wait_for_job_run("{domain}", "run-lib", client=settings)
 print("mine:", result.job_run.status)
 """
 

@@ -18,11 +18,11 @@ from _vtime import VirtualClock, run
 from helpers import DOMAIN, QUIET
 from structlog.testing import capture_logs
 
-from poller import Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
+from poller import ClientSettings, Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
 from poller._runtime import CALL_WORKERS, shared_client, shared_executor
 from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_runs, async_wait_result
-from poller.testing import Fault, RunScript, SilentServer, Simulator, TrickleServer
+from poller.testing import Fault, RunScript, Seams, SilentServer, Simulator, TrickleServer
 
 # What the requirement allows after a deadline, and what a cancel may take.
 AFTER_DEADLINE = 1.0
@@ -33,7 +33,7 @@ Wait = Callable[..., WaitResult]
 
 
 def blocking(client: Any, run_id: str, **kwargs: Any) -> WaitResult:
-    return wait_result(DOMAIN, run_id, client=client, logger=QUIET, **kwargs)
+    return wait_result(DOMAIN, run_id, client=client, seams=Seams(logger=QUIET), **kwargs)
 
 
 def asynchronous(client: Any, run_id: str, **kwargs: Any) -> WaitResult:
@@ -55,7 +55,9 @@ def asynchronous(client: Any, run_id: str, **kwargs: Any) -> WaitResult:
 
 
 def fan_out(client: Any, run_id: str, **kwargs: Any) -> WaitResult:
-    [result] = wait_for_job_runs([(DOMAIN, run_id)], client=client, logger=QUIET, **kwargs)
+    [result] = wait_for_job_runs(
+        [(DOMAIN, run_id)], client=client, seams=Seams(logger=QUIET), **kwargs
+    )
     return result
 
 
@@ -136,7 +138,7 @@ def test_abandoned_calls_do_not_eat_the_call_pool() -> None:
             client=client,
             policy=PollPolicy(timeout=0.5),
             max_rps=1000,
-            logger=QUIET,
+            seams=Seams(logger=QUIET),
         )
         assert {r.outcome for r in results} == {Outcome.ERROR}
         with Simulator() as sim:
@@ -160,7 +162,7 @@ def test_a_fan_out_over_its_budget_has_every_result_by_the_deadline() -> None:
             client=sim.client(),
             policy=PollPolicy(timeout=3),
             limiter=RateLimiter(1),
-            logger=QUIET,
+            seams=Seams(logger=QUIET),
         )
         took = time.monotonic() - started
     assert took < 3 + AFTER_DEADLINE
@@ -186,8 +188,7 @@ def test_thousands_of_runs_queued_past_their_deadline_end_by_it() -> None:
             client=sim.client(),
             policy=PollPolicy(timeout=30),
             limiter=RateLimiter(10, clock=clock),
-            clock=clock,
-            logger=QUIET,
+            seams=Seams(clock=clock, logger=QUIET),
         )
         started = clock.now
         results = run(coro, clock)
@@ -229,7 +230,7 @@ def test_a_throttle_storm_through_the_fan_out_is_paced_by_the_backoff_not_the_bu
                     client=sim.client(),
                     policy=STORM,
                     limiter=RateLimiter(10, clock=clock),
-                    clock=clock,
+                    seams=Seams(clock=clock),
                 ),
                 clock,
             )
@@ -251,7 +252,7 @@ def test_shared_clients_follow_the_endpoint_in_the_environment(
             sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
         for sim in (first, second):
             monkeypatch.setenv("AWS_ENDPOINT_URL_DATAZONE", sim.endpoint_url)
-            result = asyncio.run(async_wait_result(DOMAIN, "run-1", logger=QUIET))
+            result = asyncio.run(async_wait_result(DOMAIN, "run-1", seams=Seams(logger=QUIET)))
             assert result.outcome is Outcome.SUCCEEDED
         assert (first.calls("run-1"), second.calls("run-1")) == (1, 1)
 
@@ -262,10 +263,10 @@ def test_shared_clients_follow_the_credentials_without_keeping_them(
     """New credentials in the environment get a new client; no cache key holds the secret."""
     shared_client.cache_clear()
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "first-secret-value")
-    one = shared_client("us-east-1", None, "http://127.0.0.1:9")
-    assert shared_client("us-east-1", None, "http://127.0.0.1:9") is one
+    one = shared_client(ClientSettings("us-east-1", None, "http://127.0.0.1:9"))
+    assert shared_client(ClientSettings("us-east-1", None, "http://127.0.0.1:9")) is one
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "second-secret-value")
-    two = shared_client("us-east-1", None, "http://127.0.0.1:9")
+    two = shared_client(ClientSettings("us-east-1", None, "http://127.0.0.1:9"))
     assert two is not one
     keys = repr(list(shared_client._clients))
     assert "secret-value" not in keys
@@ -275,5 +276,5 @@ def test_the_shared_client_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> 
     """Ever-changing configurations do not grow the cache without end."""
     shared_client.cache_clear()
     for i in range(40):
-        shared_client("us-east-1", None, f"http://127.0.0.1:{1000 + i}")
+        shared_client(ClientSettings("us-east-1", None, f"http://127.0.0.1:{1000 + i}"))
     assert len(shared_client._clients) <= 16

@@ -15,7 +15,7 @@ from helpers import DOMAIN, QUIET, keep
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
-from poller.testing import Fault, RunScript, Simulator
+from poller.testing import Fault, RunScript, Seams, Simulator
 
 ENDS = ["SUCCESS", "FAILED", "PARTIALLY_SUCCEEDED", "SUCCESS", "CANCELED"]
 OUTCOMES = {
@@ -61,7 +61,10 @@ def fan_out(
 ) -> list[WaitResult]:
     kwargs.setdefault("limiter", RateLimiter(kwargs.pop("max_rps", 10), clock=clock))
     coro = async_wait_for_job_runs(
-        refs, client=client_for(sim), clock=clock, rng=random.Random(0), logger=QUIET, **kwargs
+        refs,
+        client=client_for(sim),
+        seams=Seams(clock=clock, rng=random.Random(0), logger=QUIET),
+        **kwargs,
     )
     return run(coro, clock)
 
@@ -238,9 +241,8 @@ def test_cancelling_the_task_stops_every_wait(sim: Simulator, clock: VirtualCloc
             async_wait_for_job_runs(
                 [(DOMAIN, "a")],
                 client=client_for(sim),
-                clock=clock,
+                seams=Seams(clock=clock, logger=QUIET),
                 limiter=RateLimiter(10, clock=clock),
-                logger=QUIET,
             )
         )
         await asyncio.sleep(100)
@@ -262,7 +264,7 @@ def test_the_blocking_call_returns_results_in_input_order(sim: Simulator) -> Non
         client=client_for(sim),
         policy=PollPolicy(interval=0.01, jitter=0),
         limiter=RateLimiter(1000),
-        logger=QUIET,
+        seams=Seams(logger=QUIET),
     )
     assert [r.outcome for r in results] == [Outcome.SUCCEEDED, Outcome.FAILED, Outcome.SUCCEEDED]
 
@@ -273,7 +275,10 @@ def test_the_blocking_call_works_from_inside_a_running_event_loop(sim: Simulator
 
     async def caller() -> list[WaitResult]:
         return wait_for_job_runs(
-            [(DOMAIN, "a")], client=client_for(sim), limiter=RateLimiter(1000), logger=QUIET
+            [(DOMAIN, "a")],
+            client=client_for(sim),
+            limiter=RateLimiter(1000),
+            seams=Seams(logger=QUIET),
         )
 
     assert [r.outcome for r in asyncio.run(caller())] == [Outcome.SUCCEEDED]
@@ -296,7 +301,7 @@ def test_setting_cancel_interrupts_the_waits_and_still_returns_results(sim: Simu
         limiter=RateLimiter(1000),
         on_result=on_result,
         cancel=cancel,
-        logger=QUIET,
+        seams=Seams(logger=QUIET),
     )
     assert [r.outcome for r in results] == [Outcome.SUCCEEDED, Outcome.INTERRUPTED]
     assert results[1].job_run is not None
@@ -320,7 +325,7 @@ def test_a_cancel_before_the_waits_begin_still_gives_every_run_its_result() -> N
             limiter=RateLimiter(1),
             cancel=cancel,
             on_result=seen.append,
-            logger=QUIET,
+            seams=Seams(logger=QUIET),
         )
     assert [r.job_run_id for r in results] == [f"c{i}" for i in range(50)]
     assert {r.outcome for r in results} == {Outcome.INTERRUPTED}

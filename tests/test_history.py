@@ -30,7 +30,7 @@ from poller._policy import Forecast, WaitState, advance
 from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_runs, async_wait_result
 from poller.airflow.trigger import policy_kwargs
-from poller.testing import Fault, RunScript, Simulator
+from poller.testing import Fault, RunScript, Seams, Simulator
 
 # A job whose runs take about ten minutes.
 TEN_MINUTES = [540.0, 560.0, 580.0, 590.0, 600.0, 600.0, 610.0, 620.0, 640.0, 660.0]
@@ -55,9 +55,7 @@ def wait(
         run_id,
         policy=policy,
         client=client,
-        clock=fake_time.clock,
-        sleep=fake_time.sleep,
-        rng=random.Random(0),
+        seams=Seams(clock=fake_time.clock, sleep=fake_time.sleep, rng=random.Random(0)),
     )
 
 
@@ -356,7 +354,11 @@ def test_the_async_wait_uses_history_too(sim: Simulator, client: Any, fake_time:
 
     result = asyncio.run(
         async_wait_result(
-            DOMAIN, "run-1", policy=NO_JITTER, client=client, clock=fake_time.clock, sleep=sleep
+            DOMAIN,
+            "run-1",
+            policy=NO_JITTER,
+            client=client,
+            seams=Seams(clock=fake_time.clock, async_sleep=sleep),
         )
     )
     assert result.outcome is Outcome.SUCCEEDED
@@ -380,8 +382,7 @@ def test_a_fan_out_of_one_job_makes_one_list_call_from_the_budget() -> None:
                 [(DOMAIN, f"run-{i}") for i in range(20)],
                 client=sim.client(),
                 limiter=limiter,
-                clock=clock,
-                rng=random.Random(0),
+                seams=Seams(clock=clock, rng=random.Random(0)),
             ),
             clock,
         )
@@ -408,9 +409,8 @@ def test_a_fan_out_books_a_quiet_run_at_its_window_end_behind_runs_due_sooner() 
                 [(DOMAIN, "quiet-0"), (DOMAIN, "quiet-1"), (DOMAIN, "plain")],
                 client=sim.client(),
                 limiter=RateLimiter(5, clock=clock),
-                clock=clock,
                 policy=NO_JITTER,
-                rng=random.Random(0),
+                seams=Seams(clock=clock, rng=random.Random(0)),
             ),
             clock,
         )

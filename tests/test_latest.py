@@ -20,7 +20,7 @@ from poller import (
 from poller._latest import find_job_run
 from poller._policy import CallFault, FaultKind
 from poller.aio import async_wait_for_latest_job_run
-from poller.testing import RunScript, Simulator
+from poller.testing import RunScript, Seams, Simulator
 
 T0 = 1_800_000_000.0  # epoch seconds of the first run's creation
 FAST = PollPolicy(interval=1, jitter=0, not_found_grace=10)
@@ -64,7 +64,11 @@ def test_latest_picks_the_newest_run_and_waits_on_it(sim: Simulator, clock: Fake
     )
     sim.add_run(DOMAIN, "other-job", RunScript(statuses=["FAILED"]), job_id="job-2")
     result = wait_for_latest_job_run(
-        DOMAIN, "job-1", client=keep(sim.client()), policy=FAST, clock=clock, sleep=clock.sleep
+        DOMAIN,
+        "job-1",
+        client=keep(sim.client()),
+        policy=FAST,
+        seams=Seams(clock=clock, sleep=clock.sleep),
     )
     assert (result.job_run_id, result.outcome) == ("newest", Outcome.SUCCEEDED)
     assert list_calls(sim) == 1
@@ -84,8 +88,7 @@ def test_since_walks_pages_back_to_the_first_run_created_after_it(
         since=since,
         client=keep(sim.client()),
         policy=FAST,
-        clock=clock,
-        sleep=clock.sleep,
+        seams=Seams(clock=clock, sleep=clock.sleep),
     )
     assert (result.job_run_id, result.outcome) == ("old-30", Outcome.FAILED)
     assert list_calls(sim) == 3
@@ -122,8 +125,7 @@ def test_a_run_started_just_now_is_looked_for_until_it_is_listed(
         since=triggered,
         client=keep(sim.client()),
         policy=FAST,
-        clock=clock,
-        sleep=clock.sleep,
+        seams=Seams(clock=clock, sleep=clock.sleep),
     )
     assert (result.job_run_id, result.outcome) == ("mine", Outcome.SUCCEEDED)
     assert list_calls(sim) > 1
@@ -139,8 +141,7 @@ def test_no_matching_run_after_the_grace_is_not_found(sim: Simulator, clock: Fak
             since=T0 + 10_000,
             client=keep(sim.client()),
             policy=FAST,
-            clock=clock,
-            sleep=clock.sleep,
+            seams=Seams(clock=clock, sleep=clock.sleep),
         )
     assert clock.now - 500 == pytest.approx(10)
 
@@ -169,8 +170,7 @@ def test_the_search_and_the_wait_share_one_deadline(sim: Simulator, clock: FakeT
             timeout=30,
             client=keep(sim.client()),
             policy=FAST,
-            clock=clock,
-            sleep=clock.sleep,
+            seams=Seams(clock=clock, sleep=clock.sleep),
         )
     assert clock.now - 500 == pytest.approx(30)
 
@@ -183,6 +183,8 @@ def test_the_async_twin_finds_and_waits(sim: Simulator) -> None:
         await asyncio.sleep(0)
 
     result = asyncio.run(
-        async_wait_for_latest_job_run(DOMAIN, "job-1", client=keep(sim.client()), sleep=no_sleep)
+        async_wait_for_latest_job_run(
+            DOMAIN, "job-1", client=keep(sim.client()), seams=Seams(async_sleep=no_sleep)
+        )
     )
     assert result.job_run_id == "old-59"

@@ -9,7 +9,7 @@ from helpers import DOMAIN, FakeTime
 
 from poller import PollPolicy
 from poller.poke import JobRunPoker, PokeState, describe_lineage, judge
-from poller.testing import Fault, Lineage, RunScript, Simulator
+from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
 
 LINEAGE = Lineage(
     total_queries_processed=42, num_queries_failed=2, error_messages=("bad SQL", "timeout")
@@ -21,7 +21,11 @@ def poker(client: Any, fake_time: FakeTime, run_id: str = "run-1", **kwargs: Any
     """A poker on fake time: no real sleeping, exact delays recorded."""
     kwargs.setdefault("policy", NO_JITTER)
     return JobRunPoker(
-        DOMAIN, run_id, client=client, clock=fake_time.clock, sleep=fake_time.sleep, **kwargs
+        DOMAIN,
+        run_id,
+        client=client,
+        seams=Seams(clock=fake_time.clock, sleep=fake_time.sleep),
+        **kwargs,
     )
 
 

@@ -27,6 +27,7 @@ from structlog.testing import capture_logs
 
 from poller import (
     AccessDeniedError,
+    ClientSettings,
     InvalidRequestError,
     JobRunNotFoundError,
     JobRunStatus,
@@ -39,7 +40,7 @@ from poller import (
     wait_for_job_run,
 )
 from poller._waiter import wait_result
-from poller.testing import Fault, Lineage, RunScript, Simulator
+from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
 
 # -- through both front doors ----------------------------------------------------
 
@@ -198,7 +199,7 @@ def test_missing_credentials_are_access_denied(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(AccessDeniedError, match="credentials"):
-        wait(None, endpoint_url=sim.endpoint_url, region_name="us-east-1")
+        wait(ClientSettings(region_name="us-east-1", endpoint_url=sim.endpoint_url))
     assert sim.requests == []
 
 
@@ -327,14 +328,14 @@ def test_poller_built_client_reaches_the_simulator_through_the_environment(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
-    result = wait(None, region_name="us-east-1")
+    result = wait(ClientSettings(region_name="us-east-1"))
     assert (result.outcome, result.throttled, sim.calls("run-1")) == (Outcome.SUCCEEDED, 1, 2)
 
 
 def test_poller_built_client_does_not_retry_inside_botocore(sim: Simulator, wait: Wait) -> None:
     """With botocore retries off, one throttle is one request: poller owns the backoff."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "SUCCESS"]))
-    result = wait(None, endpoint_url=sim.endpoint_url, region_name="us-east-1")
+    result = wait(ClientSettings(region_name="us-east-1", endpoint_url=sim.endpoint_url))
     assert (result.throttled, sim.calls("run-1")) == (1, 2)
 
 
@@ -373,7 +374,9 @@ def test_get_job_run_reads_once_through_throttles(
 ) -> None:
     """get_job_run returns the current state, whatever it is, after retrying a throttle."""
     sim.add_run(DOMAIN, "run-1", RunScript(statuses=[Fault.throttle(), "IN_PROGRESS"]))
-    run = get_job_run(DOMAIN, "run-1", client=client, clock=fake_time.clock, sleep=fake_time.sleep)
+    run = get_job_run(
+        DOMAIN, "run-1", client=client, seams=Seams(clock=fake_time.clock, sleep=fake_time.sleep)
+    )
     assert run.status is JobRunStatus.IN_PROGRESS
     assert sim.calls("run-1") == 2
 
@@ -396,6 +399,6 @@ def test_under_freezegun_with_a_ticking_sleep(sim: Simulator, client: Any) -> No
             "run-1",
             client=client,
             policy=PollPolicy(jitter=0),
-            sleep=frozen.tick,
+            seams=Seams(sleep=frozen.tick),
         )
     assert result.waited_s == 5.0  # 2 s then 3 s, on the frozen clock

@@ -185,20 +185,11 @@ def render_text(doc: Mapping[str, Any], *, color: bool = False) -> str:
         problem = doc.get("problem") or {}
         if problem:
             lines.append(f"  {problem.get('type')}: {problem.get('message')}")
-    lineage = doc.get("lineage")
+    from poller._model import describe_lineage  # noqa: PLC0415  (loaded by the wait already)
+
+    lineage = describe_lineage(doc.get("lineage"))
     if lineage:
-        total, failed = lineage.get("total_queries_processed"), lineage.get("num_queries_failed")
-        rate = lineage.get("failure_rate")
-        summary = f"  lineage: {total if total is not None else '?'} queries processed"
-        summary += f", {failed if failed is not None else '?'} failed"
-        if rate is not None:
-            summary += f" ({rate * 100:.2f}%)"
-        lines.append(summary)
-        messages = list(lineage.get("error_messages") or [])
-        for message in messages[:3]:
-            lines.append(f"    - {message}")
-        if len(messages) > 3:
-            lines.append(f"    (+{len(messages) - 3} more)")
+        lines.append(f"  lineage: {lineage}")
     polls = doc.get("polls") or 0
     cost = f"  waited {_seconds_text(doc.get('waited_s'))}, {polls} call{'s' * (polls != 1)}"
     if doc.get("throttled"):

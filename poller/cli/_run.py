@@ -240,20 +240,18 @@ def _waits(plan: Plan, client: Any, stop: _Stop, tracker: _Tracker, put: Put) ->
 
 
 def _build_client(plan: Plan) -> tuple[Any, BaseException | None]:
-    from poller._datazone import build_client  # noqa: PLC0415
+    from poller._runtime import ClientSettings  # noqa: PLC0415
     from poller.errors import InvalidRequestError, PollerError  # noqa: PLC0415
 
     settings = plan.settings
     try:
-        client = build_client(
+        client = ClientSettings(
             region_name=settings.region or None,
             profile_name=settings.profile or None,
             endpoint_url=settings.endpoint_url or None,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
-            # Several runs share one fan-out whose calls go through a few workers.
-            max_pool_connections=10,
-        )
+        ).build(max_pool_connections=10)  # a fan-out's calls go through a few workers
     except InvalidRequestError:
         raise  # a bad endpoint and the like: a usage error, before any wait
     except PollerError as exc:  # no region, unknown profile: the status cannot be read

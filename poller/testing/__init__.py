@@ -36,6 +36,9 @@ Code that builds its own client can be redirected with the environment variable
 --scenario file.json`` runs the simulator in the foreground for manual use;
 ``--log FILE`` (or ``Simulator(log_file=...)``) appends a JSON line per request.
 ``sim.client(read_timeout=1)`` builds the client above, botocore retries off.
+`Seams` replaces what a wait takes from its surroundings (``clock``, ``sleep``,
+``async_sleep``, ``rng``, ``executor``, ``logger``): ``wait_for_job_run(...,
+seams=Seams(clock=fake.now, sleep=fake.sleep))`` waits on a fake clock.
 
 Below the service, for code that must survive a broken network or proxy, each
 a context manager with ``endpoint_url`` and ``client()`` like `Simulator`:
@@ -49,6 +52,7 @@ self-signed certificate, trusted with ``verify=sim.ca_file``. Per run,
 garble one answer of the normal simulator.
 """
 
+from poller._runtime import Seams
 from poller.testing._faulty import (
     GarbledServer,
     RedirectServer,
@@ -66,6 +70,7 @@ __all__ = [
     "RedirectServer",
     "RequestRecord",
     "RunScript",
+    "Seams",
     "SilentServer",
     "Simulator",
     "TrickleServer",
