@@ -150,10 +150,13 @@ def measure_jobs(
             run_id,
             policy=policy,
             client=client,  # type: ignore[arg-type]
-            clock=clock,
-            sleep=clock.sleep,
-            rng=random.Random(seed * 1_000_003 + i),  # the same jitter draws for both strategies
-            logger=QUIET,
+            # The same jitter draws for both strategies.
+            seams=Seams(
+                clock=clock,
+                sleep=clock.sleep,
+                rng=random.Random(seed * 1_000_003 + i),
+                logger=QUIET,
+            ),
         )
         end = sim.end_time(run_id)
         assert end is not None, f"{run_id} was reported finished before it was"

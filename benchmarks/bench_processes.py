@@ -46,7 +46,7 @@ from bench_fleet import JOBS, QUIET, ScaledTime, job_durations, quantile
 from poller import Outcome, RateLimiter, WaitResult
 from poller._limiter import DEFAULT_MAX_RPS
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
-from poller.testing import RunScript, Simulator
+from poller.testing import RunScript, Seams, Simulator
 
 DOMAIN = "dzd_procs"
 SERVER_RPS = 20.0
@@ -86,11 +86,13 @@ def worker(args: argparse.Namespace) -> int:
             [(DOMAIN, rid) for rid in run_ids],
             client=client,
             limiter=RateLimiter(args.max_rps, clock=clock),
-            clock=clock,
-            sleep=clock.async_sleep,
-            rng=random.Random(args.seed),
             on_result=on_result,
-            logger=QUIET,
+            seams=Seams(
+                clock=clock,
+                async_sleep=clock.async_sleep,
+                rng=random.Random(args.seed),
+                logger=QUIET,
+            ),
         )
     )
     sys.stdout.write("\n".join(lines) + "\n")
