@@ -156,10 +156,11 @@ def test_a_fan_out_over_its_budget_has_every_result_by_the_deadline() -> None:
     with Simulator() as sim:
         for i in range(10):
             sim.add_run(DOMAIN, f"p{i}", RunScript(statuses=["IN_PROGRESS"]))
+        client = sim.client()  # built before the clock starts: the bound is the wait's
         started = time.monotonic()
         results = wait_for_job_runs(
             [(DOMAIN, f"p{i}") for i in range(10)],
-            client=sim.client(),
+            client=client,
             policy=PollPolicy(timeout=3),
             limiter=RateLimiter(1),
             seams=Seams(logger=QUIET),
