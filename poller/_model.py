@@ -293,12 +293,16 @@ class WaitResult:
     # of equality, so two results describing the same wait compare equal.
     error: PollerError | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        # The error of a wait carries its result: joined here, wherever a
+        # result is built, instead of patched in by each loop afterwards.
+        if self.error is not None:
+            self.error.result = self
+
     @classmethod
     def from_error(cls, domain_id: str, job_run_id: str, error: PollerError) -> WaitResult:
         """The result of a wait that could not even start (bad IDs, no client): outcome error."""
-        result = cls(str(domain_id), str(job_run_id), Outcome.ERROR, error=error)
-        error.result = result
-        return result
+        return cls(str(domain_id), str(job_run_id), Outcome.ERROR, error=error)
 
     @property
     def problem(self) -> Problem | None:
@@ -316,12 +320,11 @@ class WaitResult:
         run = self.job_run
         status = run.status if run else None
         reason = f": {run.error_message}" if run and run.error_message else ""
-        error = JobRunFailedError(
+        raise JobRunFailedError(
             f"job run {self.job_run_id} in domain {self.domain_id} ended {status}{reason}",
             job_run=run,
+            result=self,
         )
-        error.result = self
-        raise error
 
     def to_dict(self) -> dict[str, Any]:
         """The result document of docs/design.md, keys fixed, JSON-ready."""

@@ -234,8 +234,6 @@ class WaitSession:
             waited_s=self.elapsed,
             error=step.error,
         )
-        if step.error is not None:
-            step.error.result = result
         lineage = result.job_run.lineage if result.job_run else None
         if lineage is not None and lineage.inconsistency:
             self._log.warning(

@@ -23,15 +23,18 @@ class PollerError(Exception):
     """Base of every error poller raises.
 
     ``job_run`` is the last JobRun seen before the error, when there was one;
-    ``result`` is the result document of the wait that ended with this error,
-    set by the wait loops so callers can still report polls and throttles.
+    ``result`` is the result of the wait that ended with this error, so callers
+    can still report polls and throttles: a `WaitResult` built with an error
+    links itself here, the one place the two are joined.
     """
 
-    def __init__(self, message: str, *, job_run: JobRun | None = None) -> None:
+    def __init__(
+        self, message: str, *, job_run: JobRun | None = None, result: WaitResult | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.job_run = job_run
-        self.result: WaitResult | None = None
+        self.result = result
 
     def __str__(self) -> str:
         return self.message

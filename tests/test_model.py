@@ -252,3 +252,24 @@ def test_an_end_before_its_start_gives_no_duration() -> None:
     assert stats.inconsistency == (
         "queryEndTime 2026-11-24T10:00:00Z before queryStartTime 2026-11-24T10:00:09Z"
     )
+
+
+def test_a_result_built_with_an_error_is_that_errors_result() -> None:
+    """The error of a wait carries its result from the moment the result exists, in one place."""
+    error = WaitTimeoutError("the deadline passed")
+    result = WaitResult("dzd_x", "run-1", Outcome.WAIT_TIMEOUT, polls=3, error=error)
+    assert error.result is result
+    with pytest.raises(WaitTimeoutError) as info:
+        result.raise_for_status()
+    assert info.value.result is result
+    assert info.value.result.polls == 3
+
+
+def test_a_failed_runs_error_carries_the_result_it_was_raised_from() -> None:
+    """raise_for_status on a FAILED run raises JobRunFailedError whose result is that result."""
+    result = WaitResult(
+        "dzd_x", "run-1", Outcome.FAILED, job_run=JobRun("dzd_x", "run-1", "FAILED")
+    )
+    with pytest.raises(JobRunFailedError) as info:
+        result.raise_for_status()
+    assert info.value.result is result

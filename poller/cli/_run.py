@@ -156,7 +156,7 @@ class _Tracker:
         error = WaitCancelledError(
             "the wait was stopped by a signal; the job run itself was not touched", job_run=last
         )
-        result = WaitResult(
+        return WaitResult(
             domain_id=domain_id,
             job_run_id=run_id,
             outcome=Outcome.INTERRUPTED,
@@ -167,8 +167,6 @@ class _Tracker:
             waited_s=time.monotonic() - state.started if state else 0.0,
             error=error,
         )
-        error.result = result
-        return result
 
 
 # ---------------------------------------------------------------------------
@@ -182,9 +180,7 @@ def _error_result(domain_id: str, run_id: str, error: BaseException) -> WaitResu
     if isinstance(error, PollerError) and error.result is not None:
         return error.result
     if isinstance(error, WaitCancelledError):
-        result = WaitResult(domain_id, run_id, Outcome.INTERRUPTED, error=error)
-        error.result = result
-        return result
+        return WaitResult(domain_id, run_id, Outcome.INTERRUPTED, error=error)
     if not isinstance(error, PollerError):
         # A bug, not a verdict on the run: still one line and a document, no traceback.
         error = PollerError(f"internal error: {type(error).__name__}: {error}")
