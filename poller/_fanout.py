@@ -2,11 +2,13 @@
 
 Each run is an ordinary wait: a `WaitSession` driven by `async_drive`, so the
 cadence, backoff, grace and deadline rules are the core's, unchanged. The one
-difference is the fetch: before calling GetJobRun, a wait asks the `_Gate` for
-a turn. The gate hands out turns one at a time as the `RateLimiter` allows,
-earliest due first, so when the budget is short the run whose poll is most
-overdue goes next and no run starves. Every answer is fed back to the limiter:
-a throttle lowers the shared rate, a call that got through raises it.
+difference is when a call may be made: each wait books its calls on the
+shared `RateLimiter`'s calendar (`_Turns`). It books its next call as soon as
+the core names the delay, at the earliest free time at or after it, so the
+run due soonest goes first, no run starves, and the `sleep_s` it logs is the
+real wait. A run the calendar cannot fit in before its deadline ends then,
+saying so. Every answer is fed back to the limiter: a throttle lowers the
+shared rate, a call that got through raises it.
 
 With history (``_history``), a run inside its quiet window is given a delay
 to the window's end by the core, so its next call is booked there: behind
