@@ -18,10 +18,9 @@ import socket
 import threading
 import time
 import uuid
-from types import TracebackType
 from typing import Any, BinaryIO, Self
 
-from poller.testing._client import make_client
+from poller.testing._client import LocalEndpoint
 from poller.testing._script import Lineage, RunScript
 from poller.testing._simulator import RunState, apply_overrides, job_run_json
 
@@ -113,7 +112,7 @@ def _head(status: int, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-class _FaultyServer:
+class _FaultyServer(LocalEndpoint):
     """A loopback TCP server handing each connection to `_serve_connection` in a thread."""
 
     _name = "faulty"
@@ -164,40 +163,14 @@ class _FaultyServer:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._listener = self._accept_thread = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The (host, port) the server socket is bound to."""
-        if self._listener is None:
-            raise RuntimeError("the server is not running; call start() or use `with`")
-        host, port = self._listener.getsockname()[:2]
-        return str(host), int(port)
-
-    @property
-    def endpoint_url(self) -> str:
-        """``http://127.0.0.1:PORT``: pass it as a boto3 ``endpoint_url``."""
-        host, port = self.address
-        return f"http://{host}:{port}"
+    def _bound(self) -> tuple[Any, ...] | None:
+        return None if self._listener is None else tuple(self._listener.getsockname())
 
     @property
     def requests(self) -> list[str]:
         """The request lines read so far (``GET /v2/domains/... HTTP/1.1``), a copy."""
         with self._lock:
             return list(self._requests)
-
-    def client(self, **kwargs: Any) -> Any:
-        """A botocore DataZone client for this server, as `Simulator.client` builds it."""
-        return make_client(self.endpoint_url, **kwargs)
 
     def _accept_loop(self, listener: socket.socket) -> None:
         while not self._stopping.is_set():

@@ -28,11 +28,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TextIO, cast
+from typing import Any, Self, TextIO, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from poller.testing._client import make_client
+from poller.testing._client import LocalEndpoint
 from poller.testing._script import (
     ERROR_MESSAGE_STATUSES,
     TERMINAL_STATUSES,
@@ -199,7 +198,7 @@ def _check_auth(authorization: str | None) -> _Reply | None:
     return None
 
 
-class Simulator:
+class Simulator(LocalEndpoint):
     """A local DataZone endpoint for GetJobRun and ListJobRuns, scripted per run.
 
     ``clock`` (monotonic seconds) drives timelines, ``visible_after`` and the
@@ -242,6 +241,8 @@ class Simulator:
     ``verify=sim.ca_file`` trusts it. `client` does that by default.
     """
 
+    _what = "simulator"
+
     def __init__(
         self,
         *,
@@ -281,7 +282,7 @@ class Simulator:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> Simulator:
+    def start(self) -> Self:
         """Bind and serve in a daemon thread; a no-op if already running."""
         if self._server is not None:
             return self
@@ -341,9 +342,6 @@ class Simulator:
             shutil.rmtree(self._tls_dir, ignore_errors=True)
             self._tls_dir = None
 
-    def __enter__(self) -> Simulator:
-        return self.start()
-
     def client(self, **kwargs: Any) -> Any:
         """A real botocore DataZone client for this simulator, botocore retries off.
 
@@ -357,29 +355,14 @@ class Simulator:
         """
         if self._tls:
             kwargs.setdefault("verify", self.ca_file)
-        return make_client(self.endpoint_url, **kwargs)
+        return super().client(**kwargs)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _bound(self) -> tuple[Any, ...] | None:
+        return None if self._server is None else tuple(self._server.server_address)
 
     @property
-    def address(self) -> tuple[str, int]:
-        """The (host, port) the server socket is bound to."""
-        if self._server is None:
-            raise RuntimeError("the simulator is not running; call start() or use `with`")
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    @property
-    def endpoint_url(self) -> str:
-        """``http://127.0.0.1:PORT`` (``https://`` with tls): pass it as ``endpoint_url``."""
-        host, port = self.address
-        return f"{'https' if self._tls else 'http'}://{host}:{port}"
+    def _scheme(self) -> str:
+        return "https" if self._tls else "http"
 
     @property
     def ca_file(self) -> str:
