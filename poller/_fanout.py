@@ -35,13 +35,15 @@ from dataclasses import replace
 from typing import Any
 
 from poller import log
-from poller._datazone import JobRunClient, fetch_job_run, validate_ids
-from poller._history import learn, shared_cache, wants_history
+from poller._datazone import JobRunClient, classify, fetch_job_run, validate_ids
+from poller._history import failed as history_failed
+from poller._history import learn, learned_from_listing, list_runs, shared_cache, wants_history
 from poller._limiter import Booking, RateLimiter, shared_limiter
-from poller._model import JobRun, WaitResult
+from poller._model import JobRun, JobRunStatus, Outcome, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
 from poller._runtime import (
     BOOKING_GRACE,
+    CALL_GRACE,
     CALL_WORKERS,
     CANCEL_POLL,
     REAL,
@@ -73,12 +75,19 @@ StepHooks = Callable[[RunRef], OnStep | None]
 # Debug level: the per-run events already tell the story; these sum a fleet up.
 FANOUT_STARTED = "fanout_started"
 FANOUT_FINISHED = "fanout_finished"
+#: A job's runs went back to their own calls: its listing failed.
+LISTING_STOPPED = "job_listing_stopped"
 
 
 # Waits started but not yet answered once, at most (see `_Fleet.run_all`).
 STARTING = 1000
 # Why a run's wait ended without the call it wanted.
 UNREACHED = "the request budget did not reach it before the deadline"
+# A job listing still unanswered after this long (seconds) has failed.
+LISTING_BOUND = 10.0
+# A job's listing throttled or failing this many times in a row ends its watch.
+LISTING_TRIES = 3
+_RETRIED = (FaultKind.THROTTLE, FaultKind.TRANSIENT)
 
 
 _MASK = (1 << 64) - 1
@@ -103,15 +112,40 @@ class _Stream:
         return a + (b - a) * (((z ^ (z >> 31)) >> 11) * 2.0**-53)
 
 
+# What a job's listing tells a wait it did not show (or could not be made).
+_UNLISTED = object()
+# A listing may lag the run's own answers: one that shows a run SCHEDULED
+# again after it was seen started is not believed.
+_BACK = JobRunStatus.SCHEDULED
+# How long after its deadline a wait waits for the listing that gives its last look.
+_LATE = BOOKING_GRACE + CALL_GRACE
+
+
 class _Turns:
     """One wait's calls in the shared budget: the next call is booked when its delay is known.
 
     Booking when the core names the delay (``pace``), not when it is due,
     gives the wait the real time until its call (logged as ``sleep_s``), and
     tells at once when the budget cannot reach the run before its deadline.
+
+    A wait whose job is watched (`_Watch`) books no call of its own while the
+    watch has other runs too: it asks the watch for a look by then, and takes
+    the run as the job's listing shows it (``news``). A listing that shows it
+    finished gets it one urgent GetJobRun, for the whole run and its lineage.
     """
 
-    __slots__ = ("_booking", "_fleet", "_session", "_starting", "granted_at")
+    __slots__ = (
+        "_booking",
+        "_due",
+        "_fleet",
+        "_news",
+        "_session",
+        "_starting",
+        "alone",
+        "granted_at",
+        "read",
+        "watch",
+    )
 
     def __init__(self, fleet: _Fleet) -> None:
         self._fleet = fleet
@@ -119,61 +153,300 @@ class _Turns:
         self._booking: Booking | None = None  # the next call, once booked
         self.granted_at = -math.inf  # the booked time of the call going out now
         self._starting = True  # holds a place in the fleet's start window
+        self.watch: _Watch | None = None  # its job's watch, once its run was listed
+        self.alone = False  # a watch did not show it: it makes its own calls from then on
+        self.read = False  # counted among its job's readers (`_Fleet.discovered`)
+        # Set by a listing that shows this wait's run while it waits for its turn.
+        self._news: asyncio.Future[object] | None = None
+        self._due = -math.inf  # when the look asked of the watch is due
 
     def attach(self, session: WaitSession) -> None:
         self._session = session
 
-    def _book(self, due: float) -> Booking | None:
+    @property
+    def _deadline(self) -> float | None:
         assert self._session is not None
-        deadline = self._session.state.deadline
+        return self._session.state.deadline
+
+    def _book(self, due: float, *, urgent: bool = False) -> Booking | None:
+        deadline = self._deadline
         # The last poll is due at the deadline itself (and timeout=0 checks
         # once): a call booked a moment after it still goes, and its answer
         # is waited for within CALL_GRACE as in every loop.
         latest = None if deadline is None else deadline + BOOKING_GRACE
-        self._booking = self._fleet.limiter.reserve(due, latest)
+        self._booking = self._fleet.limiter.reserve(due, latest, urgent=urgent)
         return self._booking
 
     def pace(self, delay: float) -> float:
-        """The core asked for ``delay``: book the call, return the real delay until it."""
+        """The core asked for ``delay``: book the look, return the real delay until it."""
         self.started()
         now = self._fleet.clock()
-        booking = self._book(now + delay)
-        # After the wait's own next call is booked, so the lookup queues behind it.
+        due = now + delay
         run = self._session.state.last if self._session is not None else None
-        if run is not None and run.job_id and wants_history(self._fleet.policy, run):
-            self._fleet.learn(run.domain_id, run.job_id)
+        if run is not None:
+            self._fleet.discovered(self, run)
+        watch = self.watch
+        if watch is not None:
+            self._news = asyncio.get_running_loop().create_future()
+            if watch.active:
+                self._due = due
+                return max(watch.need(due) - now, 0.0)
+        booking = self._book(due)
         # Unreachable: no sleep, the turn that follows ends the wait.
         return 0.0 if booking is None else max(booking.at - now, 0.0)
 
-    async def turn(self) -> None:
-        """Wait for the booked time (booking the first call); TurnExpired when there is none."""
-        booking = self._booking or self._book(self._fleet.clock())
-        self._booking = None
-        if booking is None:
-            raise TurnExpired(UNREACHED)
-        try:
-            # A throttle meanwhile may have moved the booking later, even past the deadline.
-            while not booking.lost and (delay := booking.at - self._fleet.clock()) > 0:
-                await self._fleet.sleep(delay)
-        except asyncio.CancelledError:
-            self._fleet.limiter.release(booking)
-            raise
-        if booking.lost:
-            self._fleet.limiter.release(booking)
-            raise TurnExpired(UNREACHED)
-        self.granted_at = booking.at
+    def listed(self, run: JobRun) -> None:
+        """The job's listing shows this wait's run: the wait takes it, if it is waiting."""
+        if self._news is not None and not self._news.done():
+            self._news.set_result(run)
+
+    def unlisted(self) -> None:
+        """The watch will not show this wait's run: it books its own calls again."""
+        self.watch = None
+        self.alone = True
+        if self._news is not None and not self._news.done():
+            self._news.set_result(_UNLISTED)
+
+    async def turn(self) -> JobRun | None:
+        """Wait for the booked call (None) or the run as its job's listing shows it.
+
+        Raises TurnExpired when the budget cannot make the call in time.
+        """
+        fleet = self._fleet
+        if self._booking is None and self._news is None:
+            # The first call; with history on, a listing may show the run first.
+            if fleet.policy.history:
+                self._news = asyncio.get_running_loop().create_future()
+            self._book(fleet.clock())
+            if self._booking is None:
+                raise TurnExpired(UNREACHED)
+        while True:
+            booking, news = self._booking, self._news
+            try:
+                await self._until(booking, news)
+            except asyncio.CancelledError:
+                self.release()
+                raise
+            if news is not None and news.done():
+                self._news = None
+                got = news.result()
+                if isinstance(got, JobRun):
+                    if booking is not None:
+                        fleet.limiter.release(booking)
+                        self._booking = None
+                    if not got.is_terminal:
+                        return self._believed(got)
+                    # Finished: read it whole (and its lineage) before anything else;
+                    # at the deadline, when no call fits any more, as the listing shows it.
+                    if self._book(fleet.clock(), urgent=True) is None:
+                        return got
+                elif booking is None and self._book(self._due) is None:
+                    raise TurnExpired(UNREACHED)
+                continue
+            if booking is None:
+                # No listing answered by the deadline (and the grace a call's answer
+                # gets): one call of its own, if one still fits, or the wait ends.
+                self._news = None
+                if self._book(fleet.clock()) is None:
+                    raise TurnExpired(UNREACHED)
+                continue
+            self._news = None  # an answer to the call about to go out is newer
+            self._booking = None
+            if booking.lost:
+                fleet.limiter.release(booking)
+                raise TurnExpired(UNREACHED)
+            self.granted_at = booking.at
+            return None
+
+    async def _until(self, booking: Booking | None, news: asyncio.Future[object] | None) -> None:
+        """Until the booked time (which a throttle may move), news, or without a booking the
+        deadline; whichever comes first."""
+        fleet = self._fleet
+        deadline = self._deadline
+        while True:
+            if news is not None and news.done():
+                return
+            if booking is not None:
+                if booking.lost or (delay := booking.at - fleet.clock()) <= 0:
+                    return
+            elif deadline is not None and (delay := deadline + _LATE - fleet.clock()) <= 0:
+                return
+            if news is None:
+                await fleet.sleep(delay)
+                continue
+            if booking is None and deadline is None:
+                await news
+                return
+            sleeper = asyncio.ensure_future(fleet.sleep(delay))
+            try:
+                await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+
+    def _believed(self, run: JobRun) -> JobRun:
+        # A listing may lag the run's own answers: it does not take a run back.
+        last = self._session.state.last if self._session is not None else None
+        if last is not None and run.status == _BACK and last.status != _BACK:
+            return last
+        return run
 
     def started(self) -> None:
         """The wait had its first answer (or ended): its place in the start window is free."""
         if self._starting:
             self._starting = False
             self._fleet.starting.release()
+            self._fleet.unseen -= 1
 
     def release(self) -> None:
-        """The wait ended with a call still booked: give the time back."""
+        """The wait ended (or was cancelled) with a call still booked: give the time back."""
         if self._booking is not None:
             self._fleet.limiter.release(self._booking)
             self._booking = None
+        self._news = None
+
+
+class _Watch:
+    """A job's live runs in one fan-out, looked at together: one ListJobRuns shows them all.
+
+    Created when a wait first reads a run of the job while other waits of
+    the fan-out have not read theirs yet: the first listing (urgent, ahead of
+    ordinary calls) may show many of them at once. From then on its runs
+    ask it for their looks (`need`), and one listing is booked at the
+    earliest time any of them wants: a look for every run of the job at the
+    cost of one call. A run the listing does not show goes back to its own
+    calls. A listing throttled or failing is tried again, up to LISTING_TRIES
+    times in a row; then, or when denied, the watch ends (its runs go back to
+    their own calls) with one `job_listing_stopped` event.
+    """
+
+    __slots__ = (
+        "_booking",
+        "_failures",
+        "_fleet",
+        "_task",
+        "_urgent",
+        "claimed",
+        "key",
+        "members",
+        "stopped",
+    )
+
+    def __init__(self, fleet: _Fleet, key: tuple[str, str], *, claimed: bool) -> None:
+        self._fleet = fleet
+        self.key = key
+        self.claimed = claimed  # this watch's first listing is the job's history lookup
+        self.members: set[_Turns] = set()
+        self.stopped = False
+        self._booking: Booking | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._urgent = False
+        self._failures = 0  # listings failed in a row
+        self._book(fleet.clock(), urgent=True)
+
+    @property
+    def active(self) -> bool:
+        """True while a listing would show more than one run of the fan-out."""
+        return not self.stopped and len(self.members) > 1
+
+    def join(self, turns: _Turns) -> None:
+        """A wait of this job joins (its own answer or a listing said it is one)."""
+        if not self.stopped and turns.watch is None and not turns.alone:
+            turns.watch = self
+            self.members.add(turns)
+
+    def leave(self, turns: _Turns) -> None:
+        """The wait ended, or the listing does not show it."""
+        self.members.discard(turns)
+        turns.unlisted()
+
+    def need(self, due: float) -> float:
+        """A run wants a look at ``due``: when the listing that gives it will be made."""
+        if self._task is not None and self._booking is None:
+            return self._fleet.clock()  # one is out: its answer is newer than the ask
+        # The first listing was booked urgent, as early as it can be: it stays.
+        if self._booking is None or (self._booking.at > due and not self._urgent):
+            self._book(due)
+        assert self._booking is not None
+        return self._booking.at
+
+    def _book(self, due: float, *, urgent: bool = False) -> None:
+        fleet = self._fleet
+        self._cancel()
+        self._urgent = urgent
+        self._booking = booking = fleet.limiter.reserve(due, urgent=urgent)
+        assert booking is not None  # no latest: always booked
+        self._task = task = asyncio.create_task(self._list(booking))
+        fleet.learning.add(task)
+        task.add_done_callback(fleet.learning.discard)
+
+    def _cancel(self) -> None:
+        # The booking is given back here: a task cancelled before it ran cannot.
+        if self._booking is not None:
+            self._fleet.limiter.release(self._booking)
+            self._booking = None
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        self._task = None
+
+    async def _list(self, booking: Booking) -> None:
+        fleet = self._fleet
+        domain_id, job_id = self.key
+        try:
+            while (delay := booking.at - fleet.clock()) > 0:
+                await fleet.sleep(delay)
+        except asyncio.CancelledError:
+            fleet.limiter.release(booking)
+            raise
+        self._booking = None
+        try:
+            async with asyncio.timeout(LISTING_BOUND), fleet.slots:
+                runs, more = await asyncio.get_running_loop().run_in_executor(
+                    fleet.executor, list_runs, fleet.client, domain_id, job_id
+                )
+        except asyncio.CancelledError:
+            if self.claimed:
+                shared_cache().release(self.key)
+            raise
+        except Exception as exc:  # a listing's failure is the watch's, never a wait's
+            fault = classify(exc)
+            kind = fault.kind if fault is not None else None
+            fleet.report(booking.at, kind)
+            self._failures += 1
+            if kind in _RETRIED and self._failures < LISTING_TRIES:
+                # Again at the budget's next free time (after a throttle, later), as urgent.
+                self._book(fleet.clock(), urgent=self._urgent)
+                return
+            if self.claimed:
+                self.claimed = False
+                shared_cache().put(self.key, history_failed(exc))
+            self.stop(history_failed(exc).reason or "ListJobRuns failed")
+            return
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+        fleet.report(booking.at, None)
+        self._failures = 0
+        if self.claimed:
+            self.claimed = False
+            if not learned_from_listing(domain_id, job_id, runs, more):
+                fleet.learn(domain_id, job_id)  # too few successes here: ask for them alone
+        fleet.show(self, runs)
+
+    def stop(self, reason: str) -> None:
+        """No more listings for this job: its runs go back to their own calls."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self._cancel()
+        for turns in list(self.members):
+            self.leave(turns)
+        self._fleet.logger.info(
+            LISTING_STOPPED, domain_id=self.key[0], job_id=self.key[1], reason=reason
+        )
+
+
+async def _booked(delay: float) -> None:
+    """A fan-out wait's sleep between looks: none here, its turn waits for the booked time."""
 
 
 def _refs(runs: Iterable[RunRef]) -> list[RunRef]:
@@ -244,8 +517,16 @@ class _Fleet:
         self.starting = asyncio.Semaphore(STARTING)
         self.live: set[asyncio.Task[None]] = set()
         self.results: dict[RunRef, WaitResult] = {}
-        # History lookups in flight: one per job at most (the cache's claim).
+        # History lookups and job listings in flight or booked.
         self.learning: set[asyncio.Task[None]] = set()
+        self.logger = seams.logger if seams.logger is not None else log.get_logger()
+        # The live waits, so a job's listing finds the runs it shows.
+        self.waits: dict[RunRef, _Turns] = {}
+        self.watches: dict[tuple[str, str], _Watch] = {}
+        # Waits that have not had a first answer yet: a listing may show them.
+        self.unseen = 0
+        # How many waits read a run of each job by their own call.
+        self.readers: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def fetch(self, ref: RunRef, turns: _Turns) -> JobRun:
         """One call for ``ref`` at its granted time, reported to the budget; in a worker thread."""
@@ -253,12 +534,13 @@ class _Fleet:
             run = fetch_job_run(self.client, *ref)
         except CallFault as fault:
             # Denied or not found still means the rate was accepted.
-            self._report(turns.granted_at, fault.kind)
+            self.report(turns.granted_at, fault.kind)
             raise
-        self._report(turns.granted_at, None)
+        self.report(turns.granted_at, None)
         return run
 
-    def _report(self, granted_at: float, kind: FaultKind | None) -> None:
+    def report(self, granted_at: float, kind: FaultKind | None) -> None:
+        """Tell the budget how the call booked at ``granted_at`` went (``kind``: its fault)."""
         if kind is FaultKind.THROTTLE:
             self.limiter.throttled(granted_at, self.policy.retry_max)
         elif kind is not FaultKind.TRANSIENT:
@@ -292,7 +574,45 @@ class _Fleet:
             self.limiter.release(booking)
             shared_cache().release(key)
             raise
-        self._report(booking.at, learned.fault)
+        self.report(booking.at, learned.fault)
+
+    def discovered(self, turns: _Turns, run: JobRun) -> None:
+        """A wait read its run: watch its job, or look its history up, or join its watch.
+
+        A job is watched while waits of the fan-out have not read their runs
+        yet (a listing may show them) and the listing is worth its call: it
+        is the job's history lookup too, or a second run of the job was read
+        (finished or not: a listing shows the finished ones too).
+        """
+        if not run.job_id or not self.policy.history:
+            return
+        key = (run.domain_id, run.job_id)
+        watch = self.watches.get(key)
+        if watch is None:
+            if not turns.read:
+                turns.read = True
+                self.readers[key] += 1
+            claimed = wants_history(self.policy, run)
+            if self.unseen > 0 and (claimed or self.readers[key] > 1):
+                watch = self.watches[key] = _Watch(self, key, claimed=claimed)
+            elif claimed:
+                self.learn(*key)
+        if watch is not None and not run.is_terminal:
+            watch.join(turns)
+
+    def show(self, watch: _Watch, runs: list[JobRun]) -> None:
+        """A listing of the watch's job came back: each live wait it shows takes its run."""
+        shown = set()
+        for run in runs:
+            turns = self.waits.get((run.domain_id, run.id))
+            if turns is None:
+                continue
+            watch.join(turns)
+            if turns.watch is watch:
+                shown.add(turns)
+                turns.listed(run)
+        for turns in watch.members - shown:
+            watch.leave(turns)
 
     async def wait_one(self, ref: RunRef, rng: _Stream) -> None:
         """Wait on one run; its result goes to ``results`` (and ``on_result``)."""
@@ -308,13 +628,14 @@ class _Fleet:
             started=self.started,
         )
         turns.attach(session)
+        self.waits[ref] = turns
         try:
             if self.stopping:
                 raise asyncio.CancelledError
             step = await async_drive(
                 session,
                 functools.partial(self.fetch, ref, turns),
-                self.sleep,
+                _booked,
                 pool=self.executor,
                 turn=turns.turn,
                 slots=self.slots,
@@ -326,8 +647,14 @@ class _Fleet:
                 raise
         else:
             result = session.result(step)
+            if step.outcome is not Outcome.ERROR and session.state.last is not None:
+                turns.started()
+                self.discovered(turns, session.state.last)  # a finished run's job too
         finally:
             turns.started()
+            del self.waits[ref]
+            if turns.watch is not None:
+                turns.watch.leave(turns)
         self._ended(ref, result)
 
     async def run_all(self, todo: dict[RunRef, _Stream]) -> None:
@@ -338,6 +665,7 @@ class _Fleet:
         timers and queued calls at once. Every wait's deadline still runs from
         ``started``, the fan-out's start.
         """
+        self.unseen = len(todo)
         for ref, rng in todo.items():
             if not self.stopping:
                 await self.starting.acquire()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poller._datazone import JobRunClient, classify, fetch_job_run
-from poller._model import JobRun
+from poller._model import JobRun, JobRunStatus
 from poller._policy import FaultKind, Forecast, PollPolicy
 
 __all__ = [
@@ -42,8 +42,11 @@ __all__ = [
     "HistoryCache",
     "JobHistory",
     "Learned",
+    "failed",
     "fetch_job_run_learning",
     "learn",
+    "learned_from_listing",
+    "list_runs",
     "shared_cache",
     "wants_history",
 ]
@@ -241,22 +244,59 @@ def wants_history(policy: PollPolicy, run: JobRun) -> bool:
     return _shared.claim((run.domain_id, run.job_id))
 
 
-def _fetch(client: Any, domain_id: str, job_id: str) -> Learned:
+def list_runs(
+    client: Any, domain_id: str, job_id: str, status: str | None = None
+) -> tuple[list[JobRun], bool]:
+    """One ListJobRuns page: the job's newest runs (of ``status`` only, if given), and whether
+    there are more. Unreadable summaries are left out; a failed call raises it as is.
+    """
+    kwargs: dict[str, Any] = {"status": status} if status is not None else {}
     page = client.list_job_runs(
         domainIdentifier=domain_id,
         jobIdentifier=job_id,
-        status="SUCCESS",
         sortOrder="DESCENDING",
         maxResults=PAGE_SIZE,
+        **kwargs,
     )
-    history = JobHistory.of(
-        run for item in page.get("items", []) if (run := JobRun.from_summary(domain_id, item))
-    )
+    items = page.get("items", [])
+    runs = [run for item in items if (run := JobRun.from_summary(domain_id, item))]
+    return runs, bool(page.get("nextToken"))
+
+
+def _fetch(client: Any, domain_id: str, job_id: str) -> Learned:
+    runs, _ = list_runs(client, domain_id, job_id, status="SUCCESS")
+    return _learned(JobHistory.of(runs))
+
+
+def _learned(history: JobHistory) -> Learned:
     if not history.usable:
         return Learned(
             None, f"{history.runs} finished run(s) with start and end times, {MIN_RUNS} needed"
         )
     return Learned(history)
+
+
+def failed(exc: BaseException) -> Learned:
+    """What a ListJobRuns call that raised ``exc`` teaches: nothing, and why."""
+    fault = classify(exc)
+    if fault is not None:
+        return Learned(None, f"ListJobRuns failed: {fault.error_type}: {fault.message}", fault.kind)
+    return Learned(None, f"ListJobRuns failed: {type(exc).__name__}: {exc}")
+
+
+def learned_from_listing(domain_id: str, job_id: str, runs: Iterable[JobRun], more: bool) -> bool:
+    """Remember the history in a page of the job's runs of any status; False to ask for more.
+
+    A fan-out lists a job's newest runs, whatever their status, to see its
+    live runs; the successes among them are the history. Too few of them
+    while ``more`` pages exist: False, the caller still holds the claim and
+    asks for the successes alone (`learn`).
+    """
+    learned = _learned(JobHistory.of(r for r in runs if r.status == JobRunStatus.SUCCESS))
+    if learned.history is None and more:
+        return False
+    _shared.put((domain_id, job_id), learned)
+    return True
 
 
 def learn(client: Any, domain_id: str, job_id: str) -> Learned:
@@ -268,13 +308,7 @@ def learn(client: Any, domain_id: str, job_id: str) -> Learned:
     try:
         learned = _fetch(client, domain_id, job_id)
     except Exception as exc:
-        fault = classify(exc)
-        if fault is not None:
-            learned = Learned(
-                None, f"ListJobRuns failed: {fault.error_type}: {fault.message}", fault.kind
-            )
-        else:
-            learned = Learned(None, f"ListJobRuns failed: {type(exc).__name__}: {exc}")
+        learned = failed(exc)
     _shared.put((domain_id, job_id), learned)
     return learned
 

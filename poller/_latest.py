@@ -158,7 +158,7 @@ class _Search:
         self.log = log.get_logger(domain_id=domain_id, job_id=job_id)
         self.log.info(FINDING_RUN, timeout_s=policy.timeout)
 
-    def seen(self, run: JobRun) -> Step:
+    def seen(self, run: JobRun, *, polled: bool = True) -> Step:
         self.run = run
         self.log.info(RUN_FOUND, job_run_id=run.id, status=str(run.status))
         return Step()

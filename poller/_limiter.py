@@ -47,6 +47,7 @@ __all__ = [
     "BudgetState",
     "RateLimiter",
     "fit",
+    "fit_urgent",
     "respace",
     "shared_limiter",
     "succeeded",
@@ -138,13 +139,18 @@ def succeeded(settings: AimdSettings, state: BudgetState) -> BudgetState:
 
 
 class Booking:
-    """A call booked with a `RateLimiter`: ``at`` is its time, moved later if the rate drops."""
+    """A call booked with a `RateLimiter`: ``at`` is its time, moved later if the rate drops.
 
-    __slots__ = ("at", "latest")
+    An ``urgent`` booking went ahead of the ordinary ones booked before it,
+    which may move them later too.
+    """
 
-    def __init__(self, at: float, latest: float | None) -> None:
+    __slots__ = ("at", "latest", "urgent")
+
+    def __init__(self, at: float, latest: float | None, urgent: bool = False) -> None:
         self.at = at
         self.latest = latest  # None, or the time after which the call is of no use
+        self.urgent = urgent
 
     @property
     def lost(self) -> bool:
@@ -171,11 +177,39 @@ def fit(booked: list[Booking], start: float, spacing: float) -> tuple[float, int
     return t, i
 
 
-def respace(booked: list[Booking], now: float, spacing: float) -> None:
-    """Move the bookings after ``now`` later, as little as needed, to ``spacing`` apart."""
-    last = now
-    for booking in booked[bisect.bisect_right(booked, now, key=_at) :]:
-        booking.at = last = max(booking.at, last + spacing)
+def fit_urgent(
+    booked: list[Booking], start: float, spacing: float, now: float
+) -> tuple[float, int]:
+    """The earliest time at or after ``start`` for an urgent call, and where it goes.
+
+    It keeps ``spacing`` from the booking before it, from those due by
+    ``now`` (their calls may be going out) and from the urgent ones (which
+    keep their order), but takes the place of the first ordinary booking in
+    its way: `respace` then moves that one and those after it.
+    """
+    i = max(bisect.bisect_left(booked, start, key=_at), bisect.bisect_right(booked, now, key=_at))
+    t = start
+    if i > 0 and booked[i - 1].at > t - spacing:
+        t = booked[i - 1].at + spacing
+    while i < len(booked) and booked[i].urgent and booked[i].at < t + spacing:
+        t = max(t, booked[i].at + spacing)
+        i += 1
+    return t, i
+
+
+def respace(booked: list[Booking], now: float, spacing: float, start: int | None = None) -> None:
+    """Move the bookings after ``now`` (or from index ``start``) later, to ``spacing`` apart."""
+    if start is None:
+        first, last = bisect.bisect_right(booked, now, key=_at), now
+    else:
+        first, last = start, booked[start - 1].at if start > 0 else now
+    for booking in booked[first:]:
+        if booking.at >= last + spacing:
+            if start is not None:
+                return  # from an index: the rest was spaced already
+            last = booking.at
+            continue
+        booking.at = last = last + spacing
 
 
 class RateLimiter:
@@ -228,11 +262,16 @@ class RateLimiter:
         """The rate allowed right now, in calls a second."""
         return self._state.rate
 
-    def reserve(self, due: float, latest: float | None = None) -> Booking | None:
+    def reserve(
+        self, due: float, latest: float | None = None, *, urgent: bool = False
+    ) -> Booking | None:
         """Book a call at the earliest free time at or after ``due`` (and now).
 
         With ``latest``, a time later than ``latest`` is not booked: None.
-        A throttle may move the booking later (see `Booking.lost`).
+        A throttle may move the booking later (see `Booking.lost`). An
+        ``urgent`` call goes before the ordinary calls booked from then on,
+        moving them later: a fan-out's job listing, which looks at many runs
+        at once, and the call that reads a run the listing showed finished.
         """
         with self._lock:
             now = self._clock()
@@ -242,6 +281,16 @@ class RateLimiter:
             if stale >= _PRUNE_BATCH:
                 del booked[:stale]
             wanted = max(due, now, self._state.not_before)
+            if urgent:
+                t, i = fit_urgent(booked, wanted, spacing, now)
+                if latest is not None and t > latest:
+                    return None
+                booking = Booking(t, latest, urgent=True)
+                booked.insert(i, booking)
+                respace(booked, now, spacing, start=i + 1)
+                # The ones moved stay packed, but the mark may now fall inside them.
+                self._packed_until = min(self._packed_until, t)
+                return booking
             start = max(wanted, self._packed_until)
             t, i = fit(booked, start, spacing)
             if latest is not None and t > latest:

@@ -193,11 +193,16 @@ def advance(
     now: float,
     rng: Jitter,
     forecast: Forecast | None = None,
+    *,
+    polled: bool = True,
 ) -> tuple[WaitState, Step]:
     """After a call that returned ``run`` at ``now``: stop, or poll again after how long.
 
     With a ``forecast`` (and ``policy.history``), a run still inside its quiet
     window is next looked at as the window ends, however long that is.
+    ``polled=False``: the run was seen in its job's listing (a fan-out's
+    shared ListJobRuns), not by a call of its own, so it is not counted in
+    ``polls``; the cadence moves on as after any look.
     """
     changed = state.last is None or run.status != state.last.status
     # The first answer and any status change restart the cadence at
@@ -208,7 +213,7 @@ def advance(
     seen = replace(
         state,
         base=base,
-        polls=state.polls + 1,
+        polls=state.polls + polled,
         consecutive_errors=0,
         retry_attempt=0,
         backoff_floor=0.0,

@@ -161,7 +161,7 @@ def interruptible(sleep: Sleep | None, cancel: threading.Event | None) -> Callab
 class Driven(Protocol):
     """What the loops drive: a WaitSession, or anything that answers like one."""
 
-    def seen(self, run: JobRun) -> Step: ...
+    def seen(self, run: JobRun, *, polled: bool = True) -> Step: ...
 
     def failed(self, fault: CallFault) -> Step: ...
 
@@ -283,21 +283,25 @@ async def async_drive(
     sleep: AsyncSleep,
     *,
     pool: Executor | None = None,
-    turn: Callable[[], Awaitable[None]] | None = None,
+    turn: Callable[[], Awaitable[JobRun | None]] | None = None,
     slots: asyncio.Semaphore | None = None,
     first_answer: bool = False,
 ) -> Step:
     """Poll until the core says stop: the async twin of ``drive``.
 
     ``turn`` is awaited before each call (a fan-out waits for the shared
-    budget there); it raises TurnExpired when the deadline comes first.
+    budget there); it raises TurnExpired when the deadline comes first. It
+    may instead return the run as another call showed it (a fan-out's shared
+    ListJobRuns): that look is fed to the core in place of this wait's call.
     """
     pool = pool if pool is not None else shared_executor()
     while True:
         try:
-            if turn is not None:
-                await turn()
-            step = session.seen(await async_call(session, pool, fetch, slots))
+            listed = await turn() if turn is not None else None
+            if listed is not None:
+                step = session.seen(listed, polled=False)
+            else:
+                step = session.seen(await async_call(session, pool, fetch, slots))
             if first_answer:
                 return step
         except CallFault as fault:

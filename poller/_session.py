@@ -132,13 +132,15 @@ class WaitSession:
         """Seconds to the deadline on the wait's clock (never negative); infinite without one."""
         return self.state.time_left(self._clock())
 
-    def seen(self, run: JobRun) -> Step:
-        """A call returned ``run``: what next."""
+    def seen(self, run: JobRun, *, polled: bool = True) -> Step:
+        """A call returned ``run`` (``polled=False``: its job's listing showed it): what next."""
         before = self.state.last if self.state.last is not None else self._last_seen
         now = self._clock()
         learning = self._learned is None
         forecast = self._forecast(run, now)
-        self.state, step = advance(self.policy, self.state, run, now, self._rng, forecast)
+        self.state, step = advance(
+            self.policy, self.state, run, now, self._rng, forecast, polled=polled
+        )
         if (before is None and not self._resumed) or (
             before is not None and before.status != run.status
         ):

@@ -56,10 +56,17 @@ def add_fleet(
     return ends
 
 
+# These tests are about the shared budget, so each run makes its own calls:
+# with history on, runs of one job are looked at by its listing
+# (tests/test_watch.py), which the tests that say so turn on.
+BUDGET_ONLY = PollPolicy(history=False)
+
+
 def fan_out(
     sim: Simulator, clock: VirtualClock, refs: list[tuple[str, str]], **kwargs: Any
 ) -> list[WaitResult]:
     kwargs.setdefault("limiter", RateLimiter(kwargs.pop("max_rps", 10), clock=clock))
+    kwargs.setdefault("policy", BUDGET_ONLY)
     coro = async_wait_for_job_runs(
         refs,
         client=client_for(sim),
@@ -82,8 +89,9 @@ def busiest_second(times: list[float], since: float = -1.0) -> int:
     )
 
 
+@pytest.mark.parametrize("history", [False, True], ids=["own-calls", "job-listing"])
 def test_a_throttled_fleet_ends_with_every_result_correct_and_none_lost(
-    sim: Simulator, clock: VirtualClock
+    sim: Simulator, clock: VirtualClock, history: bool
 ) -> None:
     """200 runs, a 10/s server limit, 5% random throttles: every run gets its true outcome."""
     sim_limited = Simulator(clock=clock, seed=3, max_rps=10)
@@ -91,8 +99,9 @@ def test_a_throttled_fleet_ends_with_every_result_correct_and_none_lost(
         ends = add_fleet(sim_limited, 200, throttle_rate=0.05)
         refs = [(DOMAIN, run_id) for run_id in ends]
         # A budget well above the server's limit, so both kinds of throttle happen.
-        results = fan_out(sim_limited, clock, refs, max_rps=40)
-        throttles = Counter(r.fault for r in sim_limited.requests)
+        results = fan_out(sim_limited, clock, refs, max_rps=40, policy=PollPolicy(history=history))
+        calls = [r for r in sim_limited.requests if r.operation == "GetJobRun"]
+        throttles = Counter(r.fault for r in calls)
     assert [(r.domain_id, r.job_run_id) for r in results] == refs
     assert [r.outcome for r in results] == [OUTCOMES[ends[rid]] for _, rid in refs]
     assert all(r.job_run is not None and r.job_run.status == ends[r.job_run_id] for r in results)
@@ -167,7 +176,7 @@ def test_the_most_overdue_poll_goes_first(sim: Simulator, clock: VirtualClock) -
     """At 1 call/s for 4 waiting runs, polls rotate: nobody polls twice before the others once."""
     for i in range(4):
         sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=[(0, "IN_PROGRESS"), (40, "SUCCESS")]))
-    policy = PollPolicy(interval=0.5, max_interval=0.5, jitter=0)
+    policy = PollPolicy(interval=0.5, max_interval=0.5, jitter=0, history=False)
     refs = [(DOMAIN, f"run-{i}") for i in range(4)]
     fan_out(sim, clock, refs, max_rps=1, policy=policy)
     order = [r.run_id for r in sim.requests if r.operation == "GetJobRun"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from datetime import UTC, datetime
@@ -369,35 +370,49 @@ def test_the_async_wait_uses_history_too(sim: Simulator, client: Any, fake_time:
 # -- fan-out -----------------------------------------------------------------
 
 
-def test_a_fan_out_of_one_job_makes_one_list_call_from_the_budget() -> None:
-    """Twenty runs of one job at once: one ListJobRuns, taken from the budget, then few calls."""
+def test_a_fan_out_of_one_job_looks_at_its_runs_through_the_job_listing() -> None:
+    """Twenty runs of one job: one GetJobRun finds it, listings watch all, one call per end."""
     clock = VirtualClock()
     with Simulator(clock=clock, seed=0) as sim:
         sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
         for i in range(20):
             add_run(sim, f"run-{i}")
-        limiter = RateLimiter(5, clock=clock)
         results = run(
             async_wait_for_job_runs(
                 [(DOMAIN, f"run-{i}") for i in range(20)],
                 client=sim.client(),
-                limiter=limiter,
+                limiter=RateLimiter(5, clock=clock),
                 seams=Seams(clock=clock, rng=random.Random(0)),
             ),
             clock,
         )
         requests = sim.requests
     assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
-    assert sum(1 for r in requests if r.operation == "ListJobRuns") == 1
+    listings = [r for r in requests if r.operation == "ListJobRuns"]
+    # The first listing (unfiltered: the live runs and the history in one page)
+    # came right after run-0's first answer, before any other run's first call.
+    assert "status=" not in (listings[0].path or "")
+    assert [r.run_id for r in requests[:2]] == ["run-0", None]
+    # Only run-0 was read while running; every other run once, at its end.
+    assert [r.polls for r in results] == [2] + [1] * 19
+    assert sum(1 for r in requests if r.operation == "GetJobRun") == 21
+    # The listing looked again as the quiet window ended (its earliest spread
+    # wake-up), then on the cadence reached by then: every 24..30 s (jitter
+    # 0.2 under max_interval), one look for all twenty runs, not one each.
+    quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
+    cap = PollPolicy().max_interval
+    assert listings[1].t - requests[0].t == pytest.approx(quiet, abs=cap)
+    after = [r.t for r in listings if r.t > requests[0].t + quiet]
+    gaps = [b - a for a, b in itertools.pairwise(after)]
+    assert len(gaps) >= 2
+    assert all(0.8 * cap - 1e-6 <= gap <= cap + 1 for gap in gaps)
     # The budget covered both kinds of call: never more than 5 in any second.
     times = sorted(r.t for r in requests)
     assert all(sum(1 for u in times[i:] if u < t + 1 - 1e-6) <= 5 for i, t in enumerate(times))
-    # Most runs slept through the quiet window: about 1 + 10 looks each, not 25.
-    assert sum(r.polls for r in results) < 20 * 15
 
 
-def test_a_fan_out_books_a_quiet_run_at_its_window_end_behind_runs_due_sooner() -> None:
-    """In a fan-out, a run of a known job books its next call at the quiet window's end."""
+def test_a_fan_out_looks_at_a_quiet_job_at_its_window_end_and_polls_the_others_meanwhile() -> None:
+    """A job in its quiet window is listed at the window's end; a job without history all along."""
     clock = VirtualClock()
     with Simulator(clock=clock, seed=0) as sim:
         sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
@@ -417,15 +432,17 @@ def test_a_fan_out_books_a_quiet_run_at_its_window_end_behind_runs_due_sooner() 
         requests = sim.requests
     assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
     quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
-    # The lookup came from the budget after quiet-0's first answer; quiet-1,
-    # answered before the history was known, picks it up on its next look.
     start = requests[0].t
-    looks = [r.t - start for r in requests if r.run_id == "quiet-1"]
-    assert looks[2] == pytest.approx(quiet, abs=NO_JITTER.max_interval + 1)
+    job_1 = [r.t - start for r in requests if r.job_id == "job-1"]
+    assert job_1[1] == pytest.approx(quiet, abs=1)
+    # quiet-1 was never read while running: the listing showed it.
+    assert [r.answered_status for r in requests if r.run_id == "quiet-1"] == ["SUCCESS"]
     plain = [r.t - start for r in requests if r.run_id == "plain"]
     assert sum(1 for t in plain if t < quiet) > 10  # polled all along meanwhile
-    jobs = [r.path for r in requests if r.operation == "ListJobRuns"]
-    assert len(jobs) == 2  # one lookup per job
+    # job-2's one run: the plain history lookup (successes only), once.
+    job_2 = [r.path or "" for r in requests if r.job_id == "job-2"]
+    assert len(job_2) == 1
+    assert "status=SUCCESS" in job_2[0]
 
 
 # -- settings ----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -77,6 +78,57 @@ def test_a_throttled_run_alone_is_never_spaced_beyond_its_spacing_cap() -> None:
         limiter.throttled(granted_at=clock.now, spacing_cap=0.1)
         clock.now += 0.1
     assert limiter.rate == 10
+
+
+def test_an_urgent_booking_goes_before_ordinary_ones_and_moves_them_later() -> None:
+    """At 2/s with calls booked for 1000..1002, an urgent one takes 1000.5 and the rest move."""
+    clock = FakeTime()
+    limiter = RateLimiter(2, clock=clock)
+    ordinary = [limiter.reserve(1000.0) for _ in range(5)]
+    urgent = limiter.reserve(1000.0, urgent=True)
+    second = limiter.reserve(1000.0, urgent=True)
+    assert urgent is not None
+    assert second is not None
+    # The call due now may be going out: the urgent ones keep their spacing from it,
+    # and their order among themselves.
+    assert (urgent.at, second.at) == (1000.5, 1001.0)
+    assert [b.at if b else None for b in ordinary] == [1000.0, 1001.5, 1002.0, 1002.5, 1003.0]
+    # An ordinary booking made now queues behind all of them.
+    later = limiter.reserve(1000.0)
+    assert later is not None
+    assert later.at == 1003.5
+
+
+def test_an_urgent_booking_that_moves_one_past_its_latest_time_makes_it_lost() -> None:
+    """A booking moved past its ``latest`` by an urgent one is lost, as after a throttle."""
+    clock = FakeTime()
+    limiter = RateLimiter(1, clock=clock)
+    first = limiter.reserve(1000.0)
+    tight = limiter.reserve(1000.0, latest=1001.0)
+    assert first is not None
+    assert tight is not None
+    assert not tight.lost
+    assert limiter.reserve(1000.0, urgent=True) is not None
+    assert tight.at == 1002.0
+    assert tight.lost
+
+
+@given(
+    kinds=st.lists(st.booleans(), min_size=1, max_size=80),
+    max_rps=st.integers(1, 20),
+)
+def test_urgent_and_ordinary_bookings_stay_a_spacing_apart(kinds: list[bool], max_rps: int) -> None:
+    """Whatever mix of urgent and ordinary bookings, no two are closer than 1/rate."""
+    clock = FakeTime()
+    limiter = RateLimiter(max_rps, clock=clock)
+    bookings = []
+    for i, urgent in enumerate(kinds):
+        booking = limiter.reserve(clock.now + (i % 3) * 0.3, urgent=urgent)
+        assert booking is not None
+        bookings.append(booking)
+        clock.now += 0.05
+    times = sorted(b.at for b in bookings)
+    assert all(b - a >= 1 / max_rps - 1e-9 for a, b in itertools.pairwise(times))
 
 
 def test_fit_skips_booked_times_closer_than_the_spacing() -> None:

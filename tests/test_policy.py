@@ -58,6 +58,18 @@ def test_cadence_starts_at_interval_and_grows_by_multiplier_to_the_cap() -> None
     assert d.delays == pytest.approx([2, 3, 4.5, 6.75, 10.125, 15.1875, 22.78125, 30, 30, 30])
 
 
+def test_a_look_through_the_job_listing_moves_the_cadence_but_is_not_a_poll() -> None:
+    """``polled=False`` (a fan-out's listing showed the run): the cadence grows, polls do not."""
+    rng = random.Random(0)
+    state = WaitState.start(NO_JITTER, 0.0)
+    state, _ = advance(NO_JITTER, state, run("IN_PROGRESS"), 0.0, rng)
+    listed, step = advance(NO_JITTER, state, run("IN_PROGRESS"), 2.0, rng, polled=False)
+    polled, same = advance(NO_JITTER, state, run("IN_PROGRESS"), 2.0, rng)
+    assert (listed.polls, polled.polls) == (1, 2)
+    assert step.delay == same.delay == 3.0
+    assert listed.last == polled.last
+
+
 def test_a_status_change_restarts_the_cadence() -> None:
     """A new status brings the next poll back to `interval`."""
     d = Driver(NO_JITTER)

@@ -410,16 +410,24 @@ def test_list_job_runs_ascending_with_status_filter(sim: Simulator, client: Any)
 
 
 def test_list_job_runs_summary_and_current_status(sim: Simulator, client: Any) -> None:
-    """Summaries carry the run's current status without consuming its script."""
-    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SCHEDULED", "IN_PROGRESS", "SUCCESS"]))
+    """A listing is a look: it shows and takes a script's next status, as GetJobRun does."""
+    sim.add_run(
+        DOMAIN,
+        "run-1",
+        RunScript(statuses=["SCHEDULED", "IN_PROGRESS", Fault.throttle(), "SUCCESS"]),
+    )
     first = client.list_job_runs(domainIdentifier=DOMAIN, jobIdentifier="job-1")["items"]
-    get(client)
-    get(client)
+    assert get(client)["status"] == "IN_PROGRESS"
+    # A fault ahead is left for the GetJobRun it scripts; the listing shows the last status.
     second = client.list_job_runs(domainIdentifier=DOMAIN, jobIdentifier="job-1")["items"]
     assert first[0]["status"] == "SCHEDULED"
     assert second[0]["status"] == "IN_PROGRESS"
     assert set(second[0]) >= {"domainId", "jobId", "jobType", "runId", "runMode", "createdAt"}
-    assert get(client)["status"] == "SUCCESS"
+    with pytest.raises(ClientError, match="Throttling"):
+        get(client)
+    third = client.list_job_runs(domainIdentifier=DOMAIN, jobIdentifier="job-1")["items"]
+    assert third[0]["status"] == "SUCCESS"
+    assert get(client)["status"] == "SUCCESS"  # past the end, the last status sticks
 
 
 def test_list_job_runs_unknown_job_and_bad_token(sim: Simulator, client: Any) -> None:

@@ -219,8 +219,10 @@ class Simulator(LocalEndpoint):
     plus the offset of the first such entry, once the clock has reached it.
 
     ListJobRuns lists the visible runs registered for that domain and job, with
-    the status GetJobRun last answered (the script's first status before any
-    call; the clock's status for a timeline), without consuming the script. It
+    the clock's status for a timeline. A listing is a look like a GetJobRun:
+    a statuses script's run is listed with the script's next status, which it
+    takes (a fault item ahead is left for the GetJobRun it scripts; the run is
+    listed with its last status then, as it is past the script's end). It
     sorts by createdAt, newest first unless ``sortOrder=ASCENDING`` (DataZone
     does not document a default), filters on ``status``, pages with an opaque
     ``nextToken`` (``maxResults`` 1..50, default 50), and answers an empty list
@@ -614,7 +616,7 @@ class Simulator(LocalEndpoint):
             queued = self._list_faults.get((route.domain_id, route.ident))
             if queued:
                 return _fault_reply(queued.pop(0))
-            return self._list_job_runs(route, now)
+            return self._list_job_runs(route, now, wall)
         return self._get_job_run(route.domain_id, route.ident, now, wall)
 
     def _take_token(self, now: float) -> bool:
@@ -670,7 +672,7 @@ class Simulator(LocalEndpoint):
         body = json.dumps(out).encode()
         return _Reply(200, body, delay=delay, answered_status=status, fault=fault)
 
-    def _list_job_runs(self, route: _Route, now: float) -> _Reply:
+    def _list_job_runs(self, route: _Route, now: float, wall: float) -> _Reply:
         assert route.domain_id is not None
         assert route.ident is not None
         q = route.query
@@ -703,7 +705,7 @@ class Simulator(LocalEndpoint):
             if after is None:
                 return _aws_error(400, "ValidationException", "The nextToken is invalid.")
         descending = sort_order == "DESCENDING"
-        rows: list[tuple[tuple[float, int], dict[str, Any]]] = []
+        rows: list[tuple[tuple[float, int], RunState, str]] = []
         for run in self._runs.values():
             if (run.domain_id, run.job_id) != (route.domain_id, route.ident):
                 continue
@@ -715,10 +717,15 @@ class Simulator(LocalEndpoint):
             key = (run.created_at, run.seq)
             if after is not None and (key >= after if descending else key <= after):
                 continue
-            rows.append((key, _summary_json(run, status)))
+            rows.append((key, run, status))
         rows.sort(key=lambda row: row[0], reverse=descending)
         page = rows[:max_results]
-        out: dict[str, Any] = {"items": [item for _, item in page]}
+        for _, run, status in page:
+            if _next_scripted(run) == status:
+                # A listing is a look too: a statuses script moves on as for a GetJobRun.
+                run.cursor += 1
+                _observe(run, status, now, wall)
+        out: dict[str, Any] = {"items": [_summary_json(run, status) for _, run, status in page]}
         if len(rows) > max_results:
             out["nextToken"] = _encode_token(page[-1][0], fingerprint)
         return _Reply(200, json.dumps(out).encode())
@@ -786,10 +793,20 @@ def _current_status(run: RunState) -> str:
     return next(s for s in run.script.statuses[run.cursor :] if isinstance(s, str))
 
 
+def _next_scripted(run: RunState) -> str | None:
+    """The status a statuses script answers next, if the next item is one (not a fault)."""
+    statuses = run.script.statuses
+    if statuses is None or run.cursor >= len(statuses):
+        return None
+    item = statuses[run.cursor]
+    return item if isinstance(item, str) else None
+
+
 def _peek_status(run: RunState, now: float) -> str:
+    """The status a listing shows: the timeline's now; a script's next status, else its last."""
     if run.script.timeline is not None:
         return _timeline_status(run, now)
-    return _current_status(run)
+    return _next_scripted(run) or _current_status(run)
 
 
 def _observe(run: RunState, status: str, now: float, wall: float) -> None:

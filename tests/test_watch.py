@@ -1,0 +1,231 @@
+"""A fan-out's job listing: one ListJobRuns looks at all runs of a job; every failure falls back."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from _vtime import VirtualClock, run
+from helpers import DOMAIN, keep
+from structlog.testing import capture_logs
+
+from poller import Outcome, PollPolicy, RateLimiter, WaitResult
+from poller._fanout import LISTING_STOPPED, LISTING_TRIES
+from poller.aio import async_wait_for_job_runs
+from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
+
+# Three minutes a run: long enough for a few listings, short enough for a test.
+PAST = [170.0, 175.0, 178.0, 180.0, 182.0, 185.0, 190.0]
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+def sim(clock: VirtualClock) -> Any:
+    with Simulator(clock=clock, seed=0) as sim:
+        yield sim
+
+
+def add_runs(sim: Simulator, count: int, length: float = 180.0, **script: Any) -> list[str]:
+    """``count`` runs of job-1, running from the start and succeeding after ``length`` s."""
+    ids = []
+    for i in range(count):
+        timeline = [(0.0, "IN_PROGRESS"), (length + i, "SUCCESS")]
+        sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline, **script))
+        ids.append(f"run-{i}")
+    return ids
+
+
+def fan_out(sim: Simulator, clock: VirtualClock, ids: list[str], **kwargs: Any) -> list[WaitResult]:
+    kwargs.setdefault("limiter", RateLimiter(5, clock=clock))
+    return run(
+        async_wait_for_job_runs(
+            [(DOMAIN, i) for i in ids],
+            client=keep(sim.client()),
+            seams=Seams(clock=clock, rng=random.Random(0)),
+            **kwargs,
+        ),
+        clock,
+    )
+
+
+def calls(sim: Simulator, operation: str) -> list[Any]:
+    return [r for r in sim.requests if r.operation == operation]
+
+
+def test_a_run_the_listing_shows_finished_is_read_at_once_with_its_lineage(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """The listing that shows a run finished is followed by its GetJobRun, lineage and all."""
+    sim.add_history(DOMAIN, "job-1", PAST)
+    ids = add_runs(sim, 3, lineage=Lineage())
+    results = fan_out(sim, clock, ids)
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    assert all(
+        r.job_run and r.job_run.lineage and r.job_run.lineage.total_queries_processed == 42
+        for r in results
+    )
+    listings = calls(sim, "ListJobRuns")
+    for result in results:
+        end = sim.end_time(result.job_run_id)
+        assert end is not None
+        read = [r.t for r in calls(sim, "GetJobRun") if r.run_id == result.job_run_id][-1]
+        shown = min(r.t for r in listings if r.t >= end)
+        # Read in the same second the listing showed it (5 calls/s, urgent first).
+        assert shown <= read <= shown + 1
+
+
+def test_a_denied_listing_sends_the_runs_back_to_their_own_calls_with_one_event(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """ListJobRuns denied: one event says so, and each run is polled on its own to its end."""
+    ids = add_runs(sim, 4)
+    sim.fail_list_job_runs(DOMAIN, "job-1", Fault.error("AccessDeniedException", 403))
+    with capture_logs() as events:
+        results = fan_out(sim, clock, ids)
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    stopped = [e for e in events if e["event"] == LISTING_STOPPED]
+    assert len(stopped) == 1
+    assert "AccessDeniedException" in stopped[0]["reason"]
+    assert len(calls(sim, "ListJobRuns")) == 1
+    # Back to the plain cadence: a dozen looks each over three minutes.
+    assert all(r.polls > 8 for r in results)
+
+
+def test_a_throttled_listing_is_tried_again_and_the_watch_goes_on(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """One throttled listing is booked again; the runs are still read only at their end."""
+    sim.add_history(DOMAIN, "job-1", PAST)
+    ids = add_runs(sim, 4)
+    sim.fail_list_job_runs(DOMAIN, "job-1", Fault.throttle())
+    with capture_logs() as events:
+        results = fan_out(sim, clock, ids)
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    assert not [e for e in events if e["event"] == LISTING_STOPPED]
+    assert [r.status_code for r in calls(sim, "ListJobRuns")][:2] == [429, 200]
+    assert [r.polls for r in results] == [2, 1, 1, 1]
+
+
+def test_a_listing_failing_again_and_again_ends_the_watch(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """LISTING_TRIES transient failures in a row: the watch ends, the runs go on alone."""
+    ids = add_runs(sim, 3)
+    sim.fail_list_job_runs(DOMAIN, "job-1", *[Fault.internal()] * LISTING_TRIES)
+    with capture_logs() as events:
+        results = fan_out(sim, clock, ids)
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    assert len(calls(sim, "ListJobRuns")) == LISTING_TRIES
+    assert [e["event"] for e in events].count(LISTING_STOPPED) == 1
+
+
+def test_runs_the_listing_does_not_show_are_polled_on_their_own(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """60 runs of one job: the page shows the 50 newest; the 10 oldest make their own calls."""
+    ids = add_runs(sim, 60, length=60.0)
+    results = fan_out(sim, clock, ids, limiter=RateLimiter(20, clock=clock))
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    polls = {r.job_run_id: r.polls for r in results}
+    # Registered in order, so run-0..9 are the oldest: not on the newest-first page.
+    assert all(polls[f"run-{i}"] > 3 for i in range(1, 10))
+    assert all(polls[f"run-{i}"] == 1 for i in range(10, 60))
+
+
+def test_the_last_look_of_watched_runs_is_one_listing_at_their_deadline(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Runs that never end, deadline 60 s: one listing at the deadline is every run's last look."""
+    sim.add_history(DOMAIN, "job-1", PAST)
+    ids = add_runs(sim, 3, length=10_000.0)
+    results = fan_out(sim, clock, ids, timeout=60)
+    assert {r.outcome for r in results} == {Outcome.WAIT_TIMEOUT}
+    start = sim.requests[0].t
+    assert 60 <= calls(sim, "ListJobRuns")[-1].t - start <= 60.1
+    for result in results:
+        assert 60 <= result.waited_s <= 61
+        assert result.job_run is not None
+        assert result.job_run.status == "IN_PROGRESS"
+        assert "the run was still IN_PROGRESS" in str(result.error)
+
+
+def test_with_history_off_a_fan_out_never_lists(sim: Simulator, clock: VirtualClock) -> None:
+    """``history=False``: no ListJobRuns at all; every run is polled on its own."""
+    ids = add_runs(sim, 5, length=30.0)
+    results = fan_out(sim, clock, ids, policy=PollPolicy(history=False))
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    assert calls(sim, "ListJobRuns") == []
+
+
+def test_runs_of_distinct_jobs_cost_one_lookup_per_job_as_without_a_watch(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Ten runs of ten jobs: one listing per job (its history lookup), nothing more."""
+    for i in range(10):
+        timeline = [(0.0, "IN_PROGRESS"), (60.0, "SUCCESS")]
+        sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline), job_id=f"job-{i}")
+    results = fan_out(sim, clock, [f"run-{i}" for i in range(10)])
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    assert sorted(r.job_id for r in calls(sim, "ListJobRuns")) == sorted(
+        f"job-{i}" for i in range(10)
+    )
+
+
+def test_finished_runs_of_one_job_cost_one_call_each(sim: Simulator, clock: VirtualClock) -> None:
+    """Ten runs already finished: ten GetJobRun, one listing for the job at most."""
+    for i in range(10):
+        sim.add_run(DOMAIN, f"run-{i}", RunScript(statuses=["SUCCESS"]))
+    results = fan_out(sim, clock, [f"run-{i}" for i in range(10)])
+    assert [r.polls for r in results] == [1] * 10
+    assert len(calls(sim, "GetJobRun")) == 10
+    assert len(calls(sim, "ListJobRuns")) <= 1
+
+
+def test_a_listing_that_lags_does_not_take_a_run_back_to_scheduled(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """A run seen IN_PROGRESS that a listing shows SCHEDULED is not logged as going back."""
+    for i in range(2):
+        script = RunScript(statuses=["IN_PROGRESS", "SCHEDULED", "IN_PROGRESS", "SUCCESS"])
+        sim.add_run(DOMAIN, f"run-{i}", script)
+    with capture_logs() as events:
+        results = fan_out(sim, clock, ["run-0", "run-1"])
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    changes = [(e["job_run_id"], e["to"]) for e in events if e["event"] == "status_changed"]
+    assert ("run-0", "SCHEDULED") not in changes
+    assert ("run-0", "SUCCESS") in changes
+
+
+def test_cancelling_a_fan_out_with_listings_booked_gives_back_every_booking(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Cancelled while its runs wait on their job's listing: the budget holds no leftover call."""
+    sim.add_history(DOMAIN, "job-1", PAST)
+    ids = add_runs(sim, 5)
+    limiter = RateLimiter(5, clock=clock)
+
+    async def cancelled_after(seconds: float) -> None:
+        task = asyncio.create_task(
+            async_wait_for_job_runs(
+                [(DOMAIN, i) for i in ids],
+                client=keep(sim.client()),
+                limiter=limiter,
+                seams=Seams(clock=clock, rng=random.Random(0)),
+            )
+        )
+        await asyncio.sleep(seconds)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(cancelled_after(30.0), clock)
+    assert calls(sim, "ListJobRuns")  # the watch was on when it was cancelled
+    booking = limiter.reserve(clock())
+    assert booking is not None
+    assert booking.at == pytest.approx(clock())
