@@ -7,13 +7,13 @@ runs each; each job has a typical duration (uniform 5..120 s from a fixed
 seed) and its runs vary around it (lognormal, sigma 0.2, clipped to 5..180 s);
 one in ten ends FAILED. Each job also has 20 past successful runs drawn from
 the same distribution as the runs being waited on, which is what
-history-aware polling learns from (one ListJobRuns per job, counted in
-*calls*):
+history-aware polling learns from (every ListJobRuns is counted in *calls*):
 
 - poller: ``wait_for_job_runs`` on one event loop under the shared budget:
-  with history (the default) and without (``history=False``: the cadence as it
-  was), at the default ``max_rps``, and once with a budget set above the
-  server's limit so AIMD has to find it;
+  with history (the default: a job's listing looks at all its runs, and its
+  successes are the history) and without (``history=False``: every run
+  polled on its own, the cadence as it was), at the default ``max_rps``, and
+  once with a budget set above the server's limit so AIMD has to find it;
 - botocore waiter: a custom ``WaiterModel`` for GetJobRun with botocore's usual
   fixed delay of 15 s, one thread per run, on a default boto3 client (standard
   retry mode: 3 attempts);
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import random
 import sys
 import threading
@@ -272,7 +273,7 @@ class Row:
     p95: float
     worst: float
     sim_seconds: float
-    floor_p95: float  # the p95 of max(0, first GetJobRun - end): no waiter can see a run sooner
+    floor_p95: float  # the p95 of max(0, first look - end): no waiter can see a run sooner
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -290,10 +291,18 @@ def summarise(
         if (r.operation == "GetJobRun" and r.run_id in truth)
         or (r.operation == "ListJobRuns" and r.job_id in jobs)
     ]
+    # A run's first look: its first GetJobRun, or its job's first listing.
     first: dict[str, float] = {}
+    listed: dict[str, float] = {}
     for r in requests:
         if r.run_id is not None:
             first.setdefault(r.run_id, r.t)
+        elif r.job_id is not None and r.status_code == 200:
+            listed.setdefault(r.job_id, r.t)
+    for run_id in truth:
+        job = f"{name_prefix(truth)}-job{int(run_id.rsplit('-', 1)[1]) % JOBS}"
+        if job in listed:
+            first[run_id] = min(first.get(run_id, math.inf), listed[job])
     floors = []
     for run_id in truth:
         finished = sim.end_time(run_id)

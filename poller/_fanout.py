@@ -88,6 +88,8 @@ LISTING_BOUND = 10.0
 # A job's listing throttled or failing this many times in a row ends its watch.
 LISTING_TRIES = 3
 _RETRIED = (FaultKind.THROTTLE, FaultKind.TRANSIENT)
+# A listing booked this much later than wanted looks for an earlier time this often (s).
+_RECHECK = 2.0
 
 
 _MASK = (1 << 64) - 1
@@ -325,6 +327,7 @@ class _Watch:
         "_fleet",
         "_task",
         "_urgent",
+        "_wanted",
         "claimed",
         "key",
         "members",
@@ -340,6 +343,7 @@ class _Watch:
         self._booking: Booking | None = None
         self._task: asyncio.Task[None] | None = None
         self._urgent = False
+        self._wanted = -math.inf  # when the booked listing was wanted
         self._failures = 0  # listings failed in a row
         self._book(fleet.clock(), urgent=True)
 
@@ -373,9 +377,10 @@ class _Watch:
         fleet = self._fleet
         self._cancel()
         self._urgent = urgent
+        self._wanted = due
         self._booking = booking = fleet.limiter.reserve(due, urgent=urgent)
         assert booking is not None  # no latest: always booked
-        self._task = task = asyncio.create_task(self._list(booking))
+        self._task = task = asyncio.create_task(self._list())
         fleet.learning.add(task)
         task.add_done_callback(fleet.learning.discard)
 
@@ -388,14 +393,33 @@ class _Watch:
             self._task.cancel()
         self._task = None
 
-    async def _list(self, booking: Booking) -> None:
+    async def _until_booked(self) -> Booking:
+        """Sleep until the listing's booked time; a booking moved well past when it was
+        wanted (by a throttle's respacing, or urgent calls) looks for an earlier free time
+        now and then, as calls booked before it are given back."""
+        fleet = self._fleet
+        booking = self._booking
+        assert booking is not None
+        while (delay := booking.at - (now := fleet.clock())) > 0:
+            if booking.at > max(self._wanted, now) + _RECHECK:
+                better = fleet.limiter.reserve(self._wanted, urgent=self._urgent)
+                assert better is not None
+                worse, booking = (booking, better) if better.at < booking.at else (better, booking)
+                fleet.limiter.release(worse)
+                self._booking = booking
+                delay = min(booking.at - now, _RECHECK)
+            await fleet.sleep(delay)
+        return booking
+
+    async def _list(self) -> None:
         fleet = self._fleet
         domain_id, job_id = self.key
         try:
-            while (delay := booking.at - fleet.clock()) > 0:
-                await fleet.sleep(delay)
+            booking = await self._until_booked()
         except asyncio.CancelledError:
-            fleet.limiter.release(booking)
+            # Re-booked or stopped: `_cancel` gave the booking back; else it is still ours.
+            if self._task is asyncio.current_task() and self._booking is not None:
+                fleet.limiter.release(self._booking)
             raise
         self._booking = None
         try:

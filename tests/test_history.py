@@ -434,7 +434,9 @@ def test_a_fan_out_looks_at_a_quiet_job_at_its_window_end_and_polls_the_others_m
     quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
     start = requests[0].t
     job_1 = [r.t - start for r in requests if r.job_id == "job-1"]
-    assert job_1[1] == pytest.approx(quiet, abs=1)
+    # A run's age is wall time against its startTime, and wall time moves for
+    # real while the test runs: a second or two on a loaded machine.
+    assert job_1[1] == pytest.approx(quiet, abs=3)
     # quiet-1 was never read while running: the listing showed it.
     assert [r.answered_status for r in requests if r.run_id == "quiet-1"] == ["SUCCESS"]
     plain = [r.t - start for r in requests if r.run_id == "plain"]
