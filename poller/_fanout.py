@@ -85,6 +85,8 @@ STARTING = 1000
 UNREACHED = "the request budget did not reach it before the deadline"
 # A job listing still unanswered after this long (seconds) has failed.
 LISTING_BOUND = 10.0
+# The most ListJobRuns pages (of 50 runs) one listing of a job reads.
+LISTING_PAGES = 10
 # A job's listing throttled or failing this many times in a row ends its watch.
 LISTING_TRIES = 3
 _RETRIED = (FaultKind.THROTTLE, FaultKind.TRANSIENT)
@@ -196,6 +198,12 @@ class _Turns:
         booking = self._book(due)
         # Unreachable: no sleep, the turn that follows ends the wait.
         return 0.0 if booking is None else max(booking.at - now, 0.0)
+
+    def asked(self) -> float | None:
+        """When this wait wants the look it asked its watch for; None if it is not waiting."""
+        if self._booking is None and self._news is not None and not self._news.done():
+            return self._due
+        return None
 
     def listed(self, run: JobRun) -> None:
         """The job's listing shows this wait's run: the wait takes it, if it is waiting."""
@@ -325,6 +333,7 @@ class _Watch:
         "_booking",
         "_failures",
         "_fleet",
+        "_paging",
         "_task",
         "_urgent",
         "_wanted",
@@ -345,6 +354,7 @@ class _Watch:
         self._urgent = False
         self._wanted = -math.inf  # when the booked listing was wanted
         self._failures = 0  # listings failed in a row
+        self._paging = False  # reading the pages after the first
         self._book(fleet.clock(), urgent=True)
 
     @property
@@ -365,7 +375,7 @@ class _Watch:
 
     def need(self, due: float) -> float:
         """A run wants a look at ``due``: when the listing that gives it will be made."""
-        if self._task is not None and self._booking is None:
+        if self._task is not None and (self._booking is None or self._paging):
             return self._fleet.clock()  # one is out: its answer is newer than the ask
         # The first listing was booked urgent, as early as it can be: it stays.
         if self._booking is None or (self._booking.at > due and not self._urgent):
@@ -422,12 +432,33 @@ class _Watch:
                 fleet.limiter.release(self._booking)
             raise
         self._booking = None
+        runs: list[JobRun] = []
+        shown: set[_Turns] = set()
+        token: str | None = None
         try:
-            async with asyncio.timeout(LISTING_BOUND), fleet.slots:
-                runs, more = await asyncio.get_running_loop().run_in_executor(
-                    fleet.executor, list_runs, fleet.client, domain_id, job_id
-                )
+            for page in range(LISTING_PAGES):
+                if page:
+                    # The next page is one more call, booked like the first; runs
+                    # asking for a look meanwhile get this listing's pages.
+                    self._paging = True
+                    self._booking = fleet.limiter.reserve(fleet.clock(), urgent=self._urgent)
+                    booking = await self._until_booked()
+                    self._booking = None
+                async with asyncio.timeout(LISTING_BOUND), fleet.slots:
+                    more, token = await asyncio.get_running_loop().run_in_executor(
+                        fleet.executor, list_runs, fleet.client, domain_id, job_id, None, token
+                    )
+                fleet.report(booking.at, None)
+                runs += more
+                page_shown = fleet.show(self, more)
+                shown |= page_shown
+                # Older runs of the job are worth another call only if this page
+                # showed several waits of the fan-out.
+                if token is None or len(page_shown) < 2:
+                    break
         except asyncio.CancelledError:
+            if self._task is asyncio.current_task() and self._booking is not None:
+                fleet.limiter.release(self._booking)  # a next page's
             if self.claimed:
                 shared_cache().release(self.key)
             raise
@@ -446,15 +477,20 @@ class _Watch:
             self.stop(history_failed(exc).reason or "ListJobRuns failed")
             return
         finally:
+            self._paging = False
             if self._task is asyncio.current_task():
                 self._task = None
-        fleet.report(booking.at, None)
         self._failures = 0
         if self.claimed:
             self.claimed = False
-            if not learned_from_listing(domain_id, job_id, runs, more):
+            if not learned_from_listing(domain_id, job_id, runs, token is not None):
                 fleet.learn(domain_id, job_id)  # too few successes here: ask for them alone
-        fleet.show(self, runs)
+        for turns in self.members - shown:
+            self.leave(turns)  # not on the pages read: it makes its own calls
+        # Runs that asked for their next look while the pages were read wait for it.
+        asked = [due for turns in self.members if (due := turns.asked()) is not None]
+        if asked and self._task is None:
+            self._book(min(asked))
 
     def stop(self, reason: str) -> None:
         """No more listings for this job: its runs go back to their own calls."""
@@ -624,8 +660,11 @@ class _Fleet:
         if watch is not None and not run.is_terminal:
             watch.join(turns)
 
-    def show(self, watch: _Watch, runs: list[JobRun]) -> None:
-        """A listing of the watch's job came back: each live wait it shows takes its run."""
+    def show(self, watch: _Watch, runs: list[JobRun]) -> set[_Turns]:
+        """A page of the watch's job came back: each live wait it shows takes its run.
+
+        Returns the waits it showed.
+        """
         shown = set()
         for run in runs:
             turns = self.waits.get((run.domain_id, run.id))
@@ -635,8 +674,7 @@ class _Fleet:
             if turns.watch is watch:
                 shown.add(turns)
                 turns.listed(run)
-        for turns in watch.members - shown:
-            watch.leave(turns)
+        return shown
 
     async def wait_one(self, ref: RunRef, rng: _Stream) -> None:
         """Wait on one run; its result goes to ``results`` (and ``on_result``)."""

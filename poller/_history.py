@@ -245,12 +245,19 @@ def wants_history(policy: PollPolicy, run: JobRun) -> bool:
 
 
 def list_runs(
-    client: Any, domain_id: str, job_id: str, status: str | None = None
-) -> tuple[list[JobRun], bool]:
-    """One ListJobRuns page: the job's newest runs (of ``status`` only, if given), and whether
-    there are more. Unreadable summaries are left out; a failed call raises it as is.
+    client: Any,
+    domain_id: str,
+    job_id: str,
+    status: str | None = None,
+    token: str | None = None,
+) -> tuple[list[JobRun], str | None]:
+    """One ListJobRuns page: the job's newest runs (of ``status`` only, if given; after
+    ``token``'s page), and the next page's token. Unreadable summaries are left out; a
+    failed call raises it as is.
     """
     kwargs: dict[str, Any] = {"status": status} if status is not None else {}
+    if token is not None:
+        kwargs["nextToken"] = token
     page = client.list_job_runs(
         domainIdentifier=domain_id,
         jobIdentifier=job_id,
@@ -260,7 +267,7 @@ def list_runs(
     )
     items = page.get("items", [])
     runs = [run for item in items if (run := JobRun.from_summary(domain_id, item))]
-    return runs, bool(page.get("nextToken"))
+    return runs, page.get("nextToken") or None
 
 
 def _fetch(client: Any, domain_id: str, job_id: str) -> Learned:

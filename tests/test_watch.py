@@ -125,17 +125,28 @@ def test_a_listing_failing_again_and_again_ends_the_watch(
     assert [e["event"] for e in events].count(LISTING_STOPPED) == 1
 
 
-def test_runs_the_listing_does_not_show_are_polled_on_their_own(
+def test_a_listing_reads_more_pages_while_they_show_runs_of_the_fan_out(
     sim: Simulator, clock: VirtualClock
 ) -> None:
-    """60 runs of one job: the page shows the 50 newest; the 10 oldest make their own calls."""
-    ids = add_runs(sim, 60, length=60.0)
+    """120 runs of one job: three pages of 50 show them all; each is read once, at its end."""
+    ids = add_runs(sim, 120, length=60.0)
     results = fan_out(sim, clock, ids, limiter=RateLimiter(20, clock=clock))
     assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
-    polls = {r.job_run_id: r.polls for r in results}
-    # Registered in order, so run-0..9 are the oldest: not on the newest-first page.
-    assert all(polls[f"run-{i}"] > 3 for i in range(1, 10))
-    assert all(polls[f"run-{i}"] == 1 for i in range(10, 60))
+    first = calls(sim, "ListJobRuns")[:3]
+    assert ["nextToken" in (r.path or "") for r in first] == [False, True, True]
+    assert [r.polls for r in results].count(1) >= 118  # the first ones read may poll once more
+
+
+def test_runs_a_page_does_not_show_are_polled_on_their_own(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """The 10 oldest of 60 runs: the first page (the 50 newest) shows none; they poll alone."""
+    ids = add_runs(sim, 60, length=60.0)
+    results = fan_out(sim, clock, ids[:10])
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    assert all(r.polls > 3 for r in results[1:])
+    # One page showed fewer than two of the fan-out's runs: no second page.
+    assert not any("nextToken" in (r.path or "") for r in calls(sim, "ListJobRuns"))
 
 
 def test_the_last_look_of_watched_runs_is_one_listing_at_their_deadline(
@@ -229,3 +240,27 @@ def test_cancelling_a_fan_out_with_listings_booked_gives_back_every_booking(
     booking = limiter.reserve(clock())
     assert booking is not None
     assert booking.at == pytest.approx(clock())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_throttled_fleet_of_few_jobs_ends_every_wait_with_its_true_outcome(
+    clock: VirtualClock, seed: int
+) -> None:
+    """120 runs of 3 jobs, random throttles and a failing listing: all right, none stuck."""
+    rng = random.Random(seed)
+    ends = {}
+    with Simulator(clock=clock, seed=seed, max_rps=10) as sim:
+        for job in range(3):
+            sim.add_history(DOMAIN, f"job-{job}", PAST)
+            sim.fail_list_job_runs(DOMAIN, f"job-{job}", *[Fault.throttle()] * job)
+        for i in range(120):
+            end = ["SUCCESS", "FAILED", "PARTIALLY_SUCCEEDED"][i % 3]
+            length = rng.uniform(5, 240)
+            timeline = [(0.0, "SCHEDULED"), (length / 4, "IN_PROGRESS"), (length, end)]
+            script = RunScript(timeline=timeline, throttle_rate=0.05)
+            sim.add_run(DOMAIN, f"run-{i}", script, job_id=f"job-{rng.randrange(3)}")
+            ends[f"run-{i}"] = end
+        results = fan_out(sim, clock, list(ends), limiter=RateLimiter(40, clock=clock))
+    assert {r.job_run_id: r.job_run.status if r.job_run else None for r in results} == ends
+    # None waited on a listing that never came: every run is in within minutes of its end.
+    assert max(r.waited_s for r in results) < 240 + 120
