@@ -189,13 +189,27 @@ def test_runs_of_distinct_jobs_cost_one_lookup_per_job_as_without_a_watch(
 
 
 def test_finished_runs_of_one_job_cost_one_call_each(sim: Simulator, clock: VirtualClock) -> None:
-    """Ten runs already finished: ten GetJobRun, one listing for the job at most."""
+    """Ten runs already finished: one GetJobRun each, and one listing of the job for the fleet."""
     for i in range(10):
         sim.add_run(DOMAIN, f"run-{i}", RunScript(statuses=["SUCCESS"]))
     results = fan_out(sim, clock, [f"run-{i}" for i in range(10)])
     assert [r.polls for r in results] == [1] * 10
     assert len(calls(sim, "GetJobRun")) == 10
-    assert len(calls(sim, "ListJobRuns")) <= 1
+    # The second run read finished while eight were unread: the job is listed
+    # once, so finished runs unread yet are read before others still running.
+    assert [r.operation for r in sim.requests][:3] == ["GetJobRun", "GetJobRun", "ListJobRuns"]
+    assert len(calls(sim, "ListJobRuns")) == 1
+
+
+def test_finished_runs_of_distinct_jobs_cost_one_call_each_and_nothing_else(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Ten finished runs of ten jobs: ten GetJobRun, no ListJobRuns."""
+    for i in range(10):
+        sim.add_run(DOMAIN, f"run-{i}", RunScript(statuses=["FAILED"]), job_id=f"job-{i}")
+    results = fan_out(sim, clock, [f"run-{i}" for i in range(10)])
+    assert {r.outcome for r in results} == {Outcome.FAILED}
+    assert [r.operation for r in sim.requests] == ["GetJobRun"] * 10
 
 
 def test_a_listing_that_lags_does_not_take_a_run_back_to_scheduled(
