@@ -139,6 +139,8 @@ class _Turns:
     """
 
     __slots__ = (
+        "_asked",
+        "_booked_at",
         "_booking",
         "_due",
         "_fleet",
@@ -163,6 +165,8 @@ class _Turns:
         # Set by a listing that shows this wait's run while it waits for its turn.
         self._news: asyncio.Future[object] | None = None
         self._due = -math.inf  # when the look asked of the watch is due
+        # When the booked call was asked for, and the time it got then.
+        self._asked = self._booked_at = -math.inf
 
     def attach(self, session: WaitSession) -> None:
         self._session = session
@@ -178,8 +182,10 @@ class _Turns:
         # once): a call booked a moment after it still goes, and its answer
         # is waited for within CALL_GRACE as in every loop.
         latest = None if deadline is None else deadline + BOOKING_GRACE
-        self._booking = self._fleet.limiter.reserve(due, latest, urgent=urgent)
-        return self._booking
+        self._booking = booking = self._fleet.limiter.reserve(due, latest, urgent=urgent)
+        if booking is not None:
+            self._asked, self._booked_at = due, booking.at
+        return booking
 
     def pace(self, delay: float) -> float:
         """The core asked for ``delay``: book the look, return the real delay until it."""
@@ -223,20 +229,20 @@ class _Turns:
         Raises TurnExpired when the budget cannot make the call in time.
         """
         fleet = self._fleet
-        if self._booking is None and self._news is None:
-            # The first call; with history on, a listing may show the run first.
-            if fleet.policy.history:
-                self._news = asyncio.get_running_loop().create_future()
-            self._book(fleet.clock())
-            if self._booking is None:
-                raise TurnExpired(UNREACHED)
+        first = self._booking is None and self._news is None
+        if self._news is None and fleet.policy.history:
+            # A listing of its job may show the run before the call it waits for.
+            self._news = asyncio.get_running_loop().create_future()
+        if first and self._book(fleet.clock()) is None:
+            raise TurnExpired(UNREACHED)
         while True:
-            booking, news = self._booking, self._news
+            news = self._news
             try:
-                await self._until(booking, news)
+                await self._until(news)
             except asyncio.CancelledError:
                 self.release()
                 raise
+            booking = self._booking  # as `_until` left it: maybe sooner
             if news is not None and news.done():
                 self._news = None
                 got = news.result()
@@ -268,17 +274,25 @@ class _Turns:
             self.granted_at = booking.at
             return None
 
-    async def _until(self, booking: Booking | None, news: asyncio.Future[object] | None) -> None:
+    async def _until(self, news: asyncio.Future[object] | None) -> None:
         """Until the booked time (which a throttle may move), news, or without a booking the
-        deadline; whichever comes first."""
+        deadline; whichever comes first. A booking moved well past the time it was made
+        for looks for a sooner free time now and then."""
         fleet = self._fleet
         deadline = self._deadline
         while True:
+            booking = self._booking
             if news is not None and news.done():
                 return
             if booking is not None:
-                if booking.lost or (delay := booking.at - fleet.clock()) <= 0:
+                now = fleet.clock()
+                moved = booking.at > max(self._booked_at, now) + _RECHECK
+                if moved:  # a lost one too: a time before its latest may be free again
+                    booking = self._booking = fleet.limiter.sooner(booking, self._asked)
+                if booking.lost or (delay := booking.at - now) <= 0:
                     return
+                if moved:
+                    delay = min(delay, _RECHECK)
             elif deadline is not None and (delay := deadline + _LATE - fleet.clock()) <= 0:
                 return
             if news is None:
@@ -412,11 +426,7 @@ class _Watch:
         assert booking is not None
         while (delay := booking.at - (now := fleet.clock())) > 0:
             if booking.at > max(self._wanted, now) + _RECHECK:
-                better = fleet.limiter.reserve(self._wanted, urgent=self._urgent)
-                assert better is not None
-                worse, booking = (booking, better) if better.at < booking.at else (better, booking)
-                fleet.limiter.release(worse)
-                self._booking = booking
+                booking = self._booking = fleet.limiter.sooner(booking, self._wanted)
                 delay = min(booking.at - now, _RECHECK)
             await fleet.sleep(delay)
         return booking

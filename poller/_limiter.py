@@ -302,6 +302,21 @@ class RateLimiter:
                 self._packed_until = t
             return booking
 
+    def sooner(self, booking: Booking, due: float) -> Booking:
+        """``booking``, or a new one for a free time before it (at or after ``due``).
+
+        For a booking moved later than it was made (by a throttle's respacing
+        or urgent calls): the calls booked before it may have been given back
+        since. Whichever is not kept is released.
+        """
+        better = self.reserve(due, booking.latest, urgent=booking.urgent)
+        if better is not None and better.at < booking.at:
+            self.release(booking)
+            return better
+        if better is not None:
+            self.release(better)
+        return booking
+
     def release(self, booking: Booking) -> None:
         """Give back a booking that will not be used (the wait ended before it)."""
         with self._lock:

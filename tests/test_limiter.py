@@ -131,6 +131,27 @@ def test_urgent_and_ordinary_bookings_stay_a_spacing_apart(kinds: list[bool], ma
     assert all(b - a >= 1 / max_rps - 1e-9 for a, b in itertools.pairwise(times))
 
 
+def test_a_booking_moved_later_takes_a_sooner_time_given_back_since() -> None:
+    """Five calls at 1/s; the first four given back: the fifth, asked again, goes at once."""
+    clock = FakeTime()
+    limiter = RateLimiter(1, clock=clock)
+    early = [limiter.reserve(1000.0) for _ in range(4)]
+    late = limiter.reserve(1000.0)
+    assert late is not None
+    assert late.at == 1004.0
+    # Nothing was given back yet: the booking is kept as it is.
+    assert limiter.sooner(late, 1000.0) is late
+    for booking in early:
+        assert booking is not None
+        limiter.release(booking)
+    sooner = limiter.sooner(late, 1000.0)
+    assert sooner.at == 1000.0
+    # The old time is free again: a call asked for then gets it.
+    again = limiter.reserve(1004.0)
+    assert again is not None
+    assert again.at == 1004.0
+
+
 def test_fit_skips_booked_times_closer_than_the_spacing() -> None:
     """The earliest time at least one spacing from every booking, from the given start."""
     booked = [Booking(t, None) for t in (0.0, 1.0, 1.5, 3.0)]
