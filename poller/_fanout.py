@@ -196,11 +196,11 @@ class _Turns:
         if run is not None:
             self._fleet.discovered(self, run)
         watch = self.watch
-        if watch is not None:
+        if watch is not None and watch.active:
+            # No call of its own: the look comes from the listing (`turn` waits for it).
             self._news = asyncio.get_running_loop().create_future()
-            if watch.active:
-                self._due = due
-                return max(watch.need(due) - now, 0.0)
+            self._due = due
+            return max(watch.need(due) - now, 0.0)
         booking = self._book(due)
         # Unreachable: no sleep, the turn that follows ends the wait.
         return 0.0 if booking is None else max(booking.at - now, 0.0)
@@ -349,7 +349,6 @@ class _Watch:
         "_fleet",
         "_paging",
         "_task",
-        "_urgent",
         "_wanted",
         "claimed",
         "key",
@@ -365,7 +364,6 @@ class _Watch:
         self.stopped = False
         self._booking: Booking | None = None
         self._task: asyncio.Task[None] | None = None
-        self._urgent = False
         self._wanted = -math.inf  # when the booked listing was wanted
         self._failures = 0  # listings failed in a row
         self._paging = False  # reading the pages after the first
@@ -392,7 +390,7 @@ class _Watch:
         if self._task is not None and (self._booking is None or self._paging):
             return self._fleet.clock()  # one is out: its answer is newer than the ask
         # The first listing was booked urgent, as early as it can be: it stays.
-        if self._booking is None or (self._booking.at > due and not self._urgent):
+        if self._booking is None or (self._booking.at > due and not self._booking.urgent):
             self._book(due)
         assert self._booking is not None
         return self._booking.at
@@ -400,7 +398,6 @@ class _Watch:
     def _book(self, due: float, *, urgent: bool = False) -> None:
         fleet = self._fleet
         self._cancel()
-        self._urgent = urgent
         self._wanted = due
         self._booking = booking = fleet.limiter.reserve(due, urgent=urgent)
         assert booking is not None  # no latest: always booked
@@ -451,7 +448,7 @@ class _Watch:
                     # The next page is one more call, booked like the first; runs
                     # asking for a look meanwhile get this listing's pages.
                     self._paging = True
-                    self._booking = fleet.limiter.reserve(fleet.clock(), urgent=self._urgent)
+                    self._booking = fleet.limiter.reserve(fleet.clock(), urgent=booking.urgent)
                     booking = await self._until_booked()
                     self._booking = None
                 async with asyncio.timeout(LISTING_BOUND), fleet.slots:
@@ -479,7 +476,7 @@ class _Watch:
             self._failures += 1
             if kind in _RETRIED and self._failures < LISTING_TRIES:
                 # Again at the budget's next free time (after a throttle, later), as urgent.
-                self._book(fleet.clock(), urgent=self._urgent)
+                self._book(fleet.clock(), urgent=booking.urgent)
                 return
             if self.claimed:
                 self.claimed = False

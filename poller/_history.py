@@ -16,7 +16,8 @@ Two parts:
   cache that makes it at most one call per (domain, job) while fresh.
   `fetch_job_run_learning` is the one hook the loops use: GetJobRun, and if its
   answer is not terminal and the job's history is not known, ListJobRuns too,
-  in the same worker-thread call.
+  in the same worker-thread call. A fan-out lists a job's runs of any status
+  instead (`list_runs`); `learned_from_listing` takes the history from that.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ HISTORY_UNAVAILABLE = "history_unavailable"
 
 #: Fewer finished runs than this say too little: the plain cadence is used.
 MIN_RUNS = 5
-#: The most runs one ListJobRuns page holds: one call, the 50 newest successes.
+#: The most runs one ListJobRuns page holds: one call, a job's 50 newest runs (or successes).
 PAGE_SIZE = 50
 #: A job's history is reused for this long (seconds) before it is fetched again.
 FRESH_FOR = 1800.0
