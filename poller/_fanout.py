@@ -39,7 +39,7 @@ from poller._datazone import JobRunClient, classify, fetch_job_run, validate_ids
 from poller._history import failed as history_failed
 from poller._history import learn, learned_from_listing, list_runs, shared_cache, wants_history
 from poller._limiter import Booking, RateLimiter, shared_limiter
-from poller._model import JobRun, JobRunStatus, Outcome, WaitResult
+from poller._model import JobRun, JobRunStatus, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
 from poller._runtime import (
     BOOKING_GRACE,
@@ -649,9 +649,9 @@ class _Fleet:
         A job is watched while waits of the fan-out have not read their runs
         yet (a listing may show them) and the listing is worth its call: it
         is the job's history lookup too, or a second run of the job was read
-        (finished or not: a listing shows the finished ones too).
+        still going. A finished run costs one GetJobRun and nothing else.
         """
-        if not run.job_id or not self.policy.history:
+        if run.is_terminal or not run.job_id or not self.policy.history:
             return
         key = (run.domain_id, run.job_id)
         watch = self.watches.get(key)
@@ -664,7 +664,7 @@ class _Fleet:
                 watch = self.watches[key] = _Watch(self, key, claimed=claimed)
             elif claimed:
                 self.learn(*key)
-        if watch is not None and not run.is_terminal:
+        if watch is not None:
             watch.join(turns)
 
     def show(self, watch: _Watch, runs: list[JobRun]) -> set[_Turns]:
@@ -716,9 +716,6 @@ class _Fleet:
                 raise
         else:
             result = session.result(step)
-            if step.outcome is not Outcome.ERROR and session.state.last is not None:
-                turns.started()
-                self.discovered(turns, session.state.last)  # a finished run's job too
         finally:
             turns.started()
             del self.waits[ref]
