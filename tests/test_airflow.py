@@ -37,6 +37,7 @@ import poller._runtime
 from poller import PollPolicy, ServiceUnavailableError
 from poller.airflow import DataZoneJobRunSensor, DataZoneJobRunTrigger
 from poller.airflow import _client as airflow_clients
+from poller.airflow.trigger import policy_kwargs
 from poller.testing import Fault, RunScript, Simulator
 
 DOMAIN = "dzd_airflow"
@@ -644,3 +645,9 @@ def test_the_example_dag_runs(sim: Simulator, dags: dict[str, Any]) -> None:
     dag_run = dags["example"].test(run_conf={"domain_id": DOMAIN, "job_run_id": run_id})
     assert dag_run.state == "success"
     assert xcom(dag_run, "report").endswith("2 of 42 SQL queries failed")
+
+
+def test_the_sensor_carries_history_through_its_policy() -> None:
+    """The trigger's serialized policy holds `history`, so a deferred wait keeps the choice."""
+    assert policy_kwargs(PollPolicy(history=False))["history"] is False
+    assert PollPolicy(**policy_kwargs(PollPolicy(history=False))).history is False
