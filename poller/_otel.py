@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib.metadata
+import os
 import sys
 import threading
 import time
@@ -109,6 +110,16 @@ _current: contextvars.ContextVar[WaitSpan | None] = contextvars.ContextVar(
     "poller_wait_span", default=None
 )
 _budget: weakref.ref[Any] | None = None
+
+
+def _forget_in_child() -> None:
+    # A forked child (Airflow's task and trigger processes) may set providers
+    # of its own: its handles are looked up again, from them.
+    global _handles  # noqa: PLW0603
+    _handles = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _get() -> _Handles | None:
