@@ -394,3 +394,25 @@ def test_import_poller_and_a_wait_load_no_opentelemetry_unless_the_process_did()
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert done.stdout.split() == ["True", "True", "False"]
+
+
+def test_a_blocking_fan_out_called_from_async_code_still_nests_under_the_caller_s_span(
+    telemetry: Telemetry, real_sim: Simulator
+) -> None:
+    """With a loop running, the fan-out runs in a helper thread: the context goes with it."""
+    real_sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", "SUCCESS"]))
+
+    async def notebook_cell() -> Any:
+        with telemetry.tracer.start_as_current_span("cell") as cell:
+            wait_for_job_runs(
+                [(DOMAIN, "run-1")],
+                client=keep(real_sim.client()),
+                policy=FAST,
+                seams=Seams(logger=QUIET),
+            )
+        return cell
+
+    cell = asyncio.run(notebook_cell())
+    (span,) = telemetry.waits()
+    assert span.parent is not None
+    assert span.parent.span_id == cell.get_span_context().span_id
