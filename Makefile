@@ -1,7 +1,11 @@
 # Every target builds .venv from nothing, so each works on a fresh clone.
 # `make demo` installs only what the demo needs (the library, no extras); `make
-# test` adds the test tools and Airflow to the same environment.
+# test` adds the test tools, OpenTelemetry and Airflow to the same environment.
 PYTHON ?= python3
+# `make test` runs the suite in .venv ($(PYTHON), Airflow included), then the
+# library, CLI and simulator tests on each other version here the machine has
+# (.venv-3.12, ...; see .ci/pythons), and says which versions ran.
+PYTHON_VERSIONS ?= 3.11 3.12 3.13
 VENV := .venv
 BIN := $(VENV)/bin
 # The interpreter's own pip installs into the venv: a venv without pip of its
@@ -10,7 +14,7 @@ PIP := $(PYTHON) -m pip --python $(BIN)/python --quiet
 BASE := $(VENV)/.installed-base
 FULL := $(VENV)/.installed
 
-.PHONY: test demo lint venv clean bench-airflow
+.PHONY: test demo lint venv clean bench-airflow package
 
 $(BIN)/python:
 	$(PYTHON) -m venv --without-pip $(VENV)
@@ -24,7 +28,7 @@ $(BASE): pyproject.toml | $(BIN)/python
 
 $(FULL): $(BASE)
 	$(PIP) install pip
-	$(PIP) install --no-build-isolation -e '.[test,airflow]'
+	$(PIP) install --no-build-isolation -e '.[test,airflow,otel]'
 	touch $(FULL)
 
 venv: $(FULL)
@@ -36,6 +40,12 @@ lint: $(FULL)
 
 test: lint
 	$(BIN)/pytest -q
+	.ci/pythons $(PYTHON) $(PYTHON_VERSIONS)
+
+# The sdist and the wheel, their metadata checked, the wheel installed into a
+# clean venv and used from outside the source tree (.ci/package).
+package: $(FULL)
+	.ci/package $(PYTHON)
 
 # A real Airflow deployment (api-server, scheduler, dag-processor, triggerer;
 # LocalExecutor on SQLite) against the simulator: ~15 min on 2 cores. Not in `test`.
@@ -46,4 +56,4 @@ demo: $(BASE)
 	$(BIN)/poller demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV)-3.* dist .pytest_cache .mypy_cache .ruff_cache

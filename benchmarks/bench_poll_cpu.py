@@ -1,13 +1,28 @@
-"""CPU cost of one poll through poller against one bare ``client.get_job_run``.
+"""CPU cost of one poll through poller against one bare ``client.get_job_run``, tracing off and on.
 
 The simulator runs in its own process, so only the client side is measured:
-process CPU time (user + system) of this process, per call. Both sides use the
-same boto3 client and the same simulator run; rounds alternate between them so
-machine noise hits both alike, and the medians are compared as a ratio.
+process CPU time (user + system, background threads included) per call. One
+process measures four modes, alternating them round by round (in a rotating
+order) so machine noise hits all alike; the medians are compared as ratios:
+
+- ``bare``: one bare ``client.get_job_run`` per call, no poller;
+- ``without``: a poller wait in a process with no OpenTelemetry loaded,
+  poller's code path when the ``otel`` extra is not installed (the modules
+  are taken out of ``sys.modules`` for the round, and poller's handles reset);
+- ``off``: the OpenTelemetry API loaded, no provider set (the extra
+  installed, tracing not configured);
+- ``on``: the SDK's tracer and meter providers, made anew for the round and
+  handed to poller (`poller._otel.reset`): spans batched to an exporter that
+  drops them, metrics read every second by a reader whose exporter drops
+  them. Everything poller records is made, only not sent; the providers are
+  made before the measured time (a process makes them once), their shutdown
+  (the last export) is inside it.
 
     .venv/bin/python benchmarks/bench_poll_cpu.py [--calls 2000] [--rounds 5]
 
-Target (issue 2): poller adds less than 10 % CPU on top of the bare call.
+Targets: poller adds less than 10 % CPU on top of the bare call (issue 2);
+tracing off stays within 2 % of a run without the extra, and on costs at most
+10 % more than off (issue 18).
 """
 
 from __future__ import annotations
@@ -20,31 +35,42 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import boto3
 import structlog
 from botocore.config import Config
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from poller import PollPolicy, wait_for_job_run
+from poller import PollPolicy, _otel, wait_for_job_run
 from poller.testing import Seams
 
 DOMAIN = "dzd_bench"
+MODES = ("bare", "without", "off", "on")
 
 
-def start_simulator(calls: int, rounds: int) -> tuple[subprocess.Popen[str], str]:
-    """A simulator process with one run per round: `calls` IN_PROGRESS answers, then SUCCESS."""
-    runs = [
+def start_simulator(calls: int, runs: int) -> tuple[subprocess.Popen[str], str]:
+    """A simulator process with ``runs`` runs of ``calls`` IN_PROGRESS answers, then SUCCESS."""
+    scenario_runs = [
         {
             "domain_id": DOMAIN,
             "run_id": f"run-{i}",
             "statuses": ["IN_PROGRESS"] * calls + ["SUCCESS"],
         }
-        for i in range(rounds)
+        for i in range(runs)
     ]
-    runs.append({"domain_id": DOMAIN, "run_id": "bare", "statuses": ["IN_PROGRESS"]})
+    scenario_runs.append({"domain_id": DOMAIN, "run_id": "bare", "statuses": ["IN_PROGRESS"]})
     scenario = Path(tempfile.mkdtemp()) / "scenario.json"
-    scenario.write_text(json.dumps({"runs": runs}))
+    scenario.write_text(json.dumps({"runs": scenario_runs}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "poller.testing", "--scenario", str(scenario)],
         stdout=subprocess.PIPE,
@@ -55,27 +81,92 @@ def start_simulator(calls: int, rounds: int) -> tuple[subprocess.Popen[str], str
     return proc, proc.stdout.readline().strip()
 
 
-def bare(client: object, calls: int) -> float:
+class DropSpans(SpanExporter):
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class DropMetrics(MetricExporter):
+    def export(self, metrics_data: Any, timeout_millis: float = 0, **_: Any) -> Any:
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 0) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 0, **_: Any) -> None:
+        return None
+
+
+def telemetry(mode: str) -> Callable[[], None]:
+    """Put the process in ``mode``; returns what ends it (measured with the wait)."""
+    loaded = {name: module for name, module in sys.modules.items() if name == "opentelemetry"}
+    loaded |= {n: m for n, m in sys.modules.items() if n.startswith("opentelemetry.")}
+    if mode == "without":
+        for name in loaded:
+            del sys.modules[name]
+        _otel.reset()
+        return lambda: sys.modules.update(loaded)
+    if mode != "on":
+        _otel.reset()
+        return lambda: None
+    spans = TracerProvider()
+    spans.add_span_processor(BatchSpanProcessor(DropSpans()))
+    meters = MeterProvider(
+        metric_readers=[PeriodicExportingMetricReader(DropMetrics(), export_interval_millis=1000)]
+    )
+    _otel.reset(tracer_provider=spans, meter_provider=meters)
+
+    def end() -> None:
+        spans.shutdown()
+        meters.shutdown()
+        _otel.reset()
+
+    return end
+
+
+def bare(client: Any, calls: int) -> float:
     """CPU seconds per bare get_job_run call."""
     start = time.process_time()
     for _ in range(calls):
-        client.get_job_run(domainIdentifier=DOMAIN, identifier="bare")  # type: ignore[attr-defined]
+        client.get_job_run(domainIdentifier=DOMAIN, identifier="bare")
     return (time.process_time() - start) / calls
 
 
-def polled(client: object, run_id: str, calls: int) -> float:
-    """CPU seconds per poll of a poller wait that takes `calls` + 1 polls, sleeping 0."""
+def polled(client: Any, run_id: str, calls: int, mode: str) -> float:
+    """CPU seconds per poll of a poller wait that takes ``calls`` + 1 polls, sleeping 0."""
+    end = telemetry(mode)
     start = time.process_time()
     result = wait_for_job_run(
         DOMAIN,
         run_id,
         client=client,
-        policy=PollPolicy(timeout=None),
+        policy=PollPolicy(timeout=None, history=False),
         seams=Seams(sleep=lambda _: None),
     )
+    end()
     elapsed = time.process_time() - start
     assert result.polls == calls + 1, result.polls
     return elapsed / result.polls
+
+
+def hooks(client: Any, mode: str, calls: int) -> float:
+    """CPU seconds of poller's per-poll OpenTelemetry hooks alone, in ``mode``.
+
+    What each poll runs of them: the call pool's ``call_context`` (the call in
+    the submitter's contextvars, the wait's span current) and the edge's
+    ``called`` (``poller.calls``). With tracing on, inside a wait's span.
+    """
+    end = telemetry(mode)
+    span = _otel.wait_started(DOMAIN, "hooks")
+    start = time.process_time()
+    for _ in range(calls):
+        _otel.call_context().run(int)
+        _otel.called(client, "GetJobRun", None)
+    elapsed = time.process_time() - start
+    if span is not None:
+        span.close(0)
+    end()
+    return elapsed / calls
 
 
 def main() -> None:
@@ -90,7 +181,9 @@ def main() -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.ReturnLoggerFactory(),
     )
-    proc, endpoint = start_simulator(args.calls, args.rounds)
+    proc, endpoint = start_simulator(args.calls, args.rounds * (len(MODES) - 1))
+    costs: dict[str, list[float]] = {mode: [] for mode in MODES}
+    runs = iter(range(args.rounds * len(MODES)))
     try:
         client = boto3.client(
             "datazone",
@@ -101,17 +194,47 @@ def main() -> None:
             config=Config(retries={"total_max_attempts": 1}),
         )
         bare(client, 50)  # warm the connection pool and botocore's caches
-        bare_costs, poll_costs = [], []
         for i in range(args.rounds):
-            bare_costs.append(bare(client, args.calls))
-            poll_costs.append(polled(client, f"run-{i}", args.calls))
+            for mode in MODES[i % len(MODES) :] + MODES[: i % len(MODES)]:
+                if mode == "bare":
+                    costs[mode].append(bare(client, args.calls))
+                else:
+                    costs[mode].append(polled(client, f"run-{next(runs)}", args.calls, mode))
+        # The hooks alone, measured exactly: what the rounds' noise cannot resolve.
+        hook_costs = {
+            mode: statistics.median(hooks(client, mode, 20 * args.calls) for _ in range(5))
+            for mode in MODES[1:]
+        }
     finally:
         proc.terminate()
         proc.wait()
-    b, p = statistics.median(bare_costs), statistics.median(poll_costs)
-    print(f"bare get_job_run   : {b * 1e6:8.1f} us CPU per call  (median of {args.rounds})")
-    print(f"poller wait, per poll: {p * 1e6:6.1f} us CPU per poll  (median of {args.rounds})")
-    print(f"ratio poller / bare: {p / b:.3f}  (poller adds {100 * (p / b - 1):+.1f} %)")
+    med = {mode: statistics.median(values) for mode, values in costs.items()}
+    rounds = f"median of {args.rounds}, {args.calls} calls each"
+    print(f"bare get_job_run            : {med['bare'] * 1e6:7.1f} us CPU per call  ({rounds})")
+    for mode, label in (("without", "no otel"), ("off", "otel off"), ("on", "otel on")):
+        print(f"poller wait, {label:<15}: {med[mode] * 1e6:7.1f} us CPU per poll")
+    for mode in MODES:
+        print(f"  {mode:<8} rounds (us): {', '.join(f'{c * 1e6:.1f}' for c in costs[mode])}")
+    # Each ratio is also taken within each round (the modes ran back to back
+    # there), and the median of those is given: it cancels the machine's drift.
+    for a, b, label, target in (
+        ("without", "bare", "poller / bare     ", "target < 10 %"),
+        ("off", "without", "otel off / no otel", "target within 2 %"),
+        ("on", "off", "otel on / otel off", "target at most +10 %"),
+    ):
+        ratio = med[a] / med[b]
+        paired = statistics.median(x / y for x, y in zip(costs[a], costs[b], strict=True))
+        print(
+            f"{label}: {ratio:.3f} of medians ({100 * (ratio - 1):+.1f} %), "
+            f"{paired:.3f} paired ({100 * (paired - 1):+.1f} %); {target}"
+        )
+
+    for mode, cost in hook_costs.items():
+        share = 100 * cost / med["bare"]
+        print(
+            f"per-poll hooks alone, {mode:<7}: {cost * 1e6:6.2f} us CPU "
+            f"({share:.2f} % of a bare call)"
+        )
 
 
 if __name__ == "__main__":

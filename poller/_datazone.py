@@ -23,6 +23,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.parsers import ResponseParserError
 
+from poller import _otel
 from poller._model import JobRun, MalformedResponseError
 from poller._policy import CallFault, FaultKind
 from poller.errors import AccessDeniedError, InvalidRequestError
@@ -235,12 +236,15 @@ def fetch_job_run(client: JobRunClient, domain_id: str, job_run_id: str) -> JobR
     """One GetJobRun call, parsed; any failure is raised as a classified CallFault."""
     try:
         response = client.get_job_run(domainIdentifier=domain_id, identifier=job_run_id)
-        return JobRun.from_response(response)
+        run = JobRun.from_response(response)
     except Exception as exc:
         fault = classify(exc)
+        _otel.called(client, "GetJobRun", fault or exc)  # otel: poller.calls
         if fault is None:
             raise
         raise fault from exc
+    _otel.called(client, "GetJobRun", None)  # otel: poller.calls
+    return run
 
 
 _THROTTLE_CODES = frozenset(

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from poller import _otel
 from poller._datazone import JobRunClient, classify, fetch_job_run
 from poller._model import JobRun, JobRunStatus
 from poller._policy import FaultKind, Forecast, PollPolicy
@@ -259,13 +260,18 @@ def list_runs(
     kwargs: dict[str, Any] = {"status": status} if status is not None else {}
     if token is not None:
         kwargs["nextToken"] = token
-    page = client.list_job_runs(
-        domainIdentifier=domain_id,
-        jobIdentifier=job_id,
-        sortOrder="DESCENDING",
-        maxResults=PAGE_SIZE,
-        **kwargs,
-    )
+    try:
+        page = client.list_job_runs(
+            domainIdentifier=domain_id,
+            jobIdentifier=job_id,
+            sortOrder="DESCENDING",
+            maxResults=PAGE_SIZE,
+            **kwargs,
+        )
+    except Exception as exc:
+        _otel.called(client, "ListJobRuns", classify(exc) or exc)  # otel: poller.calls
+        raise
+    _otel.called(client, "ListJobRuns", None)  # otel: poller.calls
     items = page.get("items", [])
     runs = [run for item in items if (run := JobRun.from_summary(domain_id, item))]
     return runs, page.get("nextToken") or None

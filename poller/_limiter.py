@@ -37,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+from poller import _otel
 from poller._session import Clock
 from poller.errors import InvalidRequestError
 
@@ -364,6 +365,7 @@ def shared_limiter(max_rps: float | None = None) -> RateLimiter:
     with _shared_lock:
         if _shared is None:
             _shared = RateLimiter(max_rps if max_rps is not None else DEFAULT_MAX_RPS)
+            _otel.watch_budget(_shared)  # otel: the poller.budget.rate gauge reads it
         elif max_rps is not None and max_rps != _shared.max_rps:
             _shared.max_rps = max_rps
         return _shared

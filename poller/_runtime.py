@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import enum
 import functools
 import hashlib
@@ -24,6 +25,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from poller import _otel
 from poller._datazone import JobRunClient, build_client
 from poller._model import JobRun
 from poller._policy import CallFault, FaultKind, PollPolicy, Step
@@ -366,7 +368,9 @@ class CallPool(Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new calls after shutdown")
         future = _Call(self)
-        self._work.put((future, functools.partial(fn, *args, **kwargs)))
+        # otel: the call runs in the submitter's contextvars, its wait's span current.
+        context = _otel.call_context()
+        self._work.put((future, functools.partial(context.run, fn, *args, **kwargs)))
         self._grow()
         return future
 
@@ -507,4 +511,5 @@ def off_any_running_loop(run: Callable[[], _T]) -> _T:
     # asyncio.run refuses to nest; a blocking call from async code (a
     # notebook, say) still works, blocking that loop as it says it will.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="poller-fanout") as pool:
-        return pool.submit(run).result()
+        # otel: the caller's contextvars (its current span) go with the waits.
+        return pool.submit(contextvars.copy_context().run, run).result()

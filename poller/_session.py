@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from poller import _history, log
+from poller import _history, _otel, log
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import (
     CallFault,
@@ -69,6 +69,7 @@ class WaitSession:
         "_resumed",
         "_rng",
         "_run_started",
+        "_span",
         "_wall_at_start",
         "domain_id",
         "job_run_id",
@@ -117,6 +118,8 @@ class WaitSession:
         self._wall_at_start = time.time() - (self._clock() - self.state.started)
         self._learned: _history.Learned | None = None
         self._run_started: float | None = None  # the run's start on the wait's clock
+        # OpenTelemetry: this wait's span, a child of the caller's current one (None: off).
+        self._span = _otel.wait_started(domain_id, job_run_id, resumed=resumed)
         if not resumed:
             self._emit(log.WAIT_STARTED, timeout_s=policy.timeout)
 
@@ -150,6 +153,8 @@ class WaitSession:
                 **{"from": before.status if before else None, "to": run.status},
                 elapsed_s=self.elapsed,
             )
+            if self._span is not None:
+                self._span.changed(str(before.status) if before else None, str(run.status))
             if self._on_change is not None:
                 self._on_change(run)
         elif now - self._last_news >= HEARTBEAT_EVERY:
@@ -209,6 +214,9 @@ class WaitSession:
         log_retry(
             self._log, fault, self.state, step, domain_id=self.domain_id, job_run_id=self.job_run_id
         )
+        if self._span is not None and not step.done:
+            event = log.THROTTLED if fault.kind is FaultKind.THROTTLE else log.RETRYING
+            self._span.retried(event, fault, self.state.retry_attempt, step.delay)
         return step
 
     def expired(self, why: str) -> Step:
@@ -245,7 +253,18 @@ class WaitSession:
                 reported=lineage.inconsistency,
             )
         self._log.info(log.FINISHED, **result.to_dict())
+        _otel.wait_finished(self._span, result)
+        self._span = None
         return result
+
+    def close(self) -> None:
+        """The session ends without a result: a poke still waiting, a single read.
+
+        Its span (if any) ends with what it saw; ``result`` needs no ``close``.
+        """
+        if self._span is not None:
+            self._span.close(self.state.polls)
+            self._span = None
 
 
 def log_retry(logger: Any, fault: CallFault, state: WaitState, step: Step, **ids: str) -> None:

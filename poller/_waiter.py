@@ -165,6 +165,7 @@ def get_job_run(
     if step.error is not None:
         raise_if_error(session.result(step))
     assert session.state.last is not None, "a read that ended well saw a run"
+    session.close()  # otel: a read ends its span without a result
     return session.state.last
 
 

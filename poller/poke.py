@@ -180,6 +180,7 @@ class JobRunPoker:
             return judge(session.result(step).to_dict(), allow_partial=self.allow_partial)
         # Still running, or the budget ran out on throttles or faults: not an
         # end, only "ask again later"; the result document waits for the end.
+        session.close()  # its span, if traced, ends with this poke
         last: JobRun | None = session.state.last
         reason = str(step.error) if step.error is not None else None
         return Verdict(PokeState.WAITING, status=str(last.status) if last else None, reason=reason)

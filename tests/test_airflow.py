@@ -31,12 +31,17 @@ from airflow.sdk.exceptions import (
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import TriggerEvent
 from helpers import FAST, LINEAGE
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from structlog.testing import capture_logs
 
 import poller._runtime
 from poller import PollPolicy, ServiceUnavailableError
+from poller import _otel as otel
 from poller.airflow import DataZoneJobRunSensor, DataZoneJobRunTrigger
 from poller.airflow import _client as airflow_clients
+from poller.airflow.trigger import policy_kwargs
 from poller.testing import Fault, RunScript, Simulator
 
 DOMAIN = "dzd_airflow"
@@ -644,3 +649,30 @@ def test_the_example_dag_runs(sim: Simulator, dags: dict[str, Any]) -> None:
     dag_run = dags["example"].test(run_conf={"domain_id": DOMAIN, "job_run_id": run_id})
     assert dag_run.state == "success"
     assert xcom(dag_run, "report").endswith("2 of 42 SQL queries failed")
+
+
+def test_the_sensor_carries_history_through_its_policy() -> None:
+    """The trigger's serialized policy holds `history`, so a deferred wait keeps the choice."""
+    assert policy_kwargs(PollPolicy(history=False))["history"] is False
+    assert PollPolicy(**policy_kwargs(PollPolicy(history=False))).history is False
+
+
+def test_the_trigger_s_wait_is_a_span_under_the_trigger_s_span(sim: Simulator) -> None:
+    """As the triggerer runs a trigger inside its span (``[traces] otel_on``), the wait nests."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    otel.reset(tracer_provider=provider)
+    try:
+        run_id = new_run(sim, "IN_PROGRESS", Fault.throttle(), "SUCCESS")
+        with provider.get_tracer("airflow").start_as_current_span("trigger.wait") as parent:
+            [event] = run_trigger(trigger(run_id))
+    finally:
+        otel.reset()
+    assert event.payload["status"] == "success"
+    (wait,) = [s for s in spans.get_finished_spans() if s.name == "poller wait"]
+    assert wait.parent is not None
+    assert wait.parent.span_id == parent.get_span_context().span_id
+    assert wait.attributes is not None
+    assert wait.attributes["poller.job_run_id"] == run_id
+    assert wait.attributes["poller.throttled"] == 1

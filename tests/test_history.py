@@ -30,7 +30,6 @@ from poller._model import JobRun
 from poller._policy import Forecast, WaitState, advance
 from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_runs, async_wait_result
-from poller.airflow.trigger import policy_kwargs
 from poller.testing import Fault, RunScript, Seams, Simulator
 
 # A job whose runs take about ten minutes.
@@ -457,9 +456,3 @@ def test_history_is_on_by_default_and_off_from_config_or_environment(tmp_path: A
     path.write_text("[wait]\nhistory = false\n")
     assert load_settings(config_file=str(path), environ={}).policy().history is False
     assert load_settings(environ={"POLLER_WAIT_HISTORY": "false"}).policy().history is False
-
-
-def test_the_sensor_carries_history_through_its_policy() -> None:
-    """The trigger's serialized policy holds `history`, so a deferred wait keeps the choice."""
-    assert policy_kwargs(PollPolicy(history=False))["history"] is False
-    assert PollPolicy(**policy_kwargs(PollPolicy(history=False))).history is False
