@@ -354,25 +354,30 @@ async def announce(
 ) -> AsyncIterator[WaitResult]:
     """One watcher's announcements from a stream of listings: each due run, read, once.
 
-    The ledger is saved after each announcement has been taken (the consumer
-    asked for the next one) and whenever the mark rises.
+    The ledger is saved as soon as each announcement has been taken (the
+    consumer asked for the next one, or closed the stream on it) and whenever
+    the mark rises.
     """
     logger = logger if logger is not None else log.get_logger()
     async for listing in listings:
         listing.watch.need(ledger.since)
         for run in due(ledger, listing.runs, statuses, listing.listed_at):
             full = await listing.watch.read(run)
-            if full is not None and full.is_terminal and str(full.status) in statuses:
-                logger.info(
-                    WATCH_ANNOUNCED,
-                    domain_id=full.domain_id,
-                    job_id=full.job_id,
-                    job_run_id=full.id,
-                    status=str(full.status),
-                )
-                yield _result(full)
-            ledger = ledger.add(run.id, end_of(run, listing.listed_at))
-            await store.save(ledger.to_json())
+            try:
+                if full is not None and full.is_terminal and str(full.status) in statuses:
+                    logger.info(
+                        WATCH_ANNOUNCED,
+                        domain_id=full.domain_id,
+                        job_id=full.job_id,
+                        job_run_id=full.id,
+                        status=str(full.status),
+                    )
+                    yield _result(full)
+            finally:
+                # Also when the consumer stops right after taking it (closes the
+                # stream at this yield): it has the announcement.
+                ledger = ledger.add(run.id, end_of(run, listing.listed_at))
+                await store.save(ledger.to_json())
         if listing.complete:
             settled = settle_ledger(ledger, listing.runs, statuses, listing.listed_at)
             if settled != ledger:
