@@ -400,7 +400,7 @@ async def watch_job_runs(
     wall: Clock | None = None,
     sleep: AsyncSleep | None = None,
     logger: Any = None,
-) -> AsyncIterator[WaitResult]:
+) -> AsyncGenerator[WaitResult, None]:
     """Every run of the job that reaches one of ``statuses`` (default: any end state), once.
 
     Yields each run's result document (`WaitResult`, lineage included) as it
