@@ -164,6 +164,14 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
         self.botocore_config = dict(botocore_config) if botocore_config is not None else None
         self.statuses = _statuses(statuses)
         self.since = _since(since)
+        if (
+            isinstance(poll_interval, bool)
+            or not isinstance(poll_interval, int | float)
+            or not 0 < poll_interval < float("inf")
+        ):
+            raise InvalidRequestError(
+                f"poll_interval must be a positive number of seconds, not {poll_interval!r}"
+            )
         self.poll_interval = float(poll_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
