@@ -36,6 +36,8 @@ from poller.errors import InvalidRequestError
 
 __all__ = [
     "END_STATES",
+    "LONGEST",
+    "LOOK",
     "Cadence",
     "Ledger",
     "Outlook",
@@ -50,6 +52,10 @@ __all__ = [
 
 #: The six end states a run can reach; a watcher announces these by default.
 END_STATES: tuple[str, ...] = tuple(str(s) for s in JobRunStatus if s.outcome is not None)
+#: Seconds between two listings while a run may be ending, by default.
+LOOK = 25.0
+#: Never longer than this between two listings, by default.
+LONGEST = 600.0
 # A ledger in a store carries its format, so a later one can tell an old one apart.
 _VERSION = 1
 
@@ -174,8 +180,8 @@ class Cadence:
     more than ``longest`` seconds apart (a bound on how late a run that defies the job's
     history is seen)."""
 
-    look: float = 25.0
-    longest: float = 600.0
+    look: float = LOOK
+    longest: float = LONGEST
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.look) and self.look > 0):

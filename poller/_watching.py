@@ -33,6 +33,8 @@ from typing import Any, Protocol, TypeVar
 
 from poller import log
 from poller._announce import (
+    LONGEST,
+    LOOK,
     Cadence,
     Ledger,
     due,
@@ -393,7 +395,7 @@ async def watch_job_runs(
     statuses: Iterable[str] | None = None,
     client: Any = None,
     store: Store | None = None,
-    cadence: Cadence | None = None,
+    interval: float = LOOK,
     policy: PollPolicy | None = None,
     limiter: RateLimiter | None = None,
     clock: Clock | None = None,
@@ -410,8 +412,13 @@ async def watch_job_runs(
     watch started again on the same store goes on where it stopped, and
     announces the runs that ended meanwhile. ``client``: a boto3 DataZone
     client, a ``ClientSettings`` or None (the default AWS resolution).
-    Raises the PollerError of a call no retry can fix (denied, invalid, the
-    job not found).
+    ``interval``: seconds between two looks at the job while one of its runs
+    may be ending (its history says when); never more than 10 minutes apart.
+    ``policy``: its ``retry_initial``/``retry_max`` pace the retries of
+    throttled and failed calls. ``limiter``, ``clock``, ``wall``, ``sleep``
+    and ``logger`` replace the budget, the clocks (monotonic, epoch), the
+    sleep and the logger, for tests. Raises the PollerError of a call no
+    retry can fix (denied, invalid, the job not found).
     """
     wall_clock: Clock = wall if wall is not None else time.time
     chosen = parse_statuses(statuses)
@@ -422,7 +429,7 @@ async def watch_job_runs(
         domain_id,
         job_id,
         resolved,
-        cadence=cadence,
+        cadence=Cadence(look=interval, longest=max(interval, LONGEST)),
         policy=policy,
         limiter=limiter,
         clock=clock,

@@ -209,7 +209,7 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
     async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         """The job's listing loop: one `Listing` each time a run can have ended, forever."""
         await asyncio.to_thread(_load_core)
-        from poller._announce import Cadence  # noqa: PLC0415  (see _load_core)
+        from poller._announce import LONGEST, Cadence  # noqa: PLC0415  (see _load_core)
         from poller._watching import JobWatch  # noqa: PLC0415
 
         where = f"job {kwargs['job_id']} in domain {kwargs['domain_id']}"
@@ -221,7 +221,7 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
                 kwargs.get("botocore_config"),
             )
             look = float(kwargs.get("poll_interval", 25.0))
-            cadence = Cadence(look=look, longest=max(look, Cadence().longest))
+            cadence = Cadence(look=look, longest=max(look, LONGEST))
             client = await aclient_for(spec)
             watch = JobWatch(kwargs["domain_id"], kwargs["job_id"], client, cadence=cadence)
             async for listing in watch.listings():

@@ -308,7 +308,6 @@ def _work(plan: _Plan, items: queue.Queue[Any], stop: threading.Event) -> None:
     import contextlib  # noqa: PLC0415
 
     async def main() -> None:
-        from poller._announce import Cadence  # noqa: PLC0415
         from poller._runtime import ClientSettings, resolve_client  # noqa: PLC0415
         from poller._watching import watch_job_runs  # noqa: PLC0415
 
@@ -328,7 +327,7 @@ def _work(plan: _Plan, items: queue.Queue[Any], stop: threading.Event) -> None:
             since=plan.since,
             statuses=plan.statuses,
             client=client,
-            cadence=Cadence(look=plan.interval, longest=max(plan.interval, Cadence().longest)),
+            interval=plan.interval,
             policy=s.policy(),
         )
 
