@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -138,6 +139,17 @@ class Listing:
     listed_at: float
     complete: bool
     watch: JobWatch = field(repr=False, compare=False)
+    # Saves to make once what was announced from this listing is stored for good
+    # (an Airflow shared stream in ack mode): `announce(..., deferred=True)`.
+    on_stored: list[Callable[[], Awaitable[None]]] = field(
+        default_factory=list, repr=False, compare=False
+    )
+
+    async def stored(self) -> None:
+        """What was announced from this listing is stored for good: make the saves it waits for."""
+        saves, self.on_stored[:] = list(self.on_stored), []
+        for save in saves:
+            await save()
 
 
 class JobWatch:
@@ -353,14 +365,19 @@ async def announce(
     store: Store,
     ledger: Ledger,
     logger: Any = None,
+    *,
+    deferred: bool = False,
 ) -> AsyncIterator[WaitResult]:
     """One watcher's announcements from a stream of listings: each due run, read, once.
 
     The ledger is saved as soon as each announcement has been taken (the
     consumer asked for the next one, or closed the stream on it) and whenever
-    the mark rises.
+    the mark rises. ``deferred``: instead, once the consumer has stored what
+    was announced from a listing for good (`Listing.stored`), the ledger as
+    it was after that listing.
     """
     logger = logger if logger is not None else log.get_logger()
+    saved = ledger
     async for listing in listings:
         listing.watch.need(ledger.since)
         for run in due(ledger, listing.runs, statuses, listing.listed_at):
@@ -379,11 +396,16 @@ async def announce(
                 # Also when the consumer stops right after taking it (closes the
                 # stream at this yield): it has the announcement.
                 ledger = ledger.add(run.id, end_of(run, listing.listed_at))
-                await store.save(ledger.to_json())
+                if not deferred:
+                    saved = ledger
+                    await store.save(ledger.to_json())
         if listing.complete:
-            settled = settle_ledger(ledger, listing.runs, statuses, listing.listed_at)
-            if settled != ledger:
-                ledger = settled
+            ledger = settle_ledger(ledger, listing.runs, statuses, listing.listed_at)
+        if ledger != saved:
+            saved = ledger
+            if deferred:
+                listing.on_stored.append(functools.partial(store.save, ledger.to_json()))
+            else:
                 await store.save(ledger.to_json())
 
 

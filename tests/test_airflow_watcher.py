@@ -13,6 +13,7 @@ from _airflow_home import HOME as _HOME
 # isort: split
 
 import asyncio
+import contextlib
 import json
 import runpy
 import shutil
@@ -266,6 +267,46 @@ def test_watchers_of_one_job_share_one_listing_loop_through_airflow_s_manager(
     assert (all_events, failed_events) == (ids, ids[:1])
     reads = [r.run_id for r in sim.requests if r.operation == "GetJobRun" and r.run_id in ids]
     assert reads == ids
+
+
+def settled(supervisor: Supervisor) -> list[str]:
+    """The runs the watcher's saved state says were announced."""
+    [(_, saved)] = supervisor.rows.items()
+    return [run_id for run_id, _ in saved["settled"]]
+
+
+@pytest.mark.parametrize("moved_on", [False, True])
+def test_in_ack_mode_the_state_is_saved_only_once_airflow_has_the_events(
+    sim: Simulator, supervisor: Supervisor, moved_on: bool
+) -> None:
+    """Through Airflow's SharedStreamManager (ack mode) the state is saved when the watcher
+    has moved past a listing, whose events the triggerer then stored: a watcher stopped
+    before that announces the run again when it restarts (none lost); one stopped after
+    does not (none twice)."""
+    job = new_job()
+    w = watcher(job)
+    first = sim.add_scheduled_runs(DOMAIN, job, [(0.1, 0.1, "SUCCESS")])
+
+    async def shared(count: int, after: float) -> list[str]:
+        manager = SharedStreamManager()
+        trigger = watching(w, "runs")
+        stream = trigger.filter_shared_stream(
+            manager.subscribe(trigger_id=1, trigger=trigger, key=trigger.shared_stream_key())
+        )
+        try:
+            got = [(await asyncio.wait_for(anext(stream), 30)).payload["job_run_id"]]
+            if after:  # the triggerer asks for the next event at once: the filter moves on
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(anext(stream), after)
+        finally:
+            await manager.stop_all()
+        return got
+
+    assert asyncio.run(shared(1, 5 * FAST if moved_on else 0)) == first
+    assert settled(supervisor) == (first if moved_on else [])
+    later = sim.add_scheduled_runs(DOMAIN, job, [(0.1, 0.1, "SUCCESS")])
+    again = asyncio.run(take(watching(w, "runs"), 1 if moved_on else 2))
+    assert [e["job_run_id"] for e in again] == (later if moved_on else [*first, *later])
 
 
 def test_an_unknown_connection_ends_the_watcher_with_one_clear_error(sim: Simulator) -> None:

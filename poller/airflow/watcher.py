@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import importlib
 import json
-from collections.abc import AsyncIterator, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +206,13 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
         )
 
     @classmethod
+    def create_shared_stream_producer(cls, kwargs: dict[str, Any]) -> Any:
+        """Ack mode (Airflow 3.3): the ledgers are saved once Airflow has stored the events."""
+        if _Producer is None:  # an Airflow without shared-stream producers
+            raise NotImplementedError(f"{cls.__name__} needs Airflow 3.3 for ack mode")
+        return _Producer(cls, kwargs)
+
+    @classmethod
     async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         """The job's listing loop: one `Listing` each time a run can have ended, forever."""
         await asyncio.to_thread(_load_core)
@@ -233,7 +240,28 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
     async def filter_shared_stream(
         self, shared_stream: AsyncIterator[Any]
     ) -> AsyncIterator[TriggerEvent]:
-        """This watcher's announcements from the shared listings: one event per finished run."""
+        """This watcher's announcements from the shared listings: one event per finished run.
+
+        In the triggerer the stream runs in ack mode: the watcher's state is
+        saved once Airflow has stored the events of a listing (the producer's
+        ``advance``), so a triggerer stopped before that announces them again,
+        and one stopped after does not.
+        """
+        async for event in self._announce(shared_stream, deferred=_Producer is not None):
+            yield event
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Standalone: this watcher's own listing loop (an Airflow without shared streams).
+
+        The state is saved as each event is handed over.
+        """
+        kwargs = self.serialize()[1]
+        async for event in self._announce(type(self).open_shared_stream(kwargs), deferred=False):
+            yield event
+
+    async def _announce(
+        self, shared_stream: AsyncIterator[Any], *, deferred: bool
+    ) -> AsyncIterator[TriggerEvent]:
         await asyncio.to_thread(_load_core)
         from poller._announce import parse_statuses  # noqa: PLC0415
         from poller._watching import announce, start_ledger  # noqa: PLC0415
@@ -250,7 +278,8 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
             datetime.fromtimestamp(ledger.since, UTC).isoformat(),
         )
         try:
-            async for result in announce(listings, parse_statuses(self.statuses), store, ledger):
+            chosen = parse_statuses(self.statuses)
+            async for result in announce(listings, chosen, store, ledger, deferred=deferred):
                 document = result.to_dict()
                 self.log.info(
                     "DataZone job run %s of %s ended %s",
@@ -264,17 +293,40 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
         except PollerError as error:
             raise _stopped(where, error) from None
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Standalone: this watcher's own listing loop (an Airflow without shared streams)."""
-        kwargs = self.serialize()[1]
-        async for event in self.filter_shared_stream(type(self).open_shared_stream(kwargs)):
-            yield event
-
     def _store_key(self) -> str:
         identity = json.dumps(
             [self.domain_id, self.job_id, self.statuses, self.since], separators=(",", ":")
         ).encode()
         return f"{_STORE_PREFIX}:{hashlib.sha256(identity).hexdigest()[:32]}"
+
+
+try:
+    from airflow.triggers.shared_stream import AdvanceItem, SharedStreamProducer
+except ImportError:  # Airflow before 3.3: no shared streams, no ack mode
+    _Producer: type[Any] | None = None
+else:
+
+    class _ListingProducer(SharedStreamProducer):
+        """The shared listing loop in ack mode: a listing is "advanced" once every watcher
+        moved past it and Airflow stored the events they derived from it; then their
+        ledgers are saved."""
+
+        def __init__(self, trigger: type[DataZoneJobRunWatcher], kwargs: dict[str, Any]):
+            self._trigger = trigger
+            self._kwargs = kwargs
+
+        async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
+            async for listing in self._trigger.open_shared_stream(self._kwargs):
+                yield listing, listing
+
+        async def advance(self, batch: Sequence[AdvanceItem]) -> None:
+            for item in batch:
+                # A watcher force-failed on it may not have had its events stored:
+                # nothing is saved, and the listing's runs are announced again.
+                if item.outcome.failed == 0:
+                    await item.broker_payload.stored()
+
+    _Producer = _ListingProducer
 
 
 def _stopped(where: str, error: PollerError) -> WatcherStopped:
