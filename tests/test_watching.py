@@ -224,3 +224,26 @@ def test_two_watchers_of_one_job_share_the_listings_and_each_read(
     everything, failed = run(main(), clock)
     assert (everything, failed) == (ids, ids[:1])
     assert [r.run_id for r in operations(sim, "GetJobRun")] == ids
+
+
+def test_the_simulator_lists_scheduled_runs_as_they_progress(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """A scheduled run is absent before its start, IN_PROGRESS while it runs and finished
+    after, with its times, in ListJobRuns and GetJobRun alike, with no call moving it on."""
+    [run_id] = sim.add_scheduled_runs(DOMAIN, JOB, [(100, 50, "TIMED_OUT")])
+    client = keep(sim.client())
+
+    def listed() -> list[tuple[str, str]]:
+        page = client.list_job_runs(domainIdentifier=DOMAIN, jobIdentifier=JOB)
+        return [(item["runId"], item["status"]) for item in page["items"]]
+
+    assert listed() == []
+    clock.now += 120
+    assert listed() == [(run_id, "IN_PROGRESS")]
+    clock.now += 40
+    assert listed() == [(run_id, "TIMED_OUT")]
+    answer = client.get_job_run(domainIdentifier=DOMAIN, identifier=run_id)
+    assert answer["runMode"] == "SCHEDULED"
+    assert (answer["endTime"] - answer["startTime"]).total_seconds() == pytest.approx(50)
+    assert answer["startTime"].timestamp() == pytest.approx(EPOCH + 1000 + 100)
