@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from poller import log
@@ -87,11 +87,7 @@ def as_epoch(when: datetime | float | None, wall: Clock) -> float:
     if when is None:
         return wall()
     if isinstance(when, datetime):
-        if when.tzinfo is None:
-            from datetime import UTC  # noqa: PLC0415
-
-            when = when.replace(tzinfo=UTC)
-        return when.timestamp()
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
     if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
         raise InvalidRequestError(f"since must be a datetime or epoch seconds, not {when!r}")
     return float(when)
@@ -191,6 +187,9 @@ class JobWatch:
         # Pages are read back to runs created at this time (the earliest end
         # any watcher of the job announces); `need` lowers it.
         self.floor = floor
+        # The last listing stopped at pages older than this (inf: none yet; -inf:
+        # it read every page): a watcher that needs older runs needs a new one.
+        self._cut = math.inf
         self._deeper = asyncio.Event()
         self._reads: collections.OrderedDict[str, asyncio.Future[JobRun | None]] = (
             collections.OrderedDict()
@@ -202,7 +201,8 @@ class JobWatch:
         if the last listing stopped short of it."""
         if since < self.floor:
             self.floor = since
-            self._deeper.set()
+            if since < self._cut:
+                self._deeper.set()
 
     async def listings(self) -> AsyncGenerator[Listing, None]:
         """The job's listings, forever: the first at once, each next when a run can have ended."""
@@ -245,7 +245,9 @@ class JobWatch:
             )
             runs += page
             if token is None or not more_pages(page, floor):
+                self._cut = -math.inf if token is None else floor
                 return Listing(tuple(runs), listed_at, True, self)
+        self._cut = math.inf
         return Listing(tuple(runs), listed_at, False, self)
 
     async def read(self, run: JobRun) -> JobRun | None:

@@ -247,3 +247,14 @@ def test_the_simulator_lists_scheduled_runs_as_they_progress(
     assert answer["runMode"] == "SCHEDULED"
     assert (answer["endTime"] - answer["startTime"]).total_seconds() == pytest.approx(50)
     assert answer["startTime"].timestamp() == pytest.approx(EPOCH + 1000 + 100)
+
+
+def test_runs_past_the_first_page_are_announced_when_since_reaches_them(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """60 hourly past runs (two pages) and since 55 h back: the 55 runs that ended after it
+    are announced, oldest first, those from the second page included."""
+    ids = past(sim, runs=60)
+    got = collect(sim, clock, 55, since=EPOCH + clock() - 55 * HOUR)
+    assert [r.job_run_id for r, _ in got] == ids[-55:]
+    assert len(operations(sim, "ListJobRuns")) == 2

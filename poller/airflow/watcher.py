@@ -230,7 +230,16 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
             look = float(kwargs.get("poll_interval", 25.0))
             cadence = Cadence(look=look, longest=max(look, LONGEST))
             client = await aclient_for(spec)
-            watch = JobWatch(kwargs["domain_id"], kwargs["job_id"], client, cadence=cadence)
+            since = kwargs.get("since")
+            watch = JobWatch(
+                kwargs["domain_id"],
+                kwargs["job_id"],
+                client,
+                cadence=cadence,
+                # The first listing reads back to this; a watcher whose saved
+                # state goes further back asks for more (`JobWatch.need`).
+                floor=float(since) if since is not None else _now(),
+            )
             async for listing in watch.listings():
                 yield listing
         except PollerError as error:
