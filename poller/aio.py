@@ -9,6 +9,7 @@ from poller._async import async_wait_for_job_run, async_wait_result
 from poller._fanout import async_wait_for_job_runs
 from poller._latest import async_wait_for_latest_job_run
 from poller._runtime import CALL_WORKERS, shared_executor
+from poller._watching import watch_job_runs
 
 __all__ = [
     "CALL_WORKERS",
@@ -17,4 +18,5 @@ __all__ = [
     "async_wait_for_latest_job_run",
     "async_wait_result",
     "shared_executor",
+    "watch_job_runs",
 ]

@@ -1,4 +1,6 @@
-"""Airflow 3 integration: a DataZone job-run sensor and its trigger (the ``poller[airflow]`` extra).
+"""Airflow 3 integration: a DataZone job-run sensor, its trigger, and an asset watcher.
+
+The ``poller[airflow]`` extra.
 
 Not imported by ``poller`` itself, so poller works without Airflow installed::
 
@@ -15,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from poller.airflow.sensor import DataZoneJobRunSensor
     from poller.airflow.trigger import DataZoneJobRunTrigger
+    from poller.airflow.watcher import DataZoneJobRunWatcher
 
-__all__ = ["DataZoneJobRunSensor", "DataZoneJobRunTrigger"]
+__all__ = ["DataZoneJobRunSensor", "DataZoneJobRunTrigger", "DataZoneJobRunWatcher"]
 
 
 def __getattr__(name: str) -> Any:
@@ -28,4 +31,8 @@ def __getattr__(name: str) -> Any:
         from poller.airflow.trigger import DataZoneJobRunTrigger  # noqa: PLC0415
 
         return DataZoneJobRunTrigger
+    if name == "DataZoneJobRunWatcher":
+        from poller.airflow.watcher import DataZoneJobRunWatcher  # noqa: PLC0415
+
+        return DataZoneJobRunWatcher
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,6 +29,7 @@ import click
 
 from poller._config import DURATION_HELP, ConfigError, Settings, load_settings
 from poller.cli._exit import STATUS_MEANINGS, WAIT_MEANINGS, ExitCode, leave
+from poller.cli._watch import watch_command
 
 if TYPE_CHECKING:
     from poller.cli._render import Output
@@ -566,6 +567,9 @@ def _resume_command(argv: Sequence[str]) -> Callable[[Sequence[str]], str]:
         return " ".join([_prog_name(), *(shlex.quote(a) for a in kept)])
 
     return build
+
+
+cli.add_command(watch_command(with_settings, _DOMAIN_OPTION, parse_since, _epilog))
 
 
 # ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from poller.testing._script import (
     ERROR_MESSAGE_STATUSES,
     TERMINAL_STATUSES,
     Fault,
+    Lineage,
     RunScript,
 )
 from poller.testing._tls import make_self_signed
@@ -465,6 +466,55 @@ class Simulator(LocalEndpoint):
                 )
                 ids.append(run_id)
                 end = start - gap
+        return ids
+
+    def add_scheduled_runs(
+        self,
+        domain_id: str,
+        job_id: str,
+        runs: Sequence[tuple[float, float, str]],
+        *,
+        job_type: str = "LINEAGE",
+        lineage: Lineage | None = None,
+        run_mode: str = "SCHEDULED",
+    ) -> list[str]:
+        """Register the runs of a job that runs on a schedule: ``(start, duration, status)`` each.
+
+        A run appears ``start`` seconds from now by the clock (negative: in the
+        past), created and started then (``createdAt`` = ``startTime``), is
+        IN_PROGRESS for ``duration`` seconds and then ends with ``status``:
+        GetJobRun and ListJobRuns show it as it goes, with no call needed to
+        move it on. Before ``start`` it does not exist (404, not listed). Returns
+        the run IDs (``<job_id>-s<n>``, cut to 36 characters), in the order given.
+        """
+        if any(not (d >= 0) for _, d, _ in runs):
+            raise ValueError("durations must be >= 0 seconds")
+        if any(status not in TERMINAL_STATUSES for _, _, status in runs):
+            raise ValueError(f"every run must end with one of {sorted(TERMINAL_STATUSES)}")
+        now, wall = self._clock(), self._wall()
+        ids = []
+        with self._lock:
+            for start, duration, status in runs:
+                self._seq += 1
+                suffix = f"-s{self._seq}"
+                run_id = job_id[: 36 - len(suffix)] + suffix
+                script = RunScript(
+                    timeline=[(0.0, "IN_PROGRESS"), (float(duration), status)], lineage=lineage
+                )
+                self._runs[(domain_id, run_id)] = RunState(
+                    domain_id=domain_id,
+                    run_id=run_id,
+                    job_id=job_id,
+                    job_type=job_type,
+                    run_mode=run_mode,
+                    created_by="scheduler",
+                    script=script,
+                    added=now + start,
+                    created_at=wall + start,
+                    visible_at=now + start,
+                    seq=self._seq,
+                )
+                ids.append(run_id)
         return ids
 
     def fail_list_job_runs(self, domain_id: str, job_id: str, *faults: Fault) -> None:

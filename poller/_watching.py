@@ -1,0 +1,471 @@
+"""The async driver of a job watcher: lists, reads and announces as `_announce` decides.
+
+Three front doors share it: ``poller.aio.watch_job_runs``, ``poller watch``
+and the Airflow ``DataZoneJobRunWatcher``. It has two halves, so that several
+watchers of one job can share the first (an Airflow shared stream):
+
+- `JobWatch`: one listing loop for one job through one client. It lists when
+  `_announce.next_listing` says a run can have ended, yields each `Listing`,
+  and reads a listed run (`JobWatch.read`: one GetJobRun, shared by every
+  watcher that asks for the same run).
+- `announce`: one watcher's announcements from a stream of listings: the runs
+  `_announce.due` names, read and handed out one at a time, its `Ledger`
+  updated and saved after each (the `Store`: Airflow's asset_state_store,
+  or memory).
+
+Every call books a turn on the process's request budget through `Budget`,
+the one place that touches it. Throttles and transient faults are retried
+with backoff (each retry logged); a denied or invalid call ends the watch
+with its PollerError at once, since no retry can fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from poller import log
+from poller._announce import (
+    LONGEST,
+    LOOK,
+    Cadence,
+    Ledger,
+    due,
+    end_of,
+    more_pages,
+    next_listing,
+    outlook,
+    parse_statuses,
+)
+from poller._announce import settle as settle_ledger
+from poller._datazone import classify, fetch_job_run
+from poller._history import list_runs
+from poller._limiter import RateLimiter, shared_limiter
+from poller._model import JobRun, WaitResult
+from poller._policy import CallFault, FaultKind, PollPolicy
+from poller._runtime import AsyncSleep, Clock, resolve_client, shared_executor
+from poller.errors import AccessDeniedError, InvalidRequestError, JobRunNotFoundError
+
+__all__ = [
+    "LISTING_PAGES",
+    "Budget",
+    "JobWatch",
+    "Listing",
+    "MemoryStore",
+    "Store",
+    "announce",
+    "as_epoch",
+    "watch_job_runs",
+]
+
+_T = TypeVar("_T")
+
+#: Log events of a watch.
+WATCH_LISTED = "watch_listed"
+WATCH_RETRYING = "watch_retrying"
+WATCH_ANNOUNCED = "watch_announced"
+WATCH_SKIPPED = "watch_skipped"
+
+#: The most pages one listing reads.
+LISTING_PAGES = 10
+# A listed run that GetJobRun does not find this many times in a row is given up on.
+_NOT_FOUND_TRIES = 3
+# Runs whose GetJobRun answer is kept for the other watchers of the job.
+_READS_KEPT = 256
+
+
+def as_epoch(when: datetime | float | None, wall: Clock) -> float:
+    """``since`` as epoch seconds: a datetime (naive = UTC), epoch seconds, or now for None."""
+    if when is None:
+        return wall()
+    if isinstance(when, datetime):
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+    if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+        raise InvalidRequestError(f"since must be a datetime or epoch seconds, not {when!r}")
+    return float(when)
+
+
+class Budget:
+    """Every call a watch makes books its turn here: the process's request budget.
+
+    The one place a watch touches the budget, so the budget can change home
+    without the watch knowing.
+    """
+
+    def __init__(self, limiter: RateLimiter | None = None, clock: Clock | None = None) -> None:
+        if limiter is None:
+            # A budget on an injected clock cannot be the process's (real-clock) one.
+            limiter = shared_limiter() if clock is None else RateLimiter(clock=clock)
+        self._limiter = limiter
+        self.clock: Clock = limiter.clock
+
+    async def turn(self, sleep: AsyncSleep) -> float:
+        """Wait for a free turn (booked now); returns the time it was granted."""
+        booking = self._limiter.reserve(self.clock())
+        assert booking is not None  # no latest: a booking is always made
+        while (delay := booking.at - self.clock()) > 0:
+            await sleep(delay)
+        return booking.at
+
+    def report(self, granted_at: float, kind: FaultKind | None, backoff_cap: float) -> None:
+        """How the call granted at ``granted_at`` went: a throttle slows the budget."""
+        if kind is FaultKind.THROTTLE:
+            self._limiter.throttled(granted_at, backoff_cap)
+        elif kind is not FaultKind.TRANSIENT:
+            self._limiter.succeeded()
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One listing of the job's newest runs: what it showed, when, and whether it is complete.
+
+    ``complete``: every run that can matter is on the pages read (see
+    `_announce.more_pages`). ``watch`` reads the runs it shows.
+    """
+
+    runs: tuple[JobRun, ...]
+    listed_at: float
+    complete: bool
+    watch: JobWatch = field(repr=False, compare=False)
+    # Saves to make once what was announced from this listing is stored for good
+    # (an Airflow shared stream in ack mode): `announce(..., deferred=True)`.
+    on_stored: list[Callable[[], Awaitable[None]]] = field(
+        default_factory=list, repr=False, compare=False
+    )
+
+    async def stored(self) -> None:
+        """What was announced from this listing is stored for good: make the saves it waits for."""
+        saves, self.on_stored[:] = list(self.on_stored), []
+        for save in saves:
+            await save()
+
+
+class JobWatch:
+    """One listing loop for one job through one client, and the reads of the runs it shows.
+
+    ``wall`` gives epoch seconds (the times DataZone reports are compared with
+    it); ``seams.clock`` is the budget's clock when no ``limiter`` is given.
+    """
+
+    def __init__(
+        self,
+        domain_id: str,
+        job_id: str,
+        client: Any,
+        *,
+        cadence: Cadence | None = None,
+        policy: PollPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        clock: Clock | None = None,
+        wall: Clock | None = None,
+        sleep: AsyncSleep | None = None,
+        executor: Executor | None = None,
+        logger: Any = None,
+        floor: float = math.inf,
+    ) -> None:
+        from poller._latest import validate_job_ids  # noqa: PLC0415
+
+        validate_job_ids(domain_id, job_id)
+        self.domain_id = domain_id
+        self.job_id = job_id
+        self.client = client
+        self.cadence = cadence if cadence is not None else Cadence()
+        self.policy = policy if policy is not None else PollPolicy()
+        self.budget = Budget(limiter, clock)
+        self.wall: Clock = wall if wall is not None else time.time
+        self.sleep: AsyncSleep = sleep if sleep is not None else asyncio.sleep
+        self.executor = executor
+        self.logger = logger if logger is not None else log.get_logger()
+        # Pages are read back to runs created at this time (the earliest end
+        # any watcher of the job announces); `need` lowers it.
+        self.floor = floor
+        # The last listing stopped at pages older than this (inf: none yet; -inf:
+        # it read every page): a watcher that needs older runs needs a new one.
+        self._cut = math.inf
+        self._deeper = asyncio.Event()
+        self._reads: collections.OrderedDict[str, asyncio.Future[JobRun | None]] = (
+            collections.OrderedDict()
+        )
+        self.calls = 0
+
+    def need(self, since: float) -> None:
+        """A watcher announces runs that ended at or after ``since``: list back to it, now
+        if the last listing stopped short of it."""
+        if since < self.floor:
+            self.floor = since
+            if since < self._cut:
+                self._deeper.set()
+
+    async def listings(self) -> AsyncGenerator[Listing, None]:
+        """The job's listings, forever: the first at once, each next when a run can have ended."""
+        while True:
+            self._deeper.clear()
+            listing = await self._list()
+            view = outlook(listing.runs, listing.listed_at)
+            at = next_listing(view, self.cadence)
+            self.logger.debug(
+                WATCH_LISTED,
+                domain_id=self.domain_id,
+                job_id=self.job_id,
+                runs=len(listing.runs),
+                running=len(view.running),
+                quiet_s=round(view.quiet, 3),
+                next_in_s=round(at - self.wall(), 3),
+            )
+            yield listing
+            await self._until(at)
+
+    async def _until(self, at: float) -> None:
+        """Sleep until wall time ``at``, or until a watcher needs a deeper listing."""
+        while not self._deeper.is_set() and (left := at - self.wall()) > 0:
+            waiter = asyncio.ensure_future(self._deeper.wait())
+            sleeper = asyncio.ensure_future(self.sleep(left))
+            try:
+                await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                sleeper.cancel()
+
+    async def _list(self) -> Listing:
+        listed_at = self.wall()
+        floor = self.floor
+        runs: list[JobRun] = []
+        token: str | None = None
+        for _ in range(LISTING_PAGES):
+            page, token = await self._call(
+                "ListJobRuns", list_runs, self.client, self.domain_id, self.job_id, None, token
+            )
+            runs += page
+            if token is None or not more_pages(page, floor):
+                self._cut = -math.inf if token is None else floor
+                return Listing(tuple(runs), listed_at, True, self)
+        self._cut = math.inf
+        return Listing(tuple(runs), listed_at, False, self)
+
+    async def read(self, run: JobRun) -> JobRun | None:
+        """The run as GetJobRun reads it (lineage included); None if it cannot be found.
+
+        One call per run whatever number of watchers ask: the answer of a
+        finished run never changes.
+        """
+        future = self._reads.get(run.id)
+        if future is None:
+            future = asyncio.ensure_future(self._read(run.id))
+            self._reads[run.id] = future
+            while len(self._reads) > _READS_KEPT:
+                self._reads.popitem(last=False)
+        return await asyncio.shield(future)
+
+    async def _read(self, run_id: str) -> JobRun | None:
+        for _ in range(_NOT_FOUND_TRIES):
+            try:
+                return await self._call(
+                    "GetJobRun", fetch_job_run, self.client, self.domain_id, run_id
+                )
+            except JobRunNotFoundError:
+                continue
+        self._reads.pop(run_id, None)
+        self.logger.warning(
+            WATCH_SKIPPED,
+            domain_id=self.domain_id,
+            job_id=self.job_id,
+            job_run_id=run_id,
+            why="listed finished, but GetJobRun does not find it",
+        )
+        return None
+
+    async def _call(self, operation: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """One call on the budget, retried through throttles and transient faults."""
+        loop = asyncio.get_running_loop()
+        executor = self.executor if self.executor is not None else shared_executor()
+        attempt = 0
+        while True:
+            granted = await self.budget.turn(self.sleep)
+            self.calls += 1
+            try:
+                result = await loop.run_in_executor(executor, fn, *args)
+            except Exception as exc:
+                fault = classify(exc)
+                if fault is None:
+                    raise
+                self.budget.report(granted, fault.kind, self.policy.retry_max)
+                _raise_if_fatal(operation, fault)
+                attempt += 1
+                delay = min(self.policy.retry_initial * 2 ** (attempt - 1), self.policy.retry_max)
+                self.logger.warning(
+                    WATCH_RETRYING,
+                    domain_id=self.domain_id,
+                    job_id=self.job_id,
+                    operation=operation,
+                    error_type=fault.error_type,
+                    error=fault.message,
+                    attempt=attempt,
+                    sleep_s=round(delay, 3),
+                )
+                await self.sleep(delay)
+                continue
+            self.budget.report(granted, None, self.policy.retry_max)
+            return result
+
+
+def _raise_if_fatal(operation: str, fault: CallFault) -> None:
+    """A denied or invalid call cannot be fixed by retrying: the watch ends with it."""
+    if fault.kind is FaultKind.DENIED:
+        raise AccessDeniedError(f"{operation}: {fault.error_type}: {fault.message}") from None
+    if fault.kind is FaultKind.INVALID:
+        raise InvalidRequestError(f"{operation}: {fault.error_type}: {fault.message}") from None
+    if fault.kind is FaultKind.NOT_FOUND:
+        raise JobRunNotFoundError(f"{operation}: {fault.error_type}: {fault.message}") from None
+
+
+class Store(Protocol):
+    """Where a watcher keeps its ledger between restarts (Airflow's asset_state_store)."""
+
+    async def load(self) -> object: ...
+
+    async def save(self, value: dict[str, Any]) -> None: ...
+
+
+class MemoryStore:
+    """A store in memory: the ledger lasts as long as the process."""
+
+    def __init__(self, value: object = None) -> None:
+        self.value = value
+
+    async def load(self) -> object:
+        return self.value
+
+    async def save(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+
+def _result(run: JobRun) -> WaitResult:
+    assert run.outcome is not None
+    return WaitResult(run.domain_id, run.id, run.outcome, job_run=run, polls=1)
+
+
+async def start_ledger(store: Store, since: float) -> Ledger:
+    """The ledger saved in ``store``, or a new one from ``since`` (saved at once)."""
+    ledger = Ledger.from_json(await store.load())
+    if ledger is None:
+        ledger = Ledger(since)
+        await store.save(ledger.to_json())
+    return ledger
+
+
+async def announce(
+    listings: AsyncIterator[Listing],
+    statuses: frozenset[str],
+    store: Store,
+    ledger: Ledger,
+    logger: Any = None,
+    *,
+    deferred: bool = False,
+) -> AsyncIterator[WaitResult]:
+    """One watcher's announcements from a stream of listings: each due run, read, once.
+
+    The ledger is saved as soon as each announcement has been taken (the
+    consumer asked for the next one, or closed the stream on it) and whenever
+    the mark rises. ``deferred``: instead, once the consumer has stored what
+    was announced from a listing for good (`Listing.stored`), the ledger as
+    it was after that listing.
+    """
+    logger = logger if logger is not None else log.get_logger()
+    saved = ledger
+    async for listing in listings:
+        listing.watch.need(ledger.since)
+        for run in due(ledger, listing.runs, statuses, listing.listed_at):
+            full = await listing.watch.read(run)
+            try:
+                if full is not None and full.is_terminal and str(full.status) in statuses:
+                    logger.info(
+                        WATCH_ANNOUNCED,
+                        domain_id=full.domain_id,
+                        job_id=full.job_id,
+                        job_run_id=full.id,
+                        status=str(full.status),
+                    )
+                    yield _result(full)
+            finally:
+                # Also when the consumer stops right after taking it (closes the
+                # stream at this yield): it has the announcement.
+                ledger = ledger.add(run.id, end_of(run, listing.listed_at))
+                if not deferred:
+                    saved = ledger
+                    await store.save(ledger.to_json())
+        if listing.complete:
+            ledger = settle_ledger(ledger, listing.runs, statuses, listing.listed_at)
+        if ledger != saved:
+            saved = ledger
+            if deferred:
+                listing.on_stored.append(functools.partial(store.save, ledger.to_json()))
+            else:
+                await store.save(ledger.to_json())
+
+
+async def watch_job_runs(
+    domain_id: str,
+    job_id: str,
+    *,
+    since: datetime | float | None = None,
+    statuses: Iterable[str] | None = None,
+    client: Any = None,
+    store: Store | None = None,
+    interval: float = LOOK,
+    policy: PollPolicy | None = None,
+    limiter: RateLimiter | None = None,
+    clock: Clock | None = None,
+    wall: Clock | None = None,
+    sleep: AsyncSleep | None = None,
+    logger: Any = None,
+) -> AsyncGenerator[WaitResult, None]:
+    """Every run of the job that reaches one of ``statuses`` (default: any end state), once.
+
+    Yields each run's result document (`WaitResult`, lineage included) as it
+    ends, forever: stop iterating (or cancel the task) to stop. ``since``
+    (a datetime, epoch seconds; default now): announce runs that ended at or
+    after it. ``store`` keeps what was announced (default: in memory); a
+    watch started again on the same store goes on where it stopped, and
+    announces the runs that ended meanwhile. ``client``: a boto3 DataZone
+    client, a ``ClientSettings`` or None (the default AWS resolution).
+    ``interval``: seconds between two looks at the job while one of its runs
+    may be ending (its history says when); never more than 10 minutes apart.
+    ``policy``: its ``retry_initial``/``retry_max`` pace the retries of
+    throttled and failed calls. ``limiter``, ``clock``, ``wall``, ``sleep``
+    and ``logger`` replace the budget, the clocks (monotonic, epoch), the
+    sleep and the logger, for tests. Raises the PollerError of a call no
+    retry can fix (denied, invalid, the job not found).
+    """
+    wall_clock: Clock = wall if wall is not None else time.time
+    chosen = parse_statuses(statuses)
+    start = as_epoch(since, wall_clock)
+    store = store if store is not None else MemoryStore()
+    resolved = await asyncio.to_thread(resolve_client, client, shared=True)
+    watch = JobWatch(
+        domain_id,
+        job_id,
+        resolved,
+        cadence=Cadence(look=interval, longest=max(interval, LONGEST)),
+        policy=policy,
+        limiter=limiter,
+        clock=clock,
+        wall=wall_clock,
+        sleep=sleep,
+        logger=logger,
+    )
+    ledger = await start_ledger(store, start)
+    watch.need(ledger.since)
+    listings = watch.listings()
+    try:
+        async for result in announce(listings, chosen, store, ledger, logger):
+            yield result
+    finally:
+        await listings.aclose()

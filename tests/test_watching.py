@@ -1,0 +1,260 @@
+"""The watch driver on virtual time against the simulator: every finished run once, few calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from _vtime import VirtualClock, run
+from helpers import DOMAIN, LINEAGE, QUIET, keep
+
+from poller import AccessDeniedError, Outcome, RateLimiter, WaitResult
+from poller._announce import Cadence, Ledger
+from poller._watching import JobWatch, MemoryStore, announce, start_ledger
+from poller.aio import watch_job_runs
+from poller.testing import Fault, Simulator
+
+JOB = "job-sched"
+EPOCH = 1_700_000_000.0
+HOUR = 3600.0
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+def sim(clock: VirtualClock) -> Iterator[Simulator]:
+    with Simulator(clock=clock, wall=lambda: EPOCH + clock(), seed=0) as simulator:
+        yield simulator
+
+
+def past(sim: Simulator, runs: int = 12, duration: float = 600.0) -> list[str]:
+    """The job's past: hourly runs of about ``duration`` s, the last an hour ago."""
+    spec = [(-HOUR * k, duration + 3 * (k % 4), "SUCCESS") for k in range(runs, 0, -1)]
+    return sim.add_scheduled_runs(DOMAIN, JOB, spec)
+
+
+def collect(
+    sim: Simulator,
+    clock: VirtualClock,
+    count: int,
+    *,
+    store: MemoryStore | None = None,
+    **kwargs: Any,
+) -> list[tuple[WaitResult, float]]:
+    """The first ``count`` announcements, each with the virtual time it came."""
+
+    async def main() -> list[tuple[WaitResult, float]]:
+        out = []
+        stream = watch_job_runs(
+            DOMAIN,
+            JOB,
+            client=keep(sim.client()),
+            store=store,
+            limiter=kwargs.pop("limiter", RateLimiter(10, clock=clock)),
+            wall=lambda: EPOCH + clock(),
+            logger=QUIET,
+            **kwargs,
+        )
+        async for result in stream:
+            out.append((result, clock()))
+            if len(out) == count:
+                break
+        await stream.aclose()
+        return out
+
+    return run(main(), clock)
+
+
+def operations(sim: Simulator, name: str) -> list[Any]:
+    return [r for r in sim.requests if r.operation == name]
+
+
+def test_each_finished_run_is_announced_once_with_its_lineage_soon_after_it_ends(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Three scheduled runs end (one FAILED): three announcements in order, each read once,
+    each within a listing period of its end; the past runs are not announced."""
+    past(sim)
+    ids = sim.add_scheduled_runs(
+        DOMAIN,
+        JOB,
+        [(0, 610, "SUCCESS"), (HOUR, 590, "FAILED"), (2 * HOUR, 605, "SUCCESS")],
+        lineage=LINEAGE,
+    )
+    got = collect(sim, clock, 3)
+    assert [r.job_run_id for r, _ in got] == ids
+    assert [r.outcome for r, _ in got] == [Outcome.SUCCEEDED, Outcome.FAILED, Outcome.SUCCEEDED]
+    assert all(r.job_run and r.job_run.lineage for r, _ in got)
+    for result, seen in got:
+        end = sim.end_time(result.job_run_id)
+        assert end is not None
+        assert 0 <= seen - end <= Cadence().look + 1
+    reads = [r.run_id for r in operations(sim, "GetJobRun")]
+    assert reads == ids
+
+
+def test_it_lists_rarely_while_no_run_can_end(sim: Simulator, clock: VirtualClock) -> None:
+    """Over three hours of an hourly 10-minute job, far fewer listings than one per 30 s:
+    none inside a run's quiet window nor before the next scheduled start."""
+    past(sim)
+    sim.add_scheduled_runs(DOMAIN, JOB, [(k * HOUR, 600, "SUCCESS") for k in range(3)])
+    collect(sim, clock, 3)
+    listings = operations(sim, "ListJobRuns")
+    naive = (2 * HOUR + 600) / 30
+    assert len(listings) < naive / 5
+    # None while a run was surely still going (its first 5 minutes).
+    for k in range(3):
+        assert not [r for r in listings if 1000 + k * HOUR + 30 < r.t < 1000 + k * HOUR + 300]
+
+
+def test_a_watch_started_again_on_its_store_announces_what_ended_meanwhile_and_nothing_twice(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Stop after the first run; two runs end while nobody watches; the watch started again
+    on the same store announces exactly those two, then the next live one."""
+    past(sim)
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(k * HOUR, 600, "SUCCESS") for k in range(4)])
+    store = MemoryStore()
+    first = collect(sim, clock, 1, store=store)
+    clock.now += 2 * HOUR + 1200  # down: runs 2 and 3 end meanwhile
+    second = collect(sim, clock, 3, store=store)
+    assert [r.job_run_id for r, _ in first] == ids[:1]
+    assert [r.job_run_id for r, _ in second] == ids[1:]
+    assert Ledger.from_json(store.value) is not None
+
+
+def test_since_in_the_past_announces_the_runs_that_ended_after_it(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """`since` two and a half hours back: the two past runs that ended after it come first."""
+    ids = past(sim)
+    got = collect(sim, clock, 2, since=EPOCH + clock() - 2.5 * HOUR)
+    assert [r.job_run_id for r, _ in got] == ids[-2:]
+
+
+def test_only_the_chosen_end_states_are_announced(sim: Simulator, clock: VirtualClock) -> None:
+    """statuses=["FAILED"]: the successful runs pass unannounced and unread."""
+    past(sim)
+    ids = sim.add_scheduled_runs(
+        DOMAIN, JOB, [(0, 600, "SUCCESS"), (HOUR, 600, "FAILED"), (2 * HOUR, 600, "SUCCESS")]
+    )
+    sim.add_scheduled_runs(DOMAIN, JOB, [(3 * HOUR, 600, "FAILED")])
+    got = collect(sim, clock, 2, statuses=["FAILED"])
+    assert [r.outcome for r, _ in got] == [Outcome.FAILED, Outcome.FAILED]
+    assert got[0][0].job_run_id == ids[1]
+    assert ids[0] not in [r.run_id for r in operations(sim, "GetJobRun")]
+
+
+def test_a_throttled_listing_is_retried_and_slows_the_budget(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Two throttles, then the listing gets through; the budget's rate was halved."""
+    past(sim)
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(0, 600, "SUCCESS")])
+    sim.fail_list_job_runs(DOMAIN, JOB, Fault.throttle(), Fault.throttle())
+    budget = RateLimiter(10, clock=clock)
+    got = collect(sim, clock, 1, limiter=budget)
+    assert [r.job_run_id for r, _ in got] == ids
+    assert [r.status_code for r in operations(sim, "ListJobRuns")][:3] == [429, 429, 200]
+    assert budget.rate < 10
+
+
+def test_denied_access_ends_the_watch_at_once_with_its_error(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """AccessDenied on the first listing: AccessDeniedError, after that one call."""
+    sim.fail_list_job_runs(DOMAIN, JOB, Fault.error("AccessDeniedException", 403, "no list"))
+    with pytest.raises(AccessDeniedError, match="ListJobRuns: AccessDeniedException: no list"):
+        collect(sim, clock, 1)
+    assert len(sim.requests) == 1
+
+
+def test_two_watchers_of_one_job_share_the_listings_and_each_read(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Two announcers (all end states; FAILED only) on one listing loop: one GetJobRun per
+    run, and each gets what it asked for."""
+    past(sim)
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(0, 600, "FAILED"), (HOUR, 600, "SUCCESS")])
+    client = keep(sim.client())
+
+    async def main() -> tuple[list[str], list[str]]:
+        watch = JobWatch(
+            DOMAIN,
+            JOB,
+            client,
+            limiter=RateLimiter(10, clock=clock),
+            wall=lambda: EPOCH + clock(),
+            logger=QUIET,
+        )
+        queues: list[asyncio.Queue[Any]] = [asyncio.Queue(), asyncio.Queue()]
+
+        async def fan() -> None:
+            async for listing in watch.listings():
+                for q in queues:
+                    q.put_nowait(listing)
+
+        async def stream(q: asyncio.Queue[Any]) -> Any:
+            while True:
+                yield await q.get()
+
+        async def take(q: asyncio.Queue[Any], statuses: frozenset[str], n: int) -> list[str]:
+            store = MemoryStore()
+            ledger = await start_ledger(store, EPOCH + clock())
+            out = []
+            async for result in announce(stream(q), statuses, store, ledger, QUIET):
+                out.append(result.job_run_id)
+                if len(out) == n:
+                    break
+            return out
+
+        producer = asyncio.create_task(fan())
+        every = frozenset({"SUCCESS", "FAILED"})
+        both = await asyncio.gather(
+            take(queues[0], every, 2), take(queues[1], frozenset({"FAILED"}), 1)
+        )
+        producer.cancel()
+        return both[0], both[1]
+
+    everything, failed = run(main(), clock)
+    assert (everything, failed) == (ids, ids[:1])
+    assert [r.run_id for r in operations(sim, "GetJobRun")] == ids
+
+
+def test_the_simulator_lists_scheduled_runs_as_they_progress(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """A scheduled run is absent before its start, IN_PROGRESS while it runs and finished
+    after, with its times, in ListJobRuns and GetJobRun alike, with no call moving it on."""
+    [run_id] = sim.add_scheduled_runs(DOMAIN, JOB, [(100, 50, "TIMED_OUT")])
+    client = keep(sim.client())
+
+    def listed() -> list[tuple[str, str]]:
+        page = client.list_job_runs(domainIdentifier=DOMAIN, jobIdentifier=JOB)
+        return [(item["runId"], item["status"]) for item in page["items"]]
+
+    assert listed() == []
+    clock.now += 120
+    assert listed() == [(run_id, "IN_PROGRESS")]
+    clock.now += 40
+    assert listed() == [(run_id, "TIMED_OUT")]
+    answer = client.get_job_run(domainIdentifier=DOMAIN, identifier=run_id)
+    assert answer["runMode"] == "SCHEDULED"
+    assert (answer["endTime"] - answer["startTime"]).total_seconds() == pytest.approx(50)
+    assert answer["startTime"].timestamp() == pytest.approx(EPOCH + 1000 + 100)
+
+
+def test_runs_past_the_first_page_are_announced_when_since_reaches_them(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """60 hourly past runs (two pages) and since 55 h back: the 55 runs that ended after it
+    are announced, oldest first, those from the second page included."""
+    ids = past(sim, runs=60)
+    got = collect(sim, clock, 55, since=EPOCH + clock() - 55 * HOUR)
+    assert [r.job_run_id for r, _ in got] == ids[-55:]
+    assert len(operations(sim, "ListJobRuns")) == 2
