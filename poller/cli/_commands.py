@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from poller._config import DURATION_HELP, ConfigError, Settings, load_settings
-from poller.cli._exit import STATUS_MEANINGS, WAIT_MEANINGS, ExitCode, leave
+from poller.cli._exit import STATUS_MEANINGS, WAIT_MEANINGS, ExitCode, leave, severity_text
 
 if TYPE_CHECKING:
     from poller.cli._render import Output
@@ -57,7 +57,8 @@ def _exit_help(codes: Mapping[ExitCode, str]) -> str:
         textwrap.fill(text, 86, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
         for code, text in codes.items()
     )
-    return "\b\nExit codes:\n" + "\n".join(rows)
+    several = f"\n\nSeveral runs exit with the most severe: {severity_text()}."
+    return "\b\nExit codes:\n" + "\n".join(rows) + (several if codes is WAIT_MEANINGS else "")
 
 
 def _epilog(*examples: str, codes: Mapping[ExitCode, str] = WAIT_MEANINGS) -> str:
@@ -289,7 +290,7 @@ def wait(
     """Wait until job runs finish; print their result documents on stdout.
 
     Several --identifier are waited on concurrently; each result is printed as
-    its run finishes, and the exit code is the highest of theirs. SIGINT,
+    its run finishes, and the exit code is the most severe of theirs. SIGINT,
     SIGTERM and SIGHUP stop the wait (never the run) and still print the last
     state.
     """
@@ -413,10 +414,11 @@ def demo(output: str | None) -> int:
         }
         # The demo ignores POLLER_* settings: it must work whatever the shell has.
         settings = load_settings(environ={}, flags=flags)
+        exports = " ".join(f"{name}={value}" for name, value in sim.environ().items())
         out.note(
             f"poller demo: a DataZone simulator is serving at {sim.endpoint_url}; waiting on "
-            f"run {run_id} as `poller wait --domain-identifier {domain_id} --identifier {run_id} "
-            f"--endpoint-url {sim.endpoint_url}` would."
+            f"run {run_id} as `{exports} poller wait --domain-identifier {domain_id} "
+            f"--identifier {run_id}` would (any keys do; a region is needed all the same)."
         )
         started = time.monotonic()
         plan = Plan(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from poller._model import WaitResult
 
 __all__ = [
+    "SEVERITY",
     "STATUS_MEANINGS",
     "WAIT_MEANINGS",
     "ExitCode",
@@ -25,6 +26,7 @@ __all__ = [
     "for_signal",
     "for_status",
     "leave",
+    "severity_text",
 ]
 
 
@@ -75,7 +77,21 @@ STATUS_MEANINGS: Mapping[ExitCode, str] = {
         )
     },
 }
-_INTERRUPTIONS = (ExitCode.SIGTERM, ExitCode.SIGHUP, ExitCode.SIGINT)
+#: Several runs exit with the most severe of their codes, in this order, most severe first:
+#: an interruption always shows; then a run known to have failed; then a wait that can never
+#: tell (bad input), one that could not tell this time (unreadable), one that may yet see
+#: the run end (a wait timeout); a partial success; a success.
+SEVERITY: tuple[ExitCode, ...] = (
+    ExitCode.SIGTERM,
+    ExitCode.SIGHUP,
+    ExitCode.SIGINT,
+    ExitCode.FAILED,
+    ExitCode.USAGE,
+    ExitCode.UNREADABLE,
+    ExitCode.WAIT_TIMEOUT,
+    ExitCode.PARTIAL,
+    ExitCode.SUCCEEDED,
+)
 _SIGNALS = {2: ExitCode.SIGINT, 15: ExitCode.SIGTERM, 1: ExitCode.SIGHUP}
 
 
@@ -112,12 +128,15 @@ def for_status(code: ExitCode) -> ExitCode:
 
 
 def combined(codes: Iterable[ExitCode]) -> ExitCode:
-    """Several runs: an interruption wins, otherwise the highest code."""
+    """Several runs: the most severe of their codes (``SEVERITY``)."""
     seen = set(codes)
-    for special in _INTERRUPTIONS:
-        if special in seen:
-            return special
-    return max(seen, default=ExitCode.SUCCEEDED)
+    return next((code for code in SEVERITY if code in seen), ExitCode.SUCCEEDED)
+
+
+def severity_text() -> str:
+    """``SEVERITY`` for a person: ``143, 129, 130 > 1 > 2 > ...``."""
+    signals = ", ".join(str(int(code)) for code in SEVERITY if code > 128)
+    return " > ".join([signals, *(str(int(code)) for code in SEVERITY if code < 128)])
 
 
 def leave(code: int) -> None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from poller._model import WaitResult
     from poller.cli._live import LiveLine
 
-__all__ = ["Output", "StdoutGone", "TolerantStream", "make_output", "render_text"]
+__all__ = ["LogLines", "Output", "StdoutGone", "TolerantStream", "make_output", "render_text"]
 
 
 class StdoutGone(Exception):
@@ -129,12 +129,48 @@ class Output:
 
         self._emit(write)
 
+    def log_stream(self) -> LogLines:
+        """The stream the logs are written to: each whole line goes to stderr as one write."""
+        return LogLines(self)
+
     def _emit(self, write: Any) -> None:
+        # The one way onto stderr (and stdout): one line at a time, under one lock, above
+        # the live line if there is one, so no event and message ever share a line.
         with self._lock:
             if self.live is not None:
                 self.live.above(write)
             else:
                 write()
+
+
+class LogLines:
+    """A text stream for structlog: it keeps a line until it is whole, then emits it at once.
+
+    A logger writes an event and its newline in two writes; a message written
+    between them (from another thread) would land on the event's line.
+    """
+
+    def __init__(self, output: Output) -> None:
+        self._output = output
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            head, newline, self._partial = (self._partial + text).rpartition("\n")
+            if newline:
+                self._output._emit(lambda: self._emit(head + newline))
+        return len(text)
+
+    def _emit(self, lines: str) -> None:
+        self._output.stderr.write(lines)
+        self._output.stderr.flush()
+
+    def flush(self) -> None:
+        """Lines are flushed as they are emitted."""
+
+    def isatty(self) -> bool:
+        return self._output.err_color
 
 
 def make_output(

@@ -174,11 +174,21 @@ class _Tracker:
 
 
 def _error_result(domain_id: str, run_id: str, error: BaseException) -> WaitResult:
+    """The ``error`` result of run ``run_id`` for an error that ended the waits (not one wait).
+
+    One error may end every wait of the invocation: each run gets a result
+    of its own, naming it, with a copy of the error (an error holds one result).
+    """
+    import copy  # noqa: PLC0415
+
     from poller._model import Outcome, WaitResult  # noqa: PLC0415
     from poller.errors import PollerError, WaitCancelledError  # noqa: PLC0415
 
     if isinstance(error, PollerError) and error.result is not None:
-        return error.result
+        if error.result.job_run_id == run_id:
+            return error.result
+        error = copy.copy(error)
+        error.result = None
     if isinstance(error, WaitCancelledError):
         return WaitResult(domain_id, run_id, Outcome.INTERRUPTED, error=error)
     if not isinstance(error, PollerError):
@@ -235,24 +245,21 @@ def _waits(plan: Plan, client: Any, stop: _Stop, tracker: _Tracker, put: Put) ->
         )
 
 
-def _build_client(plan: Plan) -> tuple[Any, BaseException | None]:
+def _build_client(plan: Plan) -> Any:
+    """The invocation's client; a bad endpoint, no region or an unknown profile is bad input.
+
+    Those raise InvalidRequestError here, before any wait: one line, exit 2.
+    """
     from poller._runtime import ClientSettings  # noqa: PLC0415
-    from poller.errors import InvalidRequestError, PollerError  # noqa: PLC0415
 
     settings = plan.settings
-    try:
-        client = ClientSettings(
-            region_name=settings.region or None,
-            profile_name=settings.profile or None,
-            endpoint_url=settings.endpoint_url or None,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-        ).build(max_pool_connections=10)  # a fan-out's calls go through a few workers
-    except InvalidRequestError:
-        raise  # a bad endpoint and the like: a usage error, before any wait
-    except PollerError as exc:  # no region, unknown profile: the status cannot be read
-        return None, exc
-    return client, None
+    return ClientSettings(
+        region_name=settings.region or None,
+        profile_name=settings.profile or None,
+        endpoint_url=settings.endpoint_url or None,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+    ).build(max_pool_connections=10)  # a fan-out's calls go through a few workers
 
 
 # ---------------------------------------------------------------------------
@@ -263,8 +270,9 @@ def _configure_logging(plan: Plan, live: LiveLine | None) -> None:
     from poller.log import configure_logging  # noqa: PLC0415
 
     out = plan.output
-    # stderr as a TolerantStream: logs never break a wait, whatever became of it.
-    stream: Any = live.log_stream() if live is not None else out.stderr
+    # Whole lines, through the output's one lock (above the live line, if any); stderr as
+    # a TolerantStream underneath: logs never break a wait, whatever became of it.
+    stream: Any = out.log_stream()
     fmt = plan.settings.log_format
     if fmt == "auto":
         fmt = "console" if is_terminal(out.stderr.raw) else "json"
@@ -312,7 +320,7 @@ def execute(plan: Plan) -> ExitCode:
     live = _live_line(plan)
     out.live = live
     _configure_logging(plan, live)
-    client, client_error = _build_client(plan)
+    client = _build_client(plan)
 
     results: queue.Queue[WaitResult] = queue.Queue()
     tracker = _Tracker(live)
@@ -321,8 +329,6 @@ def execute(plan: Plan) -> ExitCode:
 
         def work() -> None:
             try:
-                if client_error is not None:
-                    raise client_error
                 _waits(plan, client, stop, tracker, results.put)
             except BaseException as exc:  # every run yields a document, whatever happened
                 missing = [""] if plan.job_id is not None else plan.run_ids
@@ -331,7 +337,8 @@ def execute(plan: Plan) -> ExitCode:
 
         if live is not None:
             live.start()
-        threading.Thread(target=work, name="poller-waits", daemon=True).start()
+        worker = threading.Thread(target=work, name="poller-waits", daemon=True)
+        worker.start()
         report = _Report(plan, stop)
         try:
             while len(report.done) < expected:
@@ -341,6 +348,13 @@ def execute(plan: Plan) -> ExitCode:
                     if stop.grace_over():
                         for run_id in report.missing(tracker):
                             report(tracker.interrupted(plan.domain_id, run_id))
+                        break
+                    if not worker.is_alive() and results.empty():
+                        # The waits are over and some run has no result: never wait
+                        # for one that cannot come (a bug), report it instead.
+                        lost = RuntimeError("the wait ended without a result for this run")
+                        for run_id in report.missing(tracker):
+                            report(_error_result(plan.domain_id, run_id, lost))
                         break
             code = combined(report.codes)
             if report.timed_out and plan.resume is not None:
