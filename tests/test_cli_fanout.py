@@ -45,7 +45,7 @@ def test_from_file_skips_blanks_and_duplicates_and_reports_bad_ids(
     assert docs["run-2"]["outcome"] == "failed"
     assert docs["bad id!"]["outcome"] == "error"
     assert docs["bad id!"]["problem"]["type"] == "InvalidRequestError"
-    assert code == 2  # the highest code: the bad input
+    assert code == 1  # the most severe: a failed run, before the bad input (2)
     assert real_sim.calls("run-1") == 2
 
 

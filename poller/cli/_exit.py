@@ -10,8 +10,13 @@ from __future__ import annotations
 import enum
 import os
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
+
+# Light (it imports nothing), and loaded by the settings anyway; at the top, since
+# for_result runs once per result, tens of thousands of times after a signal.
+from poller.errors import InvalidRequestError, WaitTimeoutError
 
 if TYPE_CHECKING:
     from poller._model import WaitResult
@@ -41,7 +46,7 @@ class ExitCode(enum.IntEnum):
     UNREADABLE = 5
     SIGHUP = 129
     SIGINT = 130
-    STDOUT_CLOSED = 141  # as a shell reports a process killed by SIGPIPE
+    STDOUT_CLOSED = 141  # results lost, as a shell reports a process killed by SIGPIPE
     SIGTERM = 143
 
 
@@ -56,8 +61,9 @@ WAIT_MEANINGS: Mapping[ExitCode, str] = {
     "no credentials, transient faults did not clear",
     ExitCode.SIGHUP: "interrupted by SIGHUP; the last state is still printed",
     ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C); the last state is still printed",
-    ExitCode.STDOUT_CLOSED: "stdout was closed or its reader went away (a broken pipe): "
-    "the results could not be delivered",
+    ExitCode.STDOUT_CLOSED: "not every result could be delivered: stdout was closed or its "
+    "reader went away (a broken pipe), or the second after a signal ended before all were "
+    "printed (stderr says how many)",
     ExitCode.SIGTERM: "interrupted by SIGTERM; the last state is still printed",
 }
 # `poller status` reports a status rather than judging it.
@@ -102,8 +108,6 @@ def for_signal(signum: int | None) -> ExitCode:
 
 def for_result(result: WaitResult, *, allow_partial: bool, signum: int | None = None) -> ExitCode:
     """The exit code of one run's result, as the table says."""
-    from poller.errors import InvalidRequestError, WaitTimeoutError  # noqa: PLC0415
-
     outcome = str(result.outcome)
     if outcome == "succeeded":
         return ExitCode.SUCCEEDED
@@ -140,11 +144,25 @@ def severity_text() -> str:
 
 
 def leave(code: int) -> None:
-    """Flush what was printed and end the process now, worker threads or not."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError, RuntimeError):
-            pass
+    """Flush what was printed and end the process now, worker threads or not.
+
+    The flush gets a moment, not for ever: a stream nobody reads (a full pipe)
+    must not keep the process alive.
+    """
+
+    def flush() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError, RuntimeError):
+                pass
+
+    flushing = threading.Thread(target=flush, name="poller-leave", daemon=True)
+    flushing.start()
+    flushing.join(_FLUSH_FOR)
     os._exit(int(code))
+
+
+#: How long ``leave`` waits for the streams to take what is buffered.
+_FLUSH_FOR = 0.2
