@@ -39,6 +39,7 @@ __all__ = [
     "WaitSession",
     "log_retry",
     "raise_if_error",
+    "result_document",
 ]
 
 OnChange = Callable[[JobRun], object]
@@ -222,8 +223,12 @@ class WaitSession:
         )
         return Step(outcome=Outcome.INTERRUPTED, error=error)
 
-    def result(self, step: Step) -> WaitResult:
-        """The result of a wait that ended with ``step``; logged as ``finished``."""
+    def result(self, step: Step, *, running: bool = False) -> WaitResult:
+        """The result of a wait that ended with ``step``; logged as ``finished``.
+
+        ``running``: a read (``poller status``) found the run still going; its
+        document, logged and printed alike (`result_document`), has no outcome.
+        """
         assert step.outcome is not None, "result() of a step that is not done"
         result = WaitResult(
             domain_id=self.domain_id,
@@ -244,8 +249,16 @@ class WaitSession:
                 job_run_id=self.job_run_id,
                 reported=lineage.inconsistency,
             )
-        self._log.info(log.FINISHED, **result.to_dict())
+        self._log.info(log.FINISHED, **result_document(result, running=running))
         return result
+
+
+def result_document(result: WaitResult, *, running: bool = False) -> dict[str, Any]:
+    """The result document; a read of a run still ``running`` has no outcome yet (null)."""
+    document = result.to_dict()
+    if running:
+        document["outcome"] = None
+    return document
 
 
 def log_retry(logger: Any, fault: CallFault, state: WaitState, step: Step, **ids: str) -> None:

@@ -337,6 +337,43 @@ def test_config_precedence_end_to_end(live_sim: Simulator, add: Any, tmp_path: P
 # -- several runs -----------------------------------------------------------
 
 
+def logged_document(ran: Ran) -> dict[str, Any]:
+    """The `finished` event's result document: the event without the log's own fields."""
+    (event,) = [e for e in ran.events() if e["event"] == "finished"]
+    return {k: v for k, v in event.items() if k not in ("event", "level", "timestamp")}
+
+
+def test_status_of_a_running_run_logs_exactly_the_document_it_prints(
+    live_sim: Simulator, add: Any
+) -> None:
+    """A run still going: outcome null on stdout and in the `finished` event alike."""
+    run_id = add("IN_PROGRESS")
+    ran = poller("status", "--domain-identifier", DOMAIN, "--identifier", run_id, sim=live_sim)
+    assert ran.code == 0
+    assert ran.document()["outcome"] is None
+    assert logged_document(ran) == ran.document()
+
+
+def test_status_gives_up_at_its_own_short_deadline_with_the_unreadable_code(
+    live_sim: Simulator, add: Any
+) -> None:
+    """Every call throttled: `status --timeout 1s` ends near 1 s, exit 5 (no status read)."""
+    run_id = add(Fault.throttle())
+    started = time.monotonic()
+    ran = poller(
+        "status", "--domain-identifier", DOMAIN, "--identifier", run_id, "--timeout", "1s",
+        sim=live_sim, POLLER_WAIT_TIMEOUT="1h",
+    )  # fmt: skip
+    assert time.monotonic() - started < 10
+    assert ran.code == 5
+    doc = ran.document()
+    assert (doc["status"], doc["outcome"]) == (None, "error")
+    assert doc["problem"]["type"] == "ServiceUnavailableError"
+    assert doc["throttled"] >= 2
+    assert logged_document(ran) == doc
+    assert "[default: 30s]" in poller("status", "--help").stdout
+
+
 def test_several_runs_print_json_lines_as_each_finishes(live_sim: Simulator, add: Any) -> None:
     """Runs are waited on concurrently; one line per run, in finishing order; worst outcome."""
     slow = add(*["IN_PROGRESS"] * 6, "FAILED")

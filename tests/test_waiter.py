@@ -206,11 +206,11 @@ def test_missing_credentials_are_access_denied(
 def test_missing_region_is_a_clear_error(
     wait: Wait, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    """With no region configured, building the client says how to give one."""
+    """With no region configured, building the client is bad input that says how to give one."""
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    with pytest.raises(AccessDeniedError, match="region"):
+    with pytest.raises(InvalidRequestError, match=r"no AWS region.*AWS_REGION"):
         wait(None)
 
 

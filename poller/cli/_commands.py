@@ -27,13 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from poller._config import DURATION_HELP, ConfigError, Settings, load_settings
+from poller._config import DURATION_HELP, ConfigError, Settings, load_settings, parse_duration
 from poller.cli._exit import STATUS_MEANINGS, WAIT_MEANINGS, ExitCode, leave, severity_text
 
 if TYPE_CHECKING:
     from poller.cli._render import Output
 
 __all__ = ["Setting", "UsageProblem", "cli", "main", "parse_since", "read_run_ids"]
+
+
+#: `poller status` reads once: throttling gets this long to let a call through, not an hour.
+STATUS_TIMEOUT = "30s"
 
 
 class UsageProblem(Exception):
@@ -341,18 +345,35 @@ def wait(
 )
 @_DOMAIN_OPTION
 @click.option("--identifier", required=True, metavar="RUN", help="The job run.")
+@click.option(
+    "--timeout",
+    "timeout",
+    metavar="D",
+    default=STATUS_TIMEOUT,
+    show_default=True,
+    help=f"Give up reading after D (throttles and faults are retried until then): "
+    f"{DURATION_HELP}; none never gives up. Not the wait's [wait] timeout.",
+)
 @with_settings()
-def status(domain_identifier: str, identifier: str, settings: Settings, output: Output) -> int:
+def status(
+    domain_identifier: str, identifier: str, timeout: str, settings: Settings, output: Output
+) -> int:
     """Read a job run's status once and print its result document.
 
     The document's outcome is null while the run has not finished.
     """
+    import dataclasses  # noqa: PLC0415
+
     from poller.cli._run import Plan, execute  # noqa: PLC0415
 
+    try:
+        seconds = parse_duration(timeout, allow_none=True)
+    except ValueError as exc:
+        raise UsageProblem(f"--timeout: {exc}") from None
     plan = Plan(
         domain_id=domain_identifier,
         run_ids=_validated(domain_identifier, [identifier]),
-        settings=settings,
+        settings=dataclasses.replace(settings, timeout=seconds),
         output=output,
         once=True,
         program=_invocation().program,

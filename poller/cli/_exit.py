@@ -58,7 +58,8 @@ WAIT_MEANINGS: Mapping[ExitCode, str] = {
     ExitCode.PARTIAL: "PARTIALLY_SUCCEEDED without --allow-partial",
     ExitCode.WAIT_TIMEOUT: "the wait's deadline passed before the run finished",
     ExitCode.UNREADABLE: "the status could not be read: not found, access denied, "
-    "no credentials, transient faults did not clear",
+    "no credentials, transient faults did not clear, or no status was read before the "
+    "deadline",
     ExitCode.SIGHUP: "interrupted by SIGHUP; the last state is still printed",
     ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C); the last state is still printed",
     ExitCode.STDOUT_CLOSED: "not every result could be delivered: stdout was closed or its "
@@ -71,11 +72,11 @@ STATUS_MEANINGS: Mapping[ExitCode, str] = {
     ExitCode.SUCCEEDED: "the status was read, whatever it is (use `poller wait --timeout 0` "
     "for an exit code that follows the run's status)",
     ExitCode.USAGE: WAIT_MEANINGS[ExitCode.USAGE],
-    ExitCode.WAIT_TIMEOUT: "throttling did not let a call through before the timeout",
+    ExitCode.UNREADABLE: "the status could not be read: not found, access denied, no "
+    "credentials, or throttling and faults let no call through before --timeout",
     **{
         code: WAIT_MEANINGS[code]
         for code in (
-            ExitCode.UNREADABLE,
             ExitCode.SIGHUP,
             ExitCode.SIGINT,
             ExitCode.STDOUT_CLOSED,

@@ -136,9 +136,9 @@ class Output:
 
     def document(self, result: WaitResult, finished: bool = True) -> str:
         """The result document as printed: JSON, or the text summary."""
-        document = result.to_dict()
-        if not finished:
-            document["outcome"] = None  # `status` of a running run: no outcome yet
+        from poller._session import result_document  # noqa: PLC0415  (loaded by the wait)
+
+        document = result_document(result, running=not finished)  # as `finished` logs it
         text = (
             json.dumps(document, ensure_ascii=False)
             if self.fmt == "json"
