@@ -119,7 +119,8 @@ class WaitSession:
         self._learned: _history.Learned | None = None
         self._run_started: float | None = None  # the run's start on the wait's clock
         if not resumed:
-            self._emit(log.WAIT_STARTED, timeout_s=policy.timeout)
+            timeout = policy.timeout
+            self._emit(log.WAIT_STARTED, timeout_s=None if timeout is None else round(timeout, 3))
 
     def _emit(self, event: str, **fields: Any) -> None:
         self._log.info(event, domain_id=self.domain_id, job_run_id=self.job_run_id, **fields)

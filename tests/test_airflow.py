@@ -263,6 +263,20 @@ def test_execute_defers_with_a_trigger_that_round_trips(sim: Simulator) -> None:
     assert sim.calls(run_id) == 1
 
 
+def test_a_deferred_wait_logs_its_start_once(sim: Simulator) -> None:
+    """Poke, defer, the trigger waits: one wait, so one wait_started and one story of changes."""
+    run_id = new_run(sim, "IN_PROGRESS", "IN_PROGRESS", "SUCCESS")
+    s = sensor(run_id, deferrable=True, timeout=600)
+    with capture_logs() as events:
+        resume(s, deferred(s))
+    assert status_events(events) == [
+        ("wait_started", None, None),
+        ("status_changed", None, "IN_PROGRESS"),
+        ("status_changed", "IN_PROGRESS", "SUCCESS"),
+    ]
+    assert [e["event"] for e in events].count("finished") == 1
+
+
 def test_deferrable_finished_run_does_not_defer(sim: Simulator) -> None:
     """A run already finished at the first poke returns its document without deferring."""
     run_id = new_run(sim, "SUCCESS")

@@ -374,6 +374,28 @@ def test_status_gives_up_at_its_own_short_deadline_with_the_unreadable_code(
     assert "[default: 30s]" in poller("status", "--help").stdout
 
 
+def test_log_values_are_rounded_and_the_timeout_message_says_each_thing_once(
+    live_sim: Simulator, add: Any
+) -> None:
+    """--latest starts the wait with what is left of the deadline: shown to the millisecond."""
+    run_id = add("IN_PROGRESS")  # the newest run of job-1
+    ran = poller(
+        "wait", "--domain-identifier", DOMAIN, "--job-identifier", "job-1", "--latest",
+        "--timeout", "1s", sim=live_sim,
+    )  # fmt: skip
+    assert ran.code == 4
+    (started,) = [e for e in ran.events() if e["event"] == "wait_started"]
+    assert started["job_run_id"] == run_id
+    assert 0 < started["timeout_s"] <= 1
+    assert round(started["timeout_s"], 3) == started["timeout_s"]
+    message = ran.document()["problem"]["message"]
+    assert (
+        message
+        == "the wait's deadline passed before the run finished (the run was still IN_PROGRESS)"
+    )
+    assert message.count("IN_PROGRESS") == 1
+
+
 def test_several_runs_print_json_lines_as_each_finishes(live_sim: Simulator, add: Any) -> None:
     """Runs are waited on concurrently; one line per run, in finishing order; worst outcome."""
     slow = add(*["IN_PROGRESS"] * 6, "FAILED")

@@ -14,7 +14,9 @@ waits, printing) is imported when a command runs, not for ``--help``.
 
 from __future__ import annotations
 
+import errno
 import functools
+import io
 import os
 import shlex
 import sys
@@ -607,6 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     program = argv is None
     if program:
         _reopen_closed_std_fds()
+        if sys.stdout is None:  # started with stdout closed (`>&-`)
+            sys.stdout = _ClosedStdout()
     args = list(sys.argv[1:] if argv is None else argv)
     code = _main(args, program)
     if program:
@@ -649,6 +653,13 @@ def _main(args: list[str], program: bool) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return ExitCode.STDOUT_CLOSED
+    except SystemExit:
+        # click's answer to a broken pipe while it printed (--help, --version): it
+        # pacifies the streams and exits 1. Lost output is 141, as everywhere.
+        if type(sys.stdout).__name__ == "_PacifyFlushWrapper":
+            _silence_stdout()
+            return ExitCode.STDOUT_CLOSED
+        raise
     except Exception as exc:
         from poller.errors import InvalidRequestError  # noqa: PLC0415
 
@@ -658,6 +669,24 @@ def _main(args: list[str], program: bool) -> int:
         say(f"{prog}: internal error: {type(exc).__name__}: {exc}")
         return ExitCode.UNREADABLE
     return int(rv) if isinstance(rv, int) else 0
+
+
+class _ClosedStdout(io.TextIOBase):
+    """stdout when the process started without one: every write is a broken pipe.
+
+    So `--help` and `--version` exit 141 as a wait does (which sees it closed
+    before any call: ``closed`` is true).
+    """
+
+    @property
+    def closed(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "stdout is closed")
 
 
 def _reopen_closed_std_fds() -> None:

@@ -226,6 +226,8 @@ def make_output(
     fmt: str | None, quiet: bool, stdout: TextIO | None, stderr: TextIO | None
 ) -> Output:
     """The output of one invocation: the format defaults to text on a terminal, else JSON."""
+    if stdout is not None and getattr(stdout, "closed", False):
+        stdout = None  # the process started with it closed: nowhere to print
     if fmt is None:
         fmt = "text" if is_terminal(stdout) else "json"
     err_color = stderr is not None and use_color(stderr)
