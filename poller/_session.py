@@ -125,6 +125,10 @@ class WaitSession:
     def _emit(self, event: str, **fields: Any) -> None:
         self._log.info(event, domain_id=self.domain_id, job_run_id=self.job_run_id, **fields)
 
+    def _note(self, event: str, **fields: Any) -> None:
+        """An event at debug level: true, but not news for a person reading the log."""
+        self._log.debug(event, domain_id=self.domain_id, job_run_id=self.job_run_id, **fields)
+
     @property
     def elapsed(self) -> float:
         """Seconds since the wait started."""
@@ -164,9 +168,11 @@ class WaitSession:
         return self._stepped(step)
 
     def _tell(self, run: JobRun, learned: _history.Learned) -> None:
-        # Once per wait: what the job's history taught, or why it is not used.
+        # Once per wait: what the job's history taught, or why it is not used. No
+        # history is no news (a young job has fewer than 5 past runs; the cadence is
+        # the plain one then), so it is said at debug level.
         if learned.history is None:
-            self._emit(_history.HISTORY_UNAVAILABLE, job_id=run.job_id, reason=learned.reason)
+            self._note(_history.HISTORY_UNAVAILABLE, job_id=run.job_id, reason=learned.reason)
         else:
             self._emit(_history.HISTORY, job_id=run.job_id, **learned.history.summary())
 

@@ -19,6 +19,7 @@ from helpers import (
     TERMINAL,
     FakeTime,
     Wait,
+    capture_every_log,
     closed_port,
     keep,
     make_client,
@@ -279,7 +280,7 @@ def test_finished_event_carries_the_result_document(
         "run-1",
         RunScript(statuses=["SCHEDULED", Fault.throttle(), Fault.internal(), "SUCCESS"]),
     )
-    with capture_logs() as events:
+    with capture_every_log() as events:
         result = wait(client)
     names = [e["event"] for e in events]
     assert names == [
