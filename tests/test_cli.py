@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -522,6 +523,22 @@ def test_the_command_the_demo_names_works_against_a_simulator_with_no_aws_setup(
     args = [run_id if arg == "run-demo-1" else arg for arg in args[1:]]
     args = [DOMAIN if arg == "dzd_demo" else arg for arg in args]
     assert poller(*args, env=bare).code == 0
+
+
+def test_the_demo_transcript_in_the_docs_is_what_the_demo_prints() -> None:
+    """docs/cli.md's `poller demo` session: the same first line and the same events, in order."""
+    from _docs import ROOT, blocks
+
+    (shown,) = [
+        b.code for b in blocks(ROOT / "docs" / "cli.md") if b.code.startswith("$ poller demo\n")
+    ]
+    lines = shown.splitlines()[1:]
+    port = re.compile(r"127\.0\.0\.1:\d+")
+    ran = poller("demo", "--output", "json", env=child_env(None))
+    assert port.sub("PORT", lines[0]) == port.sub("PORT", ran.stderr.splitlines()[0])
+    documented = [line.split()[3] for line in lines if line[:4].isdigit()]  # time [level] event
+    printed = [e["event"] for e in ran.events() if e["event"] != "finished"]  # a terminal: no
+    assert documented == printed  # `finished` line, the result is printed right below
 
 
 def test_demo_runs_offline_and_prints_the_result() -> None:

@@ -176,6 +176,21 @@ def test_no_run_found_is_reported_with_exit_5(
     assert doc["job_run_id"] == ""
 
 
+def test_no_run_since_a_future_time_names_the_job_not_an_empty_run_id(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--since <future>` finds nothing: the message names the job it looked in."""
+    code = main(
+        ["wait", "--domain-identifier", DOMAIN, "--endpoint-url", real_sim.endpoint_url,
+         "--job-identifier", "job-9", "--since", "2999-01-01T00:00:00Z",
+         "--not-found-grace", "0.2", "--log-format", "json"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 5
+    assert "poller: job job-9: JobRunNotFoundError: no run created since 2999-01-01" in err
+    assert "poller: :" not in err
+
+
 def test_max_rps_flag_sets_the_process_budget(
     real_sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

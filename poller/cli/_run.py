@@ -534,15 +534,19 @@ class _Report:
         outcome = str(result.outcome)
         if code is ExitCode.WAIT_TIMEOUT and not plan.once:
             self.timed_out.append(result.job_run_id)
-            out.note(f"poller: {result.job_run_id}: {error}")
+            out.note(f"poller: {self._who(result.job_run_id)}: {error}")
         elif error is not None and outcome == "error":
-            out.note(f"poller: {result.job_run_id}: {type(error).__name__}: {error}")
+            out.note(f"poller: {self._who(result.job_run_id)}: {type(error).__name__}: {error}")
         elif outcome == "interrupted":
             self._interrupted_note(result.job_run_id, result.job_run)
 
     def _interrupted_note(self, run_id: str, last: JobRun | None) -> None:
         seen = last.status if last is not None else "none seen"
         self._plan.output.note(
-            f"poller: {run_id or self._plan.job_id}: wait interrupted (last status: {seen}); "
+            f"poller: {self._who(run_id)}: wait interrupted (last status: {seen}); "
             "the job run itself was not touched"
         )
+
+    def _who(self, run_id: str) -> str:
+        """What a message names: the run, or the job whose run was not found (--latest)."""
+        return run_id or f"job {self._plan.job_id}"
