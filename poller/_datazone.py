@@ -26,7 +26,7 @@ from botocore.parsers import ResponseParserError
 from poller import _otel
 from poller._model import JobRun, MalformedResponseError
 from poller._policy import CallFault, FaultKind
-from poller.errors import AccessDeniedError, InvalidRequestError
+from poller.errors import InvalidRequestError
 from poller.log import redact
 
 if TYPE_CHECKING:
@@ -146,15 +146,18 @@ def build_client(
         session = _session(profile_name or None)
         client = session.create_client(
             "datazone",
-            region_name=region_name or None,
+            # AWS_REGION first, as the AWS CLI v2 and the other SDKs have it;
+            # botocore itself reads only AWS_DEFAULT_REGION and the profile.
+            region_name=region_name or os.environ.get("AWS_REGION") or None,
             endpoint_url=endpoint_url or None,
             config=config,
         )
     except bce.ProfileNotFound as exc:
-        raise AccessDeniedError(f"AWS profile not found: {exc.kwargs.get('profile')}") from exc
+        raise InvalidRequestError(_no_profile(exc.kwargs.get("profile"))) from exc
     except bce.NoRegionError as exc:
-        raise AccessDeniedError(
-            "no AWS region configured: pass a region (--region, region_name=) or set AWS_REGION"
+        raise InvalidRequestError(
+            "no AWS region configured: pass one (--region, or ClientSettings(region_name=...)) "
+            "or set AWS_REGION, e.g. export AWS_REGION=us-east-1"
         ) from exc
     except (bce.BotoCoreError, ValueError) as exc:
         raise InvalidRequestError(f"cannot create a DataZone client: {redact(str(exc))}") from exc
@@ -166,6 +169,20 @@ def build_client(
             "endpoint URL (from AWS_ENDPOINT_URL_DATAZONE, AWS_ENDPOINT_URL or the AWS config)",
         )
     return cast("DataZoneClient", client)
+
+
+def _no_profile(name: object) -> str:
+    """The message for a profile the AWS config does not have, naming the ones it has."""
+    try:
+        known = sorted(botocore.session.Session().available_profiles)
+    except (bce.BotoCoreError, OSError):
+        known = []
+    where = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+    have = f"it has: {', '.join(known)}" if known else "it has none"
+    return (
+        f"AWS profile {name!r} not found in {where} ({have}): name one it has (--profile, "
+        "AWS_PROFILE) or leave the profile unset"
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -223,7 +223,7 @@ def advance(
         return seen, Step(outcome=run.outcome)
     left = state.time_left(now)
     if left <= 0:
-        return seen, _timeout(seen, f"the run was still {run.status}")
+        return seen, _timeout(seen)
     delay = _jittered(base, policy.jitter, policy.max_interval, rng)
     quiet = forecast.quiet_until - now if forecast is not None and policy.history else 0.0
     if quiet > delay:
@@ -298,10 +298,11 @@ def _error(error: PollerError) -> Step:
     return Step(outcome=Outcome.ERROR, error=error)
 
 
-def _timeout(state: WaitState, why: str) -> Step:
+def _timeout(state: WaitState, why: str | None = None) -> Step:
+    # Without a ``why``, the last look saw the run still going: that is the whole story.
     seen = state.last.status if state.last else "never seen"
+    detail = f"{why}; last status: {seen}" if why else f"the run was still {seen}"
     error = WaitTimeoutError(
-        f"the wait's deadline passed before the run finished ({why}; last status: {seen})",
-        job_run=state.last,
+        f"the wait's deadline passed before the run finished ({detail})", job_run=state.last
     )
     return Step(outcome=Outcome.WAIT_TIMEOUT, error=error)

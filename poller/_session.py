@@ -39,6 +39,7 @@ __all__ = [
     "WaitSession",
     "log_retry",
     "raise_if_error",
+    "result_document",
 ]
 
 OnChange = Callable[[JobRun], object]
@@ -121,10 +122,15 @@ class WaitSession:
         # OpenTelemetry: this wait's span, a child of the caller's current one (None: off).
         self._span = _otel.wait_started(domain_id, job_run_id, resumed=resumed)
         if not resumed:
-            self._emit(log.WAIT_STARTED, timeout_s=policy.timeout)
+            timeout = policy.timeout
+            self._emit(log.WAIT_STARTED, timeout_s=None if timeout is None else round(timeout, 3))
 
     def _emit(self, event: str, **fields: Any) -> None:
         self._log.info(event, domain_id=self.domain_id, job_run_id=self.job_run_id, **fields)
+
+    def _note(self, event: str, **fields: Any) -> None:
+        """An event at debug level: true, but not news for a person reading the log."""
+        self._log.debug(event, domain_id=self.domain_id, job_run_id=self.job_run_id, **fields)
 
     @property
     def elapsed(self) -> float:
@@ -167,9 +173,11 @@ class WaitSession:
         return self._stepped(step)
 
     def _tell(self, run: JobRun, learned: _history.Learned) -> None:
-        # Once per wait: what the job's history taught, or why it is not used.
+        # Once per wait: what the job's history taught, or why it is not used. No
+        # history is no news (a young job has fewer than 5 past runs; the cadence is
+        # the plain one then), so it is said at debug level.
         if learned.history is None:
-            self._emit(_history.HISTORY_UNAVAILABLE, job_id=run.job_id, reason=learned.reason)
+            self._note(_history.HISTORY_UNAVAILABLE, job_id=run.job_id, reason=learned.reason)
         else:
             self._emit(_history.HISTORY, job_id=run.job_id, **learned.history.summary())
 
@@ -230,8 +238,12 @@ class WaitSession:
         )
         return Step(outcome=Outcome.INTERRUPTED, error=error)
 
-    def result(self, step: Step) -> WaitResult:
-        """The result of a wait that ended with ``step``; logged as ``finished``."""
+    def result(self, step: Step, *, running: bool = False) -> WaitResult:
+        """The result of a wait that ended with ``step``; logged as ``finished``.
+
+        ``running``: a read (``poller status``) found the run still going; its
+        document, logged and printed alike (`result_document`), has no outcome.
+        """
         assert step.outcome is not None, "result() of a step that is not done"
         result = WaitResult(
             domain_id=self.domain_id,
@@ -252,7 +264,7 @@ class WaitSession:
                 job_run_id=self.job_run_id,
                 reported=lineage.inconsistency,
             )
-        self._log.info(log.FINISHED, **result.to_dict())
+        self._log.info(log.FINISHED, **result_document(result, running=running))
         _otel.wait_finished(self._span, result)
         self._span = None
         return result
@@ -265,6 +277,14 @@ class WaitSession:
         if self._span is not None:
             self._span.close(self.state.polls)
             self._span = None
+
+
+def result_document(result: WaitResult, *, running: bool = False) -> dict[str, Any]:
+    """The result document; a read of a run still ``running`` has no outcome yet (null)."""
+    document = result.to_dict()
+    if running:
+        document["outcome"] = None
+    return document
 
 
 def log_retry(logger: Any, fault: CallFault, state: WaitState, step: Step, **ids: str) -> None:

@@ -187,4 +187,6 @@ def read_result(
     seams = seams or REAL
     session, built = _start(domain_id, job_run_id, UNSET, policy, client, seams, on_step=on_step)
     step = read_once(session, built, cancel=cancel, seams=seams)
-    return session.result(step if step.done else Step(outcome=Outcome.WAIT_TIMEOUT))
+    return session.result(
+        step if step.done else Step(outcome=Outcome.WAIT_TIMEOUT), running=not step.done
+    )

@@ -17,6 +17,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any, Final, TextIO
 
 __all__ = [
+    "EVENTS",
     "FINISHED",
     "HEARTBEAT",
     "LINEAGE_INCONSISTENT",
@@ -40,6 +41,37 @@ FINISHED: Final = "finished"
 LINEAGE_INCONSISTENT: Final = "lineage_inconsistent"
 #: The stdlib logger poller's events go to while structlog is not configured.
 LOGGER_NAME: Final = "poller"
+
+#: Every event poller logs, with when it is logged and its fields besides ``domain_id`` and
+#: ``job_run_id``. tests/test_log_events.py keeps it equal to the events the code emits and
+#: generates the lists in docs/python-api.md, docs/cli.md and docs/design.md from it.
+EVENTS: Final[Mapping[str, str]] = {
+    WAIT_STARTED: "a wait began: `timeout_s`",
+    STATUS_CHANGED: "the run was first seen, or its status changed: `from`, `to`, `elapsed_s`",
+    THROTTLED: "a call was throttled; the next one in `sleep_s`: `error_type`, `attempt`, "
+    "`sleep_s`",
+    RETRYING: "a call failed with a transient fault or an early not-found; retried in "
+    "`sleep_s`: `error_type`, `attempt`, `sleep_s`",
+    HEARTBEAT: "a minute went by without news: `status`, `elapsed_s`, `polls`",
+    "history": "what the job's past runs taught: `job_id`, `runs`, `p50_s`, `quiet_s`, `late_s`",
+    "history_unavailable": "the job's past runs cannot shape the cadence (fewer than 5, "
+    "ListJobRuns denied or failing), so the plain one is used: `job_id`, `reason`",
+    "finding_run": "`--latest` / `--since` began looking for the job's run: `job_id`, `timeout_s`",
+    "run_found": "the run it found: `job_id`, `job_run_id`, `status`",
+    "job_listing_stopped": "a fan-out stopped listing a job's runs (denied, or failing three "
+    "times in a row); they are read one by one: `job_id`, `reason`",
+    "fanout_started": "a fan-out began: `runs`, `waits`, `max_rps`",
+    "fanout_finished": "a fan-out ended: `runs`, `rate`, a count per outcome",
+    "watch_listed": "a job watcher listed its job: `job_id`, `runs`, `running`, `quiet_s`, "
+    "`next_in_s`",
+    "watch_announced": "a job watcher announced a finished run: `job_id`, `job_run_id`, `status`",
+    "watch_retrying": "a job watcher's call was throttled or failed and is retried: `job_id`, "
+    "`operation`, `error_type`, `error`, `attempt`, `sleep_s`",
+    "watch_skipped": "a run listed finished that GetJobRun does not find is not announced: "
+    "`job_id`, `job_run_id`, `why`",
+    LINEAGE_INCONSISTENT: "lineage counts that cannot be true were reported as null: `reported`",
+    FINISHED: "the wait ended: its fields are exactly the result document",
+}
 
 # Events say what happened to the run, never how the call was signed: no
 # credentials or headers are ever bound, and this drops them should a caller

@@ -17,12 +17,14 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
+from structlog.testing import capture_logs
 
 from poller import PollPolicy, WaitResult, wait_for_job_run
 from poller._waiter import wait_result
@@ -47,6 +49,7 @@ __all__ = [
     "TERMINAL",
     "FakeTime",
     "Wait",
+    "capture_every_log",
     "child_env",
     "close_kept",
     "closed_port",
@@ -141,6 +144,21 @@ class Wait:
             return blocking(domain, run_id, client=client, **kwargs)
         kwargs.setdefault("seams", Seams(clock=clock, async_sleep=self.fake_time.async_sleep))
         return asyncio.run(asynchronous(domain, run_id, client=client, **kwargs))
+
+
+@contextmanager
+def capture_every_log() -> Iterator[list[MutableMapping[str, Any]]]:
+    """structlog's ``capture_logs``, debug events included, whatever a host configured.
+
+    Importing Airflow configures structlog to drop debug events for the whole process.
+    """
+    saved = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET))
+    try:
+        with capture_logs() as events:
+            yield events
+    finally:
+        structlog.configure(wrapper_class=saved)
 
 
 _C = TypeVar("_C")

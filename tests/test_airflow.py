@@ -268,6 +268,20 @@ def test_execute_defers_with_a_trigger_that_round_trips(sim: Simulator) -> None:
     assert sim.calls(run_id) == 1
 
 
+def test_a_deferred_wait_logs_its_start_once(sim: Simulator) -> None:
+    """Poke, defer, the trigger waits: one wait, so one wait_started and one story of changes."""
+    run_id = new_run(sim, "IN_PROGRESS", "IN_PROGRESS", "SUCCESS")
+    s = sensor(run_id, deferrable=True, timeout=600)
+    with capture_logs() as events:
+        resume(s, deferred(s))
+    assert status_events(events) == [
+        ("wait_started", None, None),
+        ("status_changed", None, "IN_PROGRESS"),
+        ("status_changed", "IN_PROGRESS", "SUCCESS"),
+    ]
+    assert [e["event"] for e in events].count("finished") == 1
+
+
 def test_deferrable_finished_run_does_not_defer(sim: Simulator) -> None:
     """A run already finished at the first poke returns its document without deferring."""
     run_id = new_run(sim, "SUCCESS")
@@ -676,3 +690,26 @@ def test_the_trigger_s_wait_is_a_span_under_the_trigger_s_span(sim: Simulator) -
     assert wait.attributes is not None
     assert wait.attributes["poller.job_run_id"] == run_id
     assert wait.attributes["poller.throttled"] == 1
+
+
+def test_the_offline_recipe_of_the_airflow_page_runs_as_written(tmp_path: Path) -> None:
+    """docs/airflow.md's shell recipe, in a fresh shell: a new AIRFLOW_HOME, migrated, a DAG run."""
+    from _docs import ROOT, blocks
+
+    page = ROOT / "docs" / "airflow.md"
+    text = page.read_text(encoding="utf-8")
+    start = text.splitlines().index("## Testing DAGs offline") + 1
+    (recipe,) = [b for b in blocks(page) if b.language == "sh" and b.line > start][:1]
+    (tmp_path / "dags").mkdir()
+    shutil.copy(ROOT / "examples" / "datazone_job_run_dag.py", tmp_path / "dags")
+    run = {"domain_id": "dzd_abc123", "run_id": "run-1", "statuses": ["IN_PROGRESS", "SUCCESS"]}
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": [run]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        ["bash", "-e", "-c", recipe.code],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DagRun Finished: dag_id=datazone_job_run" in done.stdout + done.stderr
+    assert "state=success" in done.stdout + done.stderr

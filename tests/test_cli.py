@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from helpers import ANSI, CLEAR, POLLER, RESULT_KEYS, child_env, run_on_pty
 
+from poller._datazone import build_client
 from poller.testing import Fault, Lineage, RunScript, Simulator
 
 DOMAIN = "dzd_cli"
@@ -218,16 +220,55 @@ def test_missing_credentials_exit_5_with_a_clear_message(live_sim: Simulator, ad
     assert live_sim.calls(run_id) == 0
 
 
-def test_missing_region_exits_5_with_a_clear_message(live_sim: Simulator, add: Any) -> None:
-    """No region anywhere: exit 5, a message saying how to set one, and no call."""
-    run_id = add("SUCCESS")
+def test_a_missing_region_is_bad_input_for_every_run_and_the_command_ends(
+    live_sim: Simulator, add: Any
+) -> None:
+    """No region anywhere, two runs: exit 2 at once, one line naming a fix that works, no call."""
+    first, second = add("SUCCESS"), add("SUCCESS")
     env = child_env(live_sim.endpoint_url)
     del env["AWS_DEFAULT_REGION"]
-    ran = poller("wait", "--domain-identifier", DOMAIN, "--identifier", run_id, env=env)
-    assert ran.code == 5
-    assert ran.document()["outcome"] == "error"
+    args = ["wait", "--domain-identifier", DOMAIN, "--identifier", first, "--identifier", second]
+    ran = poller(*args, env=env)
+    assert ran.code == 2
+    assert ran.stdout == ""
     assert "no AWS region configured" in ran.stderr
-    assert live_sim.calls(run_id) == 0
+    assert "AWS_REGION" in ran.stderr
+    assert live_sim.calls(first) == live_sim.calls(second) == 0
+    # The fix the message names works.
+    assert poller(*args, env={**env, "AWS_REGION": "us-east-1"}).code == 0
+
+
+def test_aws_region_is_honoured_as_the_aws_cli_does(
+    live_sim: Simulator, add: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_REGION alone is a region, and it wins over AWS_DEFAULT_REGION, as for AWS CLI v2."""
+    run_id = add("SUCCESS")
+    env = child_env(live_sim.endpoint_url, AWS_REGION="eu-west-1")
+    del env["AWS_DEFAULT_REGION"]
+    assert poller("wait", "--domain-identifier", DOMAIN, "--identifier", run_id, env=env).code == 0
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")  # AWS_DEFAULT_REGION is us-east-1 here
+    client = build_client(endpoint_url=live_sim.endpoint_url)
+    assert client.meta.region_name == "eu-west-1"  # the region its calls are signed for
+    client.close()
+
+
+def test_an_unknown_profile_is_bad_input_naming_the_profiles_there_are(
+    live_sim: Simulator, add: Any, tmp_path: Path
+) -> None:
+    """--profile no-such-profile with two runs: exit 2 before any call, the known ones named."""
+    first, second = add("SUCCESS"), add("SUCCESS")
+    config = tmp_path / "config"
+    config.write_text("[profile etl]\nregion = eu-west-1\n")
+    env = child_env(live_sim.endpoint_url, AWS_CONFIG_FILE=str(config))
+    ran = poller(
+        "wait", "--domain-identifier", DOMAIN, "--identifier", first, "--identifier", second,
+        "--profile", "no-such-profile", env=env,
+    )  # fmt: skip
+    assert ran.code == 2
+    assert ran.stdout == ""
+    assert "'no-such-profile' not found" in ran.stderr
+    assert "it has: etl" in ran.stderr
+    assert live_sim.calls(first) == live_sim.calls(second) == 0
 
 
 # -- bad input --------------------------------------------------------------
@@ -297,8 +338,67 @@ def test_config_precedence_end_to_end(live_sim: Simulator, add: Any, tmp_path: P
 # -- several runs -----------------------------------------------------------
 
 
+def logged_document(ran: Ran) -> dict[str, Any]:
+    """The `finished` event's result document: the event without the log's own fields."""
+    (event,) = [e for e in ran.events() if e["event"] == "finished"]
+    return {k: v for k, v in event.items() if k not in ("event", "level", "timestamp")}
+
+
+def test_status_of_a_running_run_logs_exactly_the_document_it_prints(
+    live_sim: Simulator, add: Any
+) -> None:
+    """A run still going: outcome null on stdout and in the `finished` event alike."""
+    run_id = add("IN_PROGRESS")
+    ran = poller("status", "--domain-identifier", DOMAIN, "--identifier", run_id, sim=live_sim)
+    assert ran.code == 0
+    assert ran.document()["outcome"] is None
+    assert logged_document(ran) == ran.document()
+
+
+def test_status_gives_up_at_its_own_short_deadline_with_the_unreadable_code(
+    live_sim: Simulator, add: Any
+) -> None:
+    """Every call throttled: `status --timeout 1s` ends near 1 s, exit 5 (no status read)."""
+    run_id = add(Fault.throttle())
+    started = time.monotonic()
+    ran = poller(
+        "status", "--domain-identifier", DOMAIN, "--identifier", run_id, "--timeout", "1s",
+        sim=live_sim, POLLER_WAIT_TIMEOUT="1h",
+    )  # fmt: skip
+    assert time.monotonic() - started < 10
+    assert ran.code == 5
+    doc = ran.document()
+    assert (doc["status"], doc["outcome"]) == (None, "error")
+    assert doc["problem"]["type"] == "ServiceUnavailableError"
+    assert doc["throttled"] >= 2
+    assert logged_document(ran) == doc
+    assert "[default: 30s]" in poller("status", "--help").stdout
+
+
+def test_log_values_are_rounded_and_the_timeout_message_says_each_thing_once(
+    live_sim: Simulator, add: Any
+) -> None:
+    """--latest starts the wait with what is left of the deadline: shown to the millisecond."""
+    run_id = add("IN_PROGRESS")  # the newest run of job-1
+    ran = poller(
+        "wait", "--domain-identifier", DOMAIN, "--job-identifier", "job-1", "--latest",
+        "--timeout", "1s", sim=live_sim,
+    )  # fmt: skip
+    assert ran.code == 4
+    (started,) = [e for e in ran.events() if e["event"] == "wait_started"]
+    assert started["job_run_id"] == run_id
+    assert 0 < started["timeout_s"] <= 1
+    assert round(started["timeout_s"], 3) == started["timeout_s"]
+    message = ran.document()["problem"]["message"]
+    assert (
+        message
+        == "the wait's deadline passed before the run finished (the run was still IN_PROGRESS)"
+    )
+    assert message.count("IN_PROGRESS") == 1
+
+
 def test_several_runs_print_json_lines_as_each_finishes(live_sim: Simulator, add: Any) -> None:
-    """Runs are waited on concurrently; one line per run, in finishing order; highest code."""
+    """Runs are waited on concurrently; one line per run, in finishing order; worst outcome."""
     slow = add(*["IN_PROGRESS"] * 6, "FAILED")
     fast = add("SUCCESS")
     partial = add("IN_PROGRESS", "PARTIALLY_SUCCEEDED")
@@ -306,10 +406,34 @@ def test_several_runs_print_json_lines_as_each_finishes(live_sim: Simulator, add
         "wait", "--domain-identifier", DOMAIN, "--identifier", slow, "--identifier", fast,
         "--identifier", partial, sim=live_sim,
     )  # fmt: skip
-    assert ran.code == 3  # max(1, 0, 3)
+    assert ran.code == 1  # a failed run beats a partial one
     docs = ran.documents()
     assert [d["job_run_id"] for d in docs] == [fast, partial, slow]
     assert [d["outcome"] for d in docs] == ["succeeded", "partially_succeeded", "failed"]
+
+
+def test_every_stderr_line_is_one_event_or_one_message_with_300_runs_timing_out(
+    live_sim: Simulator, add: Any, tmp_path: Path
+) -> None:
+    """300 runs time out together: events and messages never share a line, none is empty."""
+    runs = tmp_path / "runs.txt"
+    runs.write_text("".join(f"{add('IN_PROGRESS')}\n" for _ in range(300)))
+    ran = poller(
+        "wait", "--domain-identifier", DOMAIN, "--from-file", str(runs), "--timeout", "1s",
+        "--max-rps", "2000", sim=live_sim,
+    )  # fmt: skip
+    assert ran.code == 4
+    assert len(ran.documents()) == 300
+    messages = events = 0
+    for line in ran.stderr.splitlines():
+        if line.startswith(("poller: ", "To keep waiting: ")):
+            assert "{" not in line, line  # no event glued to a message
+            messages += 1
+        else:
+            assert isinstance(json.loads(line), dict), line  # exactly one event
+            events += 1
+    assert messages == 301  # one per run timed out, and how to resume
+    assert events >= 600  # wait_started and finished, at least, for each run
 
 
 def test_several_runs_one_unreadable(live_sim: Simulator, add: Any) -> None:
@@ -378,6 +502,43 @@ def test_python_dash_m_is_the_same_command(live_sim: Simulator, add: Any) -> Non
     )  # fmt: skip
     assert done.returncode == 1
     assert json.loads(done.stdout)["status"] == "FAILED"
+
+
+def test_the_command_the_demo_names_works_against_a_simulator_with_no_aws_setup(
+    live_sim: Simulator, add: Any
+) -> None:
+    """The demo's "as `... poller wait ...` would" is a command that works as it is printed."""
+    env = child_env(None)
+    ran = poller("demo", "--output", "json", env=env)
+    hint = ran.stderr.splitlines()[0]
+    command = shlex.split(hint.split("`")[1])
+    names = [word.split("=", 1) for word in itertools.takewhile(lambda w: "=" in w, command)]
+    args = command[len(names) :]
+    assert args[:2] == ["poller", "wait"]
+    run_id = add("SUCCESS")
+    bare = {k: v for k, v in child_env(None).items() if not k.startswith("AWS_")}
+    bare["AWS_CONFIG_FILE"] = bare["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    bare.update(dict(names))
+    bare["AWS_ENDPOINT_URL_DATAZONE"] = live_sim.endpoint_url  # the demo's simulator is gone
+    args = [run_id if arg == "run-demo-1" else arg for arg in args[1:]]
+    args = [DOMAIN if arg == "dzd_demo" else arg for arg in args]
+    assert poller(*args, env=bare).code == 0
+
+
+def test_the_demo_transcript_in_the_docs_is_what_the_demo_prints() -> None:
+    """docs/cli.md's `poller demo` session: the same first line and the same events, in order."""
+    from _docs import ROOT, blocks
+
+    (shown,) = [
+        b.code for b in blocks(ROOT / "docs" / "cli.md") if b.code.startswith("$ poller demo\n")
+    ]
+    lines = shown.splitlines()[1:]
+    port = re.compile(r"127\.0\.0\.1:\d+")
+    ran = poller("demo", "--output", "json", env=child_env(None))
+    assert port.sub("PORT", lines[0]) == port.sub("PORT", ran.stderr.splitlines()[0])
+    documented = [line.split()[3] for line in lines if line[:4].isdigit()]  # time [level] event
+    printed = [e["event"] for e in ran.events() if e["event"] != "finished"]  # a terminal: no
+    assert documented == printed  # `finished` line, the result is printed right below
 
 
 def test_demo_runs_offline_and_prints_the_result() -> None:

@@ -14,7 +14,7 @@ from helpers import ROOT
 
 from poller._config import KEYS
 from poller.cli import ExitCode
-from poller.cli._exit import WAIT_MEANINGS
+from poller.cli._exit import WAIT_MEANINGS, severity_text
 
 DOC = ROOT / "docs" / "cli.md"
 DEFAULTS = ROOT / "config" / "poller.toml"
@@ -26,6 +26,11 @@ def exit_code_table() -> str:
     for code, meaning in WAIT_MEANINGS.items():
         rows.append(f"| {int(code)} | {meaning} |")
     return "\n".join(rows)
+
+
+def exit_severity() -> str:
+    """The order in which several runs' codes combine, from the one the CLI uses."""
+    return severity_text()
 
 
 def config_reference() -> str:
@@ -63,6 +68,11 @@ def test_exit_code_table_is_the_one_the_cli_uses() -> None:
     assert list(WAIT_MEANINGS) == list(ExitCode)
 
 
+def test_the_documented_order_of_several_runs_codes_is_the_one_the_cli_uses() -> None:
+    """docs/cli.md's severity order is generated from poller.cli._exit.SEVERITY."""
+    assert block("exit-severity") == exit_severity()
+
+
 def test_configuration_reference_matches_the_packaged_defaults() -> None:
     """Every key, default and comment of config/poller.toml is in the reference, and no other."""
     reference = block("config-reference")
@@ -73,7 +83,12 @@ def test_configuration_reference_matches_the_packaged_defaults() -> None:
 
 def rewrite() -> None:
     text = DOC.read_text()
-    for name, body in (("exit-codes", exit_code_table()), ("config-reference", config_reference())):
+    blocks = (
+        ("exit-codes", exit_code_table()),
+        ("exit-severity", exit_severity()),
+        ("config-reference", config_reference()),
+    )
+    for name, body in blocks:
         text = re.sub(
             rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)",
             lambda m, body=body: m.group(1) + body + m.group(2),

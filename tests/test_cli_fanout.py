@@ -45,7 +45,7 @@ def test_from_file_skips_blanks_and_duplicates_and_reports_bad_ids(
     assert docs["run-2"]["outcome"] == "failed"
     assert docs["bad id!"]["outcome"] == "error"
     assert docs["bad id!"]["problem"]["type"] == "InvalidRequestError"
-    assert code == 2  # the highest code: the bad input
+    assert code == 1  # the most severe: a failed run, before the bad input (2)
     assert real_sim.calls("run-1") == 2
 
 
@@ -174,6 +174,21 @@ def test_no_run_found_is_reported_with_exit_5(
     assert code == 5
     assert doc["problem"]["type"] == "JobRunNotFoundError"
     assert doc["job_run_id"] == ""
+
+
+def test_no_run_since_a_future_time_names_the_job_not_an_empty_run_id(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--since <future>` finds nothing: the message names the job it looked in."""
+    code = main(
+        ["wait", "--domain-identifier", DOMAIN, "--endpoint-url", real_sim.endpoint_url,
+         "--job-identifier", "job-9", "--since", "2999-01-01T00:00:00Z",
+         "--not-found-grace", "0.2", "--log-format", "json"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 5
+    assert "poller: job job-9: JobRunNotFoundError: no run created since 2999-01-01" in err
+    assert "poller: :" not in err
 
 
 def test_max_rps_flag_sets_the_process_budget(

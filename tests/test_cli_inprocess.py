@@ -15,6 +15,7 @@ from poller._model import JobRun, Outcome, WaitResult
 from poller.cli import ExitCode, cli, main
 from poller.cli._exit import WAIT_MEANINGS, combined, for_result
 from poller.cli._render import render_text
+from poller.cli._run import _error_result
 from poller.errors import (
     AccessDeniedError,
     InvalidRequestError,
@@ -72,12 +73,31 @@ def test_exit_code_table(res: WaitResult, allow_partial: bool, signum: Any, code
     assert ExitCode(code) in WAIT_MEANINGS
 
 
-def test_several_codes_combine_to_the_highest_interruption_aside() -> None:
-    """The highest code wins, except that an interruption always shows."""
-    assert combined(map(ExitCode, [0, 3, 1])) == 3
+def test_a_failed_run_beats_a_partial_one() -> None:
+    """Several runs exit with the most severe outcome, not the highest number."""
+    assert combined(map(ExitCode, [0, 3, 1])) == 1
+    assert combined(map(ExitCode, [3, 1])) == 1
+    assert combined(map(ExitCode, [4, 1, 5, 2])) == 1
+    assert combined(map(ExitCode, [4, 5, 2])) == 2
+    assert combined(map(ExitCode, [4, 5, 3])) == 5
+    assert combined(map(ExitCode, [3, 4, 0])) == 4
+    assert combined(map(ExitCode, [0, 3])) == 3
     assert combined(map(ExitCode, [5, 130, 0])) == 130
-    assert combined(map(ExitCode, [143, 5])) == 143
+    assert combined(map(ExitCode, [143, 1])) == 143
     assert combined(map(ExitCode, [129, 5])) == 129
+    assert combined([]) == 0
+
+
+def test_one_error_that_ends_every_wait_gives_each_run_its_own_result() -> None:
+    """An error shared by every run (no client, a bug) yields one result per run, naming it."""
+    shared = AccessDeniedError("no way in")
+    first, second = (_error_result(DOMAIN, run_id, shared) for run_id in ("a", "b"))
+    assert (first.job_run_id, second.job_run_id) == ("a", "b")
+    assert first.error is not None
+    assert second.error is not None
+    assert (first.error.result, second.error.result) == (first, second)
+    assert str(second.error) == "no way in"
+    assert _error_result(DOMAIN, "a", shared) is first  # a's own result, as it was
 
 
 def test_text_summary_reads_well() -> None:

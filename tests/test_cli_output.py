@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -107,6 +108,24 @@ def test_a_broken_pipe_on_stdout_exits_141_not_a_runs_code(sim: Simulator) -> No
     assert "Traceback" not in err
     assert "Exception ignored" not in err
     assert "stdout is closed" in err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["wait", "--help"], ["--version"]])
+def test_help_with_stdout_closed_or_broken_exits_141_as_a_wait_does(
+    sim: Simulator, args: list[str]
+) -> None:
+    """Help that cannot be delivered is lost output: 141, as for results, never 1 or 0."""
+    assert in_shell(">&-", args, sim).returncode == 141
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the help is written
+    try:
+        done = subprocess.run(
+            [str(POLLER), *args], stdout=write, stderr=subprocess.PIPE, timeout=60, check=False
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141
+    assert b"Traceback" not in done.stderr
 
 
 # -- a terminal ----------------------------------------------------------------

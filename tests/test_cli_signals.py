@@ -13,11 +13,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers import DOMAIN, POLLER, child_env
 
-from poller.testing import SilentServer, TrickleServer
+from poller.testing import RunScript, SilentServer, Simulator, TrickleServer
 
 # The requirement is 1 s; the rest is room for a loaded 2-core machine.
 WITHIN = 2.0
@@ -115,3 +116,51 @@ def test_a_second_signal_exits_at_once_with_the_first_signals_code(
     assert took < WITHIN
     assert [json.loads(line)["outcome"] for line in out.splitlines()] == ["interrupted"]
     assert "Traceback" not in err
+
+
+def test_sigterm_during_a_20000_run_wait_prints_every_document_or_says_how_many_it_could_not(
+    tmp_path: Path,
+) -> None:
+    """20,000 runs, SIGTERM: gone within the promise, and no document lost without a word.
+
+    Either every `interrupted` document is on stdout (exit 143), or stderr says
+    how many were not printed, exactly, and the exit code is 141 (results lost).
+    """
+    count = 20_000
+    with Simulator() as sim:
+        for n in range(count):
+            sim.add_run(DOMAIN, f"r{n}", RunScript(statuses=["IN_PROGRESS"]), job_id=f"j{n % 50}")
+        runs = tmp_path / "runs.txt"
+        runs.write_text("".join(f"r{n}\n" for n in range(count)))
+        # Files, not pipes: a pipe nobody reads until the end would fill and stall the logs.
+        with (tmp_path / "out").open("w+") as stdout, (tmp_path / "err").open("w+") as stderr:
+            child = subprocess.Popen(
+                [str(POLLER), "wait", "--domain-identifier", DOMAIN, "--from-file", str(runs)],
+                env=child_env(sim.endpoint_url),
+                stdout=stdout,
+                stderr=stderr,
+            )
+            deadline = time.monotonic() + 60
+            while len(sim.requests) < 20 and time.monotonic() < deadline:
+                assert child.poll() is None
+                time.sleep(0.05)
+            sent = time.monotonic()
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            finally:
+                child.kill()
+            took = time.monotonic() - sent
+            stdout.seek(0)
+            stderr.seek(0)
+            out, err = stdout.read(), stderr.read()
+    assert took < WITHIN
+    assert "Traceback" not in err
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert {doc["outcome"] for doc in docs} <= {"interrupted"}
+    assert len({doc["job_run_id"] for doc in docs}) == len(docs)
+    if child.returncode == 143:
+        assert len(docs) == count
+    else:
+        assert child.returncode == 141
+        assert f"poller: {count - len(docs)} of {count} results were not printed" in err

@@ -125,3 +125,11 @@ def test_the_classification_table_says_what_classify_does_with_each_error_code()
             assert fault.kind is kinds[kind], (code, kind)
     assert rows["throttle"] == set(_THROTTLE_CODES)
     assert rows["denied"] == set(_DENIED_CODES)
+
+
+def test_the_docs_describe_what_poller_does_not_how_it_came_to_be() -> None:
+    """No page speaks of the project's rounds or issues: a reader needs what is true now."""
+    history = re.compile(r"\b(round (one|two|three)|the (reported )?issue\b)", re.IGNORECASE)
+    for page in [*PAGES, ROOT / "benchmarks" / "RESULTS.md"]:
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            assert not history.search(line), f"{page.name}:{number}: {line.strip()}"

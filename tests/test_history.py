@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 from _vtime import VirtualClock, run
-from helpers import DOMAIN, FakeTime
+from helpers import DOMAIN, FakeTime, capture_every_log
 from hypothesis import given
 from hypothesis import strategies as st
-from structlog.testing import capture_logs
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult
 from poller._config import load_settings
@@ -194,7 +193,7 @@ def test_history_cuts_the_calls_of_a_ten_minute_run(
     """With ten past ten-minute runs, the wait sleeps through the quiet window: far fewer calls."""
     sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
     add_run(sim, "run-1")
-    with capture_logs() as events:
+    with capture_every_log() as events:
         result = wait(sim, client, fake_time, "run-1")
     assert result.outcome is Outcome.SUCCEEDED
     lists = list_calls(sim)
@@ -246,7 +245,7 @@ def test_a_failed_list_call_falls_back_to_the_plain_cadence_with_one_event(
     sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
     sim.fail_list_job_runs(DOMAIN, "job-1", fault)
     add_run(sim, "run-1")
-    with capture_logs() as events:
+    with capture_every_log() as events:
         result = wait(sim, client, fake_time, "run-1")
     assert result.outcome is Outcome.SUCCEEDED
     assert (result.throttled, result.errors_retried) == (0, 0)
@@ -263,7 +262,7 @@ def test_too_little_history_falls_back_and_says_how_much_there_was(
     """Four past runs: the plain cadence, and the event says 4 of 5 needed."""
     sim.add_history(DOMAIN, "job-1", TEN_MINUTES[:4])
     add_run(sim, "run-1")
-    with capture_logs() as events:
+    with capture_every_log() as events:
         wait(sim, client, fake_time, "run-1")
     assert fake_time.sleeps == plain_sleeps(sim, client, "run-1")
     why = [e for e in events if e["event"] == "history_unavailable"]
@@ -284,7 +283,7 @@ def test_waits_of_one_job_share_one_list_call(
 ) -> None:
     """Three waits in a row on runs of the same job: one ListJobRuns; all three use it."""
     sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
-    with capture_logs() as events:
+    with capture_every_log() as events:
         for i in range(3):
             add_run(sim, f"run-{i}")
             assert wait(sim, client, fake_time, f"run-{i}").outcome is Outcome.SUCCEEDED

@@ -133,3 +133,34 @@ def test_test_modules_share_code_only_through_helper_modules() -> None:
         if name.split(".")[0] in {"tests", "conftest", *test_modules}
     ]
     assert offenders == []
+
+
+def _layout_order() -> list[str]:
+    """The modules (or packages) of docs/design.md's layout block, in their order."""
+    text = (PACKAGE.parent / "docs" / "design.md").read_text(encoding="utf-8")
+    layout = text.split("## Layout", 1)[1].split("```", 2)[1]
+    names = []
+    for line in layout.splitlines():
+        path = line.split(" ", 1)[0]
+        if path.startswith("poller/"):
+            names.append(path.removesuffix(".py").removesuffix("/").replace("/", "."))
+    return names
+
+
+def test_the_design_layout_lists_every_module_in_the_order_of_its_top_level_imports() -> None:
+    """Each module's top-level imports are of modules listed above it (or of its own package)."""
+    order = _layout_order()
+
+    def place(module: str) -> int:
+        return max(
+            i for i, name in enumerate(order) if module == name or module.startswith(f"{name}.")
+        )
+
+    for module, targets in _import_graph().items():
+        if module.endswith("__init__") or module == "poller":
+            continue
+        assert any(module == n or module.startswith(f"{n}.") for n in order), f"{module} unlisted"
+        for target in targets:
+            if target == "poller" or place(target) == place(module):
+                continue  # the package's face, or a module of its own package
+            assert place(target) < place(module), f"{module} imports {target}, listed below it"

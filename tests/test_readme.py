@@ -62,3 +62,34 @@ def test_every_not_run_marker_gives_a_reason_and_stands_before_a_python_block() 
         for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
             if "not-run" in line:
                 assert (page, number) in excused, f"{page.name}:{number}: {line.strip()}"
+
+
+def test_the_python_api_example_prints_what_its_comments_say(tmp_path: Path) -> None:
+    """The first example needs an account, so it is not run; its `print` lines still must be true.
+
+    Each ``print(...)  # shown`` line of it is run on a real result (the simulator's) and
+    must print exactly what its comment shows.
+    """
+    page = ROOT / "docs" / "python-api.md"
+    example = next(block for block in blocks(page) if block.language == "python")
+    claims = [
+        line.split("  # ", 1)
+        for line in example.code.splitlines()
+        if line.startswith("print(result.job_run.status")
+    ]
+    assert claims, "the example prints the status and the outcome"
+    checks = "\n".join(f"print({code.strip()[6:-1]}, sep=' ')" for code, _ in claims)
+    script = (
+        "from poller import wait_for_job_run\n"
+        "from poller.testing import RunScript, Simulator\n"
+        "with Simulator() as sim:\n"
+        "    sim.add_run('dzd_abc123', 'run-42', RunScript(statuses=['SUCCESS']))\n"
+        "    result = wait_for_job_run('dzd_abc123', 'run-42', client=sim.client())\n"
+        f"{checks}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=_fresh_environment(tmp_path),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [shown.strip() for _, shown in claims]

@@ -170,4 +170,4 @@ def test_a_client_that_cannot_be_built_fails_the_poke(
     verdict = JobRunPoker(DOMAIN, "run-1").poke()
     assert (verdict.state, verdict.retryable) == (PokeState.FAILED, False)
     assert verdict.reason is not None
-    assert verdict.reason.startswith("AccessDeniedError: no AWS region")
+    assert verdict.reason.startswith("InvalidRequestError: no AWS region")

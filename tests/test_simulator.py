@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import botocore.config
 import botocore.exceptions
 import pytest
 from botocore.exceptions import ClientError
-from helpers import DOMAIN, SECRET, FakeTime, keep, make_client
+from helpers import DOMAIN, POLLER, SECRET, FakeTime, keep, make_client
 
 from poller.testing import Fault, Lineage, RequestRecord, RunScript, Simulator
 
@@ -259,13 +260,16 @@ def test_stop_does_not_wait_for_a_sleeping_answer() -> None:
 
 def test_lineage_parses_to_the_botocore_shape() -> None:
     """Lineage stats appear once terminal, with query times as datetimes."""
-    with Simulator(wall=lambda: WALL0) as sim:
+    wall = [WALL0]
+    with Simulator(wall=lambda: wall[0]) as sim:
         lineage = Lineage(total_queries_processed=10, num_queries_failed=1, error_messages=["e1"])
         sim.add_run(
             DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", "SUCCESS"], lineage=lineage)
         )
         client = keep(sim.client())
-        running, done = get(client), get(client)
+        running = get(client)
+        wall[0] = WALL0 + 100  # it ends 100 s after it was created
+        done = get(client)
     assert "details" not in running
     sql = done["details"]["lineageRunDetails"]["sqlQueryRunDetails"]
     assert sql["totalQueriesProcessed"] == 10
@@ -601,7 +605,8 @@ def test_run_script_from_dict_parses_faults_and_lineage() -> None:
         ({"statuses": ["SUCCESS"], "timeline": [[0, "SUCCESS"]]}, "exactly one of"),
         ({"statuses": [{"fault": "explode"}]}, "unknown fault 'explode'"),
         ({"statuses": [{"fault": "http"}, "SUCCESS"]}, "needs 'status'"),
-        ({"statuses": [{"fault": "throttle"}]}, "at least one status"),
+        ({"statuses": []}, "must not be empty"),
+        ({"statuses": [{"fault": "delay", "seconds": 1}]}, "holds no status"),
         ({"statuses": ["SUCCESS"], "throttle_rate": 2}, "between 0 and 1"),
         ({"statuses": ["SUCCESS"], "latency": "slow"}, "'latency' must be"),
         ({"statuses": ["SUCCESS"], "colour": "blue"}, "unknown key(s) in a run script: colour"),
@@ -614,6 +619,44 @@ def test_from_dict_rejects_bad_input_clearly(data: dict[str, Any], message: str)
     """Bad scenario input is a ValueError that says what is wrong."""
     with pytest.raises(ValueError, match=re.escape(message)):
         RunScript.from_dict(data)
+
+
+def test_a_runs_queries_end_at_or_before_the_run_does(client: Any, sim: Simulator) -> None:
+    """A run that ends 2 s after it was created cannot report queries ending at 55 s."""
+    sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", "SUCCESS"], lineage=Lineage()))
+    get(client)
+    answer = get(client)
+    sql = answer["details"]["lineageRunDetails"]["sqlQueryRunDetails"]
+    assert sql["queryStartTime"] <= sql["queryEndTime"] <= answer["endTime"]
+
+
+def test_a_script_of_faults_alone_answers_its_last_fault_for_ever(
+    sim: Simulator, client: Any
+) -> None:
+    """A run every call of which is denied is a scenario of one fault; no listing shows it."""
+    sim.load_scenario(
+        {
+            "runs": [
+                {
+                    "domain_id": DOMAIN,
+                    "run_id": "run-1",
+                    "job_id": "job-9",
+                    "statuses": [
+                        {"fault": "throttle"},
+                        {"fault": "error", "code": "AccessDeniedException", "status": 403},
+                    ],
+                }
+            ]
+        }
+    )
+    codes = []
+    for _ in range(4):
+        with pytest.raises(ClientError) as excinfo:
+            get(client)
+        codes.append(error_of(excinfo))
+    assert codes == [("ThrottlingException", 429)] + [("AccessDeniedException", 403)] * 3
+    listed = client.list_job_runs(domainIdentifier=DOMAIN, jobIdentifier="job-9")
+    assert listed["items"] == []
 
 
 def test_load_scenario_registers_runs_and_names_bad_ones(sim: Simulator, client: Any) -> None:
@@ -663,6 +706,32 @@ def test_command_line_serves_a_scenario_and_stops_on_ctrl_c(tmp_path: Path) -> N
         _, stderr = proc.communicate(timeout=5)
     assert proc.returncode == 0
     assert "Traceback" not in stderr
+
+
+def test_command_line_prints_the_lines_a_client_in_another_shell_needs(tmp_path: Path) -> None:
+    """The export line on stderr is all `poller wait` needs: no AWS set-up of its own."""
+    with served() as (proc, url):
+        assert proc.stderr is not None
+        printed = b""  # on stderr before the URL; nothing comes after it
+        while select.select([proc.stderr], [], [], 2)[0]:
+            chunk = os.read(proc.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            printed += chunk
+        lines = printed.decode().splitlines()
+        exports = next((line for line in lines if line.strip().startswith("export ")), "")
+        names = dict(word.split("=", 1) for word in exports.split()[1:])
+        assert names["AWS_ENDPOINT_URL_DATAZONE"] == url
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POLLER_"))}
+        env.update(names, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+        done = subprocess.run(
+            [POLLER, "status", "--domain-identifier", "dzd_demo", "--identifier", "run-demo"],
+            env=env, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=5)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] in ("SCHEDULED", "IN_PROGRESS")
 
 
 def test_command_line_rejects_a_bad_scenario(tmp_path: Path) -> None:

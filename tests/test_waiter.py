@@ -19,6 +19,7 @@ from helpers import (
     TERMINAL,
     FakeTime,
     Wait,
+    capture_every_log,
     closed_port,
     keep,
     make_client,
@@ -206,11 +207,11 @@ def test_missing_credentials_are_access_denied(
 def test_missing_region_is_a_clear_error(
     wait: Wait, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    """With no region configured, building the client says how to give one."""
+    """With no region configured, building the client is bad input that says how to give one."""
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    with pytest.raises(AccessDeniedError, match="region"):
+    with pytest.raises(InvalidRequestError, match=r"no AWS region.*AWS_REGION"):
         wait(None)
 
 
@@ -279,7 +280,7 @@ def test_finished_event_carries_the_result_document(
         "run-1",
         RunScript(statuses=["SCHEDULED", Fault.throttle(), Fault.internal(), "SUCCESS"]),
     )
-    with capture_logs() as events:
+    with capture_every_log() as events:
         result = wait(client)
     names = [e["event"] for e in events]
     assert names == [

@@ -130,8 +130,11 @@ class DataZoneJobRunSensor(BaseSensorOperator):
                 policy=self.policy,
                 connect=lambda: client_for(spec),
                 # A rescheduled poke is a new sensor in a new process: an
-                # earlier one of this try already logged the start.
-                resumed=self.reschedule and context.get("task_reschedule_count", 0) > 0,
+                # earlier one of this try already logged the start. A deferrable
+                # sensor's one poke is a look before the trigger, which logs the
+                # wait from its start: logged here too, the start came twice.
+                resumed=self.deferrable
+                or (self.reschedule and context.get("task_reschedule_count", 0) > 0),
             )
         return self._poker
 

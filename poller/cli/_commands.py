@@ -14,7 +14,9 @@ waits, printing) is imported when a command runs, not for ``--help``.
 
 from __future__ import annotations
 
+import errno
 import functools
+import io
 import os
 import shlex
 import sys
@@ -27,14 +29,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from poller._config import DURATION_HELP, ConfigError, Settings, load_settings
-from poller.cli._exit import STATUS_MEANINGS, WAIT_MEANINGS, ExitCode, leave
+from poller._config import DURATION_HELP, ConfigError, Settings, load_settings, parse_duration
+from poller.cli._exit import STATUS_MEANINGS, WAIT_MEANINGS, ExitCode, leave, severity_text
 from poller.cli._watch import watch_command
 
 if TYPE_CHECKING:
     from poller.cli._render import Output
 
 __all__ = ["Setting", "UsageProblem", "cli", "main", "parse_since", "read_run_ids"]
+
+
+#: `poller status` reads once: throttling gets this long to let a call through, not an hour.
+STATUS_TIMEOUT = "30s"
 
 
 class UsageProblem(Exception):
@@ -58,7 +64,8 @@ def _exit_help(codes: Mapping[ExitCode, str]) -> str:
         textwrap.fill(text, 86, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
         for code, text in codes.items()
     )
-    return "\b\nExit codes:\n" + "\n".join(rows)
+    several = f"\n\nSeveral runs exit with the most severe: {severity_text()}."
+    return "\b\nExit codes:\n" + "\n".join(rows) + (several if codes is WAIT_MEANINGS else "")
 
 
 def _epilog(*examples: str, codes: Mapping[ExitCode, str] = WAIT_MEANINGS) -> str:
@@ -290,7 +297,7 @@ def wait(
     """Wait until job runs finish; print their result documents on stdout.
 
     Several --identifier are waited on concurrently; each result is printed as
-    its run finishes, and the exit code is the highest of theirs. SIGINT,
+    its run finishes, and the exit code is the most severe of theirs. SIGINT,
     SIGTERM and SIGHUP stop the wait (never the run) and still print the last
     state.
     """
@@ -341,18 +348,35 @@ def wait(
 )
 @_DOMAIN_OPTION
 @click.option("--identifier", required=True, metavar="RUN", help="The job run.")
+@click.option(
+    "--timeout",
+    "timeout",
+    metavar="D",
+    default=STATUS_TIMEOUT,
+    show_default=True,
+    help=f"Give up reading after D (throttles and faults are retried until then): "
+    f"{DURATION_HELP}; none never gives up. Not the wait's [wait] timeout.",
+)
 @with_settings()
-def status(domain_identifier: str, identifier: str, settings: Settings, output: Output) -> int:
+def status(
+    domain_identifier: str, identifier: str, timeout: str, settings: Settings, output: Output
+) -> int:
     """Read a job run's status once and print its result document.
 
     The document's outcome is null while the run has not finished.
     """
+    import dataclasses  # noqa: PLC0415
+
     from poller.cli._run import Plan, execute  # noqa: PLC0415
 
+    try:
+        seconds = parse_duration(timeout, allow_none=True)
+    except ValueError as exc:
+        raise UsageProblem(f"--timeout: {exc}") from None
     plan = Plan(
         domain_id=domain_identifier,
         run_ids=_validated(domain_identifier, [identifier]),
-        settings=settings,
+        settings=dataclasses.replace(settings, timeout=seconds),
         output=output,
         once=True,
         program=_invocation().program,
@@ -414,10 +438,11 @@ def demo(output: str | None) -> int:
         }
         # The demo ignores POLLER_* settings: it must work whatever the shell has.
         settings = load_settings(environ={}, flags=flags)
+        exports = " ".join(f"{name}={value}" for name, value in sim.environ().items())
         out.note(
             f"poller demo: a DataZone simulator is serving at {sim.endpoint_url}; waiting on "
-            f"run {run_id} as `poller wait --domain-identifier {domain_id} --identifier {run_id} "
-            f"--endpoint-url {sim.endpoint_url}` would."
+            f"run {run_id} as `{exports} poller wait --domain-identifier {domain_id} "
+            f"--identifier {run_id}` would (any keys do; a region is needed all the same)."
         )
         started = time.monotonic()
         plan = Plan(
@@ -588,6 +613,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     program = argv is None
     if program:
         _reopen_closed_std_fds()
+        if sys.stdout is None:  # started with stdout closed (`>&-`)
+            sys.stdout = _ClosedStdout()
     args = list(sys.argv[1:] if argv is None else argv)
     code = _main(args, program)
     if program:
@@ -630,6 +657,13 @@ def _main(args: list[str], program: bool) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return ExitCode.STDOUT_CLOSED
+    except SystemExit:
+        # click's answer to a broken pipe while it printed (--help, --version): it
+        # pacifies the streams and exits 1. Lost output is 141, as everywhere.
+        if type(sys.stdout).__name__ == "_PacifyFlushWrapper":
+            _silence_stdout()
+            return ExitCode.STDOUT_CLOSED
+        raise
     except Exception as exc:
         from poller.errors import InvalidRequestError  # noqa: PLC0415
 
@@ -639,6 +673,24 @@ def _main(args: list[str], program: bool) -> int:
         say(f"{prog}: internal error: {type(exc).__name__}: {exc}")
         return ExitCode.UNREADABLE
     return int(rv) if isinstance(rv, int) else 0
+
+
+class _ClosedStdout(io.TextIOBase):
+    """stdout when the process started without one: every write is a broken pipe.
+
+    So `--help` and `--version` exit 141 as a wait does (which sees it closed
+    before any call: ``closed`` is true).
+    """
+
+    @property
+    def closed(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "stdout is closed")
 
 
 def _reopen_closed_std_fds() -> None:

@@ -10,13 +10,19 @@ from __future__ import annotations
 import enum
 import os
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
+
+# Light (it imports nothing), and loaded by the settings anyway; at the top, since
+# for_result runs once per result, tens of thousands of times after a signal.
+from poller.errors import InvalidRequestError, WaitTimeoutError
 
 if TYPE_CHECKING:
     from poller._model import WaitResult
 
 __all__ = [
+    "SEVERITY",
     "STATUS_MEANINGS",
     "WAIT_MEANINGS",
     "ExitCode",
@@ -25,6 +31,7 @@ __all__ = [
     "for_signal",
     "for_status",
     "leave",
+    "severity_text",
 ]
 
 
@@ -39,7 +46,7 @@ class ExitCode(enum.IntEnum):
     UNREADABLE = 5
     SIGHUP = 129
     SIGINT = 130
-    STDOUT_CLOSED = 141  # as a shell reports a process killed by SIGPIPE
+    STDOUT_CLOSED = 141  # results lost, as a shell reports a process killed by SIGPIPE
     SIGTERM = 143
 
 
@@ -51,11 +58,13 @@ WAIT_MEANINGS: Mapping[ExitCode, str] = {
     ExitCode.PARTIAL: "PARTIALLY_SUCCEEDED without --allow-partial",
     ExitCode.WAIT_TIMEOUT: "the wait's deadline passed before the run finished",
     ExitCode.UNREADABLE: "the status could not be read: not found, access denied, "
-    "no credentials, transient faults did not clear",
+    "no credentials, transient faults did not clear, or no status was read before the "
+    "deadline",
     ExitCode.SIGHUP: "interrupted by SIGHUP; the last state is still printed",
     ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C); the last state is still printed",
-    ExitCode.STDOUT_CLOSED: "stdout was closed or its reader went away (a broken pipe): "
-    "the results could not be delivered",
+    ExitCode.STDOUT_CLOSED: "not every result could be delivered: stdout was closed or its "
+    "reader went away (a broken pipe), or the second after a signal ended before all were "
+    "printed (stderr says how many)",
     ExitCode.SIGTERM: "interrupted by SIGTERM; the last state is still printed",
 }
 # `poller status` reports a status rather than judging it.
@@ -63,11 +72,11 @@ STATUS_MEANINGS: Mapping[ExitCode, str] = {
     ExitCode.SUCCEEDED: "the status was read, whatever it is (use `poller wait --timeout 0` "
     "for an exit code that follows the run's status)",
     ExitCode.USAGE: WAIT_MEANINGS[ExitCode.USAGE],
-    ExitCode.WAIT_TIMEOUT: "throttling did not let a call through before the timeout",
+    ExitCode.UNREADABLE: "the status could not be read: not found, access denied, no "
+    "credentials, or throttling and faults let no call through before --timeout",
     **{
         code: WAIT_MEANINGS[code]
         for code in (
-            ExitCode.UNREADABLE,
             ExitCode.SIGHUP,
             ExitCode.SIGINT,
             ExitCode.STDOUT_CLOSED,
@@ -75,7 +84,21 @@ STATUS_MEANINGS: Mapping[ExitCode, str] = {
         )
     },
 }
-_INTERRUPTIONS = (ExitCode.SIGTERM, ExitCode.SIGHUP, ExitCode.SIGINT)
+#: Several runs exit with the most severe of their codes, in this order, most severe first:
+#: an interruption always shows; then a run known to have failed; then a wait that can never
+#: tell (bad input), one that could not tell this time (unreadable), one that may yet see
+#: the run end (a wait timeout); a partial success; a success.
+SEVERITY: tuple[ExitCode, ...] = (
+    ExitCode.SIGTERM,
+    ExitCode.SIGHUP,
+    ExitCode.SIGINT,
+    ExitCode.FAILED,
+    ExitCode.USAGE,
+    ExitCode.UNREADABLE,
+    ExitCode.WAIT_TIMEOUT,
+    ExitCode.PARTIAL,
+    ExitCode.SUCCEEDED,
+)
 _SIGNALS = {2: ExitCode.SIGINT, 15: ExitCode.SIGTERM, 1: ExitCode.SIGHUP}
 
 
@@ -86,8 +109,6 @@ def for_signal(signum: int | None) -> ExitCode:
 
 def for_result(result: WaitResult, *, allow_partial: bool, signum: int | None = None) -> ExitCode:
     """The exit code of one run's result, as the table says."""
-    from poller.errors import InvalidRequestError, WaitTimeoutError  # noqa: PLC0415
-
     outcome = str(result.outcome)
     if outcome == "succeeded":
         return ExitCode.SUCCEEDED
@@ -112,20 +133,37 @@ def for_status(code: ExitCode) -> ExitCode:
 
 
 def combined(codes: Iterable[ExitCode]) -> ExitCode:
-    """Several runs: an interruption wins, otherwise the highest code."""
+    """Several runs: the most severe of their codes (``SEVERITY``)."""
     seen = set(codes)
-    for special in _INTERRUPTIONS:
-        if special in seen:
-            return special
-    return max(seen, default=ExitCode.SUCCEEDED)
+    return next((code for code in SEVERITY if code in seen), ExitCode.SUCCEEDED)
+
+
+def severity_text() -> str:
+    """``SEVERITY`` for a person: ``143, 129, 130 > 1 > 2 > ...``."""
+    signals = ", ".join(str(int(code)) for code in SEVERITY if code > 128)
+    return " > ".join([signals, *(str(int(code)) for code in SEVERITY if code < 128)])
 
 
 def leave(code: int) -> None:
-    """Flush what was printed and end the process now, worker threads or not."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError, RuntimeError):
-            pass
+    """Flush what was printed and end the process now, worker threads or not.
+
+    The flush gets a moment, not for ever: a stream nobody reads (a full pipe)
+    must not keep the process alive.
+    """
+
+    def flush() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError, RuntimeError):
+                pass
+
+    flushing = threading.Thread(target=flush, name="poller-leave", daemon=True)
+    flushing.start()
+    flushing.join(_FLUSH_FOR)
     os._exit(int(code))
+
+
+#: How long ``leave`` waits for the streams to take what is buffered.
+_FLUSH_FOR = 0.2

@@ -110,7 +110,6 @@ class LiveLine:
         self._started = clock()
         self._shown = False  # is a status line on the screen now?
         self._closed = False
-        self._partial = ""  # a log line not yet ended by "\n"
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
@@ -182,9 +181,6 @@ class LiveLine:
         if self._ticker is not None and self._ticker is not threading.current_thread():
             self._ticker.join()
         with self._lock:
-            if self._partial:
-                self._write(self._partial + "\n")
-                self._partial = ""
             self._erase()
             self._closed = True
             self._flush()
@@ -196,21 +192,6 @@ class LiveLine:
             self._flush()
             emit()
             self._draw()
-
-    # -- a stream for log lines, so they land above the line ---------------
-
-    def log_stream(self) -> _AboveStream:
-        """A text stream whose complete lines are written above the status line."""
-        return _AboveStream(self)
-
-    def _log_write(self, text: str) -> None:
-        with self._lock:
-            data = self._partial + text
-            head, newline, self._partial = data.rpartition("\n")
-            if newline:
-                self._erase()
-                self._write(head + "\n")
-                self._draw()
 
     # -- drawing ----------------------------------------------------------
 
@@ -281,20 +262,3 @@ class LiveLine:
             self._stream.flush()
         except (OSError, ValueError):
             self._closed = True
-
-
-class _AboveStream:
-    """The file-like face of ``LiveLine`` that structlog's PrintLogger writes to."""
-
-    def __init__(self, line: LiveLine) -> None:
-        self._line = line
-
-    def write(self, text: str) -> int:
-        self._line._log_write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self._line._flush()
-
-    def isatty(self) -> bool:
-        return self._line._color

@@ -9,9 +9,11 @@ broken is silently given up, never the reason a result is lost.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from poller._model import WaitResult
     from poller.cli._live import LiveLine
 
-__all__ = ["Output", "StdoutGone", "TolerantStream", "make_output", "render_text"]
+__all__ = ["LogLines", "Output", "StdoutGone", "TolerantStream", "make_output", "render_text"]
 
 
 class StdoutGone(Exception):
@@ -86,34 +88,63 @@ class Output:
     color: bool  # colour on stdout
     err_color: bool  # colour on stderr (the live line, console logs)
     live: LiveLine | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # One writer per stream: results hold the stdout lock, messages and logs the
+    # stderr one, so a stderr nobody reads never holds up a result.
+    _out_lock: threading.Lock = field(default_factory=threading.Lock)
+    _err_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def result(self, result: WaitResult, *, finished: bool = True) -> None:
         """Print one result document on stdout (StdoutGone if it cannot be)."""
-        document = result.to_dict()
-        if not finished:
-            document["outcome"] = None  # `status` of a running run: no outcome yet
+        self.results([(result, finished)])
+
+    def results(
+        self,
+        results: Sequence[tuple[WaitResult, bool] | str],
+        *,
+        chunk: int = 500,
+        printed: Callable[[int], object] | None = None,
+    ) -> None:
+        """Print result documents on stdout, ``chunk`` to a write; ``printed(n)`` after each.
+
+        ``(result, finished)``: a result not ``finished`` (`status` of a run still
+        going) has no outcome yet; a str is a document already rendered
+        (``document``). StdoutGone if stdout cannot take them.
+        """
+        gone: list[BaseException] = []
+
+        def write(text: str) -> None:
+            if self.stdout is None:
+                gone.append(StdoutGone("stdout is closed"))
+                return
+            try:
+                self.stdout.write(text)
+                self.stdout.flush()
+            except (OSError, ValueError) as exc:
+                gone.append(StdoutGone(f"stdout: {exc}"))
+
+        for start in range(0, len(results), chunk):
+            text = "".join(
+                (item if isinstance(item, str) else self.document(*item)) + "\n"
+                for item in results[start : start + chunk]
+            )
+            self._emit(functools.partial(write, text), self._out_lock)
+            if gone:
+                self.stdout = None
+                raise gone[0]
+            if printed is not None:
+                printed(min(start + chunk, len(results)))
+
+    def document(self, result: WaitResult, finished: bool = True) -> str:
+        """The result document as printed: JSON, or the text summary."""
+        from poller._session import result_document  # noqa: PLC0415  (loaded by the wait)
+
+        document = result_document(result, running=not finished)  # as `finished` logs it
         text = (
             json.dumps(document, ensure_ascii=False)
             if self.fmt == "json"
             else render_text(document, color=self.color)
         )
-        gone: list[BaseException] = []
-
-        def write() -> None:
-            if self.stdout is None:
-                gone.append(StdoutGone("stdout is closed"))
-                return
-            try:
-                self.stdout.write(redact(text) + "\n")
-                self.stdout.flush()
-            except (OSError, ValueError) as exc:
-                gone.append(StdoutGone(f"stdout: {exc}"))
-
-        self._emit(write)
-        if gone:
-            self.stdout = None
-            raise gone[0]
+        return redact(text)
 
     def note(self, message: str) -> None:
         """A one-line message for the person on stderr; silent with --quiet."""
@@ -127,20 +158,76 @@ class Output:
             self.stderr.write(redact(message) + "\n")
             self.stderr.flush()
 
-        self._emit(write)
+        self._emit(write, self._err_lock)
 
-    def _emit(self, write: Any) -> None:
-        with self._lock:
+    def freeze(self, timeout: float = 0.1) -> None:
+        """Let no more results be written, once a write in progress (up to ``timeout``) is done.
+
+        For the very end of the process (the hard stop after a signal): the lock is
+        never given back. ``last_word`` may still say one line on stderr.
+        """
+        self._out_lock.acquire(timeout=timeout)
+
+    def last_word(self, message: str) -> None:
+        """One line on stderr, at the very end: never blocking on a stderr nobody reads."""
+        stream = self.stderr.raw
+        try:
+            fd = stream.fileno() if stream is not None else -1
+            os.set_blocking(fd, False)
+            os.write(fd, (redact(message) + "\n").encode("utf-8", "replace"))
+        except (AttributeError, OSError, ValueError):
+            pass
+
+    def log_stream(self) -> LogLines:
+        """The stream the logs are written to: each whole line goes to stderr as one write."""
+        return LogLines(self)
+
+    def _emit(self, write: Any, lock: threading.Lock) -> None:
+        # The one way onto either stream: whole lines, under the stream's one lock, above
+        # the live line if there is one, so no event and message ever share a line.
+        with lock:
             if self.live is not None:
                 self.live.above(write)
             else:
                 write()
 
 
+class LogLines:
+    """A text stream for structlog: it keeps a line until it is whole, then emits it at once.
+
+    A logger writes an event and its newline in two writes; a message written
+    between them (from another thread) would land on the event's line.
+    """
+
+    def __init__(self, output: Output) -> None:
+        self._output = output
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            head, newline, self._partial = (self._partial + text).rpartition("\n")
+            if newline:
+                self._output._emit(lambda: self._emit(head + newline), self._output._err_lock)
+        return len(text)
+
+    def _emit(self, lines: str) -> None:
+        self._output.stderr.write(lines)
+        self._output.stderr.flush()
+
+    def flush(self) -> None:
+        """Lines are flushed as they are emitted."""
+
+    def isatty(self) -> bool:
+        return self._output.err_color
+
+
 def make_output(
     fmt: str | None, quiet: bool, stdout: TextIO | None, stderr: TextIO | None
 ) -> Output:
     """The output of one invocation: the format defaults to text on a terminal, else JSON."""
+    if stdout is not None and getattr(stdout, "closed", False):
+        stdout = None  # the process started with it closed: nowhere to print
     if fmt is None:
         fmt = "text" if is_terminal(stdout) else "json"
     err_color = stderr is not None and use_color(stderr)

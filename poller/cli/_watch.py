@@ -401,7 +401,7 @@ def _configure_logging(plan: _Plan, live: LiveLine | None) -> None:
     from poller.log import configure_logging  # noqa: PLC0415
 
     out = plan.output
-    stream: Any = live.log_stream() if live is not None else out.stderr
+    stream: Any = out.log_stream()
     fmt = plan.settings.log_format
     if fmt == "auto":
         fmt = "console" if is_terminal(out.stderr.raw) else "json"

@@ -1,7 +1,9 @@
 """``python -m poller.testing``: run the DataZone simulator in the foreground.
 
-Prints the endpoint URL on stdout, serves until Ctrl-C or SIGTERM, then stops
-cleanly. ``--log FILE`` appends a JSON line per request answered (see
+Prints the endpoint URL on stdout, and on stderr the lines to export for a
+``poller wait`` (or any boto3 client) in another shell: the endpoint, a region
+and dummy keys. Serves until Ctrl-C or SIGTERM, then stops cleanly.
+``--log FILE`` appends a JSON line per request answered (see
 `Simulator`); ``--tls`` serves HTTPS and prints the certificate's path on
 stderr. Without ``--scenario`` it serves one demo run (ids on stderr) that
 succeeds 20 seconds after start.
@@ -29,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
-    parser.add_argument("--scenario", help='JSON file: {"runs": [{"domain_id": ..., ...}]}')
+    parser.add_argument(
+        "--scenario",
+        help='JSON file: {"runs": [{"domain_id": "dzd_x", "run_id": "run-1", "job_id": "job-1", '
+        '"statuses": ["IN_PROGRESS", {"fault": "throttle"}, "SUCCESS"]}, ...]}; every key in '
+        "docs/testing.md (Scenario files)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for random throttles")
     parser.add_argument("--max-rps", type=float, default=None, help="server-wide request rate")
     parser.add_argument(
@@ -79,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    exports = " ".join(f"{name}={value}" for name, value in sim.environ().items())
+    if args.tls:
+        exports += f" AWS_CA_BUNDLE={sim.ca_file}"
+    print(
+        f"for a client in another shell (poller wait, boto3):\n  export {exports}",
+        file=sys.stderr,
+        flush=True,
+    )
     print(sim.endpoint_url, flush=True)
     try:
         stop.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http
 import itertools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -216,8 +217,9 @@ class Fault:
 class Lineage:
     """The ``lineageRunDetails.sqlQueryRunDetails`` a run reports.
 
-    Query times are the run's ``created_at`` plus the offsets. A member set to
-    None is left out of the JSON, as the service does with members it lacks.
+    Query times are the run's ``created_at`` plus the offsets, at the latest
+    the run's end. A member set to None is left out of the JSON, as the
+    service does with members it lacks.
     The real service sends at most 10 error messages; the simulator sends what
     it is given, so clients can be tested against more.
     """
@@ -235,13 +237,18 @@ class Lineage:
         # A tuple keeps the frozen value hashable and safe from later mutation.
         object.__setattr__(self, "error_messages", tuple(self.error_messages))
 
-    def to_json(self, created_at: float) -> dict[str, Any]:
-        """The ``sqlQueryRunDetails`` JSON object for a run created at ``created_at``."""
+    def to_json(self, created_at: float, ended_at: float | None = None) -> dict[str, Any]:
+        """The ``sqlQueryRunDetails`` JSON object for a run created at ``created_at``.
+
+        The queries of a run that ended at ``ended_at`` ended by then too: the
+        query times are kept at or before it.
+        """
+        last = math.inf if ended_at is None else ended_at
         out: dict[str, Any] = {}
         if self.query_start_offset is not None:
-            out["queryStartTime"] = created_at + self.query_start_offset
+            out["queryStartTime"] = min(created_at + self.query_start_offset, last)
         if self.query_end_offset is not None:
-            out["queryEndTime"] = created_at + self.query_end_offset
+            out["queryEndTime"] = min(created_at + self.query_end_offset, last)
         if self.total_queries_processed is not None:
             out["totalQueriesProcessed"] = self.total_queries_processed
         if self.num_queries_failed is not None:
@@ -291,7 +298,9 @@ class RunScript:
     ``statuses``: each GetJobRun call consumes the next item. A string is the
     status to answer (any string: the simulator does not validate statuses); a
     `Fault` answers that call with the fault. Past the end, the last status is
-    answered forever.
+    answered forever; a list of faults alone (a run every call of which is
+    throttled, denied, ...) answers its last fault forever, and ListJobRuns
+    leaves the run out, as it has no status to show.
 
     ``timeline``: ``[(0, "SCHEDULED"), (5, "IN_PROGRESS"), (60, "SUCCESS")]``,
     seconds since ``add_run`` by the simulator's clock; the status is that of
@@ -325,9 +334,16 @@ class RunScript:
             for item in items:
                 if not isinstance(item, str | Fault):
                     raise ValueError(f"'statuses' items must be str or Fault, got {item!r}")
-            if not any(isinstance(item, str) for item in items):
-                # Without one, there is nothing to answer once the faults are used up.
-                raise ValueError("'statuses' needs at least one status string")
+            if not items:
+                raise ValueError("'statuses' must not be empty")
+            if not any(isinstance(item, str) for item in items) and any(
+                item.kind in ("delay", "override") for item in items if isinstance(item, Fault)
+            ):
+                raise ValueError(
+                    "'statuses' holds no status, and a delay or override fault answers the "
+                    'run\'s status: add the status, e.g. [{"fault": "delay", "seconds": 5}, '
+                    '"IN_PROGRESS"]'
+                )
             object.__setattr__(self, "statuses", items)
         if self.timeline is not None:
             entries = tuple((float(t), s) for t, s in self.timeline)

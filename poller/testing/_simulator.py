@@ -360,6 +360,20 @@ class Simulator(LocalEndpoint):
             kwargs.setdefault("verify", self.ca_file)
         return super().client(**kwargs)
 
+    def environ(self) -> dict[str, str]:
+        """The environment of a client built elsewhere (``poller wait``, boto3) for this simulator.
+
+        The endpoint, and what every AWS client needs besides: a region and
+        keys, dummy ones (the simulator reads no signature). With ``tls=True``
+        add ``AWS_CA_BUNDLE=sim.ca_file``.
+        """
+        return {
+            "AWS_ENDPOINT_URL_DATAZONE": self.endpoint_url,
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+
     def _bound(self) -> tuple[Any, ...] | None:
         return None if self._server is None else tuple(self._server.server_address)
 
@@ -707,11 +721,17 @@ class Simulator(LocalEndpoint):
                     else:
                         overrides = json.loads(item.body)
                     fault = item.kind
-                    status = _current_status(run)
+                    # RunScript allows these only next to a status.
+                    status = cast(str, _current_status(run))
                 else:
                     status = item
             else:
-                status = _current_status(run)
+                current = _current_status(run)
+                if current is None:  # faults alone: the last one answers every call
+                    last = script.statuses[-1]
+                    assert isinstance(last, Fault)
+                    return _with_delay(_fault_reply(last), delay)
+                status = current
             _observe(run, status, now, wall)
         else:
             assert script.timeline is not None
@@ -762,7 +782,7 @@ class Simulator(LocalEndpoint):
             if now < run.visible_at:
                 continue
             status = _peek_status(run, now)
-            if status_filter is not None and status != status_filter:
+            if status is None or (status_filter is not None and status != status_filter):
                 continue
             key = (run.created_at, run.seq)
             if after is not None and (key >= after if descending else key <= after):
@@ -834,13 +854,12 @@ def _decode_token(token: str, fingerprint: str) -> tuple[float, int] | None:
     return (float(value[1]), int(value[2])) if ok else None
 
 
-def _current_status(run: RunState) -> str:
-    """The status last answered, or the next one the script holds if none was yet."""
+def _current_status(run: RunState) -> str | None:
+    """The status last answered, or the next one the script holds; None for faults alone."""
     if run.last_status is not None:
         return run.last_status
     assert run.script.statuses is not None
-    # RunScript guarantees a status string is ahead when none has been answered.
-    return next(s for s in run.script.statuses[run.cursor :] if isinstance(s, str))
+    return next((s for s in run.script.statuses[run.cursor :] if isinstance(s, str)), None)
 
 
 def _next_scripted(run: RunState) -> str | None:
@@ -852,8 +871,11 @@ def _next_scripted(run: RunState) -> str | None:
     return item if isinstance(item, str) else None
 
 
-def _peek_status(run: RunState, now: float) -> str:
-    """The status a listing shows: the timeline's now; a script's next status, else its last."""
+def _peek_status(run: RunState, now: float) -> str | None:
+    """The status a listing shows: the timeline's now; a script's next status, else its last.
+
+    None for a script of faults alone: the run has no status to list.
+    """
     if run.script.timeline is not None:
         return _timeline_status(run, now)
     return _next_scripted(run) or _current_status(run)
@@ -926,7 +948,7 @@ def job_run_json(run: RunState, status: str) -> dict[str, Any]:
     elif script.lineage is not None and (
         status in TERMINAL_STATUSES or (script.lineage.while_running and status == "IN_PROGRESS")
     ):
-        sql = script.lineage.to_json(run.created_at)
+        sql = script.lineage.to_json(run.created_at, run.end_wall)
         out["details"] = {"lineageRunDetails": {"sqlQueryRunDetails": sql}}
     return out
 
