@@ -5,9 +5,14 @@ process CPU time (user + system) of this process, per call. Both sides use the
 same boto3 client and the same simulator run; rounds alternate between them so
 machine noise hits both alike, and the medians are compared as a ratio.
 
-    .venv/bin/python benchmarks/bench_poll_cpu.py [--calls 2000] [--rounds 5]
+    .venv/bin/python benchmarks/bench_poll_cpu.py [--calls 2000] [--rounds 5] [--split]
 
 Target (issue 2): poller adds less than 10 % CPU on top of the bare call.
+
+``--split`` also measures, in the same rounds, the same wait with its calls
+made on the waiting thread (``Seams(executor=...)`` given an executor that
+runs each call where it is submitted): the difference between the two is
+what the hop to the call pool costs, the rest is poller's own work per poll.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import Any
 
 import boto3
 import structlog
@@ -63,7 +71,19 @@ def bare(client: object, calls: int) -> float:
     return (time.process_time() - start) / calls
 
 
-def polled(client: object, run_id: str, calls: int) -> float:
+class OnThisThread(Executor):
+    """Runs each call where it is submitted: a wait without the hop to the call pool."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the waiter, as a pool would
+            future.set_exception(exc)
+        return future
+
+
+def polled(client: object, run_id: str, calls: int, executor: Executor | None = None) -> float:
     """CPU seconds per poll of a poller wait that takes `calls` + 1 polls, sleeping 0."""
     start = time.process_time()
     result = wait_for_job_run(
@@ -71,7 +91,7 @@ def polled(client: object, run_id: str, calls: int) -> float:
         run_id,
         client=client,
         policy=PollPolicy(timeout=None),
-        seams=Seams(sleep=lambda _: None),
+        seams=Seams(sleep=lambda _: None, executor=executor),
     )
     elapsed = time.process_time() - start
     assert result.polls == calls + 1, result.polls
@@ -82,6 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--split", action="store_true", help="also measure the wait without the call pool's hop"
+    )
     args = parser.parse_args()
     # A CLI or an application configures structlog; here, as in production
     # JSON logging, events are rendered, then dropped instead of printed.
@@ -90,7 +113,7 @@ def main() -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.ReturnLoggerFactory(),
     )
-    proc, endpoint = start_simulator(args.calls, args.rounds)
+    proc, endpoint = start_simulator(args.calls, args.rounds * (2 if args.split else 1))
     try:
         client = boto3.client(
             "datazone",
@@ -101,10 +124,13 @@ def main() -> None:
             config=Config(retries={"total_max_attempts": 1}),
         )
         bare(client, 50)  # warm the connection pool and botocore's caches
-        bare_costs, poll_costs = [], []
+        bare_costs, poll_costs, here_costs = [], [], []
         for i in range(args.rounds):
             bare_costs.append(bare(client, args.calls))
             poll_costs.append(polled(client, f"run-{i}", args.calls))
+            if args.split:
+                here = polled(client, f"run-{args.rounds + i}", args.calls, OnThisThread())
+                here_costs.append(here)
     finally:
         proc.terminate()
         proc.wait()
@@ -112,6 +138,16 @@ def main() -> None:
     print(f"bare get_job_run   : {b * 1e6:8.1f} us CPU per call  (median of {args.rounds})")
     print(f"poller wait, per poll: {p * 1e6:6.1f} us CPU per poll  (median of {args.rounds})")
     print(f"ratio poller / bare: {p / b:.3f}  (poller adds {100 * (p / b - 1):+.1f} %)")
+    if args.split:
+        h = statistics.median(here_costs)
+        print(f"poller wait, calls on the waiting thread: {h * 1e6:6.1f} us CPU per poll")
+        print(
+            f"ratio without the hop / bare: {h / b:.3f}  (the hop: {100 * (p - h) / b:+.1f} points)"
+        )
+    print(
+        "per round (poller / bare):",
+        ", ".join(f"{x / y:.3f}" for x, y in zip(poll_costs, bare_costs, strict=True)),
+    )
 
 
 if __name__ == "__main__":
