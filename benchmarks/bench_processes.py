@@ -10,16 +10,24 @@ duration (uniform 5..120 s), runs lognormal (sigma 0.2) around it, and 20 past
 runs from the same distribution for history to learn from; a job's runs are
 spread over the processes, and all 1,000 runs start together.
 
-Two scenarios, each measured in the same run:
+The same 1,000 runs in each scenario, all measured in the same run:
 
+- the baseline: the whole work in one process at the account's limit
+  (``max_rps`` 20), the time the work needs;
 - every process at the default budget (``max_rps`` 10): 40 calls/s asked of a
   20/s account, so AIMD must find each process's share;
-- every process sized to its share (``max_rps`` = 20 / 4 = 5), as the README
-  advises.
+- the same with ``retry.max = 100ms`` (the floor of one call per
+  ``retry_max`` must not hold a busy process above its share);
+- every process sized to its share (``max_rps`` = 20 / 4 = 5), as the docs
+  advise.
+
+``--only`` picks scenarios besides the baseline; ``--high 10`` makes the runs
+5 to 15 s long, so the work is bound by calls rather than by the runs.
 
 Reported per scenario: runs correct and lost, calls and throttled calls
 (share of all calls), detection lag, and each process's finish time (when
-its last result came in) with their spread (latest minus earliest).
+its last result came in) with their spread (latest minus earliest), and the
+last one's over the baseline's.
 
 Time is scaled as in ``bench_fleet.py``: the simulator's clock and every
 process's clock run ``--scale`` times faster than real time (they share
@@ -27,6 +35,7 @@ process's clock run ``--scale`` times faster than real time (they share
 simulated seconds.
 
     .venv/bin/python benchmarks/bench_processes.py [--processes 4] [--runs 250] [--scale 5]
+        [--only default,fast,sized] [--high 120]
 """
 
 from __future__ import annotations
