@@ -38,6 +38,7 @@ __all__ = [
     "classify",
     "client_config",
     "fetch_job_run",
+    "list_job_runs",
     "validate_ids",
 ]
 
@@ -262,6 +263,58 @@ def fetch_job_run(client: JobRunClient, domain_id: str, job_run_id: str) -> JobR
         raise fault from exc
     _otel.called(client, "GetJobRun", None)  # otel: poller.calls
     return run
+
+
+#: The most runs one ListJobRuns page holds.
+PAGE_SIZE = 50
+
+
+def list_job_runs(
+    client: Any,
+    domain_id: str,
+    job_id: str,
+    *,
+    status: str | None = None,
+    max_results: int = PAGE_SIZE,
+    next_token: str | None = None,
+) -> tuple[list[JobRun], str | None]:
+    """One ListJobRuns page, newest first: the job's runs (of ``status`` only, if given)
+    after ``next_token``'s page, and the next page's token (None on the last page).
+
+    Summaries that cannot be read are left out. Any failure is raised as a
+    classified CallFault, as `fetch_job_run` does; a client without
+    ``list_job_runs`` (one shaped only for GetJobRun) is an INVALID fault.
+    """
+    kwargs: dict[str, Any] = {
+        "domainIdentifier": domain_id,
+        "jobIdentifier": job_id,
+        "sortOrder": "DESCENDING",
+        "maxResults": max_results,
+    }
+    if status is not None:
+        kwargs["status"] = status
+    if next_token is not None:
+        kwargs["nextToken"] = next_token
+    lister = getattr(client, "list_job_runs", None)
+    if lister is None:
+        raise CallFault(
+            FaultKind.INVALID,
+            "UnsupportedOperation",
+            f"the client ({type(client).__name__}) has no list_job_runs",
+        )
+    try:
+        page = lister(**kwargs)
+        runs = [
+            run for item in page.get("items", []) if (run := JobRun.from_summary(domain_id, item))
+        ]
+    except Exception as exc:
+        fault = classify(exc)
+        _otel.called(client, "ListJobRuns", fault or exc)  # otel: poller.calls
+        if fault is None:
+            raise
+        raise fault from exc
+    _otel.called(client, "ListJobRuns", None)  # otel: poller.calls
+    return runs, page.get("nextToken") or None
 
 
 _THROTTLE_CODES = frozenset(

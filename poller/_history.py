@@ -30,10 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from poller import _otel
-from poller._datazone import JobRunClient, classify, fetch_job_run
+from poller._datazone import JobRunClient, fetch_job_run, list_job_runs
 from poller._model import JobRun, JobRunStatus
-from poller._policy import FaultKind, Forecast, PollPolicy
+from poller._policy import CallFault, FaultKind, Forecast, PollPolicy
 
 __all__ = [
     "FRESH_FOR",
@@ -59,8 +58,6 @@ HISTORY_UNAVAILABLE = "history_unavailable"
 
 #: Fewer finished runs than this say too little: the plain cadence is used.
 MIN_RUNS = 5
-#: The most runs one ListJobRuns page holds: one call, a job's 50 newest runs (or successes).
-PAGE_SIZE = 50
 #: A job's history is reused for this long (seconds) before it is fetched again.
 FRESH_FOR = 1800.0
 #: After a failed or too-short history, a job's waits try again only after this long.
@@ -158,7 +155,9 @@ class Learned:
 
     history: JobHistory | None
     reason: str | None = None
-    fault: FaultKind | None = None  # set when the call itself failed
+    # How the call itself failed; None only when it got through. The fan-out
+    # tells its budget so (a success, a throttle, or neither).
+    fault: FaultKind | None = None
 
 
 Key = tuple[str, str]
@@ -253,32 +252,15 @@ def list_runs(
     status: str | None = None,
     token: str | None = None,
 ) -> tuple[list[JobRun], str | None]:
-    """One ListJobRuns page: the job's newest runs (of ``status`` only, if given; after
-    ``token``'s page), and the next page's token. Unreadable summaries are left out; a
-    failed call raises it as is.
+    """One ListJobRuns page (`_datazone.list_job_runs`): the job's newest runs, of
+    ``status`` only if given, after ``token``'s page, and the next page's token.
+    A failed call raises its CallFault.
     """
-    kwargs: dict[str, Any] = {"status": status} if status is not None else {}
-    if token is not None:
-        kwargs["nextToken"] = token
-    try:
-        page = client.list_job_runs(
-            domainIdentifier=domain_id,
-            jobIdentifier=job_id,
-            sortOrder="DESCENDING",
-            maxResults=PAGE_SIZE,
-            **kwargs,
-        )
-    except Exception as exc:
-        _otel.called(client, "ListJobRuns", classify(exc) or exc)  # otel: poller.calls
-        raise
-    _otel.called(client, "ListJobRuns", None)  # otel: poller.calls
-    items = page.get("items", [])
-    runs = [run for item in items if (run := JobRun.from_summary(domain_id, item))]
-    return runs, page.get("nextToken") or None
+    return list_job_runs(client, domain_id, job_id, status=status, next_token=token)
 
 
 def _fetch(client: Any, domain_id: str, job_id: str) -> Learned:
-    runs, _ = list_runs(client, domain_id, job_id, status="SUCCESS")
+    runs, _ = list_job_runs(client, domain_id, job_id, status="SUCCESS")
     return _learned(JobHistory.of(runs))
 
 
@@ -291,11 +273,16 @@ def _learned(history: JobHistory) -> Learned:
 
 
 def failed(exc: BaseException) -> Learned:
-    """What a ListJobRuns call that raised ``exc`` teaches: nothing, and why."""
-    fault = classify(exc)
-    if fault is not None:
-        return Learned(None, f"ListJobRuns failed: {fault.error_type}: {fault.message}", fault.kind)
-    return Learned(None, f"ListJobRuns failed: {type(exc).__name__}: {exc}")
+    """What a ListJobRuns call that raised ``exc`` teaches: nothing, and why.
+
+    ``exc`` is the edge's CallFault, or an error it does not know (a bug, or a
+    caller's client misbehaving). History is optional, so that is no reason
+    to end a wait; but nothing says that call got through either, so it is
+    taken as a transient fault: the budget does not count it as a success.
+    """
+    if isinstance(exc, CallFault):
+        return Learned(None, f"ListJobRuns failed: {exc.error_type}: {exc.message}", exc.kind)
+    return Learned(None, f"ListJobRuns failed: {type(exc).__name__}: {exc}", FaultKind.TRANSIENT)
 
 
 def learned_from_listing(domain_id: str, job_id: str, runs: Iterable[JobRun], more: bool) -> bool:
@@ -317,7 +304,8 @@ def learn(client: Any, domain_id: str, job_id: str) -> Learned:
     """One ListJobRuns call for the job's recent successes, remembered in the cache.
 
     Never raises: a call that is denied, throttled or fails, or a client
-    without ``list_job_runs``, is a Learned with no history and the reason.
+    without ``list_job_runs``, is a Learned with no history, the reason and
+    the fault (`failed`).
     """
     try:
         learned = _fetch(client, domain_id, job_id)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from poller import log
 from poller._async import async_wait_result
-from poller._datazone import classify, validate_ids
+from poller._datazone import list_job_runs, validate_ids
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy, Step, WaitState, expire, fail
 from poller._runtime import (
@@ -51,9 +51,6 @@ __all__ = [
 
 # DataZone's jobIdentifier pattern, the same as a run's.
 _JOB_ID = re.compile(r"[a-zA-Z0-9_-]{1,36}")
-# The most ListJobRuns returns in one page: fewer calls for the same answer.
-PAGE_SIZE = 50
-
 RUN_FOUND = "run_found"
 FINDING_RUN = "finding_run"
 
@@ -93,48 +90,31 @@ def find_job_run(
     after = _as_utc(since)
     chosen: JobRun | None = None
     token: str | None = None
-    try:
-        while True:
-            kwargs: dict[str, Any] = {
-                "domainIdentifier": domain_id,
-                "jobIdentifier": job_id,
-                "sortOrder": "DESCENDING",
-                "maxResults": PAGE_SIZE,
-            }
-            if token:
-                kwargs["nextToken"] = token
-            page = client.list_job_runs(**kwargs)
-            # A summary that cannot be read is no candidate, not a failed search.
-            listed = (JobRun.from_summary(domain_id, item) for item in page.get("items", []))
-            runs = [r for r in listed if r]
-            if after is None:
-                # Newest first is asked for; taking the newest of the page as
-                # well keeps the answer right if the service's order is looser.
-                chosen = max(runs, key=_created) if runs else None
-                break
-            newer = [r for r in runs if r.created_at is not None and r.created_at >= after]
-            for run in newer:
-                # The earliest run after `since` is the one started then; a
-                # later one is somebody else's.
-                if chosen is None or _created(run) <= _created(chosen):
-                    chosen = run
-            token = page.get("nextToken")
-            # Newest first: once a page reaches back past `since`, no later page can match.
-            if not token or len(newer) < len(runs):
-                break
-        if chosen is None:
-            what = "no run" if after is None else f"no run created since {after.isoformat()}"
-            raise CallFault(
-                FaultKind.NOT_FOUND,
-                "ResourceNotFoundException",
-                f"{what} of job {job_id} in domain {domain_id}",
-            )
-        return chosen
-    except Exception as exc:
-        fault = classify(exc)
-        if fault is None or fault is exc:
-            raise
-        raise fault from exc
+    while True:
+        # A summary that cannot be read is no candidate, not a failed search.
+        runs, token = list_job_runs(client, domain_id, job_id, next_token=token)
+        if after is None:
+            # Newest first is asked for; taking the newest of the page as
+            # well keeps the answer right if the service's order is looser.
+            chosen = max(runs, key=_created) if runs else None
+            break
+        newer = [r for r in runs if r.created_at is not None and r.created_at >= after]
+        for run in newer:
+            # The earliest run after `since` is the one started then; a
+            # later one is somebody else's.
+            if chosen is None or _created(run) <= _created(chosen):
+                chosen = run
+        # Newest first: once a page reaches back past `since`, no later page can match.
+        if not token or len(newer) < len(runs):
+            break
+    if chosen is None:
+        what = "no run" if after is None else f"no run created since {after.isoformat()}"
+        raise CallFault(
+            FaultKind.NOT_FOUND,
+            "ResourceNotFoundException",
+            f"{what} of job {job_id} in domain {domain_id}",
+        )
+    return chosen
 
 
 def validate_job_ids(domain_id: str, job_id: str) -> None:

@@ -16,13 +16,20 @@ The rate adapts like TCP's congestion window. A ThrottlingException halves
 it (multiplicative decrease) and keeps the next booking a full new spacing
 away; each call that gets through adds ``increase / rate`` back (additive
 increase: about ``increase`` requests a second more for every second of
-throttle-free calls at the current rate), up to ``max_rps``. A fleet whose
-budget is set above the service's real limit therefore converges to that
-limit instead of hammering it. The decrease stops at a floor: ``min_rps``,
-or ``1 / spacing_cap`` when the throttled wait passes one (its `retry_max`):
-the budget never spaces one wait's calls further apart than that wait's own
-backoff would, so a wait alone is paced by its backoff, exactly as outside a
-fan-out.
+throttle-free calls at the current rate), up to ``max_rps``; calls that come
+further apart than the spacing add less, in proportion, so a budget does not
+grow past what its waits use. A fleet whose budget is set above the service's
+real limit therefore converges to that limit instead of hammering it, and
+several processes sharing one account converge to even shares of it (the
+decrease takes more from a higher rate, the increase adds the same to each).
+
+The decrease stops at a floor: ``min_rps``, or ``1 / spacing_cap`` when the
+throttled wait passes one (its `retry_max`) and is alone (at most one call
+booked ahead): the budget never spaces a lone wait's calls further apart than
+that wait's own backoff would, so it is paced by its backoff, exactly as
+outside a fan-out. A busy budget has no such floor: one call per `retry_max`
+for the whole process would keep several busy processes above the account's
+limit however many runs share each (four at ``retry_max`` 100 ms: 40 calls/s).
 
 The rate arithmetic is pure functions of a frozen `BudgetState`;
 `RateLimiter` adds the calendar, a clock (injectable) and a lock, so one
@@ -63,7 +70,7 @@ __all__ = [
 DEFAULT_MAX_RPS = 10.0
 _MIN_RPS = 0.2
 _DECREASE = 0.5
-_INCREASE = 1.0
+_INCREASE = 0.5
 # Booked times this far in the past are forgotten in batches, not one by one.
 _PRUNE_BATCH = 64
 
@@ -91,12 +98,18 @@ class AimdSettings:
         if problems:
             raise InvalidRequestError("invalid rate limit: " + "; ".join(problems))
 
-    def floor(self, spacing_cap: float | None = None) -> float:
-        """The lowest rate AIMD may reach; never above the ceiling.
+    def floor(self, spacing_cap: float | None = None, pending: int = 0) -> float:
+        """The lowest rate AIMD may reach after a throttle; never above the ceiling.
 
-        ``spacing_cap`` (seconds) raises it to one call per ``spacing_cap``.
+        ``spacing_cap`` (seconds, the throttled wait's longest backoff) raises
+        it to one call per ``spacing_cap``, but only while that wait is alone:
+        at most one call (its own next one) is ``pending`` on the calendar. A
+        busy budget keeps ``min_rps`` as its floor, so it can come down to its
+        share of the account, however short its waits' backoff.
         """
-        low = self.min_rps if spacing_cap is None else max(self.min_rps, 1.0 / spacing_cap)
+        low = self.min_rps
+        if spacing_cap is not None and pending <= 1:
+            low = max(low, 1.0 / spacing_cap)
         return min(low, self.max_rps)
 
 
@@ -111,6 +124,8 @@ class BudgetState:
     # the new rate; remembering when it happened stops one burst of 429s from
     # halving the rate once per call that was already in flight.
     decreased_at: float = -math.inf
+    # When the last call got through: how busy the budget is (see `succeeded`).
+    succeeded_at: float = -math.inf
 
     @classmethod
     def start(cls, settings: AimdSettings) -> BudgetState:
@@ -124,19 +139,35 @@ def throttled(
     granted_at: float,
     now: float,
     spacing_cap: float | None = None,
+    pending: int = 0,
 ) -> BudgetState:
-    """A call made at ``granted_at`` was throttled: halve the rate, down to the floor."""
+    """A call made at ``granted_at`` was throttled: halve the rate, down to the floor.
+
+    ``pending``: how many calls are booked after ``now``. With at most one
+    (the throttled wait alone), the floor is one call per ``spacing_cap``; with
+    more, ``min_rps`` (see `AimdSettings.floor`).
+    """
     if granted_at < state.decreased_at:
         return state
     # Down to the floor, and never up: a rate already below it stays.
-    rate = max(state.rate * settings.decrease, min(state.rate, settings.floor(spacing_cap)))
+    floor = settings.floor(spacing_cap, pending)
+    rate = max(state.rate * settings.decrease, min(state.rate, floor))
     return replace(state, rate=rate, not_before=now + 1.0 / rate, decreased_at=now)
 
 
-def succeeded(settings: AimdSettings, state: BudgetState) -> BudgetState:
-    """A call got through: nudge the rate back up towards the ceiling."""
-    rate = min(state.rate + settings.increase / state.rate, settings.max_rps)
-    return replace(state, rate=rate)
+def succeeded(settings: AimdSettings, state: BudgetState, now: float) -> BudgetState:
+    """A call got through at ``now``: nudge the rate back up towards the ceiling.
+
+    By ``increase / rate`` when the calls come a spacing apart or closer (the
+    rate is in use); by less when they come further apart, in proportion: a
+    budget its waits do not use does not grow past what they use, so when their
+    calls bunch up (a listing shows several runs finished) they do not go out
+    at a rate the account never accepted.
+    """
+    spacings = (now - state.succeeded_at) * state.rate  # since the last call got through
+    used = 1.0 if spacings <= 1.0 else 1.0 / spacings
+    rate = min(state.rate + used * settings.increase / state.rate, settings.max_rps)
+    return replace(state, rate=rate, succeeded_at=now)
 
 
 class Booking:
@@ -241,6 +272,10 @@ class RateLimiter:
         # No free time lies between now and this: bookings asked for earlier
         # start looking here, so a thousand waits due at once cost no scan each.
         self._packed_until = -math.inf
+        # The lowest rate since the mark was last set aside: the calendar may be
+        # spaced that far apart, so once the rate has doubled, free times can
+        # lie between bookings before the mark again.
+        self._packed_rate = self._state.rate
 
     @property
     def clock(self) -> Clock:
@@ -333,14 +368,19 @@ class RateLimiter:
     def throttled(self, granted_at: float, spacing_cap: float | None = None) -> None:
         """Report that a call made at its booked time ``granted_at`` (this clock) was throttled.
 
-        ``spacing_cap``: the throttled wait's longest backoff; the rate stays
+        ``spacing_cap``: the throttled wait's longest backoff; while that wait
+        has the budget to itself (no other call booked ahead), the rate stays
         at or above one call per ``spacing_cap`` seconds.
         """
         with self._lock:
             now = self._clock()
+            pending = len(self._booked) - bisect.bisect_right(self._booked, now, key=_at)
             before = self._state.rate
-            self._state = throttled(self._settings, self._state, granted_at, now, spacing_cap)
+            self._state = throttled(
+                self._settings, self._state, granted_at, now, spacing_cap, pending
+            )
             if self._state.rate < before:
+                self._packed_rate = min(self._packed_rate, self._state.rate)
                 # The calls booked at the old rate would keep it up for as long
                 # as bookings reach ahead: they move to the new spacing now.
                 respace(self._booked, now, 1.0 / self._state.rate)
@@ -348,7 +388,12 @@ class RateLimiter:
     def succeeded(self) -> None:
         """Report that a call got through."""
         with self._lock:
-            self._state = succeeded(self._settings, self._state)
+            self._state = succeeded(self._settings, self._state, self._clock())
+            if self._state.rate >= 2 * self._packed_rate:
+                # A booking now fits between calls booked at the old spacing:
+                # the next reserve (or `sooner`) looks from now again.
+                self._packed_until = -math.inf
+                self._packed_rate = self._state.rate
 
 
 _shared: RateLimiter | None = None

@@ -26,7 +26,7 @@ from poller import (
     ServiceUnavailableError,
     wait_for_job_run,
 )
-from poller._datazone import build_client, classify, client_config, fetch_job_run
+from poller._datazone import build_client, classify, client_config, fetch_job_run, list_job_runs
 from poller._policy import CallFault, FaultKind
 from poller.log import redact
 from poller.testing import (
@@ -397,3 +397,79 @@ def test_fetch_job_run_classifies_a_garbled_answer_as_transient() -> None:
         fetch_job_run(keep(server.client()), DOMAIN, RUN)
     assert info.value.kind is FaultKind.TRANSIENT
     assert info.value.error_type == "MalformedResponseError"
+
+
+# -- ListJobRuns at the edge ---------------------------------------------------
+
+
+def test_list_job_runs_reads_a_jobs_runs_newest_first_page_by_page() -> None:
+    """Three runs, pages of two: the two newest and a token, then the oldest and no token."""
+    with Simulator() as sim:
+        for i in range(3):
+            sim.add_run(DOMAIN, f"run-{i}", RunScript(statuses=["SUCCESS"]), job_id="job-1")
+            sim.add_run(DOMAIN, f"other-{i}", RunScript(statuses=["SUCCESS"]), job_id="job-2")
+        client = sim.client()
+        first, token = list_job_runs(client, DOMAIN, "job-1", max_results=2)
+        assert token is not None
+        rest, last = list_job_runs(client, DOMAIN, "job-1", max_results=2, next_token=token)
+    assert [r.id for r in first + rest] == ["run-2", "run-1", "run-0"]
+    assert last is None
+    assert {r.job_id for r in first + rest} == {"job-1"}
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        (Fault.throttle(), FaultKind.THROTTLE),
+        (Fault.error("AccessDeniedException", 403), FaultKind.DENIED),
+        (Fault.internal(), FaultKind.TRANSIENT),
+        (Fault.reset(), FaultKind.TRANSIENT),
+        (Fault.error("ValidationException", 400), FaultKind.INVALID),
+    ],
+    ids=["throttled", "denied", "failing", "reset", "invalid"],
+)
+def test_list_job_runs_raises_every_failure_as_a_call_fault_classified_like_get_job_run(
+    fault: Fault, kind: FaultKind
+) -> None:
+    """No botocore exception from ListJobRuns leaves the edge: a CallFault, classified."""
+    with Simulator() as sim:
+        sim.add_run(DOMAIN, RUN, RunScript(statuses=["SUCCESS"]), job_id="job-1")
+        sim.fail_list_job_runs(DOMAIN, "job-1", fault)
+        with pytest.raises(CallFault) as info:
+            list_job_runs(sim.client(), DOMAIN, "job-1")
+    fault_raised = info.value
+    assert fault_raised.kind is kind
+    # ...the very fault GetJobRun's classification makes of botocore's exception.
+    cause = fault_raised.__cause__
+    assert cause is not None
+    assert not isinstance(cause, CallFault)
+    again = classify(cause)
+    assert again is not None
+    assert (again.kind, again.error_type, again.message) == (
+        kind,
+        fault_raised.error_type,
+        fault_raised.message,
+    )
+
+
+def test_a_client_without_list_job_runs_is_an_invalid_fault_naming_it() -> None:
+    """A client shaped for GetJobRun alone cannot list: an INVALID CallFault, not AttributeError."""
+
+    class GetOnly:
+        def get_job_run(self, **kwargs: Any) -> Any:
+            raise AssertionError("not called")
+
+    with pytest.raises(CallFault, match=r"GetOnly.*no list_job_runs") as info:
+        list_job_runs(GetOnly(), DOMAIN, "job-1")
+    assert info.value.kind is FaultKind.INVALID
+
+
+def test_an_error_the_edge_does_not_know_leaves_list_job_runs_as_itself() -> None:
+    """A bug (here a caller's client raising KeyError) is not dressed up as a fault."""
+
+    class Broken:
+        def list_job_runs(self, **kwargs: Any) -> Any:
+            raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        list_job_runs(Broken(), DOMAIN, "job-1")

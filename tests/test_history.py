@@ -23,10 +23,11 @@ from poller._history import (
     HistoryCache,
     JobHistory,
     Learned,
+    learn,
     shared_cache,
 )
 from poller._model import JobRun
-from poller._policy import Forecast, WaitState, advance
+from poller._policy import FaultKind, Forecast, WaitState, advance
 from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_runs, async_wait_result
 from poller.testing import Fault, RunScript, Seams, Simulator
@@ -455,3 +456,65 @@ def test_history_is_on_by_default_and_off_from_config_or_environment(tmp_path: A
     path.write_text("[wait]\nhistory = false\n")
     assert load_settings(config_file=str(path), environ={}).policy().history is False
     assert load_settings(environ={"POLLER_WAIT_HISTORY": "false"}).policy().history is False
+
+
+class CountingLimiter(RateLimiter):
+    """A limiter that counts the calls it was told got through."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.successes = 0
+
+    def succeeded(self) -> None:
+        super().succeeded()
+        self.successes += 1
+
+
+class ListingBreaks:
+    """A caller's client whose GetJobRun works and whose ListJobRuns has a bug."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get_job_run(self, **kwargs: Any) -> Any:
+        return self.client.get_job_run(**kwargs)
+
+    def list_job_runs(self, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the caller's client")
+
+
+def test_a_lookup_failing_in_a_way_the_edge_does_not_know_is_no_success_for_the_budget() -> None:
+    """A lone run's lookup raises an unknown error: the wait goes on, the budget hears no success.
+
+    Only calls known to have got through may grow the rate; an error nobody
+    classified says nothing of the sort (it counted as one before).
+    """
+    clock = VirtualClock()
+    limiter = CountingLimiter(5, clock=clock)
+    with Simulator(clock=clock) as sim:
+        add_run(sim, "run-1", length=5.0, job_id="job-1")
+        with capture_every_log() as events:
+            [result] = run(
+                async_wait_for_job_runs(
+                    [(DOMAIN, "run-1")],
+                    client=ListingBreaks(sim.client()),
+                    limiter=limiter,
+                    seams=Seams(clock=clock, rng=random.Random(0)),
+                ),
+                clock,
+            )
+        gets = sum(1 for r in sim.requests if r.operation == "GetJobRun" and r.status_code == 200)
+    assert result.outcome is Outcome.SUCCEEDED
+    assert gets >= 2
+    assert limiter.successes == gets
+    why = [e for e in events if e["event"] == "history_unavailable"]
+    assert len(why) == 1
+    assert "RuntimeError: a bug in the caller's client" in why[0]["reason"]
+
+
+def test_learn_takes_an_error_the_edge_does_not_know_as_a_transient_fault() -> None:
+    """No history, the error named, and a fault kind that is not a success."""
+    learned = learn(ListingBreaks(None), DOMAIN, "job-x")
+    assert learned.history is None
+    assert learned.fault is FaultKind.TRANSIENT
+    assert learned.reason == "ListJobRuns failed: RuntimeError: a bug in the caller's client"

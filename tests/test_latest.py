@@ -10,6 +10,7 @@ import pytest
 from helpers import DOMAIN, FakeTime, keep
 
 from poller import (
+    AccessDeniedError,
     InvalidRequestError,
     JobRunNotFoundError,
     Outcome,
@@ -20,7 +21,7 @@ from poller import (
 from poller._latest import find_job_run
 from poller._policy import CallFault, FaultKind
 from poller.aio import async_wait_for_latest_job_run
-from poller.testing import RunScript, Seams, Simulator
+from poller.testing import Fault, RunScript, Seams, Simulator
 
 T0 = 1_800_000_000.0  # epoch seconds of the first run's creation
 FAST = PollPolicy(interval=1, jitter=0, not_found_grace=10)
@@ -189,3 +190,25 @@ def test_the_async_twin_finds_and_waits(sim: Simulator) -> None:
         )
     )
     assert result.job_run_id == "old-59"
+
+
+def test_a_throttled_search_is_retried_and_a_denied_one_ends_at_once(
+    sim: Simulator, clock: FakeTime
+) -> None:
+    """The search's ListJobRuns faults come classified from the edge: a throttle is retried
+    on the core's backoff, a denial is fatal with no second call."""
+    add_history(sim, 3)
+    sim.fail_list_job_runs(DOMAIN, "job-1", Fault.throttle())
+    result = wait_for_latest_job_run(
+        DOMAIN,
+        "job-1",
+        client=keep(sim.client()),
+        policy=FAST,
+        seams=Seams(clock=clock, sleep=clock.sleep),
+    )
+    assert (result.job_run_id, result.outcome) == ("old-2", Outcome.SUCCEEDED)
+    assert list_calls(sim) == 2
+    sim.fail_list_job_runs(DOMAIN, "job-1", Fault.error("AccessDeniedException", 403))
+    with pytest.raises(AccessDeniedError):
+        wait_for_latest_job_run(DOMAIN, "job-1", client=keep(sim.client()), policy=FAST)
+    assert list_calls(sim) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 from helpers import FakeTime
@@ -184,30 +185,124 @@ def test_the_rate_never_falls_below_the_floor() -> None:
 
 
 def test_successes_restore_the_rate_additively_up_to_the_ceiling() -> None:
-    """Additive increase: +increase/rate per success, so about +1/s per second at full use."""
+    """Additive increase: +increase/rate per success a spacing apart: +0.5/s per second."""
     settings = AimdSettings(max_rps=10)
-    state = BudgetState(rate=5.0)
+    state = BudgetState(rate=5.0, succeeded_at=100.0)
+    now = 100.0
     rates = []
     for _ in range(200):
-        state = succeeded(settings, state)
+        now += 1 / state.rate  # calls going out back to back, at the rate
+        state = succeeded(settings, state, now)
         rates.append(state.rate)
-    assert rates[0] == pytest.approx(5.2)
+    assert rates[0] == pytest.approx(5.1)
     assert rates == sorted(rates)
     assert rates[-1] == 10.0
-    # From 5 to 10 takes about (10**2 - 5**2) / 2 = 37.5 successes, not one.
-    assert 30 < rates.index(10.0) < 45
+    # From 5 to 10 takes about (10**2 - 5**2) / (2 * 0.5) = 75 successes, not one.
+    assert 70 < rates.index(10.0) < 80
+
+
+def test_a_success_after_calls_further_apart_than_the_spacing_adds_less() -> None:
+    """At 5/s a success a spacing after the last adds 0.1; four spacings after, a quarter."""
+    settings = AimdSettings(max_rps=10)
+    state = BudgetState(rate=5.0, succeeded_at=100.0)
+    assert succeeded(settings, state, 100.2).rate == pytest.approx(5.1)
+    assert succeeded(settings, state, 100.1).rate == pytest.approx(5.1)
+    assert succeeded(settings, state, 100.8).rate == pytest.approx(5.025)
+    # A budget nobody used for a long while does not grow on one call.
+    assert succeeded(settings, BudgetState(rate=5.0), 100.0).rate == 5.0
+    assert succeeded(settings, state, 100.8).succeeded_at == 100.8
 
 
 def test_aimd_recovers_after_a_throttle_with_sustained_success() -> None:
-    """Throttle, then calls that get through: the rate comes back to the budget."""
+    """Throttle, then calls that get through back to back: the rate comes back to the budget."""
     clock = FakeTime()
     limiter = RateLimiter(10, clock=clock)
     limiter.throttled(granted_at=clock.now)
     assert limiter.rate == 5
-    for _ in range(60):
+    for _ in range(100):
         grants(limiter, clock, 1)
         limiter.succeeded()
     assert limiter.rate == 10
+
+
+def test_the_floor_of_one_call_per_retry_max_holds_for_a_wait_alone_only() -> None:
+    """With at most one call booked ahead the floor is 1/spacing_cap; with more, min_rps."""
+    settings = AimdSettings(max_rps=10, min_rps=0.2)
+    assert settings.floor(0.1, pending=0) == 10
+    assert settings.floor(0.1, pending=1) == 10
+    assert settings.floor(0.1, pending=2) == 0.2
+    assert settings.floor(0.5) == 2
+    assert settings.floor(None, pending=0) == 0.2
+    assert settings.floor(0.01) == 10  # never above the ceiling
+    busy = throttled(settings, BudgetState(rate=10.0), 1.0, 1.0, spacing_cap=0.1, pending=5)
+    alone = throttled(settings, BudgetState(rate=10.0), 1.0, 1.0, spacing_cap=0.1, pending=1)
+    assert (busy.rate, busy.not_before) == (5.0, 1.2)
+    assert (alone.rate, alone.not_before) == (10.0, 1.1)
+    # Down to the floor and never up: a budget already below it stays where it is.
+    assert throttled(settings, BudgetState(rate=4.0), 1.0, 1.0, 0.1, pending=0).rate == 4.0
+
+
+def test_a_busy_budget_comes_down_below_one_call_per_retry_max() -> None:
+    """Calls booked ahead: throttles with a 100 ms retry_max halve 10/s down to its share."""
+    clock = FakeTime()
+    limiter = RateLimiter(10, clock=clock)
+    for _ in range(20):
+        limiter.reserve(clock.now + 5)  # other waits' calls, booked ahead
+    rates = []
+    for _ in range(4):
+        clock.now += 1
+        limiter.throttled(granted_at=clock.now, spacing_cap=0.1)
+        rates.append(limiter.rate)
+    assert rates == [5, 2.5, 1.25, 0.625]
+
+
+def test_once_the_rate_doubles_a_booking_fits_between_calls_booked_at_the_old_spacing() -> None:
+    """Calls respaced at 2/s, then the rate back at 4/s: a new call goes in a gap, not last."""
+    clock = FakeTime()
+    limiter = RateLimiter(4, clock=clock)
+    booked = [limiter.reserve(clock.now) for _ in range(4)]
+    limiter.throttled(granted_at=clock.now)
+    assert [b.at - 1000 for b in booked if b is not None] == [0, 0.5, 1.0, 1.5]
+    last = limiter.reserve(clock.now)
+    assert last is not None
+    assert last.at == 1002.0
+    for _ in range(20):  # calls getting through, here all at once
+        limiter.succeeded()
+    assert limiter.rate == 4
+    gap = limiter.reserve(clock.now)
+    assert gap is not None
+    assert gap.at == 1000.75
+
+
+@given(
+    rates=st.tuples(st.floats(1, 20), st.floats(1, 20)),
+    events=st.lists(
+        st.tuples(st.sampled_from(["success", "throttle"]), st.floats(0, 2)), max_size=200
+    ),
+)
+def test_two_budgets_fed_the_same_throttles_and_successes_only_get_closer(
+    rates: tuple[float, float], events: list[tuple[str, float]]
+) -> None:
+    """AIMD favours no one: the gap between two rates never grows, and a throttle halves it.
+
+    Two processes on one account see the account's answers at the same
+    moments; whatever they are, the faster one never pulls away. (Rates stay
+    at or above 1/s here: far below it, one success adds more than the gap.)
+    """
+    settings = AimdSettings(max_rps=20, min_rps=1)
+    states = [BudgetState(rate=r) for r in rates]
+    now = 0.0
+    for kind, dt in events:
+        now += dt
+        gap = abs(states[0].rate - states[1].rate)
+        if kind == "success":
+            states = [succeeded(settings, s, now) for s in states]
+            assert abs(states[0].rate - states[1].rate) <= gap + 1e-9
+        else:
+            states = [throttled(settings, s, now, now, 0.1, pending=10) for s in states]
+            after = abs(states[0].rate - states[1].rate)
+            floored = min(s.rate for s in states) == settings.min_rps
+            assert after <= (gap if floored else gap * settings.decrease) + 1e-9
 
 
 def test_lowering_max_rps_caps_the_current_rate() -> None:
@@ -273,3 +368,59 @@ def test_no_one_second_window_ever_holds_more_calls_than_the_budget(
     for i, start in enumerate(times):
         in_window = [t for t in times[i:] if t < start + 1 - 1e-6]
         assert len(in_window) <= max_rps
+
+
+def share_one_account(
+    budgets: int, account_rps: float, seconds: float, retry_max: float
+) -> tuple[list[int], int]:
+    """Busy budgets of 10/s (30 waits each, always wanting a call) on one account.
+
+    Each call leaves at its booked time and reaches the account up to 20 ms
+    later (seeded); the account answers as the simulator's throttle does (a
+    token bucket holding one second of calls); a throttled wait books its
+    retry ``retry_max`` later. Returns each budget's calls that got through,
+    and the throttled calls of all.
+    """
+    rng = random.Random(0)
+    clock = FakeTime()
+    limiters = [RateLimiter(10, clock=clock) for _ in range(budgets)]
+    waits: list[tuple[int, Booking | None]] = [
+        (k, limiters[k].reserve(clock.now)) for k in range(budgets) for _ in range(30)
+    ]
+    tokens, filled_at = account_rps, clock.now
+    through, refused = [0] * budgets, 0
+    end = clock.now + seconds
+    while clock.now < end:
+        i = min(range(len(waits)), key=lambda w: math.inf if (b := waits[w][1]) is None else b.at)
+        k, booking = waits[i]
+        assert booking is not None
+        clock.now = booking.at
+        arrives = clock.now + rng.uniform(0, 0.02)
+        tokens = min(account_rps, tokens + max(arrives - filled_at, 0) * account_rps)
+        filled_at = max(filled_at, arrives)
+        if tokens >= 1:
+            tokens -= 1
+            through[k] += 1
+            limiters[k].succeeded()
+            waits[i] = (k, limiters[k].reserve(clock.now))
+        else:
+            refused += 1
+            limiters[k].throttled(booking.at, spacing_cap=retry_max)
+            waits[i] = (k, limiters[k].reserve(clock.now + retry_max))
+    return through, refused
+
+
+@pytest.mark.parametrize("retry_max", [20.0, 0.1])
+def test_busy_budgets_on_one_account_share_it_with_few_throttles(retry_max: float) -> None:
+    """Four budgets of 10/s on a 20/s account for 4 min: the account used, under 5 % refused,
+    and each budget at least half of an even share.
+
+    With a 100 ms retry_max the old floor (one call per retry_max for the
+    whole budget) held the first budget at 10/s: 57 % of calls refused, and
+    the last budget got 1 % of the calls.
+    """
+    through, refused = share_one_account(4, 20.0, 240.0, retry_max)
+    total = sum(through)
+    assert total >= 0.9 * 20 * 240
+    assert refused / (total + refused) < 0.05
+    assert min(through) >= 0.5 * total / 4
