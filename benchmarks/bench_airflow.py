@@ -12,14 +12,24 @@ Then, phase by phase, with a fresh triggerer each time so its peak is its own:
 - poke and reschedule: ``--small`` sensors each (they hold or re-take worker
   slots, so fewer).
 
+The simulator holds every client to ``--max-rps`` calls a second (server
+wide, answering 429 ThrottlingException over it, as DataZone does per
+account); ``--poller-max-rps`` sets the triggerer's own budget, the Airflow
+option ``[poller] max_rps`` (``AIRFLOW__POLLER__MAX_RPS``), else poller's
+default holds.
+
 Reported: the triggerer's peak RSS (its process tree) and the ratio to the
 control; trigger start (the triggerer's "trigger ... starting") to the
-trigger's first GetJobRun (the simulator's log; the run's first call is the
-sensor's own poke); end of run (the simulator's endTime) to task success;
-task states; "async thread was blocked" warnings. Every process it started is
-stopped on the way out, whatever happens.
+trigger's first GetJobRun after it (the simulator's log; earlier calls are
+the sensor's own poke); per phase, from the simulator's request log, the
+calls (GetJobRun and ListJobRuns apart and together) and the throttled ones;
+end of run (each run's endTime, read back from the simulator) to its first
+SUCCESS answer, to its last GetJobRun and to task success; task states and
+failed tasks; "async thread was blocked" warnings. Every process it started
+is stopped on the way out, whatever happens.
 
-    .venv/bin/python benchmarks/bench_airflow.py [--n 200] [--small 10] [--run-s 300]
+    .venv/bin/python benchmarks/bench_airflow.py [--n 200] [--small 10] [--run-s 300] \
+        [--max-rps 5] [--poller-max-rps R]
 
 (``make bench-airflow``). Not part of ``make test``.
 """
@@ -48,8 +58,17 @@ from typing import Any
 
 import psutil
 
+from poller.testing._client import make_client
+
 DOMAIN = "dzd_bench"
 ACCESS_KEY = "AKIDBENCHCONN"
+# The bench's own reads (each run's endTime, after a phase): left out of the figures.
+READER_KEY = "AKIDBENCHREADER"
+# The triggerer's per-account budget, Airflow's option [poller] max_rps.
+BUDGET_ENV = "AIRFLOW__POLLER__MAX_RPS"
+# The target (issue 15): TARGET_N deferred sensors against at most TARGET_RPS
+# calls/s, no failed task, at most MAX_THROTTLED_SHARE of the calls throttled.
+TARGET_N, TARGET_RPS, MAX_THROTTLED_SHARE = 200, 5.0, 0.02
 POKE_INTERVAL = 5
 DAGS = """
 from datetime import UTC, datetime, timedelta
@@ -143,10 +162,16 @@ class Deployment:
             self.env.pop(name, None)
         self.bin = Path(sys.executable).parent
 
-    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, *argv: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         out = open(self.home / f"{name}.out", "ab")  # noqa: SIM115  (the child holds it)
         proc = subprocess.Popen(
-            list(argv), env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            list(argv),
+            env={**self.env, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs[name] = proc
         return proc
@@ -193,6 +218,7 @@ class Deployment:
         ]
         scenario.write_text(json.dumps({"runs": runs}))
         log = self.home / f"{phase}.requests.jsonl"
+        limit = ["--max-rps", str(self.args.max_rps)] if self.args.max_rps > 0 else []
         self.start(
             "simulator",
             sys.executable,
@@ -204,9 +230,32 @@ class Deployment:
             str(scenario),
             "--log",
             str(log),
+            *limit,
         )
         wait_for(lambda: port_open(self.sim_port), 30, "the simulator")
         return log
+
+    def run_ends(self, dag_id: str) -> dict[str, float]:
+        """run_id -> the endTime the simulator reports, read with the bench's own key.
+
+        The runs are every run the simulator has (one phase's), listed 50 a page;
+        botocore's retries take care of the server's limit.
+        """
+        client = make_client(
+            f"http://127.0.0.1:{self.sim_port}",
+            aws_access_key_id=READER_KEY,
+            retries={"total_max_attempts": 30, "mode": "standard"},
+        )
+        ends: dict[str, float] = {}
+        kwargs: dict[str, Any] = {"domainIdentifier": DOMAIN, "jobIdentifier": "job-1"}
+        while True:
+            page = client.list_job_runs(**kwargs, maxResults=50)
+            for item in page.get("items", []):
+                if item["runId"].startswith(f"{dag_id}-") and item.get("endTime"):
+                    ends[item["runId"]] = item["endTime"].timestamp()
+            if not page.get("nextToken"):
+                return ends
+            kwargs["nextToken"] = page["nextToken"]
 
 
 def port_open(port: int) -> bool:
@@ -270,7 +319,8 @@ def pct(values: list[float], q: float) -> float | None:
 
 def run_phase(d: Deployment, phase: str, dag_id: str, count: int, timeout: float) -> dict[str, Any]:
     """Trigger ``dag_id`` once with a fresh triggerer; wait for every task to end."""
-    d.start(f"triggerer-{phase}", str(d.bin / "airflow"), "triggerer")
+    budget = {} if d.args.poller_max_rps is None else {BUDGET_ENV: str(d.args.poller_max_rps)}
+    d.start(f"triggerer-{phase}", str(d.bin / "airflow"), "triggerer", env=budget)
     time.sleep(3)
     rss = RssPeak(d.procs[f"triggerer-{phase}"].pid)
     run_id = f"bench-{phase}-{int(time.time())}"
@@ -304,6 +354,8 @@ def run_phase(d: Deployment, phase: str, dag_id: str, count: int, timeout: float
         "count": count,
         "states": states,
         "max_deferred": max_deferred,
+        # Any task that did not succeed: failed, or still waiting at --phase-timeout.
+        "failed_tasks": count - states.get("success", 0),
         "wall_s": round(time.time() - started, 1),
         "rss_peak_mb": round(rss.peak, 1),
         "ends": {str(t): (s, e) for t, s, e in ends},
@@ -333,17 +385,44 @@ def trigger_starts(home: Path, dag_id: str) -> dict[str, float]:
     return found
 
 
-def requests_by_run(log: Path) -> dict[str, list[dict[str, Any]]]:
+def read_log(log: Path) -> list[dict[str, Any]]:
+    """The simulator's request log, less the bench's own reads."""
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("access_key_id") != READER_KEY]
+
+
+def requests_by_run(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {}
-    for line in log.read_text().splitlines():
-        record = json.loads(line)
+    for record in records:
         if record.get("operation") == "GetJobRun":
             runs.setdefault(record["path"].rstrip("/").rsplit("/", 1)[-1], []).append(record)
     return runs
 
 
-def latencies(d: Deployment, result: dict[str, Any], log: Path | None) -> None:
-    """Fill in trigger-start-to-first-poll, end-of-run-to-seen and end-of-run-to-success."""
+def call_counts(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Calls by operation and in all, the throttled ones (429 ThrottlingException), calls/s."""
+    times = [when(r["time"]) for r in records]
+    throttled = sum(1 for r in records if r.get("answer") == "ThrottlingException")
+    span = max(times) - min(times) if len(times) > 1 else 0.0
+    return {
+        "get_job_run_calls": sum(1 for r in records if r.get("operation") == "GetJobRun"),
+        "list_job_runs_calls": sum(1 for r in records if r.get("operation") == "ListJobRuns"),
+        "calls": len(records),
+        "throttled_calls": throttled,
+        "throttled_share": throttled / len(records) if records else 0.0,
+        "calls_per_s": len(records) / span if span else None,
+    }
+
+
+def latencies(
+    d: Deployment, result: dict[str, Any], log: Path | None, ends: dict[str, float]
+) -> None:
+    """Fill in calls, throttling, trigger-start-to-first-poll and the end-of-run lags.
+
+    ``ends`` is each run's endTime as the simulator reports it; a run missing
+    there falls back to ``result["run_end"]`` (the phase's start plus the run's
+    length, a little early) and is counted in ``ends_estimated``.
+    """
     if log is None:
         # The control: each TimeDeltaSensor's moment is the DAG run's run_after plus the delta.
         end = result["run_after"] + d.args.run_s
@@ -351,28 +430,46 @@ def latencies(d: Deployment, result: dict[str, Any], log: Path | None) -> None:
             when(e) - end for s, e in result["ends"].values() if s == "success" and e
         ]
         return
-    calls = requests_by_run(log)
-    keys = {r["access_key_id"] for rs in calls.values() for r in rs}
+    records = read_log(log)
+    result.update(call_counts(records))
+    calls = requests_by_run(records)
+    keys = {r["access_key_id"] for r in records}
     result["access_keys_seen"] = sorted(k for k in keys if k)
-    ended, seen = [], []
+    ended, seen, last = [], [], []
+    estimated = before_end = 0
     for task_id, (state, end_date) in result["ends"].items():
-        run_calls = calls.get(f"{result['dag_id']}-{task_id[1:]}", [])
-        done = [when(r["time"]) for r in run_calls if r.get("answer") == "SUCCESS"]
-        if state == "success" and end_date and done:
-            # The timeline's end is exact; the first SUCCESS answer is when
-            # poller saw it, the task's end_date when Airflow finished it.
-            seen.append(done[0] - result["run_end"])
-            ended.append(when(end_date) - result["run_end"])
+        run_id = f"{result['dag_id']}-{task_id[1:]}"
+        if run_id not in ends:
+            estimated += 1
+        end = ends.get(run_id, result["run_end"])
+        run_calls = [when(r["time"]) for r in calls.get(run_id, [])]
+        done = [when(r["time"]) for r in calls.get(run_id, []) if r.get("answer") == "SUCCESS"]
+        if state == "success" and end_date:
+            # The first SUCCESS answer is when poller could first see the end;
+            # the run's last GetJobRun is when its waiter stopped calling (it
+            # comes before the end when the end was seen in a listing).
+            ended.append(when(end_date) - end)
+            if done:
+                seen.append(done[0] - end)
+            if run_calls:
+                last.append(max(run_calls) - end)
+                before_end += max(run_calls) < end
     result["end_to_seen_s"] = seen
+    result["end_to_last_get_s"] = last
     result["end_to_success_s"] = ended
+    result["last_get_before_end"] = before_end
+    result["ends_estimated"] = estimated
     if result["phase"] == "deferrable":
         starts = trigger_starts(d.home, result["dag_id"])
         firsts = []
         for task_id, start in starts.items():
-            run_calls = calls.get(f"{result['dag_id']}-{task_id[1:]}", [])
-            after = [when(r["time"]) for r in run_calls[1:]]  # [0] is the sensor's own poke
+            run_calls = [
+                when(r["time"]) for r in calls.get(f"{result['dag_id']}-{task_id[1:]}", [])
+            ]
+            # Calls before the trigger started are the sensor's own poke (and its retries).
+            after = [t for t in run_calls if t >= start]
             if after:
-                firsts.append(max(after[0] - start, 0.0))
+                firsts.append(min(after) - start)
         result["start_to_first_poll_s"] = firsts
 
 
@@ -382,47 +479,111 @@ def blocked_warnings(path: Path) -> list[str]:
     return [ln for ln in text.splitlines() if "async thread was blocked" in ln]
 
 
+def fmt(xs: list[float], *, worst: bool = False) -> str:
+    """p50 / p95 (and the max) of ``xs``, or "-"."""
+    if not xs:
+        return "-"
+    out = f"{pct(xs, 50):.2f} / {pct(xs, 95):.2f}"
+    return f"{out} / {max(xs):.2f}" if worst else out
+
+
+def budget(args: argparse.Namespace) -> str:
+    """The triggerer's budget, as the bench set it."""
+    if args.poller_max_rps is None:
+        return f"[poller] max_rps unset ({BUDGET_ENV} not set): poller's default"
+    return f"[poller] max_rps = {args.poller_max_rps:g} calls/s ({BUDGET_ENV})"
+
+
+def target(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any] | None:
+    """Issue 15's target on the deferrable phase: 0 failed tasks, at most 2 % throttled.
+
+    ``met`` is None (not measured) unless the run is at least the target's
+    size against at most its limit: fewer sensors or no limit prove nothing.
+    """
+    r = next((r for r in results if r["phase"] == "deferrable"), None)
+    if r is None or "calls" not in r:
+        return None
+    ok = r["failed_tasks"] == 0 and r["throttled_share"] <= MAX_THROTTLED_SHARE
+    measured = args.n >= TARGET_N and 0 < args.max_rps <= TARGET_RPS
+    return {
+        "failed_tasks": r["failed_tasks"],
+        "throttled_share": r["throttled_share"],
+        "met": ok if measured else None,
+    }
+
+
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     control = next((r for r in results if r["phase"] == "control"), None)
+    limit = f"{args.max_rps:g} calls/s" if args.max_rps > 0 else "none"
     print(
         f"\nAirflow {airflow_version()}, N={args.n}, small={args.small}, "
         f"runs of {args.run_s:.0f} s (small: {args.small_run_s:.0f} s), "
-        f"poke_interval {POKE_INTERVAL} s, parallelism {args.parallelism}"
+        f"poke_interval {POKE_INTERVAL} s, parallelism {args.parallelism}, "
+        f"server limit {limit}"
     )
-    head = (
-        "| phase | tasks | states | max deferred at once | triggerer peak RSS (MB) "
-        "| vs control | start→first poll p50/p95 (s) | run end→seen p50/p95 (s) "
-        "| run end→task success p50/p95 (s) | 'blocked' warnings (longest s) |"
+    print(f"triggerer budget: {budget(args)}")
+    print(
+        "\n| phase | tasks | states | failed tasks | max deferred at once "
+        "| triggerer peak RSS (MB) | vs control | start→first poll p50/p95 (s) "
+        "| 'blocked' warnings (longest s) |"
     )
-    print(head)
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         ratio = (
             f"{r['rss_peak_mb'] / control['rss_peak_mb']:.2f}x"
             if control and control["rss_peak_mb"]
             else "-"
         )
-        first = r.get("start_to_first_poll_s") or []
-        end = r.get("end_to_success_s") or []
-        seen = r.get("end_to_seen_s") or []
-
-        def fmt(xs: list[float]) -> str:
-            if not xs:
-                return "-"
-            return f"{pct(xs, 50):.2f} / {pct(xs, 95):.2f}"
-
         states = ", ".join(f"{k} {v}" for k, v in sorted(r["states"].items()))
         print(
-            f"| {r['phase']} | {r['count']} | {states} | {r['max_deferred']} "
-            f"| {r['rss_peak_mb']:.0f} | {ratio} | {fmt(first)} | {fmt(seen)} | {fmt(end)} "
+            f"| {r['phase']} | {r['count']} | {states} | {r['failed_tasks']} | {r['max_deferred']} "
+            f"| {r['rss_peak_mb']:.0f} | {ratio} | {fmt(r.get('start_to_first_poll_s') or [])} "
             f"| {len(r['blocked'])}{longest(r['blocked'])} |"
+        )
+    print(
+        "\n| phase | GetJobRun | ListJobRuns | calls | calls/s | throttled (share) "
+        "| run end→first SUCCESS p50/p95 (s) | run end→last GetJobRun p50/p95/max (s) "
+        "| run end→task success p50/p95/max (s) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        if "calls" in r:
+            rate = f"{r['calls_per_s']:.2f}" if r["calls_per_s"] else "-"
+            calls = (
+                f"{r['get_job_run_calls']} | {r['list_job_runs_calls']} | {r['calls']} | {rate} "
+                f"| {r['throttled_calls']} ({r['throttled_share']:.1%})"
+            )
+        else:
+            calls = "- | - | - | - | -"
+        print(
+            f"| {r['phase']} | {calls} | {fmt(r.get('end_to_seen_s') or [])} "
+            f"| {fmt(r.get('end_to_last_get_s') or [], worst=True)} "
+            f"| {fmt(r.get('end_to_success_s') or [], worst=True)} |"
         )
     keys = sorted({k for r in results for k in r.get("access_keys_seen", [])})
     print(f"\naccess key IDs the simulator saw: {keys}")
     print(
-        "control: 'run end' is each TimeDeltaSensor's target moment (run_after + delta); "
-        "'seen' is the simulator's first SUCCESS answer"
+        "run end: each run's endTime read back from the simulator (control: each "
+        "TimeDeltaSensor's target moment, run_after + delta); 'first SUCCESS' is the "
+        "simulator's first SUCCESS answer for the run, 'last GetJobRun' its waiter's last call"
     )
+    for r in results:
+        if r.get("last_get_before_end"):
+            print(
+                f"{r['phase']}: {r['last_get_before_end']} runs' last GetJobRun came before the end"
+            )
+        if r.get("ends_estimated"):
+            print(
+                f"{r['phase']}: {r['ends_estimated']} runs' endTime unread: the estimate was used"
+            )
+    verdict = target(results, args)
+    if verdict is not None:
+        met = {True: "met", False: "NOT met", None: "not measured (a smaller run)"}
+        print(
+            f"target ({TARGET_N} deferred sensors against {TARGET_RPS:g} calls/s: 0 failed "
+            f"tasks, at most {MAX_THROTTLED_SHARE:.0%} of calls throttled): {met[verdict['met']]}; "
+            f"here {verdict['failed_tasks']} failed, {verdict['throttled_share']:.1%} throttled"
+        )
 
 
 def longest(lines: list[str]) -> str:
@@ -442,11 +603,27 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=10, help="sensors in poke/reschedule mode")
     parser.add_argument("--run-s", type=float, default=300, help="how long each run runs")
     parser.add_argument("--small-run-s", type=float, default=60, help="the same, poke/reschedule")
+    parser.add_argument(
+        "--max-rps",
+        type=float,
+        default=5,
+        help="the simulator's server-wide limit, calls/s, in every phase it serves; 0: none",
+    )
+    parser.add_argument(
+        "--poller-max-rps",
+        type=float,
+        default=None,
+        help=f"the triggerer's budget, [poller] max_rps ({BUDGET_ENV}); default: unset",
+    )
     parser.add_argument("--parallelism", type=int, default=16, help="[core] parallelism")
     parser.add_argument("--phase-timeout", type=float, default=900)
     parser.add_argument("--keep", action="store_true", help="keep AIRFLOW_HOME (path printed)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    if args.max_rps < 0:
+        parser.error("--max-rps must be 0 (no limit) or more")
+    if args.poller_max_rps is not None and args.poller_max_rps <= 0:
+        parser.error("--poller-max-rps must be more than 0")
     home = Path(tempfile.mkdtemp(prefix="poller-bench-airflow-"))
     d = Deployment(home, args)
     # SIGTERM (make interrupted, CI stopping) runs the same clean-up as Ctrl-C.
@@ -473,7 +650,7 @@ def main() -> int:
         results = []
         print("phase control ...", file=sys.stderr)
         control = run_phase(d, "control", "bench_control", args.n, args.phase_timeout)
-        latencies(d, control, None)
+        latencies(d, control, None, {})
         results.append(control)
         for phase, dag_id, count, run_s in (
             ("deferrable", "bench_deferrable", args.n, args.run_s),
@@ -485,15 +662,32 @@ def main() -> int:
             run_end = time.time() + run_s
             log = d.start_simulator(phase, dag_id, count, run_s)
             result = run_phase(d, phase, dag_id, count, args.phase_timeout)
+            try:
+                ends = d.run_ends(dag_id)
+            except Exception as error:  # botocore's: report on the estimate rather than nothing
+                print(f"{phase}: endTime not read back ({error})", file=sys.stderr)
+                ends = {}
             d.stop("simulator")
             result["run_end"] = run_end
-            latencies(d, result, log)
+            latencies(d, result, log, ends)
             results.append(result)
         report(results, args)
         if args.json:
             for r in results:
                 r.pop("ends", None)
-            args.json.write_text(json.dumps({"results": results}, indent=1))
+            settings = {
+                key: getattr(args, key)
+                for key in ("n", "small", "run_s", "small_run_s", "parallelism")
+            }
+            settings.update(
+                airflow=airflow_version(),
+                poke_interval_s=POKE_INTERVAL,
+                server_max_rps=args.max_rps or None,
+                poller_max_rps=args.poller_max_rps,
+                triggerer_budget=budget(args),
+            )
+            document = {"settings": settings, "target": target(results, args), "results": results}
+            args.json.write_text(json.dumps(document, indent=1))
         return 0
     finally:
         d.close()
