@@ -37,19 +37,24 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+from poller import _home
 from poller._session import Clock
 from poller.errors import InvalidRequestError
 
 __all__ = [
     "DEFAULT_MAX_RPS",
+    "AccountKey",
     "AimdSettings",
     "Booking",
     "BudgetState",
+    "Budgets",
     "RateLimiter",
+    "account_key",
+    "budget_for",
+    "budgets",
     "fit",
     "fit_urgent",
     "respace",
-    "shared_limiter",
     "succeeded",
     "throttled",
 ]
@@ -350,20 +355,70 @@ class RateLimiter:
             self._state = succeeded(self._settings, self._state)
 
 
-_shared: RateLimiter | None = None
-_shared_lock = threading.Lock()
+#: What picks an account's budget: (region, endpoint, access key id), or a client of its own.
+AccountKey = tuple[object, ...]
 
 
-def shared_limiter(max_rps: float | None = None) -> RateLimiter:
-    """The process-wide limiter every fan-out wait uses unless given another.
+def account_key(client: object) -> AccountKey:
+    """The throttling domain of ``client``'s calls, as near as poller can tell without a call.
 
-    ``max_rps`` sets the process's budget (the last setting wins), so a CLI
-    flag or a config value applies to every wait the process runs.
+    DataZone throttles per account and region: a boto3 client's region, its
+    endpoint and the access key id of its credentials name that (two clients
+    of one account share a key; a role assumed in another account gets
+    another). The credentials are read as they stand, never refreshed for
+    this. A client without those attributes (a user's stand-in) is an
+    account of its own.
     """
-    global _shared  # noqa: PLW0603 - one budget per process is the point
-    with _shared_lock:
-        if _shared is None:
-            _shared = RateLimiter(max_rps if max_rps is not None else DEFAULT_MAX_RPS)
-        elif max_rps is not None and max_rps != _shared.max_rps:
-            _shared.max_rps = max_rps
-        return _shared
+    meta = getattr(client, "meta", None)
+    region = getattr(meta, "region_name", None)
+    endpoint = getattr(meta, "endpoint_url", None)
+    if region is None and endpoint is None:
+        return ("client", id(client))
+    credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    # RefreshableCredentials keep the current key in `_access_key`; reading
+    # `access_key` would refresh them (a call to STS) when they near expiry.
+    access_key = getattr(credentials, "_access_key", None) or getattr(
+        credentials, "access_key", None
+    )
+    return ("account", region, endpoint, access_key if isinstance(access_key, str) else None)
+
+
+class Budgets:
+    """The process's budgets: one `RateLimiter` per account (kept in `_home`)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock
+        self.max_rps = DEFAULT_MAX_RPS  # the ceiling of budgets made from now on
+        self._lock = threading.Lock()
+        self._budgets: dict[AccountKey, RateLimiter] = {}
+        # Clients without account attributes are kept, so their id is not reused.
+        self._pinned: dict[AccountKey, object] = {}
+
+    def of(self, client: object, max_rps: float | None = None) -> RateLimiter:
+        key = account_key(client)
+        with self._lock:
+            if max_rps is not None:
+                self.max_rps = max_rps
+            limiter = self._budgets.get(key)
+            if limiter is None:
+                limiter = self._budgets[key] = RateLimiter(self.max_rps, clock=self.clock)
+                if key[0] == "client":
+                    self._pinned[key] = client
+            elif max_rps is not None and limiter.max_rps != max_rps:
+                limiter.max_rps = max_rps
+            return limiter
+
+
+def budgets() -> Budgets:
+    """The process's budgets, on the engine's clock (`_home`'s ``clock``, real by default)."""
+    return _home.get("budgets", lambda: Budgets(_home.peek("clock")))
+
+
+def budget_for(client: object, max_rps: float | None = None) -> RateLimiter:
+    """The request budget of ``client``'s account in this process: one per account.
+
+    Every wait that joins the process's engine books its calls here, whatever
+    its front door. ``max_rps`` sets that account's budget (the last setting
+    wins) and the budget of accounts first seen after it.
+    """
+    return budgets().of(client, max_rps)

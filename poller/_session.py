@@ -120,6 +120,10 @@ class WaitSession:
         if not resumed:
             self._emit(log.WAIT_STARTED, timeout_s=policy.timeout)
 
+    def paced(self, pace: Pace | None) -> None:
+        """From now on ``pace`` turns each delay the core asks for into the real one."""
+        self._pace = pace
+
     def _emit(self, event: str, **fields: Any) -> None:
         self._log.info(event, domain_id=self.domain_id, job_run_id=self.job_run_id, **fields)
 

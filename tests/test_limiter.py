@@ -6,7 +6,7 @@ import itertools
 import math
 
 import pytest
-from helpers import FakeTime
+from helpers import FakeTime, keep, make_client
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,8 +16,8 @@ from poller._limiter import (
     AimdSettings,
     Booking,
     BudgetState,
+    budget_for,
     fit,
-    shared_limiter,
     succeeded,
     throttled,
 )
@@ -237,17 +237,20 @@ def test_throttled_is_pure_and_keeps_the_rate_within_bounds() -> None:
     assert throttled(settings, lowered, 2.0, 2.0).rate == 1
 
 
-def test_shared_limiter_is_one_per_process_and_max_rps_sets_its_budget() -> None:
-    """Every caller gets the same limiter; passing max_rps changes the process's budget."""
-    limiter = shared_limiter()
-    before = limiter.max_rps
-    try:
-        assert shared_limiter() is limiter
-        assert shared_limiter(3) is limiter
-        assert limiter.max_rps == 3
-    finally:
-        limiter.max_rps = before
-    assert DEFAULT_MAX_RPS == 10
+def test_one_budget_per_account_and_max_rps_sets_it() -> None:
+    """Clients of one region, endpoint and key share a budget; another key or region has its own."""
+    url = "http://127.0.0.1:9"
+    one = budget_for(keep(make_client(url)))
+    assert budget_for(keep(make_client(url))) is one
+    assert one.max_rps == DEFAULT_MAX_RPS == 10
+    other_key = budget_for(keep(make_client(url, aws_access_key_id="other")))
+    other_region = budget_for(keep(make_client(url, region_name="eu-west-1")))
+    assert len({id(one), id(other_key), id(other_region)}) == 3
+    assert budget_for(keep(make_client(url)), 3) is one
+    assert one.max_rps == 3
+    # A stand-in client without a region or endpoint is an account of its own.
+    stand_in = object()
+    assert budget_for(stand_in) is budget_for(stand_in) is not budget_for(object())
 
 
 @given(
