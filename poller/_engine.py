@@ -133,8 +133,12 @@ _UNLISTED = object()
 # A listing may lag the run's own answers: one that shows a run SCHEDULED
 # again after it was seen started is not believed.
 _BACK = JobRunStatus.SCHEDULED
-# How long after its deadline a wait waits for the listing that gives its last look.
+# How long after its deadline a wait waits for the listing that gives its last look; and
+# how long after its booked time a listing may answer before its runs look for themselves.
 _LATE = BOOKING_GRACE + CALL_GRACE
+# A wait's first call may still go this long after its deadline (timeout=0 checks each
+# of several runs once): its answer is waited for within CALL_GRACE, inside the second.
+FIRST_GRACE = 0.3
 
 
 class _Turns:
@@ -155,9 +159,11 @@ class _Turns:
         "_booked_at",
         "_booking",
         "_due",
+        "_first",
         "_fleet",
         "_news",
         "_starting",
+        "_stuck",
         "_window",
         "alone",
         "client",
@@ -188,7 +194,9 @@ class _Turns:
         self.reading = False  # a read: one answer, no listing, no history lookup
         # Set by a listing that shows this wait's run while it waits for its turn.
         self._news: asyncio.Future[object] | None = None
-        self._due = -math.inf  # when the look asked of the watch is due
+        self._due = -math.inf  # when the look the core asked for is due
+        self._first = True  # no call made or listed run taken yet
+        self._stuck = False  # no call fitted when its listing was late: wait for the deadline
         # When the booked call was asked for, and the time it got then.
         self._asked = self._booked_at = -math.inf
 
@@ -201,10 +209,12 @@ class _Turns:
         # The last poll is due at the deadline itself (and timeout=0 checks
         # once): a call booked a moment after it still goes, and its answer
         # is waited for within CALL_GRACE as in every loop.
-        latest = None if deadline is None else deadline + BOOKING_GRACE
+        grace = FIRST_GRACE if self._first else BOOKING_GRACE
+        latest = None if deadline is None else deadline + grace
         self._booking = booking = self._fleet.limiter.reserve(due, latest, urgent=urgent)
         if booking is not None:
             self._asked, self._booked_at = due, booking.at
+            self._stuck = False
         return booking
 
     def pace(self, delay: float) -> float:
@@ -215,11 +225,11 @@ class _Turns:
         run = self.session.state.last
         if run is not None and not self.reading:
             self._fleet.discovered(self, run)
+        self._due = due
         watch = self.watch
         if watch is not None and watch.active:
             # No call of its own: the look comes from the listing (`turn` waits for it).
             self._news = asyncio.get_running_loop().create_future()
-            self._due = due
             return max(watch.need(due) - now, 0.0)
         booking = self._book(due)
         # Unreachable: no sleep, the turn that follows ends the wait.
@@ -246,15 +256,17 @@ class _Turns:
     async def turn(self) -> JobRun | None:
         """Wait for the booked call (None) or the run as its job's listing shows it.
 
-        Raises TurnExpired when the budget cannot make the call in time.
+        A call that cannot be
+        booked before the deadline does not end the wait: a listing may still
+        show the run, and the deadline is the moment to give up. Then it
+        raises TurnExpired.
         """
         fleet = self._fleet
-        first = self._booking is None and self._news is None
         if self._news is None and self.session.policy.history and not self.alone:
             # A listing of its job may show the run before the call it waits for.
             self._news = asyncio.get_running_loop().create_future()
-        if first and self._book(fleet.clock()) is None:
-            raise TurnExpired(UNREACHED)
+        if self._first and self._booking is None:
+            self._book(fleet.clock())
         while True:
             news = self._news
             try:
@@ -271,35 +283,58 @@ class _Turns:
                         fleet.limiter.release(booking)
                         self._booking = None
                     if not got.is_terminal:
+                        self._first = False
                         return self._believed(got)
                     # Finished: read it whole (and its lineage) before anything else;
                     # at the deadline, when no call fits any more, as the listing shows it.
                     if self._book(fleet.clock(), urgent=True) is None:
+                        self._first = False
                         return got
-                elif booking is None and self._book(self._due) is None:
-                    raise TurnExpired(UNREACHED)
+                elif booking is None:
+                    self._book(max(self._due, fleet.clock()))
                 continue
             if booking is None:
-                # No listing answered by the deadline (and the grace a call's answer
-                # gets): one call of its own, if one still fits, or the wait ends.
+                # No listing in time (late, or none by the deadline): a call of its
+                # own, if one fits; if none does before the deadline, the wait ends.
                 self._news = None
-                if self._book(fleet.clock()) is None:
-                    raise TurnExpired(UNREACHED)
+                if self._book(max(self._due, fleet.clock())) is None:
+                    if self._past_deadline():
+                        raise TurnExpired(UNREACHED)
+                    self._stuck = True
                 continue
             self._news = None  # an answer to the call about to go out is newer
             self._booking = None
             if booking.lost:
                 fleet.limiter.release(booking)
-                raise TurnExpired(UNREACHED)
+                if self._past_deadline():
+                    raise TurnExpired(UNREACHED)
+                self._stuck = True
+                continue
             self.granted_at = booking.at
+            self._first = False
             return None
 
+    def _past_deadline(self) -> bool:
+        deadline = self._deadline
+        return deadline is not None and self._fleet.clock() >= deadline + _LATE
+
+    def _news_by(self) -> float:
+        """With no call booked: until when to wait for a listing to show the run.
+
+        The deadline (and the grace of the last look); sooner when the job's
+        listing is late, so a slow listing does not blind its runs.
+        """
+        deadline = self._deadline
+        limit = math.inf if deadline is None else deadline + _LATE
+        if self.watch is not None and not self._stuck:
+            limit = min(limit, self.watch.answer_by())
+        return limit
+
     async def _until(self, news: asyncio.Future[object] | None) -> None:
-        """Until the booked time (which a throttle may move), news, or without a booking the
-        deadline; whichever comes first. A booking moved well past the time it was made
+        """Until the booked time (which a throttle may move), news, or without a booking
+        `_news_by`; whichever comes first. A booking moved well past the time it was made
         for looks for a sooner free time now and then."""
         fleet = self._fleet
-        deadline = self._deadline
         while True:
             booking = self._booking
             if news is not None and news.done():
@@ -313,14 +348,17 @@ class _Turns:
                     return
                 if moved:
                     delay = min(delay, _RECHECK)
-            elif deadline is not None and (delay := deadline + _LATE - fleet.clock()) <= 0:
-                return
+            else:
+                limit = self._news_by()
+                if (delay := limit - fleet.clock()) <= 0:
+                    return
+                if math.isinf(delay):
+                    assert news is not None, "a wait with no deadline always gets a booking"
+                    await news
+                    return
             if news is None:
                 await fleet.sleep(delay)
                 continue
-            if booking is None and deadline is None:
-                await news
-                return
             sleeper = asyncio.ensure_future(fleet.sleep(delay))
             try:
                 await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
@@ -369,6 +407,7 @@ class _Watch:
         "_failures",
         "_fleet",
         "_paging",
+        "_sent_at",
         "_task",
         "_wanted",
         "claimed",
@@ -392,6 +431,7 @@ class _Watch:
         self._wanted = -math.inf  # when the booked listing was wanted
         self._failures = 0  # listings failed in a row
         self._paging = False  # reading the pages after the first
+        self._sent_at: float | None = None  # when the page call now out went out
         self._book(fleet.clock(), urgent=True)
 
     @property
@@ -409,6 +449,15 @@ class _Watch:
         """The wait ended, or the listing does not show it."""
         self.members.discard(turns)
         turns.unlisted()
+
+    def answer_by(self) -> float:
+        """When the listing its runs wait for is late: _LATE after its booked time, or after
+        the page call now out went out; infinite with none booked or out."""
+        if self._sent_at is not None:
+            return self._sent_at + _LATE
+        if self._booking is not None:
+            return self._booking.at + _LATE
+        return math.inf
 
     def need(self, due: float) -> float:
         """A run wants a look at ``due``: when the listing that gives it will be made."""
@@ -459,9 +508,10 @@ class _Watch:
         try:
             booking = await self._until_booked()
         except asyncio.CancelledError:
-            # Re-booked or stopped: `_cancel` gave the booking back; else it is still ours.
-            if self._task is asyncio.current_task() and self._booking is not None:
-                fleet.limiter.release(self._booking)
+            # Re-booked: `_cancel` gave the booking back, and the claim goes on with the
+            # new listing. Stopped (the fleet ends): both are given back here.
+            if self._task is asyncio.current_task():
+                self._give_back()
             raise
         self._booking = None
         runs: list[JobRun] = []
@@ -476,11 +526,10 @@ class _Watch:
                     self._booking = fleet.limiter.reserve(fleet.clock(), urgent=booking.urgent)
                     booking = await self._until_booked()
                     self._booking = None
-                async with asyncio.timeout(LISTING_BOUND), fleet.slots:
-                    more, token = await asyncio.get_running_loop().run_in_executor(
-                        fleet.executor, list_runs, self.client, domain_id, job_id, None, token
-                    )
-                fleet.report(booking.at, None, self.retry_max)
+                answer = await self._page(booking, token)
+                if answer is None:
+                    return  # failed: handled (tried again, or the watch stopped)
+                more, token = answer
                 runs += more
                 page_shown = fleet.show(self, more)
                 shown |= page_shown
@@ -489,25 +538,9 @@ class _Watch:
                 if token is None or len(page_shown) < 2:
                     break
         except asyncio.CancelledError:
-            if self._task is asyncio.current_task() and self._booking is not None:
-                fleet.limiter.release(self._booking)  # a next page's
-            if self.claimed:
-                shared_cache().release(self.key)
+            if self._task is asyncio.current_task():
+                self._give_back()  # a next page's booking, and the claim
             raise
-        except Exception as exc:  # a listing's failure is the watch's, never a wait's
-            fault = classify(exc)
-            kind = fault.kind if fault is not None else None
-            fleet.report(booking.at, kind, self.retry_max)
-            self._failures += 1
-            if kind in _RETRIED and self._failures < LISTING_TRIES:
-                # Again at the budget's next free time (after a throttle, later), as urgent.
-                self._book(fleet.clock(), urgent=booking.urgent)
-                return
-            if self.claimed:
-                self.claimed = False
-                shared_cache().put(self.key, history_failed(exc))
-            self.stop(history_failed(exc).reason or "ListJobRuns failed")
-            return
         finally:
             self._paging = False
             if self._task is asyncio.current_task():
@@ -524,6 +557,58 @@ class _Watch:
         asked = [due for turns in self.members if (due := turns.asked()) is not None]
         if asked and self._task is None:
             self._book(min(asked))
+
+    def _give_back(self) -> None:
+        if self._booking is not None:
+            self._fleet.limiter.release(self._booking)
+            self._booking = None
+        if self.claimed:
+            self.claimed = False
+            shared_cache().release(self.key)
+
+    async def _page(
+        self, booking: Booking, token: str | None
+    ) -> tuple[list[JobRun], str | None] | None:
+        """One ListJobRuns page at its booked time, reported to the budget; None if it failed.
+
+        Only the call is covered: a bug in what the page is then used for is
+        raised as itself, never taken for a failed listing.
+        """
+        fleet = self._fleet
+        domain_id, job_id = self.key
+        self._sent_at = fleet.clock()
+        try:
+            async with asyncio.timeout(LISTING_BOUND), fleet.slots:
+                answer = await asyncio.get_running_loop().run_in_executor(
+                    fleet.executor, list_runs, self.client, domain_id, job_id, None, token
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a listing's failure is the watch's, never a wait's
+            self._failed(exc, booking)
+            return None
+        finally:
+            self._sent_at = None
+        fleet.report(booking.at, None, self.retry_max)
+        return answer
+
+    def _failed(self, exc: Exception, booking: Booking) -> None:
+        fault = classify(exc)
+        learned = history_failed(exc)
+        if fault is not None:
+            fleet = self._fleet
+            fleet.report(booking.at, fault.kind, self.retry_max)
+            self._failures += 1
+            if fault.kind in _RETRIED and self._failures < LISTING_TRIES:
+                # Again at the budget's next free time (after a throttle, later), as urgent.
+                self._book(fleet.clock(), urgent=booking.urgent)
+                return
+        # Else, as for a fault `classify` does not know (a client poller did not build):
+        # not counted for or against the rate; the runs go back to their own calls.
+        if self.claimed:
+            self.claimed = False
+            shared_cache().put(self.key, learned)
+        self.stop(learned.reason or "ListJobRuns failed")
 
     def stop(self, reason: str) -> None:
         """No more listings for this job: its runs go back to their own calls."""

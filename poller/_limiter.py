@@ -308,19 +308,32 @@ class RateLimiter:
             return booking
 
     def sooner(self, booking: Booking, due: float) -> Booking:
-        """``booking``, or a new one for a free time before it (at or after ``due``).
+        """``booking``, moved to a free time before it (at or after ``due``) if there is one.
 
         For a booking moved later than it was made (by a throttle's respacing
         or urgent calls): the calls booked before it may have been given back
-        since. Whichever is not kept is released.
+        since. Only a free time is taken: no other booking moves, urgent or not.
         """
-        better = self.reserve(due, booking.latest, urgent=booking.urgent)
-        if better is not None and better.at < booking.at:
-            self.release(booking)
-            return better
-        if better is not None:
-            self.release(better)
-        return booking
+        with self._lock:
+            now = self._clock()
+            spacing = 1.0 / self._state.rate
+            booked = self._booked
+            wanted = max(due, now, self._state.not_before)
+            if wanted >= booking.at:
+                return booking
+            t, _ = fit(booked, wanted, spacing)
+            if t >= booking.at or (booking.latest is not None and t > booking.latest):
+                return booking
+            i = bisect.bisect_left(booked, booking.at, key=_at)
+            while i < len(booked) and booked[i] is not booking:
+                i += 1
+            if i == len(booked):
+                return booking  # given back meanwhile: nothing to move
+            del booked[i]
+            self._packed_until = min(self._packed_until, booking.at)
+            booking.at = t
+            booked.insert(bisect.bisect_left(booked, t, key=_at), booking)
+            return booking
 
     def release(self, booking: Booking) -> None:
         """Give back a booking that will not be used (the wait ended before it)."""

@@ -17,7 +17,7 @@ import pytest
 from _airflow_home import HOME as _HOME  # noqa: F401  (imported for its side effect)
 from helpers import DOMAIN, QUIET, keep
 
-from poller import Outcome, PollPolicy, WaitResult, _home
+from poller import Outcome, PollPolicy, WaitResult, _home, wait_for_job_runs
 from poller._engine import engine
 from poller._limiter import budget_for
 from poller._waiter import wait_result
@@ -100,6 +100,55 @@ def test_threads_async_waits_and_triggers_share_one_budget_per_account(
     # Alone, each would have polled every 50 ms: hundreds of calls a second.
     assert Counter(r.status_code for r in requests)[429] == 0
     assert len(requests) < 5 * (max(r.t for r in requests) - min(r.t for r in requests) + 1)
+
+
+def test_waits_join_and_leave_a_busy_engine_each_with_its_own_policy_and_deadline() -> None:
+    """A fan-out is under way; a short wait, a cancelled one and a slow-cadence one come and go."""
+    with Simulator() as sim:
+        for i in range(10):
+            sim.add_run(
+                DOMAIN, f"long-{i}", RunScript(timeline=[(0.0, "IN_PROGRESS"), (3.0, "SUCCESS")])
+            )
+        sim.add_run(DOMAIN, "never", RunScript(statuses=["IN_PROGRESS"]))
+        sim.add_run(DOMAIN, "cancelled", RunScript(statuses=["IN_PROGRESS"]))
+        sim.add_run(DOMAIN, "slow", RunScript(timeline=[(0.0, "IN_PROGRESS"), (1.0, "SUCCESS")]))
+        client = keep(sim.client())
+        fan_out: list[WaitResult] = []
+        busy = threading.Thread(
+            target=lambda: fan_out.extend(
+                wait_for_job_runs(
+                    [(DOMAIN, f"long-{i}") for i in range(10)], client=client, policy=QUICK
+                )
+            )
+        )
+        busy.start()
+        time.sleep(0.3)
+        shorts: list[WaitResult] = []
+        policy = PollPolicy(timeout=2.0, interval=0.05, history=False)
+        short_wait = threading.Thread(
+            target=lambda: shorts.append(wait_result(DOMAIN, "never", client=client, policy=policy))
+        )
+        short_wait.start()
+        cancel = threading.Event()
+        started = time.monotonic()
+        threading.Timer(0.5, cancel.set).start()
+        stopped = wait_result(DOMAIN, "cancelled", client=client, policy=QUICK, cancel=cancel)
+        took = time.monotonic() - started - 0.5  # from the cancel to the result
+        short_wait.join(timeout=10)
+        (short,) = shorts
+        slow = wait_result(
+            DOMAIN, "slow", client=client, policy=PollPolicy(interval=0.7, history=False)
+        )
+        busy.join(timeout=30)
+        calls = sim.calls("slow")
+    # Its calls queued behind the fan-out's on the one budget; it saw the run going.
+    assert short.outcome is Outcome.WAIT_TIMEOUT
+    assert 2.0 <= short.waited_s < 3.0
+    assert stopped.outcome is Outcome.INTERRUPTED
+    assert took < 1.0
+    assert slow.outcome is Outcome.SUCCEEDED
+    assert calls <= 3  # its own 0.7 s cadence, not the fan-out's 50 ms
+    assert [r.outcome for r in fan_out] == [Outcome.SUCCEEDED] * 10
 
 
 def test_an_async_waits_callbacks_run_on_its_loop_and_its_events_see_its_context() -> None:

@@ -276,3 +276,30 @@ def test_no_one_second_window_ever_holds_more_calls_than_the_budget(
     for i, start in enumerate(times):
         in_window = [t for t in times[i:] if t < start + 1 - 1e-6]
         assert len(in_window) <= max_rps
+
+
+def test_looking_for_a_sooner_time_for_an_urgent_booking_moves_no_other_booking() -> None:
+    """`sooner` that finds nothing better leaves every other booking where it was."""
+    clock = FakeTime(now=0.0)
+    limiter = RateLimiter(10, clock=clock)
+    ordinary = [limiter.reserve(0.0) for _ in range(5)]
+    urgent = limiter.reserve(0.0, urgent=True)
+    assert urgent is not None
+    before = [b.at for b in ordinary if b is not None]
+    kept = limiter.sooner(urgent, 0.0)
+    assert kept.at == urgent.at
+    assert [b.at for b in ordinary if b is not None] == before
+
+
+def test_a_booking_moves_to_a_free_time_before_it_when_one_is_given_back() -> None:
+    """Calls given back leave a hole; `sooner` takes the booking into it."""
+    clock = FakeTime(now=0.0)
+    limiter = RateLimiter(10, clock=clock)
+    first = [limiter.reserve(0.0) for _ in range(5)]
+    late = limiter.reserve(0.0)
+    assert late is not None
+    assert late.at == pytest.approx(0.5)
+    for booking in first[2:]:
+        assert booking is not None
+        limiter.release(booking)
+    assert limiter.sooner(late, 0.0).at == pytest.approx(0.2)
