@@ -52,7 +52,14 @@ from poller import _home, log
 from poller._datazone import JobRunClient, classify, fetch_job_run
 from poller._history import failed as history_failed
 from poller._history import learn, learned_from_listing, list_runs, shared_cache, wants_history
-from poller._limiter import AccountKey, Booking, RateLimiter, account_key, budget_for
+from poller._limiter import (
+    AccountKey,
+    Booking,
+    RateLimiter,
+    account_key,
+    budget_for,
+    until_booked,
+)
 from poller._model import JobRun, JobRunStatus
 from poller._policy import FaultKind, Step
 from poller._runtime import (
@@ -103,8 +110,6 @@ LISTING_PAGES = 10
 # A job's listing throttled or failing this many times in a row ends its watch.
 LISTING_TRIES = 3
 _RETRIED = (FaultKind.THROTTLE, FaultKind.TRANSIENT)
-# A listing booked this much later than wanted looks for an earlier time this often (s).
-_RECHECK = 2.0
 
 _MASK = (1 << 64) - 1
 
@@ -331,31 +336,28 @@ class _Turns:
         return limit
 
     async def _until(self, news: asyncio.Future[object] | None) -> None:
-        """Until the booked time (which a throttle may move), news, or without a booking
-        `_news_by`; whichever comes first. A booking moved well past the time it was made
-        for looks for a sooner free time now and then."""
+        """Until the booked time (`until_booked`), news, or without a booking `_news_by`;
+        whichever comes first."""
         fleet = self._fleet
-        while True:
+        while news is None or not news.done():
             booking = self._booking
-            if news is not None and news.done():
-                return
             if booking is not None:
-                now = fleet.clock()
-                moved = booking.at > max(self._booked_at, now) + _RECHECK
-                if moved:  # a lost one too: a time before its latest may be free again
-                    booking = self._booking = fleet.limiter.sooner(booking, self._asked)
-                if booking.lost or (delay := booking.at - now) <= 0:
-                    return
-                if moved:
-                    delay = min(delay, _RECHECK)
-            else:
-                limit = self._news_by()
-                if (delay := limit - fleet.clock()) <= 0:
-                    return
-                if math.isinf(delay):
-                    assert news is not None, "a wait with no deadline always gets a booking"
-                    await news
-                    return
+                await until_booked(
+                    fleet.limiter,
+                    booking,
+                    since=self._booked_at,
+                    asked=self._asked,
+                    clock=fleet.clock,
+                    sleep=fleet.sleep,
+                    news=news,
+                )
+                return
+            if (delay := self._news_by() - fleet.clock()) <= 0:
+                return
+            if math.isinf(delay):
+                assert news is not None, "a wait with no deadline always gets a booking"
+                await news
+                return
             if news is None:
                 await fleet.sleep(delay)
                 continue
@@ -489,17 +491,18 @@ class _Watch:
         self._task = None
 
     async def _until_booked(self) -> Booking:
-        """Sleep until the listing's booked time; a booking moved well past when it was
-        wanted (by a throttle's respacing, or urgent calls) looks for an earlier free time
-        now and then, as calls booked before it are given back."""
+        """Sleep until the listing's booked time (`until_booked`; it may move)."""
         fleet = self._fleet
         booking = self._booking
         assert booking is not None
-        while (delay := booking.at - (now := fleet.clock())) > 0:
-            if booking.at > max(self._wanted, now) + _RECHECK:
-                booking = self._booking = fleet.limiter.sooner(booking, self._wanted)
-                delay = min(booking.at - now, _RECHECK)
-            await fleet.sleep(delay)
+        await until_booked(
+            fleet.limiter,
+            booking,
+            since=self._wanted,
+            asked=self._wanted,
+            clock=fleet.clock,
+            sleep=fleet.sleep,
+        )
         return booking
 
     async def _list(self) -> None:
@@ -713,8 +716,14 @@ class Fleet:
             shared_cache().release(key)  # the budget cannot fit it before the wait ends
             return
         try:
-            while not booking.lost and (delay := booking.at - self.clock()) > 0:
-                await self.sleep(delay)
+            await until_booked(
+                self.limiter,
+                booking,
+                since=booking.at,
+                asked=booking.at,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
             if booking.lost:
                 self.limiter.release(booking)
                 shared_cache().release(key)

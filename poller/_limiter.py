@@ -31,10 +31,12 @@ limiter can be shared by several event loops and threads.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from poller import _home
@@ -43,6 +45,7 @@ from poller.errors import InvalidRequestError
 
 __all__ = [
     "DEFAULT_MAX_RPS",
+    "RECHECK",
     "AccountKey",
     "AimdSettings",
     "Booking",
@@ -57,6 +60,7 @@ __all__ = [
     "respace",
     "succeeded",
     "throttled",
+    "until_booked",
 ]
 
 #: The default budget, in GetJobRun calls a second for the whole process.
@@ -366,6 +370,48 @@ class RateLimiter:
         """Report that a call got through."""
         with self._lock:
             self._state = succeeded(self._settings, self._state)
+
+
+#: A booking moved this much past the time it got looks for a sooner free time this often (s).
+RECHECK = 2.0
+
+
+async def until_booked(
+    limiter: RateLimiter,
+    booking: Booking,
+    *,
+    since: float,
+    asked: float,
+    clock: Clock,
+    sleep: Callable[[float], Awaitable[object]],
+    news: asyncio.Future[object] | None = None,
+) -> None:
+    """Sleep until ``booking``'s time comes, it is lost, or ``news`` is done: whichever first.
+
+    The one booking-wait of every wait, listing and history lookup. The time
+    may move while it sleeps: later (a throttle's respacing, urgent calls) or,
+    for a booking moved more than RECHECK past ``since`` (the time it got, or
+    was wanted), sooner: such a booking looks for a free time at or after
+    ``asked`` every RECHECK seconds (`RateLimiter.sooner`, which moves it in
+    place), since calls booked before it may have been given back.
+    """
+    while news is None or not news.done():
+        now = clock()
+        moved = booking.at > max(since, now) + RECHECK
+        if moved:  # a lost one too: a time before its latest may be free again
+            limiter.sooner(booking, asked)
+        if booking.lost or (delay := booking.at - now) <= 0:
+            return
+        if moved:
+            delay = min(delay, RECHECK)
+        if news is None:
+            await sleep(delay)
+            continue
+        sleeper = asyncio.ensure_future(sleep(delay))
+        try:
+            await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
 
 
 #: What picks an account's budget: (region, endpoint, access key id), or a client of its own.

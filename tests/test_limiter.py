@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 
@@ -20,6 +21,7 @@ from poller._limiter import (
     fit,
     succeeded,
     throttled,
+    until_booked,
 )
 
 
@@ -303,3 +305,23 @@ def test_a_booking_moves_to_a_free_time_before_it_when_one_is_given_back() -> No
         assert booking is not None
         limiter.release(booking)
     assert limiter.sooner(late, 0.0).at == pytest.approx(0.2)
+
+
+def test_a_booking_pushed_well_past_its_time_takes_a_slot_given_back_while_it_sleeps() -> None:
+    """`until_booked`: pushed from 0 to 5 s, it looks again after 2 s and takes the freed 2 s."""
+    clock = FakeTime(now=0.0)
+    limiter = RateLimiter(1, clock=clock)
+    early = [limiter.reserve(0.0) for _ in range(5)]  # at 0, 1, 2, 3, 4
+    pushed = limiter.reserve(0.0)
+    assert pushed is not None
+    assert pushed.at == 5.0
+
+    async def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        for booking in early[2:]:  # given back meanwhile: their waits ended
+            if booking is not None:
+                limiter.release(booking)
+
+    asyncio.run(until_booked(limiter, pushed, since=0.0, asked=0.0, clock=clock, sleep=sleep))
+    assert (pushed.at, clock.now) == (2.0, 2.0)
+    assert clock.sleeps == [2.0]
