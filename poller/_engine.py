@@ -60,7 +60,18 @@ from poller._limiter import (
     budget_for,
     until_booked,
 )
-from poller._model import JobRun, JobRunStatus
+from poller._listing import (
+    LISTING_PAGES,
+    LISTING_TRIES,
+    AfterFailure,
+    Reading,
+    after_failure,
+    answer_by,
+    read_next_page,
+    reading,
+    worth_a_watch,
+)
+from poller._model import JobRun
 from poller._policy import FaultKind, Step
 from poller._runtime import (
     BOOKING_GRACE,
@@ -105,11 +116,6 @@ LISTING_STOPPED = "job_listing_stopped"
 UNREACHED = "the request budget did not reach it before the deadline"
 # A job listing still unanswered after this long (seconds) has failed.
 LISTING_BOUND = 10.0
-# The most ListJobRuns pages (of 50 runs) one listing of a job reads.
-LISTING_PAGES = 10
-# A job's listing throttled or failing this many times in a row ends its watch.
-LISTING_TRIES = 3
-_RETRIED = (FaultKind.THROTTLE, FaultKind.TRANSIENT)
 
 _MASK = (1 << 64) - 1
 
@@ -135,9 +141,6 @@ class Stream:
 
 # What a job's listing tells a wait it did not show (or could not be made).
 _UNLISTED = object()
-# A listing may lag the run's own answers: one that shows a run SCHEDULED
-# again after it was seen started is not believed.
-_BACK = JobRunStatus.SCHEDULED
 # How long after its deadline a wait waits for the listing that gives its last look; and
 # how long after its booked time a listing may answer before its runs look for themselves.
 _LATE = BOOKING_GRACE + CALL_GRACE
@@ -246,10 +249,11 @@ class _Turns:
             return self._due
         return None
 
-    def listed(self, run: JobRun) -> None:
-        """The job's listing shows this wait's run: the wait takes it, if it is waiting."""
+    def listed(self, what: Reading, run: JobRun) -> None:
+        """The job's listing shows this wait's run (`_listing.reading`): the wait takes it,
+        if it is waiting."""
         if self._news is not None and not self._news.done():
-            self._news.set_result(run)
+            self._news.set_result((what, run))
 
     def unlisted(self) -> None:
         """The watch will not show this wait's run: it books its own calls again."""
@@ -283,18 +287,21 @@ class _Turns:
             if news is not None and news.done():
                 self._news = None
                 got = news.result()
-                if isinstance(got, JobRun):
+                if isinstance(got, tuple):
+                    what: Reading = got[0]
+                    run: JobRun = got[1]
                     if booking is not None:
                         fleet.limiter.release(booking)
                         self._booking = None
-                    if not got.is_terminal:
+                    if what is not Reading.READ:
                         self._first = False
-                        return self._believed(got)
+                        last = self.session.state.last
+                        return last if what is Reading.KEEP and last is not None else run
                     # Finished: read it whole (and its lineage) before anything else;
                     # at the deadline, when no call fits any more, as the listing shows it.
                     if self._book(fleet.clock(), urgent=True) is None:
                         self._first = False
-                        return got
+                        return run
                 elif booking is None:
                     self._book(max(self._due, fleet.clock()))
                 continue
@@ -366,13 +373,6 @@ class _Turns:
                 await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 sleeper.cancel()
-
-    def _believed(self, run: JobRun) -> JobRun:
-        # A listing may lag the run's own answers: it does not take a run back.
-        last = self.session.state.last
-        if last is not None and run.status == _BACK and last.status != _BACK:
-            return last
-        return run
 
     def started(self) -> None:
         """The wait had its first answer (or ended): its place in the start window is free."""
@@ -453,13 +453,9 @@ class _Watch:
         turns.unlisted()
 
     def answer_by(self) -> float:
-        """When the listing its runs wait for is late: _LATE after its booked time, or after
-        the page call now out went out; infinite with none booked or out."""
-        if self._sent_at is not None:
-            return self._sent_at + _LATE
-        if self._booking is not None:
-            return self._booking.at + _LATE
-        return math.inf
+        """When the listing its runs wait for is late (`_listing.answer_by`)."""
+        booked_at = self._booking.at if self._booking is not None else None
+        return answer_by(sent_at=self._sent_at, booked_at=booked_at)
 
     def need(self, due: float) -> float:
         """A run wants a look at ``due``: when the listing that gives it will be made."""
@@ -538,7 +534,7 @@ class _Watch:
                 shown |= page_shown
                 # Older runs of the job are worth another call only if this page
                 # showed several waits of the fleet.
-                if token is None or len(page_shown) < 2:
+                if not read_next_page(page=page, more=token is not None, shown=len(page_shown)):
                     break
         except asyncio.CancelledError:
             if self._task is asyncio.current_task():
@@ -602,7 +598,7 @@ class _Watch:
             fleet = self._fleet
             fleet.report(booking.at, fault.kind, self.retry_max)
             self._failures += 1
-            if fault.kind in _RETRIED and self._failures < LISTING_TRIES:
+            if after_failure(fault.kind, self._failures) is AfterFailure.AGAIN:
                 # Again at the budget's next free time (after a throttle, later), as urgent.
                 self._book(fleet.clock(), urgent=booking.urgent)
                 return
@@ -756,7 +752,9 @@ class Fleet:
                 turns.read = True
                 self.readers[key] += 1
             claimed = wants_history(policy, run)
-            if (claimed and self.unseen > 0) or self.readers[key] > 1:
+            if worth_a_watch(
+                history_claimed=claimed, unread=self.unseen, readers=self.readers[key]
+            ):
                 watch = self.watches[key] = _Watch(self, key, turns, claimed=claimed)
             elif claimed:
                 self.learn(turns.client, *key, turns.session.state.deadline, policy.retry_max)
@@ -769,15 +767,15 @@ class Fleet:
         Returns the waits it showed.
         """
         shown = set()
-        domain_id, job_id = watch.key
         for run in runs:
-            if run.domain_id != domain_id or run.job_id not in (None, job_id):
-                continue  # an item for another job or domain says nothing of these runs
             for turns in self.waits.get((run.domain_id, run.id), ()):
+                what = reading(watch.key, run, turns.session.state.last)
+                if what is Reading.IGNORE:
+                    continue  # an item for another job or domain says nothing of this run
                 watch.join(turns)
                 if turns.watch is watch:
                     shown.add(turns)
-                    turns.listed(run)
+                    turns.listed(what, run)
         return shown
 
     async def drive(
