@@ -9,7 +9,7 @@ machine noise hits both alike, and the medians are compared as a ratio.
 
 Two poller rows: the wait with an injected no-op sleep (the blocking loop,
 as in issue 2), and the same wait on real time, which runs on the process's
-engine (its loop thread, the budget, the call pool) with a 1 µs cadence.
+engine (its loop thread, the budget, the call pool) with a 1 us cadence.
 
 Target (issues 2 and 15): poller adds less than 10 % CPU on top of the bare call.
 """
@@ -85,9 +85,10 @@ def polled(client: object, run_id: str, calls: int) -> float:
 def engine_polled(client: object, run_id: str, calls: int) -> float:
     """CPU seconds per poll of the same wait on real time: on the process's engine.
 
-    The cadence is 1 µs (no real sleep, as the other row) and the account's budget is raised out of the way, so
-    what is measured is the engine's path (the hop to its loop, the booking,
-    the call pool), not the waiting.
+    The cadence is 1 us (no real sleep, as in the other row) and the
+    account's budget is raised out of the way, so what is measured is the
+    engine's path (the hop to its loop, the booking, the call pool), not the
+    waiting.
     """
     from poller._limiter import budget_for
 
