@@ -459,6 +459,11 @@ def _client_key(*args: str | None) -> tuple[Any, ...]:
 class _Clients(collections.OrderedDict[tuple[Any, ...], JobRunClient]):
     """The shared clients by key, least recently used first; closed with the home."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Here, not on `_SharedClients`: a forked child gets a lock no thread holds.
+        self.lock = threading.Lock()
+
     def close(self) -> None:
         for client in list(self.values()):
             close = getattr(client, "close", None)
@@ -470,12 +475,13 @@ class _Clients(collections.OrderedDict[tuple[Any, ...], JobRunClient]):
 class _SharedClients:
     """One client per configuration, the configuration read from the arguments and environment."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
     @property
     def _clients(self) -> _Clients:
         return _home.get("clients", _Clients)
+
+    @property
+    def _lock(self) -> threading.Lock:
+        return self._clients.lock
 
     def __call__(self, settings: ClientSettings | None = None) -> JobRunClient:
         """The process-wide client for one configuration, sized to the call pool."""
