@@ -859,7 +859,9 @@ class Relay:
 
         def relayed(*args: Any) -> None:
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._call, callback, args)
+                # A caller's loop closed under a wait it stopped awaiting hears no more.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._call, callback, args)
             else:
                 with self._ready:
                     self._queue.append((callback, args))

@@ -219,3 +219,27 @@ def test_a_forked_child_starts_with_a_fresh_engine_and_waits_fine() -> None:
             report = json.loads(pipe.read() or "null")
     assert os.waitstatus_to_exitcode(status) == 0
     assert report == [True, "succeeded"]
+
+
+class Boom(Exception):
+    """A callback's own error."""
+
+
+def test_a_callback_that_raises_stops_its_wait_and_reaches_its_caller(
+    real_sim: Simulator,
+) -> None:
+    """on_change raises in the caller's thread: the wait stops, the caller gets the error."""
+    real_sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"]))
+    client = keep(real_sim.client())
+
+    def explode(run: Any) -> None:
+        raise Boom(run.status)
+
+    started = time.monotonic()
+    with pytest.raises(Boom, match="IN_PROGRESS"):
+        wait_result(DOMAIN, "run-1", client=client, policy=QUICK, on_change=explode)
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(Boom):
+        asyncio.run(
+            async_wait_result(DOMAIN, "run-1", client=client, policy=QUICK, on_change=explode)
+        )
