@@ -53,6 +53,7 @@ from poller._datazone import JobRunClient, classify, fetch_job_run
 from poller._history import failed as history_failed
 from poller._history import learn, learned_from_listing, list_runs, shared_cache, wants_history
 from poller._limiter import (
+    RECHECK,
     AccountKey,
     Booking,
     RateLimiter,
@@ -147,6 +148,9 @@ _LATE = BOOKING_GRACE + CALL_GRACE
 # A wait's first call may still go this long after its deadline (timeout=0 checks each
 # of several runs once): its answer is waited for within CALL_GRACE, inside the second.
 FIRST_GRACE = 0.3
+# A first call booked later than this after it was asked for looks for a sooner free
+# time this often (s): listed runs give their slots back, and unread runs take them.
+FIRST_RECHECK = 0.5
 
 
 class _Turns:
@@ -349,14 +353,18 @@ class _Turns:
         while news is None or not news.done():
             booking = self._booking
             if booking is not None:
+                # A first call is pulled forward into slots given back meanwhile
+                # (runs a listing showed): a run with no status yet is worth most.
+                first = self._first
                 await until_booked(
                     fleet.limiter,
                     booking,
-                    since=self._booked_at,
+                    since=self._asked if first else self._booked_at,
                     asked=self._asked,
                     clock=fleet.clock,
                     sleep=fleet.sleep,
                     news=news,
+                    recheck=FIRST_RECHECK if first else RECHECK,
                 )
                 return
             if (delay := self._news_by() - fleet.clock()) <= 0:

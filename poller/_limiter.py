@@ -385,25 +385,26 @@ async def until_booked(
     clock: Clock,
     sleep: Callable[[float], Awaitable[object]],
     news: asyncio.Future[object] | None = None,
+    recheck: float = RECHECK,
 ) -> None:
     """Sleep until ``booking``'s time comes, it is lost, or ``news`` is done: whichever first.
 
     The one booking-wait of every wait, listing and history lookup. The time
     may move while it sleeps: later (a throttle's respacing, urgent calls) or,
-    for a booking moved more than RECHECK past ``since`` (the time it got, or
-    was wanted), sooner: such a booking looks for a free time at or after
-    ``asked`` every RECHECK seconds (`RateLimiter.sooner`, which moves it in
-    place), since calls booked before it may have been given back.
+    for a booking more than ``recheck`` past ``since`` (the time it got, was
+    wanted, or was asked for), sooner: such a booking looks for a free time at
+    or after ``asked`` every ``recheck`` seconds (`RateLimiter.sooner`, which
+    moves it in place), since calls booked before it may have been given back.
     """
     while news is None or not news.done():
         now = clock()
-        moved = booking.at > max(since, now) + RECHECK
+        moved = booking.at > max(since, now) + recheck
         if moved:  # a lost one too: a time before its latest may be free again
             limiter.sooner(booking, asked)
         if booking.lost or (delay := booking.at - now) <= 0:
             return
         if moved:
-            delay = min(delay, RECHECK)
+            delay = min(delay, recheck)
         if news is None:
             await sleep(delay)
             continue

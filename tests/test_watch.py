@@ -437,3 +437,22 @@ def test_a_listing_failing_with_an_unknown_error_is_not_counted_as_a_call_that_g
     assert len(stopped) == 1
     assert "RuntimeError" in stopped[0]["reason"]
     assert limiter.successes == len(calls(sim, "GetJobRun"))
+
+
+def test_first_reads_take_the_slots_that_listed_runs_give_back(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """4 jobs x 25 runs at 10 calls/s, 8 s: each job is read within a second, every run seen."""
+    for job in range(4):
+        sim.add_history(DOMAIN, f"job-{job}", PAST)
+        for i in range(25):
+            timeline = [(0.0, "IN_PROGRESS"), (600.0, "SUCCESS")]
+            sim.add_run(DOMAIN, f"j{job}-r{i}", RunScript(timeline=timeline), job_id=f"job-{job}")
+    ids = [f"j{job}-r{i}" for job in range(4) for i in range(25)]
+    results = fan_out(sim, clock, ids, timeout=8, limiter=RateLimiter(10, clock=clock))
+    start = sim.requests[0].t
+    first_read = {}
+    for request in calls(sim, "GetJobRun"):
+        first_read.setdefault(request.run_id.split("-")[0], request.t - start)
+    assert max(first_read.values()) <= 1.5
+    assert all(r.job_run is not None and r.job_run.status == "IN_PROGRESS" for r in results)
