@@ -11,6 +11,7 @@ import asyncio
 import functools
 
 from poller._datazone import JobRunClient, validate_ids
+from poller._engine import Relay, engine_seams, joins_engine, run_async
 from poller._history import fetch_job_run_learning
 from poller._model import WaitResult
 from poller._policy import PollPolicy
@@ -49,6 +50,23 @@ async def async_wait_result(
     validate_ids(domain_id, job_run_id)
     policy = resolve_policy(policy, timeout)
     built = resolve_client(client, shared=True)
+    if joins_engine(seams):
+        # One budget per account for every wait of the process; callbacks on this loop.
+        relay = Relay(asyncio.get_running_loop())
+        session = WaitSession(
+            domain_id,
+            job_run_id,
+            policy,
+            seams=engine_seams(seams),
+            on_change=relay.wrap(on_change),
+            on_step=relay.wrap(on_step),
+        )
+        step = await run_async(
+            lambda engine: engine.fleet(built).drive(session, built),
+            relay=relay,
+            on_cancel=session.result,
+        )
+        return session.result(step)
     call = functools.partial(fetch_job_run_learning, built, policy, domain_id, job_run_id)
     session = WaitSession(
         domain_id, job_run_id, policy, seams=seams, on_change=on_change, on_step=on_step

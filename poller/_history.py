@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from poller import _home
 from poller._datazone import JobRunClient, fetch_job_run, list_job_runs
 from poller._model import JobRun, JobRunStatus
 from poller._policy import CallFault, FaultKind, Forecast, PollPolicy
@@ -226,12 +227,9 @@ class HistoryCache:
             self._fetching.clear()
 
 
-_shared = HistoryCache()
-
-
 def shared_cache() -> HistoryCache:
-    """The process-wide cache every wait uses."""
-    return _shared
+    """The process-wide cache every wait uses (kept in `_home`)."""
+    return _home.get("history", HistoryCache)
 
 
 def wants_history(policy: PollPolicy, run: JobRun) -> bool:
@@ -242,7 +240,7 @@ def wants_history(policy: PollPolicy, run: JobRun) -> bool:
     """
     if not policy.history or run.is_terminal or not run.job_id:
         return False
-    return _shared.claim((run.domain_id, run.job_id))
+    return shared_cache().claim((run.domain_id, run.job_id))
 
 
 def list_runs(
@@ -296,7 +294,7 @@ def learned_from_listing(domain_id: str, job_id: str, runs: Iterable[JobRun], mo
     learned = _learned(JobHistory.of(r for r in runs if r.status == JobRunStatus.SUCCESS))
     if learned.history is None and more:
         return False
-    _shared.put((domain_id, job_id), learned)
+    shared_cache().put((domain_id, job_id), learned)
     return True
 
 
@@ -311,7 +309,7 @@ def learn(client: Any, domain_id: str, job_id: str) -> Learned:
         learned = _fetch(client, domain_id, job_id)
     except Exception as exc:
         learned = failed(exc)
-    _shared.put((domain_id, job_id), learned)
+    shared_cache().put((domain_id, job_id), learned)
     return learned
 
 

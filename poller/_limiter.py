@@ -38,28 +38,36 @@ limiter can be shared by several event loops and threads.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from poller import _otel
+from poller import _home, _otel
 from poller._session import Clock
 from poller.errors import InvalidRequestError
 
 __all__ = [
     "DEFAULT_MAX_RPS",
+    "RECHECK",
+    "AccountKey",
     "AimdSettings",
     "Booking",
     "BudgetState",
+    "Budgets",
     "RateLimiter",
+    "account_key",
+    "budget_for",
+    "budgets",
     "fit",
     "fit_urgent",
     "respace",
-    "shared_limiter",
     "succeeded",
     "throttled",
+    "until_booked",
 ]
 
 #: The default budget, in GetJobRun calls a second for the whole process.
@@ -339,19 +347,32 @@ class RateLimiter:
             return booking
 
     def sooner(self, booking: Booking, due: float) -> Booking:
-        """``booking``, or a new one for a free time before it (at or after ``due``).
+        """``booking``, moved to a free time before it (at or after ``due``) if there is one.
 
         For a booking moved later than it was made (by a throttle's respacing
         or urgent calls): the calls booked before it may have been given back
-        since. Whichever is not kept is released.
+        since. Only a free time is taken: no other booking moves, urgent or not.
         """
-        better = self.reserve(due, booking.latest, urgent=booking.urgent)
-        if better is not None and better.at < booking.at:
-            self.release(booking)
-            return better
-        if better is not None:
-            self.release(better)
-        return booking
+        with self._lock:
+            now = self._clock()
+            spacing = 1.0 / self._state.rate
+            booked = self._booked
+            wanted = max(due, now, self._state.not_before)
+            if wanted >= booking.at:
+                return booking
+            t, _ = fit(booked, wanted, spacing)
+            if t >= booking.at or (booking.latest is not None and t > booking.latest):
+                return booking
+            i = bisect.bisect_left(booked, booking.at, key=_at)
+            while i < len(booked) and booked[i] is not booking:
+                i += 1
+            if i == len(booked):
+                return booking  # given back meanwhile: nothing to move
+            del booked[i]
+            self._packed_until = min(self._packed_until, booking.at)
+            booking.at = t
+            booked.insert(bisect.bisect_left(booked, t, key=_at), booking)
+            return booking
 
     def release(self, booking: Booking) -> None:
         """Give back a booking that will not be used (the wait ended before it)."""
@@ -396,21 +417,116 @@ class RateLimiter:
                 self._packed_rate = self._state.rate
 
 
-_shared: RateLimiter | None = None
-_shared_lock = threading.Lock()
+#: A booking moved this much past the time it got looks for a sooner free time this often (s).
+RECHECK = 2.0
 
 
-def shared_limiter(max_rps: float | None = None) -> RateLimiter:
-    """The process-wide limiter every fan-out wait uses unless given another.
+async def until_booked(
+    limiter: RateLimiter,
+    booking: Booking,
+    *,
+    since: float,
+    asked: float,
+    clock: Clock,
+    sleep: Callable[[float], Awaitable[object]],
+    news: asyncio.Future[object] | None = None,
+    recheck: float = RECHECK,
+) -> None:
+    """Sleep until ``booking``'s time comes, it is lost, or ``news`` is done: whichever first.
 
-    ``max_rps`` sets the process's budget (the last setting wins), so a CLI
-    flag or a config value applies to every wait the process runs.
+    The one booking-wait of every wait, listing and history lookup. The time
+    may move while it sleeps: later (a throttle's respacing, urgent calls) or,
+    for a booking more than ``recheck`` past ``since`` (the time it got, was
+    wanted, or was asked for), sooner: such a booking looks for a free time at
+    or after ``asked`` every ``recheck`` seconds (`RateLimiter.sooner`, which
+    moves it in place), since calls booked before it may have been given back.
     """
-    global _shared  # noqa: PLW0603 - one budget per process is the point
-    with _shared_lock:
-        if _shared is None:
-            _shared = RateLimiter(max_rps if max_rps is not None else DEFAULT_MAX_RPS)
-            _otel.watch_budget(_shared)  # otel: the poller.budget.rate gauge reads it
-        elif max_rps is not None and max_rps != _shared.max_rps:
-            _shared.max_rps = max_rps
-        return _shared
+    while news is None or not news.done():
+        now = clock()
+        moved = booking.at > max(since, now) + recheck
+        if moved:  # a lost one too: a time before its latest may be free again
+            limiter.sooner(booking, asked)
+        if booking.lost or (delay := booking.at - now) <= 0:
+            return
+        if moved:
+            delay = min(delay, recheck)
+        if news is None:
+            await sleep(delay)
+            continue
+        sleeper = asyncio.ensure_future(sleep(delay))
+        try:
+            await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+
+
+#: What picks an account's budget: (region, endpoint, access key id), or a client of its own.
+AccountKey = tuple[object, ...]
+
+
+def account_key(client: object) -> AccountKey:
+    """The throttling domain of ``client``'s calls, as near as poller can tell without a call.
+
+    DataZone throttles per account and region: a boto3 client's region, its
+    endpoint and the access key id of its credentials name that (two clients
+    of one account share a key; a role assumed in another account gets
+    another). The credentials are read as they stand, never refreshed for
+    this. A client without those attributes (a user's stand-in) is an
+    account of its own.
+    """
+    meta = getattr(client, "meta", None)
+    region = getattr(meta, "region_name", None)
+    endpoint = getattr(meta, "endpoint_url", None)
+    if region is None and endpoint is None:
+        return ("client", id(client))
+    credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    # RefreshableCredentials keep the current key in `_access_key`; reading
+    # `access_key` would refresh them (a call to STS) when they near expiry.
+    access_key = getattr(credentials, "_access_key", None) or getattr(
+        credentials, "access_key", None
+    )
+    return ("account", region, endpoint, access_key if isinstance(access_key, str) else None)
+
+
+class Budgets:
+    """The process's budgets: one `RateLimiter` per account (kept in `_home`)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock
+        self.max_rps = DEFAULT_MAX_RPS  # the ceiling of budgets made from now on
+        self._lock = threading.Lock()
+        self._budgets: dict[AccountKey, RateLimiter] = {}
+        # Clients without account attributes are kept, so their id is not reused.
+        self._pinned: dict[AccountKey, object] = {}
+
+    def of(self, client: object, max_rps: float | None = None) -> RateLimiter:
+        key = account_key(client)
+        with self._lock:
+            if max_rps is not None:
+                self.max_rps = max_rps
+            limiter = self._budgets.get(key)
+            if limiter is None:
+                limiter = self._budgets[key] = RateLimiter(self.max_rps, clock=self.clock)
+                if key[0] == "client":
+                    self._pinned[key] = client
+                region = key[1] if key[0] == "account" else None
+                # otel: the poller.budget.rate gauge reads it
+                _otel.watch_budget(limiter, region if isinstance(region, str) else None)
+            elif max_rps is not None and limiter.max_rps != max_rps:
+                limiter.max_rps = max_rps
+            return limiter
+
+
+def budgets() -> Budgets:
+    """The process's budgets, on the engine's clock (`_home`'s ``clock``, real by default)."""
+    return _home.get("budgets", lambda: Budgets(_home.peek("clock")))
+
+
+def budget_for(client: object, max_rps: float | None = None) -> RateLimiter:
+    """The request budget of ``client``'s account in this process: one per account.
+
+    Every wait that joins the process's engine books its calls here, whatever
+    its front door. ``max_rps`` sets that account's budget (the last setting
+    wins) and the budget of accounts first seen after it.
+    """
+    return budgets().of(client, max_rps)

@@ -244,7 +244,9 @@ class JobRun:
     def from_summary(cls, domain_id: str, item: Any) -> JobRun | None:
         """One ``items`` entry of a ListJobRuns page; None for a summary that cannot be read."""
         try:
-            return cls.from_response({**item, "domainId": domain_id, "id": item.get("runId")})
+            # The item's own domain, if it names one: a listing's item is used only
+            # for the run, job and domain it names.
+            return cls.from_response({"domainId": domain_id, **item, "id": item.get("runId")})
         except (ValueError, AttributeError, TypeError):
             return None
 

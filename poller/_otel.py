@@ -22,7 +22,7 @@ The hooks (docs/python-api.md, "Observability", lists what they record):
 - ``CallPool.submit`` (``_runtime.py``): `call_context`, the submitter's
   contextvars with the wait's span current, so a call (and botocore's own
   instrumentation, where installed) runs in its wait's trace.
-- ``shared_limiter`` (``_limiter.py``): `watch_budget`, the process's budget
+- ``Budgets.of`` (``_limiter.py``): `watch_budget`, each account's budget,
   whose rate the ``poller.budget.rate`` gauge reads.
 
 `reset` forgets everything (tests); it may also be given providers to use in
@@ -97,7 +97,7 @@ class _Handles:
             "poller.budget.rate",
             [_rates],
             "{call}/s",
-            "The calls a second the process's shared request budget allows right now",
+            "The calls a second an account's request budget in this process allows right now",
         )
         self.observation = metrics.Observation
 
@@ -109,7 +109,8 @@ _lock = threading.Lock()
 _current: contextvars.ContextVar[WaitSpan | None] = contextvars.ContextVar(
     "poller_wait_span", default=None
 )
-_budget: weakref.ref[Any] | None = None
+# Every account's budget, as the gauge reads them (weak: a forgotten budget drops out).
+_budgets: list[tuple[weakref.ref[Any], dict[str, str]]] = []
 
 
 def _forget_in_child() -> None:
@@ -157,17 +158,27 @@ def reset(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
         _given = given if given != (None, None) else None
 
 
-def watch_budget(limiter: Any) -> None:
-    """``limiter`` is the process's shared budget: the ``poller.budget.rate`` gauge reads it."""
-    global _budget  # noqa: PLW0603
-    _budget = weakref.ref(limiter)
+def watch_budget(limiter: Any, region: str | None = None) -> None:
+    """``limiter`` is an account's budget: the ``poller.budget.rate`` gauge reads it.
+
+    One observation per live budget, with the account's ``cloud.region``;
+    budgets the process forgot (``poller.testing.reset``) drop out.
+    """
+    attributes = {"cloud.region": region} if region else {}
+    with _lock:
+        _budgets[:] = [entry for entry in _budgets if entry[0]() is not None]
+        _budgets.append((weakref.ref(limiter), attributes))
 
 
 def _rates(_options: Any) -> Iterator[Any]:
     handles = _handles
-    limiter = _budget() if _budget is not None else None
-    if handles is not None and limiter is not None:
-        yield handles.observation(limiter.rate)
+    if handles is None:
+        return
+    with _lock:
+        budgets = [(ref(), attributes) for ref, attributes in _budgets]
+    for limiter, attributes in budgets:
+        if limiter is not None:
+            yield handles.observation(limiter.rate, attributes)
 
 
 class WaitSpan:

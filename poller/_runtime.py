@@ -25,7 +25,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from poller import _otel
+from poller import _home, _otel
 from poller._datazone import JobRunClient, build_client
 from poller._model import JobRun
 from poller._policy import CallFault, FaultKind, PollPolicy, Step
@@ -414,6 +414,10 @@ class CallPool(Executor):
                     return
                 self._idle += 1
 
+    def close(self) -> None:
+        """Let every worker end once its call is done (`_home.reset`)."""
+        self.shutdown(wait=False)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._shutdown = True
         with self._lock:
@@ -422,10 +426,9 @@ class CallPool(Executor):
             self._work.put(None)
 
 
-@functools.cache
 def shared_executor() -> Executor:
-    """The process-wide pool the blocking boto3 calls run in."""
-    return CallPool(CALL_WORKERS, "poller-call")
+    """The process-wide pool the blocking boto3 calls run in (kept in `_home`)."""
+    return _home.get("executor", lambda: CallPool(CALL_WORKERS, "poller-call"))
 
 
 # What botocore reads to resolve a client that is not given these explicitly.
@@ -456,14 +459,32 @@ def _client_key(*args: str | None) -> tuple[Any, ...]:
     return (*args, *(os.environ.get(name) for name in _CLIENT_ENV), digest)
 
 
+class _Clients(collections.OrderedDict[tuple[Any, ...], JobRunClient]):
+    """The shared clients by key, least recently used first; closed with the home."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Here, not on `_SharedClients`: a forked child gets a lock no thread holds.
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        for client in list(self.values()):
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
+        self.clear()
+
+
 class _SharedClients:
     """One client per configuration, the configuration read from the arguments and environment."""
 
-    def __init__(self) -> None:
-        self._clients: collections.OrderedDict[tuple[Any, ...], JobRunClient] = (
-            collections.OrderedDict()
-        )
-        self._lock = threading.Lock()
+    @property
+    def _clients(self) -> _Clients:
+        return _home.get("clients", _Clients)
+
+    @property
+    def _lock(self) -> threading.Lock:
+        return self._clients.lock
 
     def __call__(self, settings: ClientSettings | None = None) -> JobRunClient:
         """The process-wide client for one configuration, sized to the call pool."""

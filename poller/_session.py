@@ -125,6 +125,10 @@ class WaitSession:
             timeout = policy.timeout
             self._emit(log.WAIT_STARTED, timeout_s=None if timeout is None else round(timeout, 3))
 
+    def paced(self, pace: Pace | None) -> None:
+        """From now on ``pace`` turns each delay the core asks for into the real one."""
+        self._pace = pace
+
     def _emit(self, event: str, **fields: Any) -> None:
         self._log.info(event, domain_id=self.domain_id, job_run_id=self.job_run_id, **fields)
 

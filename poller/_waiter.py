@@ -6,6 +6,7 @@ import functools
 import threading
 
 from poller._datazone import JobRunClient, fetch_job_run, validate_ids
+from poller._engine import Relay, engine_seams, joins_engine, run_blocking
 from poller._history import fetch_job_run_learning
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import PollPolicy, Step
@@ -34,15 +35,24 @@ def _start(
     seams: Seams,
     on_change: OnChange | None = None,
     on_step: OnStep | None = None,
-) -> tuple[WaitSession, JobRunClient]:
-    """The checked arguments of one wait or read: its session (just started) and client."""
+) -> tuple[WaitSession, JobRunClient, Relay | None]:
+    """The checked arguments of one wait or read: its session (just started), client, relay.
+
+    A wait that joins the engine gets the engine's clock, and a relay that
+    brings its callbacks back to this thread.
+    """
     validate_ids(domain_id, job_run_id)
     policy = resolve_policy(policy, timeout)
     built = resolve_client(client)
+    relay = None
+    if joins_engine(seams):
+        relay = Relay()
+        seams = engine_seams(seams)
+        on_change, on_step = relay.wrap(on_change), relay.wrap(on_step)
     session = WaitSession(
         domain_id, job_run_id, policy, seams=seams, on_change=on_change, on_step=on_step
     )
-    return session, built
+    return session, built, relay
 
 
 def _drive(
@@ -52,7 +62,15 @@ def _drive(
     seams: Seams,
     *,
     first_answer: bool = False,
+    relay: Relay | None = None,
 ) -> Step:
+    if joins_engine(seams):
+        # One budget per account for every wait of the process (docs/design.md, "The engine").
+        return run_blocking(
+            lambda engine: engine.fleet(client).drive(session, client, first_answer=first_answer),
+            relay=relay,
+            cancel=cancel,
+        )
     # A wait learns the job's history with its first answer that is not
     # terminal (docs/design.md, "History-aware cadence"); a single read has no
     # cadence to shape, so it makes GetJobRun alone.
@@ -79,12 +97,14 @@ def read_once(
     *,
     cancel: threading.Event | None = None,
     seams: Seams = REAL,
+    relay: Relay | None = None,
 ) -> Step:
     """Read the session's run once, throttles and faults retried within its policy's timeout.
 
     The one read behind get_job_run, ``poller status`` and a sensor's poke.
+    ``relay``: the one the session's callbacks were wrapped with (`_start`).
     """
-    return _drive(session, client, cancel, seams, first_answer=True)
+    return _drive(session, client, cancel, seams, first_answer=True, relay=relay)
 
 
 def wait_result(
@@ -106,10 +126,10 @@ def wait_result(
     client that cannot be built still raise, since no wait took place.
     """
     seams = seams or REAL
-    session, built = _start(
+    session, built, relay = _start(
         domain_id, job_run_id, timeout, policy, client, seams, on_change, on_step
     )
-    return session.result(_drive(session, built, cancel, seams))
+    return session.result(_drive(session, built, cancel, seams, relay=relay))
 
 
 def wait_for_job_run(
@@ -160,8 +180,8 @@ def get_job_run(
     policy's timeout; errors are those of wait_for_job_run.
     """
     seams = seams or REAL
-    session, built = _start(domain_id, job_run_id, UNSET, policy, client, seams)
-    step = read_once(session, built, seams=seams)
+    session, built, relay = _start(domain_id, job_run_id, UNSET, policy, client, seams)
+    step = read_once(session, built, seams=seams, relay=relay)
     if step.error is not None:
         raise_if_error(session.result(step))
     assert session.state.last is not None, "a read that ended well saw a run"
@@ -185,8 +205,10 @@ def read_result(
     with no ``error`` (a wait with no time left), which ``status`` shows as null.
     """
     seams = seams or REAL
-    session, built = _start(domain_id, job_run_id, UNSET, policy, client, seams, on_step=on_step)
-    step = read_once(session, built, cancel=cancel, seams=seams)
+    session, built, relay = _start(
+        domain_id, job_run_id, UNSET, policy, client, seams, on_step=on_step
+    )
+    step = read_once(session, built, cancel=cancel, seams=seams, relay=relay)
     return session.result(
         step if step.done else Step(outcome=Outcome.WAIT_TIMEOUT), running=not step.done
     )

@@ -48,7 +48,7 @@ from poller._announce import (
 from poller._announce import settle as settle_ledger
 from poller._datazone import classify, fetch_job_run
 from poller._history import list_runs
-from poller._limiter import RateLimiter, shared_limiter
+from poller._limiter import RateLimiter, budget_for
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
 from poller._runtime import AsyncSleep, Clock, resolve_client, shared_executor
@@ -94,16 +94,19 @@ def as_epoch(when: datetime | float | None, wall: Clock) -> float:
 
 
 class Budget:
-    """Every call a watch makes books its turn here: the process's request budget.
+    """Every call a watch makes books its turn here: its account's budget (`budget_for`).
 
     The one place a watch touches the budget, so the budget can change home
     without the watch knowing.
     """
 
-    def __init__(self, limiter: RateLimiter | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self, client: object, limiter: RateLimiter | None = None, clock: Clock | None = None
+    ) -> None:
         if limiter is None:
-            # A budget on an injected clock cannot be the process's (real-clock) one.
-            limiter = shared_limiter() if clock is None else RateLimiter(clock=clock)
+            # The account's budget, shared with every wait of the process on that account;
+            # one on an injected clock cannot be the process's (real-clock) one.
+            limiter = budget_for(client) if clock is None else RateLimiter(clock=clock)
         self._limiter = limiter
         self.clock: Clock = limiter.clock
 
@@ -179,7 +182,7 @@ class JobWatch:
         self.client = client
         self.cadence = cadence if cadence is not None else Cadence()
         self.policy = policy if policy is not None else PollPolicy()
-        self.budget = Budget(limiter, clock)
+        self.budget = Budget(client, limiter, clock)
         self.wall: Clock = wall if wall is not None else time.time
         self.sleep: AsyncSleep = sleep if sleep is not None else asyncio.sleep
         self.executor = executor

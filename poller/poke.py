@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poller._datazone import JobRunClient, validate_ids
+from poller._engine import engine_seams, joins_engine
 from poller._model import JobRun, Outcome, WaitResult, describe_lineage
 from poller._policy import PollPolicy, Step
 from poller._runtime import REAL, ClientSettings, Seams, resolve_client
@@ -163,11 +164,13 @@ class JobRunPoker:
                 WaitResult.from_error(self.domain_id, self.job_run_id, error).to_dict(),
                 allow_partial=self.allow_partial,
             )
+        # A poke's read joins the process's engine (its clock) unless its time is a test's.
+        seams = engine_seams(self._seams) if joins_engine(self._seams) else self._seams
         session = WaitSession(
             self.domain_id,
             self.job_run_id,
             self.policy,
-            seams=self._seams,
+            seams=seams,
             resumed=self._resumed,
             last_seen=self._last,
         )

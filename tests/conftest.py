@@ -10,9 +10,7 @@ import structlog
 from helpers import FakeTime, Wait, close_kept
 from hypothesis import settings
 
-import poller._limiter as limiter
-from poller._history import shared_cache
-from poller.testing import Simulator
+from poller.testing import Simulator, reset
 
 # A loaded CI machine must not turn a slow example into a failure: the
 # properties are about values, not speed (speed lives in benchmarks/).
@@ -38,13 +36,11 @@ def dummy_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_budget_and_logging() -> Iterator[None]:
-    """Each test starts with a new process-wide budget and history cache; logging is put back."""
+    """Each test starts with a new engine, budgets and history cache; logging is put back."""
     saved = structlog.get_config()
-    limiter._shared = None
-    shared_cache().clear()
+    reset()
     yield
-    limiter._shared = None
-    shared_cache().clear()
+    reset()
     structlog.configure(**saved)
 
 

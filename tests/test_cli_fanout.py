@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import keep
 
 import poller._limiter as limiter
 from poller._config import load_settings
@@ -197,7 +198,7 @@ def test_max_rps_flag_sets_the_process_budget(
     """--max-rps becomes the budget every wait of the process shares."""
     real_sim.add_run(DOMAIN, "r", RunScript(statuses=["SUCCESS"]))
     assert wait(real_sim, "--identifier", "r", "--max-rps", "7") == 0
-    assert limiter.shared_limiter().max_rps == 7
+    assert limiter.budget_for(keep(real_sim.client())).max_rps == 7
 
 
 def test_max_rps_config_key_defaults_to_the_limiters_default() -> None:

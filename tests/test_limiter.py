@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import random
 
 import pytest
-from helpers import FakeTime
+from helpers import FakeTime, keep, make_client
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,10 +18,11 @@ from poller._limiter import (
     AimdSettings,
     Booking,
     BudgetState,
+    budget_for,
     fit,
-    shared_limiter,
     succeeded,
     throttled,
+    until_booked,
 )
 
 
@@ -332,17 +334,20 @@ def test_throttled_is_pure_and_keeps_the_rate_within_bounds() -> None:
     assert throttled(settings, lowered, 2.0, 2.0).rate == 1
 
 
-def test_shared_limiter_is_one_per_process_and_max_rps_sets_its_budget() -> None:
-    """Every caller gets the same limiter; passing max_rps changes the process's budget."""
-    limiter = shared_limiter()
-    before = limiter.max_rps
-    try:
-        assert shared_limiter() is limiter
-        assert shared_limiter(3) is limiter
-        assert limiter.max_rps == 3
-    finally:
-        limiter.max_rps = before
-    assert DEFAULT_MAX_RPS == 10
+def test_one_budget_per_account_and_max_rps_sets_it() -> None:
+    """Clients of one region, endpoint and key share a budget; another key or region has its own."""
+    url = "http://127.0.0.1:9"
+    one = budget_for(keep(make_client(url)))
+    assert budget_for(keep(make_client(url))) is one
+    assert one.max_rps == DEFAULT_MAX_RPS == 10
+    other_key = budget_for(keep(make_client(url, aws_access_key_id="other")))
+    other_region = budget_for(keep(make_client(url, region_name="eu-west-1")))
+    assert len({id(one), id(other_key), id(other_region)}) == 3
+    assert budget_for(keep(make_client(url)), 3) is one
+    assert one.max_rps == 3
+    # A stand-in client without a region or endpoint is an account of its own.
+    stand_in = object()
+    assert budget_for(stand_in) is budget_for(stand_in) is not budget_for(object())
 
 
 @given(
@@ -424,3 +429,50 @@ def test_busy_budgets_on_one_account_share_it_with_few_throttles(retry_max: floa
     assert total >= 0.9 * 20 * 240
     assert refused / (total + refused) < 0.05
     assert min(through) >= 0.5 * total / 4
+
+
+def test_looking_for_a_sooner_time_for_an_urgent_booking_moves_no_other_booking() -> None:
+    """`sooner` that finds nothing better leaves every other booking where it was."""
+    clock = FakeTime(now=0.0)
+    limiter = RateLimiter(10, clock=clock)
+    ordinary = [limiter.reserve(0.0) for _ in range(5)]
+    urgent = limiter.reserve(0.0, urgent=True)
+    assert urgent is not None
+    before = [b.at for b in ordinary if b is not None]
+    kept = limiter.sooner(urgent, 0.0)
+    assert kept.at == urgent.at
+    assert [b.at for b in ordinary if b is not None] == before
+
+
+def test_a_booking_moves_to_a_free_time_before_it_when_one_is_given_back() -> None:
+    """Calls given back leave a hole; `sooner` takes the booking into it."""
+    clock = FakeTime(now=0.0)
+    limiter = RateLimiter(10, clock=clock)
+    first = [limiter.reserve(0.0) for _ in range(5)]
+    late = limiter.reserve(0.0)
+    assert late is not None
+    assert late.at == pytest.approx(0.5)
+    for booking in first[2:]:
+        assert booking is not None
+        limiter.release(booking)
+    assert limiter.sooner(late, 0.0).at == pytest.approx(0.2)
+
+
+def test_a_booking_pushed_well_past_its_time_takes_a_slot_given_back_while_it_sleeps() -> None:
+    """`until_booked`: pushed from 0 to 5 s, it looks again after 2 s and takes the freed 2 s."""
+    clock = FakeTime(now=0.0)
+    limiter = RateLimiter(1, clock=clock)
+    early = [limiter.reserve(0.0) for _ in range(5)]  # at 0, 1, 2, 3, 4
+    pushed = limiter.reserve(0.0)
+    assert pushed is not None
+    assert pushed.at == 5.0
+
+    async def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        for booking in early[2:]:  # given back meanwhile: their waits ended
+            if booking is not None:
+                limiter.release(booking)
+
+    asyncio.run(until_booked(limiter, pushed, since=0.0, asked=0.0, clock=clock, sleep=sleep))
+    assert (pushed.at, clock.now) == (2.0, 2.0)
+    assert clock.sleeps == [2.0]

@@ -31,7 +31,7 @@ from opentelemetry.trace import StatusCode
 
 from poller import Outcome, PollPolicy, wait_for_job_run, wait_for_job_runs
 from poller import _otel as otel
-from poller._limiter import shared_limiter
+from poller._limiter import budget_for
 from poller.poke import JobRunPoker
 from poller.testing import Fault, RunScript, Seams, Simulator
 
@@ -260,7 +260,7 @@ def test_each_run_of_a_fan_out_has_its_own_span_under_the_caller_s(
     assert sum(p.count for p in telemetry.points("poller.detection_lag")) == 3
     # The process-wide budget's rate, as the gauge reads it.
     (rate,) = telemetry.points("poller.budget.rate")
-    assert rate.value == shared_limiter().rate
+    assert rate.value == budget_for(real_sim.client()).rate
 
 
 def test_a_call_runs_in_the_caller_s_context_under_the_wait_s_span(
@@ -369,9 +369,13 @@ def test_without_a_provider_a_wait_emits_nothing_and_with_one_it_does() -> None:
     )
     seen = json.loads(done.stdout.splitlines()[-1])
     assert seen["off"] is True
-    assert seen["before"] == [0, []]
-    # No gauge: a single wait uses no shared budget.
-    assert seen["after"] == [["after"], ["poller.calls", "poller.detection_lag", "poller.waits"]]
+    # Nothing of the first wait was recorded; the gauge reads the account's budget that
+    # wait made (every wait books on one), as it stands whenever metrics are collected.
+    assert seen["before"] == [0, ["poller.budget.rate"]]
+    assert seen["after"] == [
+        ["after"],
+        ["poller.budget.rate", "poller.calls", "poller.detection_lag", "poller.waits"],
+    ]
 
 
 def test_import_poller_and_a_wait_load_no_opentelemetry_unless_the_process_did() -> None:

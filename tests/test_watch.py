@@ -11,8 +11,9 @@ from _vtime import VirtualClock, run
 from helpers import DOMAIN, keep
 from structlog.testing import capture_logs
 
-from poller import Outcome, PollPolicy, RateLimiter, WaitResult
+from poller import Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
 from poller._fanout import LISTING_STOPPED, LISTING_TRIES
+from poller._history import shared_cache
 from poller.aio import async_wait_for_job_runs
 from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
 
@@ -276,3 +277,182 @@ def test_a_throttled_fleet_of_few_jobs_ends_every_wait_with_its_true_outcome(
     assert {r.job_run_id: r.job_run.status if r.job_run else None for r in results} == ends
     # None waited on a listing that never came: every run is in within minutes of its end.
     assert max(r.waited_s for r in results) < 240 + 120
+
+
+# -- Defects of the job listing found by attacking it (issue 15) ---------------
+
+
+def test_runs_whose_first_call_the_budget_cannot_fit_are_not_given_up_at_once(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """150 runs of 6 jobs at 10 calls/s, 10 s: the listings show every run; none ends at 0 s."""
+    for job in range(6):
+        sim.add_history(DOMAIN, f"job-{job}", PAST)
+    for i in range(150):
+        timeline = [(0.0, "IN_PROGRESS"), (600.0, "SUCCESS")]
+        sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline), job_id=f"job-{i % 6}")
+    results = fan_out(
+        sim,
+        clock,
+        [f"run-{i}" for i in range(150)],
+        timeout=10,
+        limiter=RateLimiter(10, clock=clock),
+    )
+    assert {r.outcome for r in results} == {Outcome.WAIT_TIMEOUT}
+    assert all(r.job_run is not None and r.job_run.status == "IN_PROGRESS" for r in results)
+    assert min(r.waited_s for r in results) >= 10
+
+
+def test_a_timeout_of_zero_reads_each_of_several_runs_once(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Check once means each run once: three finished runs, three reads, three outcomes."""
+    for i in range(3):
+        sim.add_run(DOMAIN, f"z{i}", RunScript(statuses=["SUCCESS"]))
+    results = fan_out(
+        sim, clock, ["z0", "z1", "z2"], timeout=0, limiter=RateLimiter(10, clock=clock)
+    )
+    assert [(r.outcome, r.polls) for r in results] == [(Outcome.SUCCEEDED, 1)] * 3
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [{"domainId": "dzd_other"}, {"jobId": "job-9"}],
+    ids=["another-domain", "another-job"],
+)
+def test_a_listing_item_is_used_only_for_the_run_job_and_domain_it_names(
+    sim: Simulator, clock: VirtualClock, foreign: dict[str, str]
+) -> None:
+    """An item saying b1 FAILED, of another domain or job, slipped into job-1's listing: b1,
+    still running, is not ended by it when the listing is the last look at the deadline."""
+    sim.add_history(DOMAIN, "job-1", PAST)
+    ids = add_runs(sim, 3, length=10_000.0)
+    sim.add_run(
+        DOMAIN,
+        "b1",
+        RunScript(timeline=[(0.0, "IN_PROGRESS"), (10_000.0, "SUCCESS")]),
+        job_id="job-2",
+    )
+    item = {
+        "domainId": DOMAIN,
+        "jobId": "job-2",
+        "jobType": "LINEAGE",
+        "runId": "b1",
+        "runMode": "ON_DEMAND",
+        "status": "FAILED",
+        "createdAt": 1.0,
+        **foreign,
+    }
+    sim.add_list_item(DOMAIN, "job-1", item)
+    results = fan_out(sim, clock, [*ids, "b1"], timeout=60)
+    assert [r.outcome for r in results] == [Outcome.WAIT_TIMEOUT] * 4
+    assert all(r.job_run is not None and r.job_run.status == "IN_PROGRESS" for r in results)
+
+
+def test_a_listing_that_answers_late_does_not_blind_its_runs(real_sim: Simulator) -> None:
+    """ListJobRuns answers after 4 s; runs that end at 1.5 s are still seen by their own calls."""
+    client = keep(real_sim.client())
+    real_sim.add_history(DOMAIN, "job-1", PAST)
+    for i in range(2):
+        timeline = [(0.0, "IN_PROGRESS"), (1.5, "SUCCESS")]
+        real_sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline))
+    real_sim.slow_list_job_runs(DOMAIN, "job-1", 4.0)
+    policy = PollPolicy(timeout=3.5, interval=0.1, max_interval=0.2)
+    results = wait_for_job_runs(
+        [(DOMAIN, "run-0"), (DOMAIN, "run-1")], client=client, policy=policy
+    )
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED] * 2
+    assert all(r.waited_s < 3.0 for r in results)
+
+
+def test_a_fan_out_stopped_before_its_first_listing_gives_the_jobs_history_claim_back(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Cancelled between the first read and the job's first listing: a later wait may learn."""
+    sim.add_history(DOMAIN, "job-1", PAST)
+    ids = add_runs(sim, 3)
+    limiter = RateLimiter(0.5, clock=clock)  # a call every 2 s: the listing is not out at 1 s
+
+    async def cancelled_after(seconds: float) -> None:
+        task = asyncio.create_task(
+            async_wait_for_job_runs(
+                [(DOMAIN, i) for i in ids],
+                client=keep(sim.client()),
+                limiter=limiter,
+                seams=Seams(clock=clock, rng=random.Random(0)),
+            )
+        )
+        await asyncio.sleep(seconds)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(cancelled_after(1.0), clock)
+    assert [r.operation for r in sim.requests] == ["GetJobRun"]
+    assert shared_cache().claim((DOMAIN, "job-1"))
+
+
+class _ListingBug:
+    """A client whose GetJobRun is the simulator's and whose ListJobRuns has a bug of its own."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def get_job_run(self, **kwargs: Any) -> Any:
+        return self._client.get_job_run(**kwargs)
+
+    def list_job_runs(self, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug, not a fault of the call")
+
+
+class _CountingLimiter(RateLimiter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.successes = 0
+
+    def succeeded(self) -> None:
+        self.successes += 1
+        super().succeeded()
+
+
+def test_a_listing_failing_with_an_unknown_error_is_not_counted_as_a_call_that_got_through(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """ListJobRuns raising what `classify` does not know: the watch stops; the rate ignores it."""
+    sim.add_history(DOMAIN, "job-1", PAST)
+    ids = add_runs(sim, 3, length=30.0)
+    limiter = _CountingLimiter(5, clock=clock)
+    with capture_logs() as events:
+        results = run(
+            async_wait_for_job_runs(
+                [(DOMAIN, i) for i in ids],
+                client=_ListingBug(keep(sim.client())),
+                limiter=limiter,
+                seams=Seams(clock=clock, rng=random.Random(0)),
+            ),
+            clock,
+        )
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    stopped = [e for e in events if e["event"] == LISTING_STOPPED]
+    assert len(stopped) == 1
+    assert "RuntimeError" in stopped[0]["reason"]
+    assert limiter.successes == len(calls(sim, "GetJobRun"))
+
+
+def test_first_reads_take_the_slots_that_listed_runs_give_back(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """4 jobs x 25 runs at 10 calls/s, 8 s: each job is read within a second, every run seen."""
+    for job in range(4):
+        sim.add_history(DOMAIN, f"job-{job}", PAST)
+        for i in range(25):
+            timeline = [(0.0, "IN_PROGRESS"), (600.0, "SUCCESS")]
+            sim.add_run(DOMAIN, f"j{job}-r{i}", RunScript(timeline=timeline), job_id=f"job-{job}")
+    ids = [f"j{job}-r{i}" for job in range(4) for i in range(25)]
+    results = fan_out(sim, clock, ids, timeout=8, limiter=RateLimiter(10, clock=clock))
+    start = sim.requests[0].t
+    first_read = {}
+    for request in calls(sim, "GetJobRun"):
+        first_read.setdefault(request.run_id.split("-")[0], request.t - start)
+    assert max(first_read.values()) <= 1.5
+    assert all(r.job_run is not None and r.job_run.status == "IN_PROGRESS" for r in results)

@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from poller import _home
 from poller.errors import AccessDeniedError, InvalidRequestError
 
 if TYPE_CHECKING:
@@ -68,34 +69,48 @@ class ClientSpec:
         return (self.aws_conn_id, self.region_name, self.verify, config, digest.hexdigest())
 
 
-_lock = threading.Lock()
-_clients: dict[tuple[Any, ...], Future[JobRunClient]] = {}
-# Builds only: look-ups and model loading stay off the event loop and off the
-# call pool, so a slow connection look-up never delays another run's poll.
-_builder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="poller-client")
+class _Clients:
+    """The process's clients by key, and the threads that build them (kept in `poller._home`,
+    so `poller.testing.reset` closes them and a forked child starts without the parent's)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.futures: dict[tuple[Any, ...], Future[JobRunClient]] = {}
+        # Builds only: look-ups and model loading stay off the event loop and off the
+        # call pool, so a slow connection look-up never delays another run's poll.
+        self.builder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="poller-client")
+
+    def close(self) -> None:
+        self.builder.shutdown(wait=False)
+
+
+def _state() -> _Clients:
+    return _home.get("airflow.clients", _Clients)
 
 
 def _claim(spec: ClientSpec) -> tuple[Future[JobRunClient], Callable[[], None] | None]:
     """The shared future for ``spec``, and the build to run when the caller is the first."""
     key = spec.key()
-    with _lock:
-        future = _clients.get(key)
+    state = _state()
+    lock, futures = state.lock, state.futures
+    with lock:
+        future = futures.get(key)
         if future is not None:
             return future, None
         future = Future()
         # Running from the start: one waiter's cancellation cannot cancel the
         # build that the others are waiting for.
         future.set_running_or_notify_cancel()
-        _clients[key] = future
+        futures[key] = future
 
     def build() -> None:
         try:
             future.set_result(_build(spec))
         except BaseException as error:
             # A failed build is not kept: the connection may be fixed meanwhile.
-            with _lock:
-                if _clients.get(key) is future:
-                    del _clients[key]
+            with lock:
+                if futures.get(key) is future:
+                    del futures[key]
             future.set_exception(error)
 
     return future, build
@@ -113,14 +128,15 @@ async def aclient_for(spec: ClientSpec) -> JobRunClient:
     """``client_for`` for the event loop: the build runs in a worker thread, once per key."""
     future, build = _claim(spec)
     if build is not None:
-        _builder.submit(build)
+        _state().builder.submit(build)
     return await asyncio.wrap_future(future)
 
 
 def clear() -> None:
     """Forget every client (tests; a process that changed its connections)."""
-    with _lock:
-        _clients.clear()
+    state = _state()
+    with state.lock:
+        state.futures.clear()
 
 
 def _build(spec: ClientSpec) -> JobRunClient:

@@ -4,30 +4,61 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Future
 from dataclasses import asdict
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from poller import _home
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import PollPolicy
 from poller.airflow._client import DEFAULT_CONN_ID, ClientSpec, aclient_for
-from poller.errors import PollerError
+from poller.errors import InvalidRequestError, PollerError
 
 # The triggerer imports this module on its event loop thread, so it imports
 # nothing that loads botocore (~0.1 s, more on a busy machine: enough for
 # "async thread was blocked"); `_load_core` does, in a worker thread.
 _CORE = ("poller._async", "poller.poke")
+#: The Airflow setting (``[poller] max_rps``, or ``AIRFLOW__POLLER__MAX_RPS``) that sets a
+#: triggerer's request budget: GetJobRun and ListJobRuns calls a second for every trigger
+#: of the process on one account. Unset: poller's default (10/s).
+MAX_RPS_SETTING = ("poller", "max_rps")
 
 
-def _load_core() -> None:
+# Where the process keeps what `_load_core` read (`poller.testing.reset` forgets it).
+_PREPARED = "airflow.triggerer_max_rps"
+
+
+def _load_core() -> float | None:
+    """Import the core (botocore with it) and read the triggerer's budget; in a worker thread."""
     for name in _CORE:
         importlib.import_module(name)
+    from airflow.configuration import conf  # noqa: PLC0415
+
+    section, key = MAX_RPS_SETTING
+    value = conf.get(section, key, fallback=None)
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidRequestError(
+            f"[{section}] {key} (AIRFLOW__{section.upper()}__{key.upper()}) must be a number "
+            f"of calls a second, not {value!r}"
+        ) from None
 
 
-__all__ = ["EVENT_STATUSES", "DataZoneJobRunTrigger", "event_payload", "policy_kwargs"]
+__all__ = [
+    "EVENT_STATUSES",
+    "MAX_RPS_SETTING",
+    "DataZoneJobRunTrigger",
+    "event_payload",
+    "policy_kwargs",
+]
 
 # success: the run succeeded; failure: it ended without succeeding; error:
 # the trigger could not tell how it ended (deadline, denied, not found, ...).
@@ -62,6 +93,29 @@ def event_payload(document: Mapping[str, Any], *, allow_partial: bool) -> dict[s
         "message": message,
         "result": dict(document),
     }
+
+
+async def _prepared() -> float | None:
+    """The triggerer's budget, the core loaded: once per process, in a worker thread.
+
+    A thousand triggers starting together await the same one hop, instead of
+    queueing a thousand on the loop's default executor.
+    """
+    future: Future[float | None] = _home.get(_PREPARED, _prepare)
+    return await asyncio.wrap_future(future)
+
+
+def _prepare() -> Future[float | None]:
+    future: Future[float | None] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(_load_core())
+        except BaseException as error:  # handed to every trigger that awaits it
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="poller-airflow-prepare", daemon=True).start()
+    return future
 
 
 class DataZoneJobRunTrigger(BaseTrigger):
@@ -122,9 +176,8 @@ class DataZoneJobRunTrigger(BaseTrigger):
 
     async def wait(self) -> dict[str, Any]:
         """The event payload; task cancellation passes through, nothing else is raised."""
-        await asyncio.to_thread(_load_core)
         try:
-            result = await self._wait()
+            result = await self._wait(await _prepared())
         except PollerError as error:  # bad IDs or settings, a client that cannot be built
             result = WaitResult.from_error(self.domain_id, self.job_run_id, error)
         except Exception as error:
@@ -137,19 +190,24 @@ class DataZoneJobRunTrigger(BaseTrigger):
         self.log.info("DataZone job run wait ended: %s", payload["message"])
         return payload
 
-    async def _wait(self) -> WaitResult:
+    async def _wait(self, max_rps: float | None) -> WaitResult:
         from poller._async import async_wait_result  # noqa: PLC0415  (see _load_core)
+        from poller._limiter import budget_for  # noqa: PLC0415
 
         timeout = None if self.deadline is None else max(self.deadline - time.time(), 0.0)
         policy = PollPolicy(**{**self.policy, "timeout": timeout})
         # One client per connection settings per triggerer, built (connection
         # look-up included) in a worker thread, never on the event loop.
         spec = ClientSpec(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
+        client = await aclient_for(spec)
+        # Every trigger of the triggerer joins poller's engine: one budget per
+        # account for all of them, set by `[poller] max_rps` (docs/airflow.md).
+        budget_for(client, max_rps)
         return await async_wait_result(
             self.domain_id,
             self.job_run_id,
             policy=policy,
-            client=await aclient_for(spec),
+            client=client,
             on_change=self._changed,
         )
 

@@ -50,8 +50,12 @@ answers fixed bytes (``.invalid_utf8()``, ``.bad_timestamp()``,
 self-signed certificate, trusted with ``verify=sim.ca_file``. Per run,
 ``Fault.override({"createdAt": "yesterday"})`` and ``Fault.malformed(b"\\xff")``
 garble one answer of the normal simulator.
+
+``reset()`` forgets what poller keeps for the process (the engine, one request
+budget per account, job histories, shared clients): call it between tests.
 """
 
+from poller import _home
 from poller._runtime import Seams
 from poller.testing._faulty import (
     GarbledServer,
@@ -75,4 +79,21 @@ __all__ = [
     "Simulator",
     "TrickleServer",
     "job_run_body",
+    "reset",
 ]
+
+
+def reset(*, seams: Seams | None = None) -> None:
+    """Forget the process's shared state: the engine and its thread, budgets, history, clients.
+
+    For tests: each starts with full budgets, no job history and no shared
+    client left from the one before. ``seams`` (its ``clock`` and
+    ``async_sleep``) puts the process's next engine, and every wait that
+    joins it, on that time: a simulated-time benchmark of triggers, say.
+    """
+    _home.reset()
+    if seams is not None:
+        if seams.clock is not None:
+            _home.put("clock", seams.clock)
+        if seams.async_sleep is not None:
+            _home.put("async_sleep", seams.async_sleep)

@@ -229,7 +229,10 @@ class Simulator(LocalEndpoint):
     ``nextToken`` (``maxResults`` 1..50, default 50), and answers an empty list
     for a job it does not know, rather than ResourceNotFoundException.
     `add_history` seeds a job's finished past runs of given durations;
-    `fail_list_job_runs` answers a job's next ListJobRuns calls with faults.
+    `fail_list_job_runs` answers a job's next ListJobRuns calls with faults;
+    `slow_list_job_runs` makes a job's listings answer late, and
+    `add_list_item` slips a foreign item into a job's listing (a server that
+    misbehaves).
 
     ``log_file``: append one JSON line per request to this file, flushed at
     once so it can be tailed: ``time`` (ISO-8601 UTC, by ``wall``), ``method``,
@@ -272,6 +275,8 @@ class Simulator(LocalEndpoint):
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], RunState] = {}
         self._list_faults: dict[tuple[str, str], list[Fault]] = {}
+        self._list_delays: dict[tuple[str, str], float] = {}
+        self._list_extras: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._seq = 0
         self._records: list[RequestRecord] = []
         self._server: _Server | None = None
@@ -543,6 +548,17 @@ class Simulator(LocalEndpoint):
         with self._lock:
             self._list_faults.setdefault((domain_id, job_id), []).extend(faults)
 
+    def slow_list_job_runs(self, domain_id: str, job_id: str, seconds: float) -> None:
+        """Answer every later ListJobRuns of the job ``seconds`` late (its runs as of the call)."""
+        with self._lock:
+            self._list_delays[(domain_id, job_id)] = seconds
+
+    def add_list_item(self, domain_id: str, job_id: str, item: Mapping[str, Any]) -> None:
+        """Put ``item`` (a JobRunSummary, maybe of another run, job or domain) first in every
+        later first page of the job's ListJobRuns: a server that lists what it should not."""
+        with self._lock:
+            self._list_extras.setdefault((domain_id, job_id), []).append(dict(item))
+
     def load_scenario(self, scenario: Mapping[str, Any]) -> None:
         """Register the runs of a scenario: ``{"runs": [{"domain_id": ..., "run_id": ..., ...}]}``.
 
@@ -680,7 +696,8 @@ class Simulator(LocalEndpoint):
             queued = self._list_faults.get((route.domain_id, route.ident))
             if queued:
                 return _fault_reply(queued.pop(0))
-            return self._list_job_runs(route, now, wall)
+            delay = self._list_delays.get((route.domain_id, route.ident), 0.0)
+            return _with_delay(self._list_job_runs(route, now, wall), delay)
         return self._get_job_run(route.domain_id, route.ident, now, wall)
 
     def _take_token(self, now: float) -> bool:
@@ -796,6 +813,8 @@ class Simulator(LocalEndpoint):
                 run.cursor += 1
                 _observe(run, status, now, wall)
         out: dict[str, Any] = {"items": [_summary_json(run, status) for _, run, status in page]}
+        if after is None:
+            out["items"][:0] = self._list_extras.get((route.domain_id, route.ident), [])
         if len(rows) > max_results:
             out["nextToken"] = _encode_token(page[-1][0], fingerprint)
         return _Reply(200, json.dumps(out).encode())

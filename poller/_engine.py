@@ -1,0 +1,1152 @@
+"""One engine per process: every wait books its calls on its account's budget, with the others.
+
+DataZone throttles per account, so waits that each poll politely still add
+up: a triggerer's thousand triggers, or sixty threads each calling
+``wait_for_job_run``, used to make seven times the calls of one fan-out, most
+of them throttled. So every wait of a process with real time (the blocking
+wait from any thread, a read, the async wait on any event loop, a fan-out,
+the CLI, each Airflow trigger) runs here: as a task on one event loop, in a
+daemon thread started on first use, in the `Fleet` of its client's account.
+
+- A `Fleet` is one account's waits on one loop: they book every call on the
+  account's `RateLimiter` (`_limiter.budget_for`), the runs of one job are
+  looked at together by one ListJobRuns (`_Watch`), and a job's history is
+  looked up once. Waits join and leave at any time, each with its own
+  policy, deadline, callbacks and cancellation.
+- Each wait is an ordinary `WaitSession` driven by `async_drive`: the
+  cadence, backoff, grace and deadline rules are the core's, unchanged. The
+  one difference is when a call may be made: each wait books its calls on
+  the calendar (`_Turns`) as soon as the core names the delay.
+- A caller submits its wait and waits for it: a thread blocks on it (its
+  ``cancel`` event, looked at by one ticker for the whole engine, cancels
+  it); an async caller awaits it from its own loop (cancelling the caller
+  cancels it). The task runs in a copy of the caller's contextvars
+  (OpenTelemetry spans, structlog's bound context). Callbacks run where the
+  caller is: a blocking caller's in its own thread, an async caller's on its
+  own loop; never on the engine's thread, so a slow callback holds up no
+  other wait.
+- Waits with injected time (a fake clock, an ``async_sleep``) or their own
+  executor cannot share the real-time engine: they run a private `Fleet` on
+  their own loop, as a fan-out given its own ``limiter`` does.
+
+The engine and its loop live in `_home`: ``poller.testing.reset()`` closes
+them, and a forked child starts without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import functools
+import math
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor, Future
+from dataclasses import replace
+from typing import Any, Generic, TypeVar
+
+from poller import _home, log
+from poller._datazone import JobRunClient, classify, fetch_job_run
+from poller._history import failed as history_failed
+from poller._history import learn, learned_from_listing, list_runs, shared_cache, wants_history
+from poller._limiter import (
+    RECHECK,
+    AccountKey,
+    Booking,
+    RateLimiter,
+    account_key,
+    budget_for,
+    until_booked,
+)
+from poller._listing import (
+    LISTING_PAGES,
+    LISTING_TRIES,
+    AfterFailure,
+    Reading,
+    after_failure,
+    answer_by,
+    read_next_page,
+    reading,
+    worth_a_watch,
+)
+from poller._model import JobRun
+from poller._policy import FaultKind, Step
+from poller._runtime import (
+    BOOKING_GRACE,
+    CALL_GRACE,
+    CALL_WORKERS,
+    CANCEL_POLL,
+    AsyncSleep,
+    Clock,
+    Seams,
+    TurnExpired,
+    async_drive,
+    shared_executor,
+)
+from poller._session import WaitSession
+
+__all__ = [
+    "LISTING_BOUND",
+    "LISTING_PAGES",
+    "LISTING_STOPPED",
+    "LISTING_TRIES",
+    "UNREACHED",
+    "Engine",
+    "Fleet",
+    "Relay",
+    "RunRef",
+    "Stream",
+    "engine",
+    "engine_seams",
+    "joins_engine",
+    "run_async",
+    "run_blocking",
+]
+
+_T = TypeVar("_T")
+
+#: A run to wait on: ``(domain_id, job_run_id)``.
+RunRef = tuple[str, str]
+
+#: A job's runs went back to their own calls: its listing failed.
+LISTING_STOPPED = "job_listing_stopped"
+# Why a run's wait ended without the call it wanted.
+UNREACHED = "the request budget did not reach it before the deadline"
+# A job listing still unanswered after this long (seconds) has failed.
+LISTING_BOUND = 10.0
+
+_MASK = (1 << 64) - 1
+
+
+class Stream:
+    """One wait's jitter: SplitMix64, reproducible from its seed, in a few dozen bytes.
+
+    A ``random.Random`` costs ~2.5 KB (its Mersenne Twister state): 250 MB
+    for a fleet of 100,000 runs, for the one ``uniform`` the core asks of it.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self, seed: int) -> None:
+        self._state = seed & _MASK
+
+    def uniform(self, a: float, b: float) -> float:
+        self._state = z = (self._state + 0x9E3779B97F4A7C15) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return a + (b - a) * (((z ^ (z >> 31)) >> 11) * 2.0**-53)
+
+
+# What a job's listing tells a wait it did not show (or could not be made).
+_UNLISTED = object()
+# How long after its deadline a wait waits for the listing that gives its last look; and
+# how long after its booked time a listing may answer before its runs look for themselves.
+_LATE = BOOKING_GRACE + CALL_GRACE
+# A wait's first call may still go this long after its deadline (timeout=0 checks each
+# of several runs once): its answer is waited for within CALL_GRACE, inside the second.
+FIRST_GRACE = 0.3
+# A first call booked later than this after it was asked for looks for a sooner free
+# time this often (s): listed runs give their slots back, and unread runs take them.
+FIRST_RECHECK = 0.5
+
+
+class _Turns:
+    """One wait's calls in the shared budget: the next call is booked when its delay is known.
+
+    Booking when the core names the delay (``pace``), not when it is due,
+    gives the wait the real time until its call (logged as ``sleep_s``), and
+    tells at once when the budget cannot reach the run before its deadline.
+
+    A wait whose job is watched (`_Watch`) books no call of its own while the
+    watch has other runs too: it asks the watch for a look by then, and takes
+    the run as the job's listing shows it (``news``). A listing that shows it
+    finished gets it one urgent GetJobRun, for the whole run and its lineage.
+    """
+
+    __slots__ = (
+        "_asked",
+        "_booked_at",
+        "_booking",
+        "_due",
+        "_first",
+        "_fleet",
+        "_news",
+        "_starting",
+        "_stuck",
+        "_window",
+        "alone",
+        "client",
+        "granted_at",
+        "read",
+        "reading",
+        "session",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        session: WaitSession,
+        client: JobRunClient,
+        window: asyncio.Semaphore | None = None,
+    ) -> None:
+        self._fleet = fleet
+        self.session = session
+        self.client = client
+        self._window = window  # a fan-out's start window, freed at the first answer
+        self._booking: Booking | None = None  # the next call, once booked
+        self.granted_at = -math.inf  # the booked time of the call going out now
+        self._starting = True  # counted among the fleet's waits before a first answer
+        self.watch: _Watch | None = None  # its job's watch, once its run was listed
+        self.alone = False  # a watch did not show it: it makes its own calls from then on
+        self.read = False  # counted among its job's readers (`Fleet.discovered`)
+        self.reading = False  # a read: one answer, no listing, no history lookup
+        # Set by a listing that shows this wait's run while it waits for its turn.
+        self._news: asyncio.Future[object] | None = None
+        self._due = -math.inf  # when the look the core asked for is due
+        self._first = True  # no call made or listed run taken yet
+        self._stuck = False  # no call fitted when its listing was late: wait for the deadline
+        # When the booked call was asked for, and the time it got then.
+        self._asked = self._booked_at = -math.inf
+
+    @property
+    def _deadline(self) -> float | None:
+        return self.session.state.deadline
+
+    def _book(self, due: float, *, urgent: bool = False) -> Booking | None:
+        deadline = self._deadline
+        # The last poll is due at the deadline itself (and timeout=0 checks
+        # once): a call booked a moment after it still goes, and its answer
+        # is waited for within CALL_GRACE as in every loop.
+        grace = FIRST_GRACE if self._first else BOOKING_GRACE
+        latest = None if deadline is None else deadline + grace
+        self._booking = booking = self._fleet.limiter.reserve(due, latest, urgent=urgent)
+        if booking is not None:
+            self._asked, self._booked_at = due, booking.at
+            self._stuck = False
+        return booking
+
+    def pace(self, delay: float) -> float:
+        """The core asked for ``delay``: book the look, return the real delay until it."""
+        self.started()
+        now = self._fleet.clock()
+        due = now + delay
+        run = self.session.state.last
+        if run is not None and not self.reading:
+            self._fleet.discovered(self, run)
+        self._due = due
+        watch = self.watch
+        if watch is not None and watch.active:
+            # No call of its own: the look comes from the listing (`turn` waits for it).
+            self._news = asyncio.get_running_loop().create_future()
+            return max(watch.need(due) - now, 0.0)
+        booking = self._book(due)
+        # Unreachable: no sleep, the turn that follows ends the wait.
+        return 0.0 if booking is None else max(booking.at - now, 0.0)
+
+    def asked(self) -> float | None:
+        """When this wait wants the look it asked its watch for; None if it is not waiting."""
+        if self._booking is None and self._news is not None and not self._news.done():
+            return self._due
+        return None
+
+    def listed(self, what: Reading, run: JobRun) -> None:
+        """The job's listing shows this wait's run (`_listing.reading`): the wait takes it,
+        if it is waiting."""
+        if self._news is not None and not self._news.done():
+            self._news.set_result((what, run))
+
+    def unlisted(self) -> None:
+        """The watch will not show this wait's run: it books its own calls again."""
+        self.watch = None
+        self.alone = True
+        if self._news is not None and not self._news.done():
+            self._news.set_result(_UNLISTED)
+
+    async def turn(self) -> JobRun | None:
+        """Wait for the booked call (None) or the run as its job's listing shows it.
+
+        A call that cannot be
+        booked before the deadline does not end the wait: a listing may still
+        show the run, and the deadline is the moment to give up. Then it
+        raises TurnExpired.
+        """
+        fleet = self._fleet
+        if self._news is None and self.session.policy.history and not self.alone:
+            # A listing of its job may show the run before the call it waits for.
+            self._news = asyncio.get_running_loop().create_future()
+        if self._first and self._booking is None:
+            self._book(fleet.clock())
+        while True:
+            news = self._news
+            try:
+                await self._until(news)
+            except asyncio.CancelledError:
+                self.release()
+                raise
+            booking = self._booking  # as `_until` left it: maybe sooner
+            if news is not None and news.done():
+                self._news = None
+                got = news.result()
+                if isinstance(got, tuple):
+                    what: Reading = got[0]
+                    run: JobRun = got[1]
+                    if booking is not None:
+                        fleet.limiter.release(booking)
+                        self._booking = None
+                    if what is not Reading.READ:
+                        self._first = False
+                        last = self.session.state.last
+                        return last if what is Reading.KEEP and last is not None else run
+                    # Finished: read it whole (and its lineage) before anything else;
+                    # at the deadline, when no call fits any more, as the listing shows it.
+                    if self._book(fleet.clock(), urgent=True) is None:
+                        self._first = False
+                        return run
+                elif booking is None:
+                    self._book(max(self._due, fleet.clock()))
+                continue
+            if booking is None:
+                # No listing in time (late, or none by the deadline): a call of its
+                # own, if one fits; if none does before the deadline, the wait ends.
+                self._news = None
+                if self._book(max(self._due, fleet.clock())) is None:
+                    if self._past_deadline():
+                        raise TurnExpired(UNREACHED)
+                    self._stuck = True
+                continue
+            self._news = None  # an answer to the call about to go out is newer
+            self._booking = None
+            if booking.lost:
+                fleet.limiter.release(booking)
+                if self._past_deadline():
+                    raise TurnExpired(UNREACHED)
+                self._stuck = True
+                continue
+            self.granted_at = booking.at
+            self._first = False
+            return None
+
+    def _past_deadline(self) -> bool:
+        deadline = self._deadline
+        return deadline is not None and self._fleet.clock() >= deadline + _LATE
+
+    def _news_by(self) -> float:
+        """With no call booked: until when to wait for a listing to show the run.
+
+        The deadline (and the grace of the last look); sooner when the job's
+        listing is late, so a slow listing does not blind its runs.
+        """
+        deadline = self._deadline
+        limit = math.inf if deadline is None else deadline + _LATE
+        if self.watch is not None and not self._stuck:
+            limit = min(limit, self.watch.answer_by())
+        return limit
+
+    async def _until(self, news: asyncio.Future[object] | None) -> None:
+        """Until the booked time (`until_booked`), news, or without a booking `_news_by`;
+        whichever comes first."""
+        fleet = self._fleet
+        while news is None or not news.done():
+            booking = self._booking
+            if booking is not None:
+                # A first call is pulled forward into slots given back meanwhile
+                # (runs a listing showed): a run with no status yet is worth most.
+                first = self._first
+                await until_booked(
+                    fleet.limiter,
+                    booking,
+                    since=self._asked if first else self._booked_at,
+                    asked=self._asked,
+                    clock=fleet.clock,
+                    sleep=fleet.sleep,
+                    news=news,
+                    recheck=FIRST_RECHECK if first else RECHECK,
+                )
+                return
+            if (delay := self._news_by() - fleet.clock()) <= 0:
+                return
+            if math.isinf(delay):
+                assert news is not None, "a wait with no deadline always gets a booking"
+                await news
+                return
+            if news is None:
+                await fleet.sleep(delay)
+                continue
+            sleeper = asyncio.ensure_future(fleet.sleep(delay))
+            try:
+                await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+
+    def started(self) -> None:
+        """The wait had its first answer (or ended): its place in the start window is free."""
+        if self._starting:
+            self._starting = False
+            self._fleet.unseen -= 1
+            if self._window is not None:
+                self._window.release()
+
+    def release(self) -> None:
+        """The wait ended (or was cancelled) with a call still booked: give the time back."""
+        if self._booking is not None:
+            self._fleet.limiter.release(self._booking)
+            self._booking = None
+        self._news = None
+
+
+class _Watch:
+    """A job's live runs in one fleet, looked at together: one ListJobRuns shows them all.
+
+    Created when a wait first reads a run of the job while other waits of
+    the fleet have not read theirs yet: the first listing (urgent, ahead of
+    ordinary calls) may show many of them at once. From then on its runs
+    ask it for their looks (`need`), and one listing is booked at the
+    earliest time any of them wants: a look for every run of the job at the
+    cost of one call. A run the listing does not show goes back to its own
+    calls. A listing throttled or failing is tried again, up to LISTING_TRIES
+    times in a row; then, or when denied, the watch ends (its runs go back to
+    their own calls) with one `job_listing_stopped` event.
+    """
+
+    __slots__ = (
+        "_booking",
+        "_failures",
+        "_fleet",
+        "_paging",
+        "_sent_at",
+        "_task",
+        "_wanted",
+        "claimed",
+        "client",
+        "key",
+        "members",
+        "retry_max",
+        "stopped",
+    )
+
+    def __init__(self, fleet: Fleet, key: tuple[str, str], first: _Turns, *, claimed: bool) -> None:
+        self._fleet = fleet
+        self.key = key
+        self.client = first.client  # the listings' client: any of the account's will do
+        self.retry_max = first.session.policy.retry_max  # the floor its throttles keep
+        self.claimed = claimed  # this watch's first listing is the job's history lookup
+        self.members: set[_Turns] = set()
+        self.stopped = False
+        self._booking: Booking | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wanted = -math.inf  # when the booked listing was wanted
+        self._failures = 0  # listings failed in a row
+        self._paging = False  # reading the pages after the first
+        self._sent_at: float | None = None  # when the page call now out went out
+        self._book(fleet.clock(), urgent=True)
+
+    @property
+    def active(self) -> bool:
+        """True while a listing would show more than one run of the fleet."""
+        return not self.stopped and len(self.members) > 1
+
+    def join(self, turns: _Turns) -> None:
+        """A wait of this job joins (its own answer or a listing said it is one)."""
+        if not self.stopped and turns.watch is None and not turns.alone:
+            turns.watch = self
+            self.members.add(turns)
+
+    def leave(self, turns: _Turns) -> None:
+        """The wait ended, or the listing does not show it."""
+        self.members.discard(turns)
+        turns.unlisted()
+
+    def answer_by(self) -> float:
+        """When the listing its runs wait for is late (`_listing.answer_by`)."""
+        booked_at = self._booking.at if self._booking is not None else None
+        return answer_by(sent_at=self._sent_at, booked_at=booked_at)
+
+    def need(self, due: float) -> float:
+        """A run wants a look at ``due``: when the listing that gives it will be made."""
+        if self._task is not None and (self._booking is None or self._paging):
+            return self._fleet.clock()  # one is out: its answer is newer than the ask
+        # The first listing was booked urgent, as early as it can be: it stays.
+        if self._booking is None or (self._booking.at > due and not self._booking.urgent):
+            self._book(due)
+        assert self._booking is not None
+        return self._booking.at
+
+    def _book(self, due: float, *, urgent: bool = False) -> None:
+        fleet = self._fleet
+        self._cancel()
+        self._wanted = due
+        self._booking = booking = fleet.limiter.reserve(due, urgent=urgent)
+        assert booking is not None  # no latest: always booked
+        self._task = task = asyncio.create_task(self._list())
+        fleet.learning.add(task)
+        task.add_done_callback(fleet.learning.discard)
+
+    def _cancel(self) -> None:
+        # The booking is given back here: a task cancelled before it ran cannot.
+        if self._booking is not None:
+            self._fleet.limiter.release(self._booking)
+            self._booking = None
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        self._task = None
+
+    async def _until_booked(self) -> Booking:
+        """Sleep until the listing's booked time (`until_booked`; it may move)."""
+        fleet = self._fleet
+        booking = self._booking
+        assert booking is not None
+        await until_booked(
+            fleet.limiter,
+            booking,
+            since=self._wanted,
+            asked=self._wanted,
+            clock=fleet.clock,
+            sleep=fleet.sleep,
+        )
+        return booking
+
+    async def _list(self) -> None:
+        fleet = self._fleet
+        domain_id, job_id = self.key
+        try:
+            booking = await self._until_booked()
+        except asyncio.CancelledError:
+            # Re-booked: `_cancel` gave the booking back, and the claim goes on with the
+            # new listing. Stopped (the fleet ends): both are given back here.
+            if self._task is asyncio.current_task():
+                self._give_back()
+            raise
+        self._booking = None
+        runs: list[JobRun] = []
+        shown: set[_Turns] = set()
+        token: str | None = None
+        try:
+            for page in range(LISTING_PAGES):
+                if page:
+                    # The next page is one more call, booked like the first; runs
+                    # asking for a look meanwhile get this listing's pages.
+                    self._paging = True
+                    self._booking = fleet.limiter.reserve(fleet.clock(), urgent=booking.urgent)
+                    booking = await self._until_booked()
+                    self._booking = None
+                answer = await self._page(booking, token)
+                if answer is None:
+                    return  # failed: handled (tried again, or the watch stopped)
+                more, token = answer
+                runs += more
+                page_shown = fleet.show(self, more)
+                shown |= page_shown
+                # Older runs of the job are worth another call only if this page
+                # showed several waits of the fleet.
+                if not read_next_page(page=page, more=token is not None, shown=len(page_shown)):
+                    break
+        except asyncio.CancelledError:
+            if self._task is asyncio.current_task():
+                self._give_back()  # a next page's booking, and the claim
+            raise
+        finally:
+            self._paging = False
+            if self._task is asyncio.current_task():
+                self._task = None
+        self._failures = 0
+        if self.claimed:
+            self.claimed = False
+            if not learned_from_listing(domain_id, job_id, runs, token is not None):
+                # Too few successes here: ask for them alone.
+                fleet.learn(self.client, domain_id, job_id, None, self.retry_max)
+        for turns in self.members - shown:
+            self.leave(turns)  # not on the pages read: it makes its own calls
+        # Runs that asked for their next look while the pages were read wait for it.
+        asked = [due for turns in self.members if (due := turns.asked()) is not None]
+        if asked and self._task is None:
+            self._book(min(asked))
+
+    def _give_back(self) -> None:
+        if self._booking is not None:
+            self._fleet.limiter.release(self._booking)
+            self._booking = None
+        if self.claimed:
+            self.claimed = False
+            shared_cache().release(self.key)
+
+    async def _page(
+        self, booking: Booking, token: str | None
+    ) -> tuple[list[JobRun], str | None] | None:
+        """One ListJobRuns page at its booked time, reported to the budget; None if it failed.
+
+        Only the call is covered: a bug in what the page is then used for is
+        raised as itself, never taken for a failed listing.
+        """
+        fleet = self._fleet
+        domain_id, job_id = self.key
+        self._sent_at = fleet.clock()
+        try:
+            async with asyncio.timeout(LISTING_BOUND), fleet.slots:
+                answer = await asyncio.get_running_loop().run_in_executor(
+                    fleet.executor, list_runs, self.client, domain_id, job_id, None, token
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a listing's failure is the watch's, never a wait's
+            self._failed(exc, booking)
+            return None
+        finally:
+            self._sent_at = None
+        fleet.report(booking.at, None, self.retry_max)
+        return answer
+
+    def _failed(self, exc: Exception, booking: Booking) -> None:
+        fault = classify(exc)
+        learned = history_failed(exc)
+        if fault is not None:
+            fleet = self._fleet
+            fleet.report(booking.at, fault.kind, self.retry_max)
+            self._failures += 1
+            if after_failure(fault.kind, self._failures) is AfterFailure.AGAIN:
+                # Again at the budget's next free time (after a throttle, later), as urgent.
+                self._book(fleet.clock(), urgent=booking.urgent)
+                return
+        # Else, as for a fault `classify` does not know (a client poller did not build):
+        # not counted for or against the rate; the runs go back to their own calls.
+        if self.claimed:
+            self.claimed = False
+            shared_cache().put(self.key, learned)
+        self.stop(learned.reason or "ListJobRuns failed")
+
+    def stop(self, reason: str) -> None:
+        """No more listings for this job: its runs go back to their own calls."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self._cancel()
+        for turns in list(self.members):
+            self.leave(turns)
+        self._fleet.logger.info(
+            LISTING_STOPPED, domain_id=self.key[0], job_id=self.key[1], reason=reason
+        )
+
+
+async def _booked(delay: float) -> None:
+    """A fleet wait's sleep between looks: none here, its turn waits for the booked time."""
+
+
+class Fleet:
+    """One account's waits on one event loop: one budget, one listing per job, one history.
+
+    Waits join (`drive`) and leave at any time; each keeps its own session
+    (policy, deadline, callbacks) and client. What they share: ``limiter``
+    (the account's budget), the job watches, the history lookups and the
+    slots that queue calls for the pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        limiter: RateLimiter,
+        clock: Clock | None = None,
+        sleep: AsyncSleep | None = None,
+        executor: Executor | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.limiter = limiter
+        # Calls handed to the pool at once; the rest wait their turn here.
+        self.slots = asyncio.Semaphore(2 * CALL_WORKERS)
+        self.clock: Clock = clock or limiter.clock
+        self.sleep: AsyncSleep = sleep or asyncio.sleep
+        self.executor: Executor = executor or shared_executor()
+        self._logger = logger
+        # History lookups and job listings in flight or booked.
+        self.learning: set[asyncio.Task[None]] = set()
+        # The live waits, so a job's listing finds the runs it shows.
+        self.waits: dict[RunRef, list[_Turns]] = {}
+        self.watches: dict[tuple[str, str], _Watch] = {}
+        # Waits that have not had a first answer yet: a listing may show them.
+        self.unseen = 0
+        # How many waits read a run of each job by their own call.
+        self.readers: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    @property
+    def logger(self) -> Any:
+        return self._logger if self._logger is not None else log.get_logger()
+
+    def fetch(self, client: JobRunClient, ref: RunRef, turns: _Turns) -> JobRun:
+        """One call for ``ref`` at its granted time, reported to the budget; in a worker thread."""
+        retry_max = turns.session.policy.retry_max
+        try:
+            run = fetch_job_run(client, *ref)
+        except Exception as exc:
+            fault = classify(exc)
+            # Denied or not found still means the rate was accepted.
+            self.report(turns.granted_at, fault.kind if fault is not None else None, retry_max)
+            raise
+        self.report(turns.granted_at, None, retry_max)
+        return run
+
+    def report(self, granted_at: float, kind: FaultKind | None, retry_max: float) -> None:
+        """Tell the budget how the call booked at ``granted_at`` went (``kind``: its fault)."""
+        if kind is FaultKind.THROTTLE:
+            self.limiter.throttled(granted_at, retry_max)
+        elif kind is not FaultKind.TRANSIENT:
+            self.limiter.succeeded()
+
+    def learn(
+        self,
+        client: JobRunClient,
+        domain_id: str,
+        job_id: str,
+        deadline: float | None,
+        retry_max: float,
+    ) -> None:
+        """Look the job's history up in the background, on the shared calendar."""
+        task = asyncio.create_task(self._lookup(client, domain_id, job_id, deadline, retry_max))
+        self.learning.add(task)
+        task.add_done_callback(self.learning.discard)
+
+    async def _lookup(
+        self,
+        client: JobRunClient,
+        domain_id: str,
+        job_id: str,
+        deadline: float | None,
+        retry_max: float,
+    ) -> None:
+        key = (domain_id, job_id)
+        booking = self.limiter.reserve(self.clock(), deadline)
+        if booking is None:
+            shared_cache().release(key)  # the budget cannot fit it before the wait ends
+            return
+        try:
+            await until_booked(
+                self.limiter,
+                booking,
+                since=booking.at,
+                asked=booking.at,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+            if booking.lost:
+                self.limiter.release(booking)
+                shared_cache().release(key)
+                return
+            async with self.slots:
+                learned = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, learn, client, domain_id, job_id
+                )
+        except asyncio.CancelledError:
+            self.limiter.release(booking)
+            shared_cache().release(key)
+            raise
+        self.report(booking.at, learned.fault, retry_max)
+
+    def discovered(self, turns: _Turns, run: JobRun) -> None:
+        """A wait read its run: watch its job, or look its history up, or join its watch.
+
+        A job is watched while waits of the fleet have not read their runs
+        yet (a listing may show them) and the listing is worth its call: it
+        is the job's history lookup too, or a second run of the job was read
+        still going. A finished run costs one GetJobRun and nothing else.
+        """
+        policy = turns.session.policy
+        if run.is_terminal or not run.job_id or not policy.history:
+            return
+        key = (run.domain_id, run.job_id)
+        watch = self.watches.get(key)
+        if watch is None:
+            if not turns.read:
+                turns.read = True
+                self.readers[key] += 1
+            claimed = wants_history(policy, run)
+            if worth_a_watch(
+                history_claimed=claimed, unread=self.unseen, readers=self.readers[key]
+            ):
+                watch = self.watches[key] = _Watch(self, key, turns, claimed=claimed)
+            elif claimed:
+                self.learn(turns.client, *key, turns.session.state.deadline, policy.retry_max)
+        if watch is not None:
+            watch.join(turns)
+
+    def show(self, watch: _Watch, runs: list[JobRun]) -> set[_Turns]:
+        """A page of the watch's job came back: each live wait it shows takes its run.
+
+        Returns the waits it showed.
+        """
+        shown = set()
+        for run in runs:
+            for turns in self.waits.get((run.domain_id, run.id), ()):
+                what = reading(watch.key, run, turns.session.state.last)
+                if what is Reading.IGNORE:
+                    continue  # an item for another job or domain says nothing of this run
+                watch.join(turns)
+                if turns.watch is watch:
+                    shown.add(turns)
+                    turns.listed(what, run)
+        return shown
+
+    async def drive(
+        self,
+        session: WaitSession,
+        client: JobRunClient,
+        *,
+        window: asyncio.Semaphore | None = None,
+        counted: bool = False,
+        first_answer: bool = False,
+    ) -> Step:
+        """Wait on the session's run in this fleet until the core says stop; its last step.
+
+        ``first_answer``: a read (get_job_run, a status, a poke), which ends
+        at its first answer, learns nothing and is shown by no listing.
+        ``counted``: the caller (a fan-out) already counted it among the
+        waits before their first answer. Cancelling ends it ``interrupted``.
+        """
+        ref = (session.domain_id, session.job_run_id)
+        turns = _Turns(self, session, client, window)
+        if not counted:
+            self.unseen += 1
+        session.paced(turns.pace)
+        if first_answer:
+            # A read takes no listing's word for its one answer, and learns nothing.
+            turns.alone = turns.reading = True
+        else:
+            self.waits.setdefault(ref, []).append(turns)
+        try:
+            return await async_drive(
+                session,
+                functools.partial(self.fetch, client, ref, turns),
+                _booked,
+                pool=self.executor,
+                turn=turns.turn,
+                slots=self.slots,
+                first_answer=first_answer,
+            )
+        except asyncio.CancelledError:
+            return session.interrupted()
+        finally:
+            session.paced(None)
+            turns.release()
+            turns.started()
+            others = self.waits.get(ref)
+            if others is not None and turns in others:
+                others.remove(turns)
+                if not others:
+                    del self.waits[ref]
+            if turns.watch is not None:
+                turns.watch.leave(turns)
+
+    async def close(self) -> None:
+        """Stop the fleet's listings and lookups (its waits have ended)."""
+        for task in list(self.learning):
+            task.cancel()
+        await asyncio.gather(*self.learning, return_exceptions=True)
+
+
+class Relay:
+    """Where a wait's callbacks run: on the caller's side, never on the engine's thread.
+
+    A blocking caller runs them in its own thread (`pump`); an async caller
+    on its own loop. The first one that raises stops the wait (``stop``),
+    and the caller raises it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
+        self._queue: collections.deque[tuple[Callable[..., object], tuple[Any, ...]] | None]
+        self._queue = collections.deque()
+        self._ready = threading.Condition(threading.Lock())
+        self.error: BaseException | None = None
+        self.stop: Callable[[], None] = lambda: None
+
+    def wrap(self, fn: Callable[..., object] | None) -> Callable[..., object] | None:
+        """``fn``, to be called on the caller's side (None stays None)."""
+        if fn is None:
+            return None
+        callback = fn
+
+        def relayed(*args: Any) -> None:
+            if self._loop is not None:
+                # A caller's loop closed under a wait it stopped awaiting hears no more.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._call, callback, args)
+            else:
+                with self._ready:
+                    self._queue.append((callback, args))
+                    self._ready.notify()
+
+        return relayed
+
+    def _call(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        if self.error is not None:
+            return
+        try:
+            fn(*args)
+        except BaseException as exc:
+            self.error = exc
+            self.stop()
+
+    def done(self) -> None:
+        """The wait ended: a blocking caller's `pump` returns after the callbacks before it."""
+        with self._ready:
+            self._queue.append(None)
+            self._ready.notify()
+
+    def pump(self) -> None:
+        """Run the callbacks in this thread as they come, until the wait ends."""
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                item = self._queue.popleft()
+            if item is None:
+                return
+            self._call(*item)
+
+
+class Engine:
+    """The process's waits: one event loop in a daemon thread, one `Fleet` per account."""
+
+    def __init__(self, clock: Clock | None = None, sleep: AsyncSleep | None = None) -> None:
+        self.clock: Clock = clock or time.monotonic
+        self.sleep: AsyncSleep | None = sleep
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._fleets: dict[AccountKey, Fleet] = {}
+        # Cancel events of blocking callers, looked at by one ticker (`_tick`).
+        self._stops: dict[threading.Event, set[asyncio.Task[Any]]] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The engine's thread, once started."""
+        return self._thread
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The engine's loop, started on first use."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the engine was closed")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=self._run, args=(loop,), name="poller-engine", daemon=True
+                )
+                self._loop, self._thread = loop, thread
+                thread.start()
+            return self._loop
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        finally:
+            loop.close()
+
+    def fleet(self, client: JobRunClient) -> Fleet:
+        """The fleet of ``client``'s account (on the engine's loop only)."""
+        key = account_key(client)
+        fleet = self._fleets.get(key)
+        if fleet is None:
+            fleet = self._fleets[key] = Fleet(
+                limiter=budget_for(client), clock=self.clock, sleep=self.sleep
+            )
+        return fleet
+
+    def submit(
+        self,
+        make: Callable[[Engine], Coroutine[Any, Any, _T]],
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Submitted[_T]:
+        """Run ``make(self)`` as a task on the engine's loop, in a copy of this context.
+
+        ``cancel`` set cancels the task (looked at every CANCEL_POLL).
+        """
+        loop = self.loop()
+        submitted: Submitted[_T] = Submitted(self, loop)
+        context = contextvars.copy_context()
+        loop.call_soon_threadsafe(self._start, make, submitted, cancel, context, context=context)
+        return submitted
+
+    def _start(
+        self,
+        make: Callable[[Engine], Coroutine[Any, Any, _T]],
+        submitted: Submitted[_T],
+        cancel: threading.Event | None,
+        context: contextvars.Context,
+    ) -> None:
+        future = submitted.future
+        if not future.set_running_or_notify_cancel():
+            return
+        task = asyncio.get_running_loop().create_task(make(self), context=context)
+        submitted.task = task
+        if submitted.stopped:
+            task.cancel()
+
+        def settle(done: asyncio.Task[_T]) -> None:
+            if cancel is not None:
+                self._unwatch(cancel, done)
+            if done.cancelled():
+                future.set_exception(asyncio.CancelledError())
+            elif (error := done.exception()) is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(done.result())
+
+        task.add_done_callback(settle)
+        if cancel is not None:
+            self._stops.setdefault(cancel, set()).add(task)
+            if self._ticker is None:
+                self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    def _unwatch(self, cancel: threading.Event, task: asyncio.Task[Any]) -> None:
+        tasks = self._stops.get(cancel)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._stops[cancel]
+
+    async def _tick(self) -> None:
+        # Real time on purpose: the events are set by other threads, on no clock of ours.
+        try:
+            while self._stops:
+                await asyncio.sleep(CANCEL_POLL)
+                for event, tasks in list(self._stops.items()):
+                    if event.is_set():
+                        del self._stops[event]
+                        for task in tasks:
+                            task.cancel()
+        finally:
+            self._ticker = None
+
+    def close(self) -> None:
+        """Cancel every wait and stop the loop's thread (`_home.reset`)."""
+        with self._lock:
+            self._closed = True
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if thread is threading.current_thread():
+            loop.stop()
+            return
+        try:
+            loop.call_soon_threadsafe(loop.stop)
+        except RuntimeError:
+            return  # closed already
+        thread.join(timeout=2.0)
+
+
+class Submitted(Generic[_T]):
+    """A task submitted to the engine: its result as a concurrent future, and how to stop it."""
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self.future: Future[_T] = Future()
+        self.task: asyncio.Task[_T] | None = None
+        self.stopped = False
+        self._loop = loop
+
+    def stop(self) -> None:
+        """Cancel the task, from any thread; it ends ``interrupted``."""
+        # A closed loop raises: its tasks were cancelled with it.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        self.stopped = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+def engine() -> Engine:
+    """The process's engine (kept in `_home`; on its ``clock``/``async_sleep``, real by default)."""
+    return _home.get("engine", lambda: Engine(_home.peek("clock"), _home.peek("async_sleep")))
+
+
+def joins_engine(seams: Seams) -> bool:
+    """True when a wait with these seams runs on the process's engine.
+
+    A wait on its own time (a clock or a sleep of a test's) or its own
+    executor runs a private fleet where it is called; so does a wait started
+    on the engine's own thread, which could not block on it.
+    """
+    if seams.clock is not None or seams.sleep is not None or seams.async_sleep is not None:
+        return False
+    if seams.executor is not None:
+        return False
+    running = _home.peek("engine")
+    return running is None or running.thread is not threading.current_thread()
+
+
+def engine_seams(seams: Seams) -> Seams:
+    """The seams of a session that joins the engine: its clock is the engine's."""
+    return replace(seams, clock=engine().clock)
+
+
+def run_blocking(
+    make: Callable[[Engine], Coroutine[Any, Any, _T]],
+    *,
+    relay: Relay | None = None,
+    cancel: threading.Event | None = None,
+) -> _T:
+    """Run ``make(engine)`` on the engine and block until it ends.
+
+    The callbacks ``relay`` wrapped (a `Relay()` made by the caller) run in
+    this thread; ``cancel`` set cancels the task (its coroutine turns that
+    into ``interrupted``). A KeyboardInterrupt here stops the task too, and
+    is raised; so is the first exception a callback raised.
+    """
+    relay = relay if relay is not None else Relay()
+    submitted = engine().submit(make, cancel=cancel)
+    relay.stop = submitted.stop
+    submitted.future.add_done_callback(lambda _: relay.done())
+    try:
+        relay.pump()
+        result = submitted.future.result()
+    except BaseException:
+        submitted.stop()
+        raise
+    if relay.error is not None:
+        raise relay.error
+    return result
+
+
+async def run_async(
+    make: Callable[[Engine], Coroutine[Any, Any, _T]],
+    *,
+    relay: Relay | None = None,
+    on_cancel: Callable[[_T], object] | None = None,
+) -> _T:
+    """Run ``make(engine)`` on the engine and await it from this loop.
+
+    The callbacks ``relay`` wrapped (a ``Relay(loop)`` of this loop) run on
+    this loop. Cancelling the caller stops the task; once it has ended (its
+    coroutine reports ``interrupted``), its value goes to ``on_cancel`` and
+    the cancellation goes on.
+    """
+    relay = relay if relay is not None else Relay(asyncio.get_running_loop())
+    submitted = engine().submit(make)
+    relay.stop = submitted.stop
+    try:
+        result = await asyncio.wrap_future(submitted.future)
+    except asyncio.CancelledError:
+        submitted.stop()
+        try:
+            async with asyncio.timeout(CALL_GRACE + 1.0):
+                ended = await asyncio.wrap_future(submitted.future)
+        except BaseException:  # noqa: S110 - the cancellation below is what the caller gets
+            pass
+        else:
+            if on_cancel is not None:
+                on_cancel(ended)
+        raise
+    if relay.error is not None:
+        raise relay.error
+    return result

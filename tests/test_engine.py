@@ -1,0 +1,245 @@
+"""One engine per process: every wait, whatever its front door, books on its account's budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import os
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+# Sets AIRFLOW_HOME and the database before anything imports Airflow.
+from _airflow_home import HOME as _HOME  # noqa: F401  (imported for its side effect)
+from helpers import DOMAIN, QUIET, keep
+
+from poller import Outcome, PollPolicy, WaitResult, _home, wait_for_job_runs
+from poller._engine import engine
+from poller._limiter import budget_for
+from poller._waiter import wait_result
+from poller.aio import async_wait_result
+from poller.airflow import DataZoneJobRunTrigger
+from poller.airflow.trigger import policy_kwargs
+from poller.testing import RunScript, Seams, Simulator
+
+# Quick real-time waits: what is tested is who books the calls, not the cadence.
+QUICK = PollPolicy(
+    timeout=20, interval=0.05, max_interval=0.1, retry_initial=0.05, retry_max=0.2, history=False
+)
+
+
+def trigger_result(trigger: DataZoneJobRunTrigger) -> dict[str, Any]:
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            payload: dict[str, Any] = event.payload
+            return payload
+        raise AssertionError("no event")
+
+    return asyncio.run(first())
+
+
+def test_threads_async_waits_and_triggers_share_one_budget_per_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Six threads, six async waits and six triggers at once, each polling every 50 ms:
+    one 5 calls/s budget for the account, so a server that allows 5/s throttles none."""
+    with Simulator(max_rps=5) as sim:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DATAZONE", sim.endpoint_url)
+        for i in range(18):
+            timeline = [(0.0, "IN_PROGRESS"), (2.0, "SUCCESS")]
+            sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline), job_id=f"job-{i}")
+        client = keep(sim.client())
+        budget_for(client, 5)
+        results: dict[str, str] = {}
+
+        def blocking(i: int) -> None:
+            result = wait_result(DOMAIN, f"run-{i}", client=client, policy=QUICK)
+            results[f"run-{i}"] = str(result.outcome)
+
+        def asynchronous() -> None:
+            async def all_of_them() -> list[WaitResult]:
+                return await asyncio.gather(
+                    *(
+                        async_wait_result(DOMAIN, f"run-{i}", client=client, policy=QUICK)
+                        for i in range(6, 12)
+                    )
+                )
+
+            for result in asyncio.run(all_of_them()):
+                results[result.job_run_id] = str(result.outcome)
+
+        def triggers() -> None:
+            async def all_of_them() -> None:
+                made = [
+                    DataZoneJobRunTrigger(
+                        DOMAIN, f"run-{i}", deadline=time.time() + 20, policy=policy_kwargs(QUICK)
+                    )
+                    for i in range(12, 18)
+                ]
+
+                async def one(trigger: DataZoneJobRunTrigger) -> None:
+                    async for event in trigger.run():
+                        results[trigger.job_run_id] = event.payload["result"]["outcome"]
+
+                await asyncio.gather(*(one(t) for t in made))
+
+            asyncio.run(all_of_them())
+
+        workers = [threading.Thread(target=blocking, args=(i,)) for i in range(6)]
+        workers += [threading.Thread(target=asynchronous), threading.Thread(target=triggers)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        requests = sim.requests
+    assert results == {f"run-{i}": "succeeded" for i in range(18)}
+    # Alone, each would have polled every 50 ms: hundreds of calls a second.
+    assert Counter(r.status_code for r in requests)[429] == 0
+    assert len(requests) < 5 * (max(r.t for r in requests) - min(r.t for r in requests) + 1)
+
+
+def test_waits_join_and_leave_a_busy_engine_each_with_its_own_policy_and_deadline() -> None:
+    """A fan-out is under way; a short wait, a cancelled one and a slow-cadence one come and go."""
+    with Simulator() as sim:
+        for i in range(10):
+            sim.add_run(
+                DOMAIN, f"long-{i}", RunScript(timeline=[(0.0, "IN_PROGRESS"), (3.0, "SUCCESS")])
+            )
+        sim.add_run(DOMAIN, "never", RunScript(statuses=["IN_PROGRESS"]))
+        sim.add_run(DOMAIN, "cancelled", RunScript(statuses=["IN_PROGRESS"]))
+        sim.add_run(DOMAIN, "slow", RunScript(timeline=[(0.0, "IN_PROGRESS"), (1.0, "SUCCESS")]))
+        client = keep(sim.client())
+        fan_out: list[WaitResult] = []
+        busy = threading.Thread(
+            target=lambda: fan_out.extend(
+                wait_for_job_runs(
+                    [(DOMAIN, f"long-{i}") for i in range(10)], client=client, policy=QUICK
+                )
+            )
+        )
+        busy.start()
+        time.sleep(0.3)
+        shorts: list[WaitResult] = []
+        policy = PollPolicy(timeout=2.0, interval=0.05, history=False)
+        short_wait = threading.Thread(
+            target=lambda: shorts.append(wait_result(DOMAIN, "never", client=client, policy=policy))
+        )
+        short_wait.start()
+        cancel = threading.Event()
+        started = time.monotonic()
+        threading.Timer(0.5, cancel.set).start()
+        stopped = wait_result(DOMAIN, "cancelled", client=client, policy=QUICK, cancel=cancel)
+        took = time.monotonic() - started - 0.5  # from the cancel to the result
+        short_wait.join(timeout=10)
+        (short,) = shorts
+        slow = wait_result(
+            DOMAIN, "slow", client=client, policy=PollPolicy(interval=0.7, history=False)
+        )
+        busy.join(timeout=30)
+        calls = sim.calls("slow")
+    # Its calls queued behind the fan-out's on the one budget; it saw the run going.
+    assert short.outcome is Outcome.WAIT_TIMEOUT
+    assert 2.0 <= short.waited_s < 3.0
+    assert stopped.outcome is Outcome.INTERRUPTED
+    assert took < 1.0
+    assert slow.outcome is Outcome.SUCCEEDED
+    assert calls <= 3  # its own 0.7 s cadence, not the fan-out's 50 ms
+    assert [r.outcome for r in fan_out] == [Outcome.SUCCEEDED] * 10
+
+
+def test_an_async_waits_callbacks_run_on_its_loop_and_its_events_see_its_context() -> None:
+    """on_change runs on the caller's loop thread; the wait's log events see its contextvars."""
+    request = contextvars.ContextVar("request", default="none")
+    seen: list[tuple[str, Any]] = []
+
+    class Recorder:
+        def info(self, event: str, **fields: Any) -> None:
+            seen.append((event, request.get()))
+
+        warning = debug = info
+
+    changes: list[threading.Thread] = []
+    with Simulator() as sim:
+        sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS", "SUCCESS"]))
+        client = keep(sim.client())
+
+        async def scenario() -> WaitResult:
+            request.set("req-42")
+            return await async_wait_result(
+                DOMAIN,
+                "run-1",
+                client=client,
+                policy=QUICK,
+                on_change=lambda run: changes.append(threading.current_thread()),
+                seams=Seams(logger=Recorder()),
+            )
+
+        caller = threading.current_thread()
+        result = asyncio.run(scenario())
+    assert result.outcome is Outcome.SUCCEEDED
+    assert changes == [caller, caller]
+    assert engine().thread is not None
+    assert engine().thread is not caller
+    assert ("status_changed", "req-42") in seen
+    assert {value for _, value in seen} == {"req-42"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_starts_with_a_fresh_engine_and_waits_fine() -> None:
+    """The parent's engine is running; the forked child has none, builds its own and waits."""
+    with Simulator() as sim:
+        sim.add_run(DOMAIN, "parent", RunScript(statuses=["SUCCESS"]))
+        sim.add_run(DOMAIN, "child", RunScript(statuses=["IN_PROGRESS", "SUCCESS"]))
+        client = keep(sim.client())
+        assert (
+            wait_result(DOMAIN, "parent", client=client, policy=QUICK).outcome is Outcome.SUCCEEDED
+        )
+        assert engine().thread is not None
+        assert engine().thread.is_alive()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report and leave without running the parent's teardown
+            code = 1
+            try:
+                inherited = _home.peek("engine")
+                result = wait_result(
+                    DOMAIN, "child", client=sim.client(), policy=QUICK, seams=Seams(logger=QUIET)
+                )
+                os.write(write, json.dumps([inherited is None, str(result.outcome)]).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(read) as pipe:
+            report = json.loads(pipe.read() or "null")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert report == [True, "succeeded"]
+
+
+class Boom(Exception):
+    """A callback's own error."""
+
+
+def test_a_callback_that_raises_stops_its_wait_and_reaches_its_caller(
+    real_sim: Simulator,
+) -> None:
+    """on_change raises in the caller's thread: the wait stops, the caller gets the error."""
+    real_sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"]))
+    client = keep(real_sim.client())
+
+    def explode(run: Any) -> None:
+        raise Boom(run.status)
+
+    started = time.monotonic()
+    with pytest.raises(Boom, match="IN_PROGRESS"):
+        wait_result(DOMAIN, "run-1", client=client, policy=QUICK, on_change=explode)
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(Boom):
+        asyncio.run(
+            async_wait_result(DOMAIN, "run-1", client=client, policy=QUICK, on_change=explode)
+        )
