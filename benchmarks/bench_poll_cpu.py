@@ -22,7 +22,17 @@ order) so machine noise hits all alike; the medians are compared as ratios:
   with a 1 us cadence so that it does not sleep either and the budget raised
   out of the way: what a real wait pays per poll.
 
-    .venv/bin/python benchmarks/bench_poll_cpu.py [--calls 2000] [--rounds 5]
+With ``--hop``, two more modes split the engine's cost (they alternate with
+the others):
+
+- ``pooled``: the bare call handed to poller's call pool (`CallPool`) and
+  waited for with ``.result()``: the thread hop alone, no poller code;
+- ``inplace``: the ``engine`` wait with its fleet's calls made on the
+  engine's own thread (an executor that runs them where submitted): the
+  engine's work without the hop. Not a mode poller can run in: a call that
+  never answers would hold up every wait, which the hard deadline forbids.
+
+    .venv/bin/python benchmarks/bench_poll_cpu.py [--calls 2000] [--rounds 5] [--hop]
 
 Targets: poller adds less than 10 % CPU on top of the bare call (issues 2 and 15);
 tracing off stays within 2 % of a run without the extra, and on costs at most
@@ -32,6 +42,7 @@ tracing off stays within 2 % of a run without the extra, and on costs at most
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import statistics
@@ -40,6 +51,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,11 +69,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from poller import PollPolicy, _otel, wait_for_job_run
+from poller._engine import engine
 from poller._limiter import budget_for
+from poller._runtime import CallPool
 from poller.testing import Seams
 
 DOMAIN = "dzd_bench"
 MODES = ("bare", "without", "off", "on", "engine")
+# With --hop: the engine's cost split into the hop to the pool and the rest.
+HOP_MODES = ("pooled", "inplace")
 # The modes that differ only in OpenTelemetry, whose hooks are also timed alone.
 TRACED = ("without", "off", "on")
 
@@ -132,6 +148,33 @@ def telemetry(mode: str) -> Callable[[], None]:
     return end
 
 
+class InPlace(Executor):
+    """Runs each call where it is submitted (``inplace``: on the engine's thread)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def on_engine(fn: Callable[[], Any]) -> Any:
+    """``fn()`` run on the engine's loop thread (where its fleets live)."""
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    engine().loop().call_soon_threadsafe(lambda: done.set_result(fn()))
+    return done.result()
+
+
+def pooled(client: Any, calls: int, pool: CallPool) -> float:
+    """CPU seconds per bare get_job_run call made on a pool worker, waited for here."""
+    start = time.process_time()
+    for _ in range(calls):
+        pool.submit(client.get_job_run, domainIdentifier=DOMAIN, identifier="bare").result()
+    return (time.process_time() - start) / calls
+
+
 def bare(client: Any, calls: int) -> float:
     """CPU seconds per bare get_job_run call."""
     start = time.process_time()
@@ -142,8 +185,12 @@ def bare(client: Any, calls: int) -> float:
 
 def polled(client: Any, run_id: str, calls: int, mode: str) -> float:
     """CPU seconds per poll of a poller wait that takes ``calls`` + 1 polls, sleeping 0."""
-    end = telemetry("without" if mode == "engine" else mode)
-    if mode == "engine":
+    end = telemetry("without" if mode in ("engine", "inplace") else mode)
+    executor = None
+    if mode == "inplace":
+        fleet = on_engine(lambda: engine().fleet(client))
+        executor, fleet.executor = fleet.executor, InPlace()
+    if mode in ("engine", "inplace"):
         budget_for(client, 1e6)
         policy = PollPolicy(timeout=None, interval=1e-6, max_interval=1e-6, jitter=0.0)
         seams = None
@@ -155,6 +202,8 @@ def polled(client: Any, run_id: str, calls: int, mode: str) -> float:
     )
     end()
     elapsed = time.process_time() - start
+    if executor is not None:
+        fleet.executor = executor
     assert result.polls == calls + 1, result.polls
     return elapsed / result.polls
 
@@ -186,7 +235,12 @@ def main() -> None:
     parser.add_argument(
         "--split", action="store_true", help="also measure the wait without the call pool's hop"
     )
+    parser.add_argument(
+        "--hop", action="store_true", help="also split the engine's cost: the hop and the rest"
+    )
     args = parser.parse_args()
+    modes = MODES + HOP_MODES if args.hop else MODES
+    pool = CallPool()
     # A CLI or an application configures structlog; here, as in production
     # JSON logging, events are rendered, then dropped instead of printed.
     structlog.configure(
@@ -194,9 +248,10 @@ def main() -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.ReturnLoggerFactory(),
     )
-    proc, endpoint = start_simulator(args.calls, args.rounds * (len(MODES) - 1))
-    costs: dict[str, list[float]] = {mode: [] for mode in MODES}
-    runs = iter(range(args.rounds * len(MODES)))
+    polls = [mode for mode in modes if mode not in ("bare", "pooled")]
+    proc, endpoint = start_simulator(args.calls, args.rounds * len(polls))
+    costs: dict[str, list[float]] = {mode: [] for mode in modes}
+    runs = iter(range(args.rounds * len(polls)))
     try:
         client = boto3.client(
             "datazone",
@@ -208,9 +263,11 @@ def main() -> None:
         )
         bare(client, 50)  # warm the connection pool and botocore's caches
         for i in range(args.rounds):
-            for mode in MODES[i % len(MODES) :] + MODES[: i % len(MODES)]:
+            for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
                 if mode == "bare":
                     costs[mode].append(bare(client, args.calls))
+                elif mode == "pooled":
+                    costs[mode].append(pooled(client, args.calls, pool))
                 else:
                     costs[mode].append(polled(client, f"run-{next(runs)}", args.calls, mode))
         # The hooks alone, measured exactly: what the rounds' noise cannot resolve.
@@ -231,7 +288,10 @@ def main() -> None:
         ("engine", "on the engine"),
     ):
         print(f"poller wait, {label:<15}: {med[mode] * 1e6:7.1f} us CPU per poll")
-    for mode in MODES:
+    if args.hop:
+        print(f"bare call on the call pool  : {med['pooled'] * 1e6:7.1f} us CPU per call")
+        print(f"engine wait, calls in place : {med['inplace'] * 1e6:7.1f} us CPU per poll")
+    for mode in modes:
         print(f"  {mode:<8} rounds (us): {', '.join(f'{c * 1e6:.1f}' for c in costs[mode])}")
     # Each ratio is also taken within each round (the modes ran back to back
     # there), and the median of those is given: it cancels the machine's drift.
@@ -240,6 +300,14 @@ def main() -> None:
         ("engine", "bare", "engine / bare     ", "target at most 1.10x"),
         ("off", "without", "otel off / no otel", "target within 2 %"),
         ("on", "off", "otel on / otel off", "target at most +10 %"),
+        *(
+            (
+                ("pooled", "bare", "pool hop / bare   ", "the hop alone"),
+                ("inplace", "bare", "engine in place   ", "the engine without the hop"),
+            )
+            if args.hop
+            else ()
+        ),
     ):
         ratio = med[a] / med[b]
         paired = statistics.median(x / y for x, y in zip(costs[a], costs[b], strict=True))
