@@ -688,10 +688,7 @@ class Fleet:
 
     def report(self, granted_at: float, kind: FaultKind | None, retry_max: float) -> None:
         """Tell the budget how the call booked at ``granted_at`` went (``kind``: its fault)."""
-        if kind is FaultKind.THROTTLE:
-            self.limiter.throttled(granted_at, retry_max)
-        elif kind is not FaultKind.TRANSIENT:
-            self.limiter.succeeded()
+        self.limiter.report(granted_at, kind, retry_max)
 
     def learn(
         self,

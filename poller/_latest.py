@@ -16,6 +16,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 from poller import log
 from poller._async import async_wait_result
 from poller._datazone import list_job_runs, validate_ids
+from poller._engine import joins_engine
+from poller._limiter import budget_for
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy, Step, WaitState, expire, fail
 from poller._runtime import (
@@ -117,6 +120,35 @@ def find_job_run(
     return chosen
 
 
+def _on_budget(
+    lister: Any, policy: PollPolicy, seams: Seams, find: Callable[[], JobRun]
+) -> Callable[[], JobRun]:
+    """``find`` booked on the budget of the lister's account, as every call of a wait is.
+
+    On real time only (where the wait that follows joins the engine); the
+    search makes a call or a few, so its turn is waited for in the call's own
+    thread, within the call's bound like the call itself.
+    """
+    if not joins_engine(seams):
+        return find
+    limiter = budget_for(lister)
+
+    def booked() -> JobRun:
+        booking = limiter.reserve(limiter.clock())
+        assert booking is not None  # no latest: always booked
+        if (delay := booking.at - limiter.clock()) > 0:
+            time.sleep(delay)
+        try:
+            run = find()
+        except CallFault as fault:
+            limiter.report(booking.at, fault.kind, policy.retry_max)
+            raise
+        limiter.report(booking.at, None, policy.retry_max)
+        return run
+
+    return booked
+
+
 def validate_job_ids(domain_id: str, job_id: str) -> None:
     """Raise InvalidRequestError unless the domain and job IDs match the API's patterns."""
     validate_ids(domain_id, "x")
@@ -168,13 +200,13 @@ class _Search:
 
 
 def _one_stream(seams: Seams | None) -> Seams:
-    """The seams with a clock and rng fixed, so the search and the wait share them."""
+    """The seams with an rng fixed, so the search and the wait share it.
+
+    The clock is left as given: on real time (none given) the search books
+    on the account's budget and the wait that follows joins the engine.
+    """
     seams = seams or REAL
-    return replace(
-        seams,
-        clock=seams.clock or time.monotonic,
-        rng=seams.rng or random.Random(),
-    )
+    return replace(seams, rng=seams.rng or random.Random())
 
 
 def wait_for_latest_job_run(
@@ -205,7 +237,12 @@ def wait_for_latest_job_run(
     run, time_left = search.found(
         drive(
             search,
-            lambda: find_job_run(lister, domain_id, job_id, since=since),
+            _on_budget(
+                lister,
+                policy,
+                seams,
+                functools.partial(find_job_run, lister, domain_id, job_id, since=since),
+            ),
             interruptible(seams.sleep, cancel),
             cancelled=cancel.is_set if cancel is not None else lambda: False,
             first_answer=True,
@@ -243,7 +280,12 @@ async def async_wait_for_latest_job_run(
     seams = _one_stream(seams)
     lister: Any = resolve_client(client, shared=True)
     search = _Search(domain_id, job_id, policy, seams)
-    find = functools.partial(find_job_run, lister, domain_id, job_id, since=since)
+    find = _on_budget(
+        lister,
+        policy,
+        seams,
+        functools.partial(find_job_run, lister, domain_id, job_id, since=since),
+    )
     run, time_left = search.found(
         await async_drive(
             search,

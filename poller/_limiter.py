@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from poller import _home, _otel
+from poller._policy import FaultKind
 from poller._session import Clock
 from poller.errors import InvalidRequestError
 
@@ -415,6 +416,15 @@ class RateLimiter:
                 # the next reserve (or `sooner`) looks from now again.
                 self._packed_until = -math.inf
                 self._packed_rate = self._state.rate
+
+    def report(self, granted_at: float, kind: FaultKind | None, spacing_cap: float) -> None:
+        """How the call booked at ``granted_at`` went (``kind``: its fault, None if it got
+        through): a throttle slows the budget; a transient fault says nothing of the rate;
+        anything else (an answer, denied, not found) means the rate was accepted."""
+        if kind is FaultKind.THROTTLE:
+            self.throttled(granted_at, spacing_cap)
+        elif kind is not FaultKind.TRANSIENT:
+            self.succeeded()
 
 
 #: A booking moved this much past the time it got looks for a sooner free time this often (s).

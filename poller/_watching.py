@@ -120,10 +120,7 @@ class Budget:
 
     def report(self, granted_at: float, kind: FaultKind | None, backoff_cap: float) -> None:
         """How the call granted at ``granted_at`` went: a throttle slows the budget."""
-        if kind is FaultKind.THROTTLE:
-            self._limiter.throttled(granted_at, backoff_cap)
-        elif kind is not FaultKind.TRANSIENT:
-            self._limiter.succeeded()
+        self._limiter.report(granted_at, kind, backoff_cap)
 
 
 @dataclass(frozen=True, slots=True)

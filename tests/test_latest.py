@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ from poller import (
     wait_for_latest_job_run,
 )
 from poller._latest import find_job_run
+from poller._limiter import budget_for
 from poller._policy import CallFault, FaultKind
 from poller.aio import async_wait_for_latest_job_run
 from poller.testing import Fault, RunScript, Seams, Simulator
@@ -212,3 +214,33 @@ def test_a_throttled_search_is_retried_and_a_denied_one_ends_at_once(
     with pytest.raises(AccessDeniedError):
         wait_for_latest_job_run(DOMAIN, "job-1", client=keep(sim.client()), policy=FAST)
     assert list_calls(sim) == 3
+
+
+@pytest.mark.parametrize("door", ["blocking", "async"])
+def test_the_search_for_the_latest_run_books_its_listing_on_the_account_s_budget(
+    real_sim: Simulator, door: str
+) -> None:
+    """With the account's budget booked 2 s ahead, the listing waits its turn, then the read.
+
+    At 2 calls/s the search's ListJobRuns gets the slot at 2.0 s and the
+    wait's GetJobRun the one at 2.5 s; a search outside the budget would list
+    at once and leave the read the 2.0 s slot.
+    """
+    real_sim.add_run(DOMAIN, "done", RunScript(statuses=["SUCCESS"]), job_id="job-9")
+    client = keep(real_sim.client())
+    budget = budget_for(client, 2.0)
+    for _ in range(4):
+        budget.reserve(budget.clock())
+    started = time.monotonic()
+    if door == "blocking":
+        result = wait_for_latest_job_run(
+            DOMAIN, "job-9", client=client, policy=PollPolicy(timeout=10)
+        )
+    else:
+        result = asyncio.run(
+            async_wait_for_latest_job_run(
+                DOMAIN, "job-9", client=client, policy=PollPolicy(timeout=10)
+            )
+        )
+    assert result.outcome is Outcome.SUCCEEDED
+    assert time.monotonic() - started >= 2.4
