@@ -713,3 +713,15 @@ def test_the_offline_recipe_of_the_airflow_page_runs_as_written(tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "DagRun Finished: dag_id=datazone_job_run" in done.stdout + done.stderr
     assert "state=success" in done.stdout + done.stderr
+
+
+def test_the_airflow_setting_poller_max_rps_sets_the_triggerer_s_budget(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`AIRFLOW__POLLER__MAX_RPS`, read once per triggerer, is its account budgets' ceiling."""
+    from poller._limiter import budgets
+
+    monkeypatch.setenv("AIRFLOW__POLLER__MAX_RPS", "3")
+    [event] = run_trigger(trigger(new_run(sim, "IN_PROGRESS", "SUCCESS")))
+    assert event.payload["status"] == "success"
+    assert budgets().max_rps == 3.0

@@ -388,3 +388,17 @@ def test_the_example_s_watcher_fires_and_its_task_reports_each_run(
     [line] = report(triggering_asset_events={asset: [event]})
     assert line.startswith(f"job run {ids[0]} of {example['JOB_ID']} ended SUCCESS")
     assert line.endswith("2 of 42 SQL queries failed")
+
+
+def test_the_watcher_books_on_the_budget_the_airflow_setting_poller_max_rps_sets(
+    sim: Simulator, supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watcher alone in its triggerer still takes `[poller] max_rps`, as the triggers do."""
+    from poller._limiter import budgets
+
+    monkeypatch.setenv("AIRFLOW__POLLER__MAX_RPS", "3")
+    job = new_job()
+    ids = sim.add_scheduled_runs(DOMAIN, job, [(0.1, 0.2, "SUCCESS")])
+    events = asyncio.run(take(watching(watcher(job), "runs"), 1))
+    assert [e["job_run_id"] for e in events] == ids
+    assert budgets().max_rps == 3.0

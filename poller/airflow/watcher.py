@@ -19,6 +19,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from poller._model import JobRunStatus
 from poller.airflow._client import DEFAULT_CONN_ID, ClientSpec, aclient_for
+from poller.airflow.trigger import _prepared
 from poller.errors import InvalidRequestError, PollerError
 
 if TYPE_CHECKING:
@@ -217,6 +218,7 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
         """The job's listing loop: one `Listing` each time a run can have ended, forever."""
         await asyncio.to_thread(_load_core)
         from poller._announce import LONGEST, Cadence  # noqa: PLC0415  (see _load_core)
+        from poller._limiter import budget_for  # noqa: PLC0415
         from poller._watching import JobWatch  # noqa: PLC0415
 
         where = f"job {kwargs['job_id']} in domain {kwargs['domain_id']}"
@@ -230,6 +232,9 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
             look = float(kwargs.get("poll_interval", 25.0))
             cadence = Cadence(look=look, longest=max(look, LONGEST))
             client = await aclient_for(spec)
+            # Its calls book on the account's budget in this triggerer, shared with every
+            # trigger there and set by the same `[poller] max_rps` (docs/airflow.md).
+            budget_for(client, await _prepared())
             since = kwargs.get("since")
             watch = JobWatch(
                 kwargs["domain_id"],
