@@ -46,17 +46,18 @@ def test_threads_async_waits_and_triggers_share_one_budget_per_account(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Six threads, six async waits and six triggers at once, each polling every 50 ms:
-    one 4 calls/s budget for the account, so a server that allows 5/s throttles none.
+    one 3 calls/s budget for the account, so a server that allows 5/s throttles none.
 
-    (A budget of exactly the server's 5/s met a throttle now and then on a loaded
-    machine: calls booked 0.2 s apart can reach the server closer together.)"""
+    (At 5/s and at 4/s the full suite met one throttle now and then on a loaded
+    machine, never alone: calls whose booked times passed while the engine's
+    loop was held up go out together; the server's bucket takes a burst of 5.)"""
     with Simulator(max_rps=5) as sim:
         monkeypatch.setenv("AWS_ENDPOINT_URL_DATAZONE", sim.endpoint_url)
         for i in range(18):
             timeline = [(0.0, "IN_PROGRESS"), (2.0, "SUCCESS")]
             sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline), job_id=f"job-{i}")
         client = keep(sim.client())
-        budget_for(client, 4)
+        budget_for(client, 3)
         results: dict[str, str] = {}
 
         def blocking(i: int) -> None:

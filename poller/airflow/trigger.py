@@ -58,6 +58,7 @@ __all__ = [
     "DataZoneJobRunTrigger",
     "event_payload",
     "policy_kwargs",
+    "triggerer_max_rps",
 ]
 
 # success: the run succeeded; failure: it ended without succeeding; error:
@@ -95,8 +96,9 @@ def event_payload(document: Mapping[str, Any], *, allow_partial: bool) -> dict[s
     }
 
 
-async def _prepared() -> float | None:
-    """The triggerer's budget, the core loaded: once per process, in a worker thread.
+async def triggerer_max_rps() -> float | None:
+    """The triggerer's budget (`[poller] max_rps`; None: unset), the core loaded: read once
+    per process, in a worker thread; a trigger and an asset watcher both await it.
 
     A thousand triggers starting together await the same one hop, instead of
     queueing a thousand on the loop's default executor.
@@ -177,7 +179,7 @@ class DataZoneJobRunTrigger(BaseTrigger):
     async def wait(self) -> dict[str, Any]:
         """The event payload; task cancellation passes through, nothing else is raised."""
         try:
-            result = await self._wait(await _prepared())
+            result = await self._wait(await triggerer_max_rps())
         except PollerError as error:  # bad IDs or settings, a client that cannot be built
             result = WaitResult.from_error(self.domain_id, self.job_run_id, error)
         except Exception as error:
