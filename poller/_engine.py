@@ -39,6 +39,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import enum
 import functools
 import math
 import threading
@@ -96,6 +97,7 @@ __all__ = [
     "UNREACHED",
     "Engine",
     "Fleet",
+    "Phase",
     "Relay",
     "RunRef",
     "Stream",
@@ -153,6 +155,31 @@ FIRST_GRACE = 0.3
 FIRST_RECHECK = 0.5
 
 
+class Phase(enum.Enum):
+    """Where one wait stands in its fleet: its one explicit state, instead of flags.
+
+    ``UNREAD`` -> ``STARTED`` at its first answer (or a listing showing its run);
+    ``STARTED`` -> ``OWN`` when it reads a run of a job by its own call;
+    ``OWN`` (or ``UNREAD``/``STARTED``, shown by a listing) -> ``WATCHED`` when it
+    joins its job's watch; ``WATCHED`` -> ``ALONE`` when the watch will not show
+    it; any -> ``DONE`` when the wait ends.
+    """
+
+    #: No answer yet: counted among the fleet's unread waits (a listing may show it);
+    #: its first call is pulled forward into freed slots and may go a moment after the deadline.
+    UNREAD = "unread"
+    #: Answered, but no run of a job read by its own call yet (a throttle, an error, a read).
+    STARTED = "started"
+    #: Reads its run by its own calls; counted among its job's readers; may join a watch.
+    OWN = "own"
+    #: Its job's watch shows it: it asks the watch for its looks (`_Watch.need`).
+    WATCHED = "watched"
+    #: Its own calls to the end: its job's watch did not show it, or stopped.
+    ALONE = "alone"
+    #: Ended (or cancelled): its booking given back, its place in the start window freed.
+    DONE = "done"
+
+
 class _Turns:
     """One wait's calls in the shared budget: the next call is booked when its delay is known.
 
@@ -164,6 +191,8 @@ class _Turns:
     watch has other runs too: it asks the watch for a look by then, and takes
     the run as the job's listing shows it (``news``). A listing that shows it
     finished gets it one urgent GetJobRun, for the whole run and its lineage.
+    Its state is one `Phase`; ``once`` (a read: one answer, no listing, no
+    history) is fixed for its life.
     """
 
     __slots__ = (
@@ -171,17 +200,13 @@ class _Turns:
         "_booked_at",
         "_booking",
         "_due",
-        "_first",
         "_fleet",
         "_news",
-        "_starting",
-        "_stuck",
         "_window",
-        "alone",
         "client",
         "granted_at",
-        "read",
-        "reading",
+        "once",
+        "phase",
         "session",
         "watch",
     )
@@ -192,23 +217,21 @@ class _Turns:
         session: WaitSession,
         client: JobRunClient,
         window: asyncio.Semaphore | None = None,
+        *,
+        once: bool = False,
     ) -> None:
         self._fleet = fleet
         self.session = session
         self.client = client
+        self.once = once
+        self.phase = Phase.UNREAD
         self._window = window  # a fan-out's start window, freed at the first answer
         self._booking: Booking | None = None  # the next call, once booked
         self.granted_at = -math.inf  # the booked time of the call going out now
-        self._starting = True  # counted among the fleet's waits before a first answer
-        self.watch: _Watch | None = None  # its job's watch, once its run was listed
-        self.alone = False  # a watch did not show it: it makes its own calls from then on
-        self.read = False  # counted among its job's readers (`Fleet.discovered`)
-        self.reading = False  # a read: one answer, no listing, no history lookup
+        self.watch: _Watch | None = None  # its job's watch, while WATCHED
         # Set by a listing that shows this wait's run while it waits for its turn.
         self._news: asyncio.Future[object] | None = None
         self._due = -math.inf  # when the look the core asked for is due
-        self._first = True  # no call made or listed run taken yet
-        self._stuck = False  # no call fitted when its listing was late: wait for the deadline
         # When the booked call was asked for, and the time it got then.
         self._asked = self._booked_at = -math.inf
 
@@ -221,12 +244,11 @@ class _Turns:
         # The last poll is due at the deadline itself (and timeout=0 checks
         # once): a call booked a moment after it still goes, and its answer
         # is waited for within CALL_GRACE as in every loop.
-        grace = FIRST_GRACE if self._first else BOOKING_GRACE
+        grace = FIRST_GRACE if self.phase is Phase.UNREAD else BOOKING_GRACE
         latest = None if deadline is None else deadline + grace
         self._booking = booking = self._fleet.limiter.reserve(due, latest, urgent=urgent)
         if booking is not None:
             self._asked, self._booked_at = due, booking.at
-            self._stuck = False
         return booking
 
     def pace(self, delay: float) -> float:
@@ -235,7 +257,7 @@ class _Turns:
         now = self._fleet.clock()
         due = now + delay
         run = self.session.state.last
-        if run is not None and not self.reading:
+        if run is not None and not self.once:
             self._fleet.discovered(self, run)
         self._due = due
         watch = self.watch
@@ -253,6 +275,15 @@ class _Turns:
             return self._due
         return None
 
+    def joined(self, watch: _Watch) -> bool:
+        """Join ``watch`` if the wait may (not a read, in no watch yet, not dropped by one)."""
+        if self.once or self.phase not in (Phase.UNREAD, Phase.STARTED, Phase.OWN):
+            return False
+        self.started()  # shown by a listing: as good as a first answer
+        self.phase = Phase.WATCHED
+        self.watch = watch
+        return True
+
     def listed(self, what: Reading, run: JobRun) -> None:
         """The job's listing shows this wait's run (`_listing.reading`): the wait takes it,
         if it is waiting."""
@@ -262,28 +293,31 @@ class _Turns:
     def unlisted(self) -> None:
         """The watch will not show this wait's run: it books its own calls again."""
         self.watch = None
-        self.alone = True
+        if self.phase is not Phase.DONE:
+            self.phase = Phase.ALONE
         if self._news is not None and not self._news.done():
             self._news.set_result(_UNLISTED)
 
     async def turn(self) -> JobRun | None:
         """Wait for the booked call (None) or the run as its job's listing shows it.
 
-        A call that cannot be
-        booked before the deadline does not end the wait: a listing may still
-        show the run, and the deadline is the moment to give up. Then it
-        raises TurnExpired.
+        A call that cannot be booked before the deadline does not end the
+        wait: a listing may still show the run, and the deadline is the
+        moment to give up. Then it raises TurnExpired.
         """
         fleet = self._fleet
-        if self._news is None and self.session.policy.history and not self.alone:
+        listable = self.session.policy.history and not self.once
+        if self._news is None and listable and self.phase is not Phase.ALONE:
             # A listing of its job may show the run before the call it waits for.
             self._news = asyncio.get_running_loop().create_future()
-        if self._first and self._booking is None:
+        if self.phase is Phase.UNREAD and self._booking is None:
             self._book(fleet.clock())
+        # No call fitted before the deadline: wait for it (or a listing), not for a late one.
+        stuck = False
         while True:
             news = self._news
             try:
-                await self._until(news)
+                await self._until(news, stuck=stuck)
             except asyncio.CancelledError:
                 self.release()
                 raise
@@ -298,16 +332,15 @@ class _Turns:
                         fleet.limiter.release(booking)
                         self._booking = None
                     if what is not Reading.READ:
-                        self._first = False
                         last = self.session.state.last
                         return last if what is Reading.KEEP and last is not None else run
                     # Finished: read it whole (and its lineage) before anything else;
                     # at the deadline, when no call fits any more, as the listing shows it.
                     if self._book(fleet.clock(), urgent=True) is None:
-                        self._first = False
                         return run
+                    stuck = False
                 elif booking is None:
-                    self._book(max(self._due, fleet.clock()))
+                    stuck = self._book(max(self._due, fleet.clock())) is None
                 continue
             if booking is None:
                 # No listing in time (late, or none by the deadline): a call of its
@@ -316,7 +349,9 @@ class _Turns:
                 if self._book(max(self._due, fleet.clock())) is None:
                     if self._past_deadline():
                         raise TurnExpired(UNREACHED)
-                    self._stuck = True
+                    stuck = True
+                else:
+                    stuck = False
                 continue
             self._news = None  # an answer to the call about to go out is newer
             self._booking = None
@@ -324,29 +359,29 @@ class _Turns:
                 fleet.limiter.release(booking)
                 if self._past_deadline():
                     raise TurnExpired(UNREACHED)
-                self._stuck = True
+                stuck = True
                 continue
             self.granted_at = booking.at
-            self._first = False
             return None
 
     def _past_deadline(self) -> bool:
         deadline = self._deadline
         return deadline is not None and self._fleet.clock() >= deadline + _LATE
 
-    def _news_by(self) -> float:
+    def _news_by(self, *, stuck: bool) -> float:
         """With no call booked: until when to wait for a listing to show the run.
 
         The deadline (and the grace of the last look); sooner when the job's
-        listing is late, so a slow listing does not blind its runs.
+        listing is late, so a slow listing does not blind its runs, unless no
+        call of its own fits before the deadline anyway (``stuck``).
         """
         deadline = self._deadline
         limit = math.inf if deadline is None else deadline + _LATE
-        if self.watch is not None and not self._stuck:
+        if self.watch is not None and not stuck:
             limit = min(limit, self.watch.answer_by())
         return limit
 
-    async def _until(self, news: asyncio.Future[object] | None) -> None:
+    async def _until(self, news: asyncio.Future[object] | None, *, stuck: bool) -> None:
         """Until the booked time (`until_booked`), news, or without a booking `_news_by`;
         whichever comes first."""
         fleet = self._fleet
@@ -355,7 +390,7 @@ class _Turns:
             if booking is not None:
                 # A first call is pulled forward into slots given back meanwhile
                 # (runs a listing showed): a run with no status yet is worth most.
-                first = self._first
+                first = self.phase is Phase.UNREAD
                 await until_booked(
                     fleet.limiter,
                     booking,
@@ -367,7 +402,7 @@ class _Turns:
                     recheck=FIRST_RECHECK if first else RECHECK,
                 )
                 return
-            if (delay := self._news_by() - fleet.clock()) <= 0:
+            if (delay := self._news_by(stuck=stuck) - fleet.clock()) <= 0:
                 return
             if math.isinf(delay):
                 assert news is not None, "a wait with no deadline always gets a booking"
@@ -383,9 +418,10 @@ class _Turns:
                 sleeper.cancel()
 
     def started(self) -> None:
-        """The wait had its first answer (or ended): its place in the start window is free."""
-        if self._starting:
-            self._starting = False
+        """The wait had its first answer (or a listing showed its run): its place among the
+        fleet's unread waits and in the start window is free."""
+        if self.phase is Phase.UNREAD:
+            self.phase = Phase.STARTED
             self._fleet.unseen -= 1
             if self._window is not None:
                 self._window.release()
@@ -396,6 +432,14 @@ class _Turns:
             self._fleet.limiter.release(self._booking)
             self._booking = None
         self._news = None
+
+    def done(self) -> None:
+        """The wait ended: give back what it holds, leave its watch."""
+        self.release()
+        self.started()
+        self.phase = Phase.DONE
+        if self.watch is not None:
+            self.watch.leave(self)
 
 
 class _Watch:
@@ -451,8 +495,7 @@ class _Watch:
 
     def join(self, turns: _Turns) -> None:
         """A wait of this job joins (its own answer or a listing said it is one)."""
-        if not self.stopped and turns.watch is None and not turns.alone:
-            turns.watch = self
+        if not self.stopped and turns.joined(self):
             self.members.add(turns)
 
     def leave(self, turns: _Turns) -> None:
@@ -510,8 +553,6 @@ class _Watch:
         return booking
 
     async def _list(self) -> None:
-        fleet = self._fleet
-        domain_id, job_id = self.key
         try:
             booking = await self._until_booked()
         except asyncio.CancelledError:
@@ -521,37 +562,58 @@ class _Watch:
                 self._give_back()
             raise
         self._booking = None
-        runs: list[JobRun] = []
-        shown: set[_Turns] = set()
-        token: str | None = None
         try:
-            for page in range(LISTING_PAGES):
-                if page:
-                    # The next page is one more call, booked like the first; runs
-                    # asking for a look meanwhile get this listing's pages.
-                    self._paging = True
-                    self._booking = fleet.limiter.reserve(fleet.clock(), urgent=booking.urgent)
-                    booking = await self._until_booked()
-                    self._booking = None
-                answer = await self._page(booking, token)
-                if answer is None:
-                    return  # failed: handled (tried again, or the watch stopped)
-                more, token = answer
-                runs += more
-                page_shown = fleet.show(self, more)
-                shown |= page_shown
-                # Older runs of the job are worth another call only if this page
-                # showed several waits of the fleet.
-                if not read_next_page(page=page, more=token is not None, shown=len(page_shown)):
-                    break
+            read = await self._read(booking)
         except asyncio.CancelledError:
             if self._task is asyncio.current_task():
                 self._give_back()  # a next page's booking, and the claim
             raise
+        except Exception as exc:
+            # A bug in what the pages are used for, never a failed listing (`_page`
+            # covers the call alone): the runs go back to their own calls, and the bug
+            # is logged as itself.
+            self._give_back()
+            self.stop(f"a bug in poller: {exc!r}", bug=exc)
+            return
         finally:
             self._paging = False
             if self._task is asyncio.current_task():
                 self._task = None
+        if read is not None:
+            self._use(*read)
+
+    async def _read(self, booking: Booking) -> tuple[list[JobRun], set[_Turns], str | None] | None:
+        """The listing's pages, each shown to the fleet; None if a call failed (handled)."""
+        fleet = self._fleet
+        runs: list[JobRun] = []
+        shown: set[_Turns] = set()
+        token: str | None = None
+        for page in range(LISTING_PAGES):
+            if page:
+                # The next page is one more call, booked like the first; runs
+                # asking for a look meanwhile get this listing's pages.
+                self._paging = True
+                self._booking = fleet.limiter.reserve(fleet.clock(), urgent=booking.urgent)
+                booking = await self._until_booked()
+                self._booking = None
+            answer = await self._page(booking, token)
+            if answer is None:
+                return None  # failed: handled (tried again, or the watch stopped)
+            more, token = answer
+            runs += more
+            page_shown = fleet.show(self, more)
+            shown |= page_shown
+            # Older runs of the job are worth another call only if this page
+            # showed several waits of the fleet.
+            if not read_next_page(page=page, more=token is not None, shown=len(page_shown)):
+                break
+        return runs, shown, token
+
+    def _use(self, runs: list[JobRun], shown: set[_Turns], token: str | None) -> None:
+        """The listing was read: learn the job's history from it if claimed, send the
+        runs it did not show back to their own calls, book the next one if asked."""
+        fleet = self._fleet
+        domain_id, job_id = self.key
         self._failures = 0
         if self.claimed:
             self.claimed = False
@@ -617,17 +679,25 @@ class _Watch:
             shared_cache().put(self.key, learned)
         self.stop(learned.reason or "ListJobRuns failed")
 
-    def stop(self, reason: str) -> None:
-        """No more listings for this job: its runs go back to their own calls."""
+    def stop(self, reason: str, *, bug: Exception | None = None) -> None:
+        """No more listings for this job: its runs go back to their own calls.
+
+        ``bug``: a bug in poller stopped it, logged as an error with its traceback.
+        """
         if self.stopped:
             return
         self.stopped = True
         self._cancel()
         for turns in list(self.members):
             self.leave(turns)
-        self._fleet.logger.info(
-            LISTING_STOPPED, domain_id=self.key[0], job_id=self.key[1], reason=reason
-        )
+        domain_id, job_id = self.key
+        logger = self._fleet.logger
+        if bug is None:
+            logger.info(LISTING_STOPPED, domain_id=domain_id, job_id=job_id, reason=reason)
+        else:
+            logger.error(
+                LISTING_STOPPED, domain_id=domain_id, job_id=job_id, reason=reason, exc_info=bug
+            )
 
 
 async def _booked(delay: float) -> None:
@@ -753,8 +823,8 @@ class Fleet:
         key = (run.domain_id, run.job_id)
         watch = self.watches.get(key)
         if watch is None:
-            if not turns.read:
-                turns.read = True
+            if turns.phase is Phase.STARTED:
+                turns.phase = Phase.OWN
                 self.readers[key] += 1
             claimed = wants_history(policy, run)
             if worth_a_watch(
@@ -800,14 +870,12 @@ class Fleet:
         waits before their first answer. Cancelling ends it ``interrupted``.
         """
         ref = (session.domain_id, session.job_run_id)
-        turns = _Turns(self, session, client, window)
+        # A read takes no listing's word for its one answer, and learns nothing.
+        turns = _Turns(self, session, client, window, once=first_answer)
         if not counted:
             self.unseen += 1
         session.paced(turns.pace)
-        if first_answer:
-            # A read takes no listing's word for its one answer, and learns nothing.
-            turns.alone = turns.reading = True
-        else:
+        if not first_answer:
             self.waits.setdefault(ref, []).append(turns)
         try:
             return await async_drive(
@@ -823,15 +891,12 @@ class Fleet:
             return session.interrupted()
         finally:
             session.paced(None)
-            turns.release()
-            turns.started()
+            turns.done()
             others = self.waits.get(ref)
             if others is not None and turns in others:
                 others.remove(turns)
                 if not others:
                     del self.waits[ref]
-            if turns.watch is not None:
-                turns.watch.leave(turns)
 
     async def close(self) -> None:
         """Stop the fleet's listings and lookups (its waits have ended)."""

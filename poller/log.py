@@ -58,8 +58,9 @@ EVENTS: Final[Mapping[str, str]] = {
     "ListJobRuns denied or failing), so the plain one is used: `job_id`, `reason`",
     "finding_run": "`--latest` / `--since` began looking for the job's run: `job_id`, `timeout_s`",
     "run_found": "the run it found: `job_id`, `job_run_id`, `status`",
-    "job_listing_stopped": "a fan-out stopped listing a job's runs (denied, or failing three "
-    "times in a row); they are read one by one: `job_id`, `reason`",
+    "job_listing_stopped": "a fan-out stopped listing a job's runs (denied, failing three "
+    "times in a row, or, logged as an error, a bug in poller); they are read one by one: "
+    "`job_id`, `reason`",
     "fanout_started": "a fan-out began: `runs`, `waits`, `max_rps`",
     "fanout_finished": "a fan-out ended: `runs`, `rate`, a count per outcome",
     "watch_listed": "a job watcher listed its job: `job_id`, `runs`, `running`, `quiet_s`, "

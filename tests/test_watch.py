@@ -12,6 +12,7 @@ from helpers import DOMAIN, keep
 from structlog.testing import capture_logs
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
+from poller._engine import Fleet
 from poller._fanout import LISTING_STOPPED, LISTING_TRIES
 from poller._history import shared_cache
 from poller.aio import async_wait_for_job_runs
@@ -456,3 +457,62 @@ def test_first_reads_take_the_slots_that_listed_runs_give_back(
         first_read.setdefault(request.run_id.split("-")[0], request.t - start)
     assert max(first_read.values()) <= 1.5
     assert all(r.job_run is not None and r.job_run.status == "IN_PROGRESS" for r in results)
+
+
+def test_a_look_the_budget_cannot_fit_before_the_deadline_is_not_made_early_instead(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """A's last look is due at its 5 s deadline, where B's look holds the budget: A makes no
+    call before then (a wait whose look found no slot is not a wait with no call yet)."""
+    for name in ("a", "b"):
+        timeline = [(0.0, "IN_PROGRESS"), (600.0, "SUCCESS")]
+        sim.add_run(DOMAIN, name, RunScript(timeline=timeline), job_id=f"job-{name}")
+    limiter = RateLimiter(1, clock=clock)  # one call a second
+
+    def wait(name: str, timeout: float) -> Any:
+        policy = PollPolicy(timeout=timeout, interval=10, max_interval=10, history=False)
+        return async_wait_for_job_runs(
+            [(DOMAIN, name)],
+            policy=policy,
+            client=keep(sim.client()),
+            limiter=limiter,
+            seams=Seams(clock=clock, rng=random.Random(0)),
+        )
+
+    async def both() -> list[list[WaitResult]]:
+        # B's first call at 0, A's at 1; B's last look, booked at its 4.6 s deadline,
+        # holds the budget until 5.6 s: A's look due at 5 s finds no slot by 5 s + its grace.
+        return await asyncio.gather(wait("b", 4.6), wait("a", 5.0))
+
+    [_], [a] = run(both(), clock)
+    start = sim.requests[0].t
+    a_calls = [round(r.t - start, 1) for r in calls(sim, "GetJobRun") if r.run_id == "a"]
+    b_calls = [round(r.t - start, 1) for r in calls(sim, "GetJobRun") if r.run_id == "b"]
+    assert b_calls == [0.0, 4.6]
+    assert a_calls == [1.0]
+    assert a.outcome is Outcome.WAIT_TIMEOUT
+    assert a.job_run is not None
+    assert a.job_run.status == "IN_PROGRESS"
+
+
+def test_a_bug_in_what_a_listing_is_used_for_sends_the_runs_back_to_their_calls_and_says_so(
+    sim: Simulator, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug where a page is shown to the waits (not a fault of the call): no run is blinded
+    until its deadline; the watch stops with one error event naming the bug, not the call."""
+    sim.add_history(DOMAIN, "job-1", PAST)
+    ids = add_runs(sim, 3, length=30.0)
+
+    def show(*args: Any) -> Any:
+        raise RuntimeError("a bug, not a fault of the call")
+
+    monkeypatch.setattr(Fleet, "show", show)
+    with capture_logs() as events:
+        results = fan_out(sim, clock, ids, timeout=100)
+    assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
+    assert max(r.waited_s for r in results) < 100
+    stopped = [e for e in events if e["event"] == LISTING_STOPPED]
+    assert [(e["log_level"], e["reason"]) for e in stopped] == [
+        ("error", "a bug in poller: RuntimeError('a bug, not a fault of the call')")
+    ]
+    assert len(calls(sim, "ListJobRuns")) == 1
