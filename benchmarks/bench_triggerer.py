@@ -12,7 +12,8 @@ in one process:
 - N threads, each calling ``wait_for_job_run``.
 
 Each way starts from a fresh process state (``poller.testing.reset``), whose
-engine runs on the scaled clock, and reports calls (GetJobRun and ListJobRuns
+engine runs on the scaled clock (and whose waits date their runs by the
+simulator's scaled wall clock), and reports calls (GetJobRun and ListJobRuns
 of its runs), throttled calls, p95 detection lag and runs lost, as ratios
 against the fan-out of the same run; *seen at the server* is the lag to the
 first GetJobRun answered finished, before the result travels back to the
@@ -192,10 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     at_server = []
     real_start = time.monotonic()
-    with Simulator(clock=clock, seed=args.seed, max_rps=SERVER_RPS) as sim:
+    # One wall clock on the scaled time for the simulator (a run's startTime)
+    # and every wait (its run's age): with the real wall, a wait started Δ
+    # real seconds after its runs takes them as (scale - 1)·Δ younger.
+    with Simulator(clock=clock, wall=clock.wall, seed=args.seed, max_rps=SERVER_RPS) as sim:
         for i, (name, strategy) in enumerate(strategies):
             # A fresh process state each time, its engine on the scaled clock.
-            reset(seams=Seams(clock=clock, async_sleep=clock.async_sleep))
+            reset(seams=Seams(clock=clock, wall=clock.wall, async_sleep=clock.async_sleep))
             quiet()
             truth = add_fleet(sim, f"s{i}", lengths, past)
             started = clock()
