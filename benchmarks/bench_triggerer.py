@@ -104,6 +104,9 @@ def triggers(sim: Any, clock: ScaledTime, run_ids: list[str]) -> Outcomes:
         classpath, kwargs = DataZoneJobRunTrigger(DOMAIN, rid).serialize()
         module, name = classpath.rsplit(".", 1)
         built.append(getattr(importlib.import_module(module), name)(**kwargs))
+    # Importing Airflow configures logging anew: silence it again, or the
+    # triggers' phase writes a line per event while it is measured.
+    quiet()
 
     async def one(trigger: Any) -> None:
         async for event in trigger.run():
