@@ -93,9 +93,14 @@ class ScaledTime:
     def __init__(self, scale: float) -> None:
         self.scale = scale
         self.origin = time.monotonic()
+        self.wall_origin = time.time()
 
     def __call__(self) -> float:
         return (time.monotonic() - self.origin) * self.scale
+
+    def wall(self) -> float:
+        """Epoch seconds on the same scale: a run's startTime and a wait's wall agree."""
+        return self.wall_origin + self()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds / self.scale)

@@ -67,6 +67,9 @@ class Clock(ScaledTime):
     def __init__(self, scale: float, origin: float) -> None:
         super().__init__(scale)
         self.origin = origin
+        # The wall at the origin, the same in every process (to a few ms): the
+        # simulator dates its runs by it, the waits their runs' ages.
+        self.wall_origin = time.time() - (time.monotonic() - origin)
 
 
 def policy(retry_max: float | None) -> PollPolicy:
@@ -106,6 +109,7 @@ def worker(args: argparse.Namespace) -> int:
             on_result=on_result,
             seams=Seams(
                 clock=clock,
+                wall=clock.wall,
                 async_sleep=clock.async_sleep,
                 rng=random.Random(args.seed),
                 logger=QUIET,
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     wanted = set(args.only.split(",")) if args.only else {"default", "fast", "sized"}
     results = []
-    with Simulator(clock=clock, seed=args.seed, max_rps=SERVER_RPS) as sim:
+    with Simulator(clock=clock, wall=clock.wall, seed=args.seed, max_rps=SERVER_RPS) as sim:
         for tag, key, name, rps, processes, retry_max in plans:
             if key != "whole" and key not in wanted:
                 continue

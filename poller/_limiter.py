@@ -10,7 +10,10 @@ more than the budget).
 A wait books its next call when it knows when it wants it: `reserve` returns
 the earliest free time at or after then, and that booking is kept. So the
 wait knows, and logs, the real time until its next call, queueing included;
-and the waits due soonest go first, whatever order they asked in.
+and the waits due soonest go first, whatever order they asked in. When the
+time comes, `claim` lets the call go unless it is late and another call has
+just gone (a held-up loop wakes every booking whose time passed): then it is
+booked again a spacing on, so bookings never go out together as a burst.
 
 The rate adapts like TCP's congestion window. A ThrottlingException halves
 it (multiplicative decrease) and keeps the next booking a full new spacing
@@ -285,6 +288,10 @@ class RateLimiter:
         # spaced that far apart, so once the rate has doubled, free times can
         # lie between bookings before the mark again.
         self._packed_rate = self._state.rate
+        # When the last call went (`claim`), and the time of the last late call
+        # booked again, which the late calls after it keep behind.
+        self._went = -math.inf
+        self._slipped = -math.inf
 
     @property
     def clock(self) -> Clock:
@@ -325,7 +332,9 @@ class RateLimiter:
             stale = bisect.bisect_left(booked, now - spacing, key=_at)
             if stale >= _PRUNE_BATCH:
                 del booked[:stale]
-            wanted = max(due, now, self._state.not_before)
+            # No call goes before this: now, a throttle's pause, a spacing after the last call.
+            floor = max(now, self._state.not_before, self._went + spacing)
+            wanted = max(due, floor)
             if urgent:
                 t, i = fit_urgent(booked, wanted, spacing, now)
                 if latest is not None and t > latest:
@@ -342,8 +351,8 @@ class RateLimiter:
                 return None
             booking = Booking(t, latest)
             booked.insert(i, booking)
-            if wanted <= max(self._packed_until, now):
-                # The search went from the mark (or now) to t through booked times only.
+            if wanted <= max(self._packed_until, floor):
+                # The search went from the mark (or the floor) to t through booked times only.
                 self._packed_until = t
             return booking
 
@@ -358,7 +367,7 @@ class RateLimiter:
             now = self._clock()
             spacing = 1.0 / self._state.rate
             booked = self._booked
-            wanted = max(due, now, self._state.not_before)
+            wanted = max(due, now, self._state.not_before, self._went + spacing)
             if wanted >= booking.at:
                 return booking
             t, _ = fit(booked, wanted, spacing)
@@ -374,6 +383,40 @@ class RateLimiter:
             booking.at = t
             booked.insert(bisect.bisect_left(booked, t, key=_at), booking)
             return booking
+
+    def claim(self, booking: Booking) -> bool:
+        """``booking``'s time has come: True if its call goes now; False if it was moved later.
+
+        Bookings are spaced, but a sleeper held up (a busy event loop, a slow
+        thread) wakes late, and every booking whose time passed meanwhile
+        would go with it: a burst of the calls the calendar spaced. So a call
+        goes only once half a spacing has passed since the last one went; a
+        late call that comes sooner is booked again a spacing after that one
+        (and after the late calls booked again before it, in the order they
+        came), ahead of the ordinary calls booked from then on, which move
+        later as for an urgent booking (`fit_urgent`): the calendar slips by
+        the hold-up instead of catching up with it.
+        """
+        with self._lock:
+            now = self._clock()
+            spacing = 1.0 / self._state.rate
+            if now >= self._went + spacing / 2:
+                self._went = now
+                return True
+            booked = self._booked
+            i = bisect.bisect_left(booked, booking.at, key=_at)
+            while i < len(booked) and booked[i] is not booking:
+                i += 1
+            if i < len(booked):
+                del booked[i]
+            start = max(self._went, self._slipped) + spacing
+            start = max(start, self._state.not_before)
+            booking.at, i = fit_urgent(booked, start, spacing, now)
+            self._slipped = booking.at
+            booked.insert(i, booking)
+            respace(booked, now, spacing, start=i + 1)
+            self._packed_until = min(self._packed_until, booking.at)
+            return False
 
     def release(self, booking: Booking) -> None:
         """Give back a booking that will not be used (the wait ended before it)."""
@@ -445,7 +488,9 @@ async def until_booked(
     """Sleep until ``booking``'s time comes, it is lost, or ``news`` is done: whichever first.
 
     The one booking-wait of every wait, listing and history lookup. The time
-    may move while it sleeps: later (a throttle's respacing, urgent calls) or,
+    may move while it sleeps: later (a throttle's respacing, urgent calls; and
+    when it comes, if it comes late right after another call went: see
+    `RateLimiter.claim`) or,
     for a booking more than ``recheck`` past ``since`` (the time it got, was
     wanted, or was asked for), sooner: such a booking looks for a free time at
     or after ``asked`` every ``recheck`` seconds (`RateLimiter.sooner`, which
@@ -456,8 +501,12 @@ async def until_booked(
         moved = booking.at > max(since, now) + recheck
         if moved:  # a lost one too: a time before its latest may be free again
             limiter.sooner(booking, asked)
-        if booking.lost or (delay := booking.at - now) <= 0:
+        if booking.lost:
             return
+        if (delay := booking.at - now) <= 0:
+            if limiter.claim(booking):
+                return
+            continue  # late, and moved a spacing past the call that just went
         if moved:
             delay = min(delay, recheck)
         if news is None:

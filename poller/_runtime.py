@@ -110,13 +110,16 @@ class ClientSettings:
 class Seams:
     """What a wait takes from its surroundings, replaceable by a test (None: the real one).
 
-    ``clock`` reads seconds (``time.monotonic``); ``sleep`` is the blocking
-    loops' sleep and ``async_sleep`` the async loops'; ``rng`` draws the
-    jitter; ``executor`` runs the blocking calls (the shared pool); ``logger``
-    gets the events (poller's structlog logger).
+    ``clock`` reads seconds (``time.monotonic``); ``wall`` reads epoch
+    seconds (``time.time``), once per wait, to date a run's ``startTime`` on
+    ``clock``; ``sleep`` is the blocking loops' sleep and ``async_sleep`` the
+    async loops'; ``rng`` draws the jitter; ``executor`` runs the blocking
+    calls (the shared pool); ``logger`` gets the events (poller's structlog
+    logger).
     """
 
     clock: Clock | None = None
+    wall: Clock | None = None
     sleep: Sleep | None = None
     async_sleep: AsyncSleep | None = None
     rng: random.Random | None = None

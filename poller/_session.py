@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from poller import _history, _otel, log
+from poller import _history, _home, _otel, log
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import (
     CallFault,
@@ -115,8 +115,10 @@ class WaitSession:
         self._last_seen = last_seen
         # The wall time at ``state.started``, from one reading, so run ages
         # (startTime is wall time) follow an injected or scaled clock too, and
-        # a fan-out's run created after its start is not taken as older.
-        self._wall_at_start = time.time() - (self._clock() - self.state.started)
+        # a fan-out's run created after its start is not taken as older. The
+        # wall is the wait's seam, else the process's (``reset(seams=...)``).
+        wall: Clock = seams.wall or _home.peek("wall") or time.time
+        self._wall_at_start = wall() - (self._clock() - self.state.started)
         self._learned: _history.Learned | None = None
         self._run_started: float | None = None  # the run's start on the wait's clock
         # OpenTelemetry: this wait's span, a child of the caller's current one (None: off).

@@ -6,12 +6,13 @@ import asyncio
 import itertools
 import random
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from _vtime import VirtualClock, run
-from helpers import DOMAIN, FakeTime, capture_every_log
+from helpers import DOMAIN, FakeTime, capture_every_log, keep
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ from poller._model import JobRun
 from poller._policy import FaultKind, Forecast, WaitState, advance
 from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_runs, async_wait_result
-from poller.testing import Fault, RunScript, Seams, Simulator
+from poller.testing import Fault, RunScript, Seams, Simulator, reset
 
 # A job whose runs take about ten minutes.
 TEN_MINUTES = [540.0, 560.0, 580.0, 590.0, 600.0, 600.0, 610.0, 620.0, 640.0, 660.0]
@@ -340,6 +341,31 @@ def test_a_run_already_going_for_a_while_has_less_quiet_left(
     timeline = [(0.0, "IN_PROGRESS"), (900.0, "SUCCESS")]
     sim.add_run(DOMAIN, "run-1", RunScript(timeline=timeline), created_at=time.time() - 300)
     wait(sim, client, fake_time, "run-1")
+    quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
+    assert fake_time.sleeps[0] == pytest.approx(quiet - 300, abs=1.0)
+
+
+@pytest.mark.parametrize("where", ["the wait's seams", "the process's (reset)"])
+def test_a_run_is_dated_by_the_wall_seam_not_the_real_wall_clock(
+    fake_time: FakeTime, where: str
+) -> None:
+    """On a simulated wall far from the real one, a run started 300 s ago has 300 s less quiet.
+
+    Read from the real wall clock instead, its age would be decades, its quiet
+    window long over, and the first sleep the plain cadence's.
+    """
+    wall = lambda: 1.0e9 + fake_time.now  # noqa: E731 - 2001: nowhere near time.time()
+    with Simulator(clock=fake_time.clock, wall=wall) as sim:
+        client = keep(sim.client())
+        sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
+        add_run(sim, "run-1", 900.0)
+        fake_time.now += 300
+        seams = Seams(clock=fake_time.clock, sleep=fake_time.sleep, rng=random.Random(0))
+        if where == "the wait's seams":
+            seams = replace(seams, wall=wall)
+        else:
+            reset(seams=Seams(wall=wall))
+        wait_result(DOMAIN, "run-1", policy=NO_JITTER, client=client, seams=seams)
     quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
     assert fake_time.sleeps[0] == pytest.approx(quiet - 300, abs=1.0)
 

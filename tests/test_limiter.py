@@ -8,6 +8,7 @@ import math
 import random
 
 import pytest
+from _vtime import VirtualClock, run
 from helpers import FakeTime, keep, make_client
 from hypothesis import given
 from hypothesis import strategies as st
@@ -476,3 +477,37 @@ def test_a_booking_pushed_well_past_its_time_takes_a_slot_given_back_while_it_sl
     asyncio.run(until_booked(limiter, pushed, since=0.0, asked=0.0, clock=clock, sleep=sleep))
     assert (pushed.at, clock.now) == (2.0, 2.0)
     assert clock.sleeps == [2.0]
+
+
+def test_calls_whose_times_passed_while_the_loop_was_held_go_out_spaced_not_together() -> None:
+    """Five calls booked 0.2 s apart, the loop held up 1.5 s: they go 0.2 s apart from then on.
+
+    Sent together, they would be the burst the calendar is there to prevent
+    (a server allowing 5/s with a one-second bucket would take them only if
+    its bucket were full).
+    """
+    clock = VirtualClock(100.0)
+    limiter = RateLimiter(5, clock=clock)
+    bookings = [limiter.reserve(100.0) for _ in range(5)]
+    later = limiter.reserve(101.9)  # an ordinary call booked for after the hold-up
+    assert [b.at if b else None for b in bookings] == pytest.approx(
+        [100, 100.2, 100.4, 100.6, 100.8]
+    )
+    clock.now = 101.5  # the loop was held up: every one of those times has passed
+    went: list[float] = []
+
+    async def call(booking: Booking | None) -> None:
+        assert booking is not None
+        await until_booked(
+            limiter, booking, since=booking.at, asked=booking.at, clock=clock, sleep=asyncio.sleep
+        )
+        went.append(clock())
+
+    async def all_of_them() -> None:
+        await asyncio.gather(*(call(b) for b in [*bookings, later]))
+
+    run(all_of_them(), clock)
+    assert went == pytest.approx([101.5, 101.7, 101.9, 102.1, 102.3, 102.5])
+    # The late ones were booked again, the later one moved behind them: their
+    # times are when their calls went (what a throttle of theirs is dated by).
+    assert [b.at for b in [*bookings[1:], later] if b] == pytest.approx(went[1:])

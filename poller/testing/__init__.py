@@ -36,8 +36,8 @@ Code that builds its own client can be redirected with the environment variable
 --scenario file.json`` runs the simulator in the foreground for manual use;
 ``--log FILE`` (or ``Simulator(log_file=...)``) appends a JSON line per request.
 ``sim.client(read_timeout=1)`` builds the client above, botocore retries off.
-`Seams` replaces what a wait takes from its surroundings (``clock``, ``sleep``,
-``async_sleep``, ``rng``, ``executor``, ``logger``): ``wait_for_job_run(...,
+`Seams` replaces what a wait takes from its surroundings (``clock``, ``wall``,
+``sleep``, ``async_sleep``, ``rng``, ``executor``, ``logger``): ``wait_for_job_run(...,
 seams=Seams(clock=fake.now, sleep=fake.sleep))`` waits on a fake clock.
 
 Below the service, for code that must survive a broken network or proxy, each
@@ -89,11 +89,16 @@ def reset(*, seams: Seams | None = None) -> None:
     For tests: each starts with full budgets, no job history and no shared
     client left from the one before. ``seams`` (its ``clock`` and
     ``async_sleep``) puts the process's next engine, and every wait that
-    joins it, on that time: a simulated-time benchmark of triggers, say.
+    joins it, on that time: a simulated-time benchmark of triggers, say. Its
+    ``wall`` dates run ages for every wait of the process that has no wall
+    seam of its own: give the simulator the same one (``Simulator(wall=...)``)
+    and a wait started late does not take its runs as younger than they are.
     """
     _home.reset()
     if seams is not None:
         if seams.clock is not None:
             _home.put("clock", seams.clock)
+        if seams.wall is not None:
+            _home.put("wall", seams.wall)
         if seams.async_sleep is not None:
             _home.put("async_sleep", seams.async_sleep)
