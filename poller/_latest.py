@@ -136,8 +136,10 @@ def _on_budget(
     def booked() -> JobRun:
         booking = limiter.reserve(limiter.clock())
         assert booking is not None  # no latest: always booked
-        if (delay := booking.at - limiter.clock()) > 0:
-            time.sleep(delay)
+        # As `until_booked`, in this thread: a late turn right after another call
+        # is moved a spacing on (`RateLimiter.claim`), not sent with it.
+        while (delay := booking.at - limiter.clock()) > 0 or not limiter.claim(booking):
+            time.sleep(max(delay, 0.0))
         try:
             run = find()
         except CallFault as fault:

@@ -48,7 +48,7 @@ from poller._announce import (
 from poller._announce import settle as settle_ledger
 from poller._datazone import classify, fetch_job_run
 from poller._history import list_runs
-from poller._limiter import RateLimiter, budget_for
+from poller._limiter import RateLimiter, budget_for, until_booked
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, PollPolicy
 from poller._runtime import AsyncSleep, Clock, resolve_client, shared_executor
@@ -114,8 +114,10 @@ class Budget:
         """Wait for a free turn (booked now); returns the time it was granted."""
         booking = self._limiter.reserve(self.clock())
         assert booking is not None  # no latest: a booking is always made
-        while (delay := booking.at - self.clock()) > 0:
-            await sleep(delay)
+        at = booking.at
+        await until_booked(
+            self._limiter, booking, since=at, asked=at, clock=self.clock, sleep=sleep
+        )
         return booking.at
 
     def report(self, granted_at: float, kind: FaultKind | None, backoff_cap: float) -> None:
