@@ -569,18 +569,23 @@ class _Watch:
                 self._give_back()  # a next page's booking, and the claim
             raise
         except Exception as exc:
-            # A bug in what the pages are used for, never a failed listing (`_page`
-            # covers the call alone): the runs go back to their own calls, and the bug
-            # is logged as itself.
-            self._give_back()
-            self.stop(f"a bug in poller: {exc!r}", bug=exc)
+            self._broke(exc)
             return
         finally:
             self._paging = False
             if self._task is asyncio.current_task():
                 self._task = None
         if read is not None:
-            self._use(*read)
+            try:
+                self._use(*read)
+            except Exception as exc:
+                self._broke(exc)
+
+    def _broke(self, exc: Exception) -> None:
+        """A bug in what the pages are used for, never a failed listing (`_page` covers
+        the call alone): the runs go back to their own calls; the bug is logged as itself."""
+        self._give_back()
+        self.stop(f"a bug in poller: {exc!r}", bug=exc)
 
     async def _read(self, booking: Booking) -> tuple[list[JobRun], set[_Turns], str | None] | None:
         """The listing's pages, each shown to the fleet; None if a call failed (handled)."""

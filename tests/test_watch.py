@@ -11,7 +11,7 @@ from _vtime import VirtualClock, run
 from helpers import DOMAIN, keep
 from structlog.testing import capture_logs
 
-from poller import Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
+from poller import Outcome, PollPolicy, RateLimiter, WaitResult, _engine, wait_for_job_runs
 from poller._engine import Fleet
 from poller._fanout import LISTING_STOPPED, LISTING_TRIES
 from poller._history import shared_cache
@@ -495,18 +495,26 @@ def test_a_look_the_budget_cannot_fit_before_the_deadline_is_not_made_early_inst
     assert a.job_run.status == "IN_PROGRESS"
 
 
+@pytest.mark.parametrize(
+    "where",
+    ["show", "learned_from_listing"],
+    ids=["showing-a-page-to-the-waits", "learning-from-the-listing"],
+)
 def test_a_bug_in_what_a_listing_is_used_for_sends_the_runs_back_to_their_calls_and_says_so(
-    sim: Simulator, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+    sim: Simulator, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    """A bug where a page is shown to the waits (not a fault of the call): no run is blinded
-    until its deadline; the watch stops with one error event naming the bug, not the call."""
+    """A bug where a page is used (not a fault of the call): no run is blinded until its
+    deadline; the watch stops with one error event naming the bug, not the call."""
     sim.add_history(DOMAIN, "job-1", PAST)
     ids = add_runs(sim, 3, length=30.0)
 
-    def show(*args: Any) -> Any:
+    def bug(*args: Any) -> Any:
         raise RuntimeError("a bug, not a fault of the call")
 
-    monkeypatch.setattr(Fleet, "show", show)
+    if where == "show":
+        monkeypatch.setattr(Fleet, "show", bug)
+    else:
+        monkeypatch.setattr(_engine, "learned_from_listing", bug)
     with capture_logs() as events:
         results = fan_out(sim, clock, ids, timeout=100)
     assert {r.outcome for r in results} == {Outcome.SUCCEEDED}
