@@ -20,8 +20,8 @@ default holds.
 
 Reported: the triggerer's peak RSS (its process tree) and the ratio to the
 control; trigger start (the triggerer's "trigger ... starting") to the
-trigger's first GetJobRun after it (the simulator's log; earlier calls are
-the sensor's own poke); per phase, from the simulator's request log, the
+trigger's first GetJobRun after it (the simulator's log; a deferrable
+sensor makes no call of its own); per phase, from the simulator's request log, the
 calls (GetJobRun and ListJobRuns apart and together) and the throttled ones;
 end of run (each run's endTime, read back from the simulator) to its first
 SUCCESS answer, to its last GetJobRun and to task success; task states and
@@ -466,7 +466,8 @@ def latencies(
             run_calls = [
                 when(r["time"]) for r in calls.get(f"{result['dag_id']}-{task_id[1:]}", [])
             ]
-            # Calls before the trigger started are the sensor's own poke (and its retries).
+            # A deferrable sensor makes no call before its trigger starts; a
+            # call before the start would be a retried try's trigger.
             after = [t for t in run_calls if t >= start]
             if after:
                 firsts.append(min(after) - start)

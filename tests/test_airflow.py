@@ -248,7 +248,7 @@ def test_reschedule_mode_does_not_repeat_the_start_in_each_new_sensor(sim: Simul
 
 
 def test_execute_defers_with_a_trigger_that_round_trips(sim: Simulator) -> None:
-    """After one poke, execute raises TaskDeferred; the trigger rebuilds from primitives."""
+    """Execute raises TaskDeferred without a call; the trigger rebuilds from primitives."""
     run_id = new_run(sim, "IN_PROGRESS")
     s = sensor(run_id, deferrable=True, timeout=600, poke_interval=5, region_name="us-east-1")
     before = time.time()
@@ -265,11 +265,11 @@ def test_execute_defers_with_a_trigger_that_round_trips(sim: Simulator) -> None:
     slow = sensor(new_run(sim, "IN_PROGRESS"), deferrable=True, poke_interval=0.015)
     assert deferred(slow).trigger.policy["max_interval"] == 0.015  # poke_interval caps it
     assert (kwargs["job_run_id"], kwargs["region_name"]) == (run_id, "us-east-1")
-    assert sim.calls(run_id) == 1
+    assert sim.calls(run_id) == 0
 
 
 def test_a_deferred_wait_logs_its_start_once(sim: Simulator) -> None:
-    """Poke, defer, the trigger waits: one wait, so one wait_started and one story of changes."""
+    """Defer, the trigger waits: one wait, so one wait_started and one story of changes."""
     run_id = new_run(sim, "IN_PROGRESS", "IN_PROGRESS", "SUCCESS")
     s = sensor(run_id, deferrable=True, timeout=600)
     with capture_logs() as events:
@@ -282,10 +282,14 @@ def test_a_deferred_wait_logs_its_start_once(sim: Simulator) -> None:
     assert [e["event"] for e in events].count("finished") == 1
 
 
-def test_deferrable_finished_run_does_not_defer(sim: Simulator) -> None:
-    """A run already finished at the first poke returns its document without deferring."""
+def test_a_deferrable_sensor_leaves_even_a_finished_run_to_the_trigger(sim: Simulator) -> None:
+    """A finished run is read once, by the trigger: the worker spends no call outside its budget."""
     run_id = new_run(sim, "SUCCESS")
-    assert sensor(run_id, deferrable=True).execute(CONTEXT)["status"] == "SUCCESS"
+    s = sensor(run_id, deferrable=True)
+    deferral = deferred(s)
+    assert sim.calls(run_id) == 0
+    assert resume(s, deferral)["status"] == "SUCCESS"
+    assert sim.calls(run_id) == 1
 
 
 def test_default_deferrable_comes_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -412,8 +416,8 @@ def test_execute_complete_returns_the_poke_mode_document(sim: Simulator) -> None
 RETRY_FAST = PollPolicy(
     interval=0.01, max_interval=0.02, retry_initial=0.001, retry_max=0.002, max_errors=3
 )
-# Each situation: the script after a first IN_PROGRESS answer (so deferrable
-# mode defers before it), the sensor's timeout, and what ends the task.
+# Each situation: the script after a first IN_PROGRESS answer (so the wait has
+# seen the run before it), the sensor's timeout, and what ends the task.
 SITUATIONS: dict[str, tuple[list[Any], float, type[BaseException]]] = {
     "failed": (["FAILED"], 10, AirflowFailException),
     "partial": (["PARTIALLY_SUCCEEDED"], 10, AirflowFailException),

@@ -51,8 +51,8 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         timeouts and pool size are used, but botocore's retries stay off
         (poller retries, with its own backoff).
     :param allow_partial: treat PARTIALLY_SUCCEEDED as success.
-    :param deferrable: poke once, then wait in the triggerer; defaults to
-        ``[operators] default_deferrable``.
+    :param deferrable: wait in the triggerer from the start (the worker makes
+        no call); defaults to ``[operators] default_deferrable``.
     :param policy: poller's retry and cadence settings; ``timeout`` in it is
         ignored (the sensor's ``timeout`` is the deadline in every mode).
 
@@ -130,11 +130,8 @@ class DataZoneJobRunSensor(BaseSensorOperator):
                 policy=self.policy,
                 connect=lambda: client_for(spec),
                 # A rescheduled poke is a new sensor in a new process: an
-                # earlier one of this try already logged the start. A deferrable
-                # sensor's one poke is a look before the trigger, which logs the
-                # wait from its start: logged here too, the start came twice.
-                resumed=self.deferrable
-                or (self.reschedule and context.get("task_reschedule_count", 0) > 0),
+                # earlier one of this try already logged the start.
+                resumed=self.reschedule and context.get("task_reschedule_count", 0) > 0,
             )
         return self._poker
 
@@ -181,40 +178,34 @@ class DataZoneJobRunSensor(BaseSensorOperator):
     # -- deferrable mode ------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        """Poke or reschedule as Airflow does; deferrable: poke once, then defer to the trigger."""
-        if not self.deferrable:
-            return super().execute(context)
-        started = time.time()
-        try:
-            first = self.poke(context)
-        except Exception as error:
-            self._end(error)
-        if not first.is_done:
-            self._defer(started)
-        return first.xcom_value
+        """Poke or reschedule as Airflow does; deferrable: hand the whole wait to the trigger.
 
-    def _defer(self, started: float) -> NoReturn:
-        elapsed = time.time() - started
-        if elapsed > self.timeout:
-            self._end(AirflowSensorTimeout(self._timeout_message(elapsed, None)))
-        self.defer(
-            trigger=DataZoneJobRunTrigger(
-                self.domain_id,
-                self.job_run_id,
-                aws_conn_id=self.aws_conn_id,
-                region_name=self.region_name,
-                verify=self.verify,
-                botocore_config=self.botocore_config,
-                allow_partial=self.allow_partial,
-                deadline=started + self.timeout,
-                policy=policy_kwargs(self._deferred_policy()),
-            ),
-            method_name="execute_complete",
-            kwargs={"deadline": started + self.timeout},
-            # Airflow's own deadline is a backstop for a triggerer that is
-            # down: the trigger's ends first and reports the last status.
-            timeout=timedelta(seconds=self.timeout),
-        )
+        The worker makes no call: a run's first look books on the triggerer's
+        budget with every other trigger's (and may come from its job's
+        listing), so many sensors starting together do not each spend a call
+        of their own outside it. A run already finished costs one deferral.
+        """
+        if self.deferrable:
+            deadline = time.time() + self.timeout
+            self.defer(
+                trigger=DataZoneJobRunTrigger(
+                    self.domain_id,
+                    self.job_run_id,
+                    aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name,
+                    verify=self.verify,
+                    botocore_config=self.botocore_config,
+                    allow_partial=self.allow_partial,
+                    deadline=deadline,
+                    policy=policy_kwargs(self._deferred_policy()),
+                ),
+                method_name="execute_complete",
+                kwargs={"deadline": deadline},
+                # Airflow's own deadline is a backstop for a triggerer that is
+                # down: the trigger's ends first and reports the last status.
+                timeout=timedelta(seconds=self.timeout),
+            )
+        return super().execute(context)
 
     def _deferred_policy(self) -> PollPolicy:
         cap = max(self.poke_interval, _MIN_INTERVAL)
