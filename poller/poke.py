@@ -14,8 +14,9 @@ event) is judged by the same rules.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from poller._datazone import JobRunClient, validate_ids
@@ -115,12 +116,15 @@ class JobRunPoker:
     (or taken as given, or made by ``connect`` on the first poke: a PollerError
     it raises fails that poke as bad IDs do) and reused by every poke.
 
-    The only memory between pokes is what to log: ``wait_started`` on the
+    The only memory between pokes is what to log (``wait_started`` on the
     first poke only, ``status_changed`` only when a poke sees a status other
-    than the previous poke's. ``resumed=True`` says an earlier poke of the
-    same wait ran in another process (a rescheduled Airflow task), whose
-    status is unknown: this poker then logs no ``wait_started``, and no
-    change until it has seen a status itself.
+    than the previous poke's) and when the wait began: a run the domain does
+    not have fails the poke once ``not_found_grace`` has passed since the
+    first poke, as it ends one long wait, however short each poke's budget.
+    ``resumed=True`` says an earlier poke of the same wait ran in another
+    process (a rescheduled Airflow task), whose status is unknown: this
+    poker then logs no ``wait_started``, and no change until it has seen a
+    status itself; pass ``started`` (epoch seconds) when that first poke was.
     """
 
     def __init__(
@@ -134,6 +138,7 @@ class JobRunPoker:
         client: JobRunClient | ClientSettings | None = None,
         connect: Callable[[], JobRunClient] | None = None,
         resumed: bool = False,
+        started: float | None = None,
         seams: Seams | None = None,
     ) -> None:
         self.domain_id = domain_id
@@ -143,6 +148,7 @@ class JobRunPoker:
         self._client = client
         self._connect = connect
         self._resumed = resumed
+        self._started = started
         self._last: JobRun | None = None
         self._seams = seams or REAL
 
@@ -169,7 +175,7 @@ class JobRunPoker:
         session = WaitSession(
             self.domain_id,
             self.job_run_id,
-            self.policy,
+            self._policy_now(),
             seams=seams,
             resumed=self._resumed,
             last_seen=self._last,
@@ -187,6 +193,16 @@ class JobRunPoker:
         last: JobRun | None = session.state.last
         reason = str(step.error) if step.error is not None else None
         return Verdict(PokeState.WAITING, status=str(last.status) if last else None, reason=reason)
+
+    def _policy_now(self) -> PollPolicy:
+        # Each poke is a new session: its not-found grace is what is left of
+        # the wait's, or a run that never appears would be "not seen yet"
+        # for ever to pokes shorter than the grace.
+        now = (self._seams.wall or time.time)()
+        if self._started is None:
+            self._started = now
+        left = self.policy.not_found_grace - max(now - self._started, 0.0)
+        return replace(self.policy, not_found_grace=max(left, 0.0))
 
     def _budget_spent(self, session: WaitSession, step: Step) -> bool:
         # The core ends a wait whose deadline passes before any status was

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,46 @@ def test_a_deferrable_sensor_leaves_even_a_finished_run_to_the_trigger(sim: Simu
     assert sim.calls(run_id) == 0
     assert resume(s, deferral)["status"] == "SUCCESS"
     assert sim.calls(run_id) == 1
+
+
+def test_an_unknown_run_fails_the_task_alike_in_poke_and_deferrable_mode(sim: Simulator) -> None:
+    """A run ID the domain does not have fails the task once not_found_grace has passed, in both."""
+    grace = replace(FAST, not_found_grace=0.3)
+    messages = []
+    poke = sensor("run-unknown-1", policy=grace)
+    defer = sensor("run-unknown-1", policy=grace, deferrable=True)
+    for s in (poke, defer):
+        with pytest.raises(AirflowFailException) as info:
+            resume(s, deferred(s)) if s.deferrable else s.execute(CONTEXT)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert "run-unknown-1" in messages[0]
+
+
+class RescheduledTry:
+    """What a rescheduled poke uses of Airflow's task instance: its try's first poke, XCom."""
+
+    def __init__(self, first: datetime) -> None:
+        self.first = first
+        self.xcom: dict[str, Any] = {}
+
+    def get_first_reschedule_date(self, context: Any) -> datetime:
+        return self.first
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def test_a_rescheduled_poke_counts_the_grace_from_the_tries_first_poke(sim: Simulator) -> None:
+    """A new sensor process, its try's first poke past not_found_grace ago, fails an unknown run."""
+    grace = replace(FAST, not_found_grace=5)
+    s = sensor("run-unknown-2", policy=grace, mode="reschedule", poke_interval=60)
+    first = datetime.now(UTC) - timedelta(seconds=6)
+    ti = RescheduledTry(first)
+    with pytest.raises(AirflowFailException, match="run-unknown-2"):
+        s.poke({"task_reschedule_count": 1, "ti": ti})  # type: ignore[arg-type]
+    assert ti.xcom["return_value"]["problem"]["type"] == "JobRunNotFoundError"
+    assert sim.calls("run-unknown-2") == 1
 
 
 def test_default_deferrable_comes_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ import pytest
 from helpers import DOMAIN, FakeTime
 
 from poller import PollPolicy
-from poller.poke import JobRunPoker, PokeState, describe_lineage, judge
+from poller.poke import JobRunPoker, PokeState, Verdict, describe_lineage, judge
 from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
 
 LINEAGE = Lineage(
@@ -135,6 +135,44 @@ def test_bad_ids_fail_with_no_call(sim: Simulator, client: Any, fake_time: FakeT
     assert verdict.document is not None
     assert verdict.document["problem"]["type"] == "InvalidRequestError"
     assert sim.requests == []
+
+
+def test_an_unknown_run_fails_once_the_grace_has_passed_since_the_first_poke(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """Pokes shorter than not_found_grace end a run that never appears as one long wait does."""
+    seams = Seams(clock=fake_time.clock, wall=fake_time.clock, sleep=fake_time.sleep)
+    policy = PollPolicy(jitter=0, not_found_grace=3)
+    one = JobRunPoker(DOMAIN, "run-gone", budget=1, policy=policy, client=client, seams=seams)
+    first = fake_time.now
+    verdicts: list[Verdict] = []
+    while not verdicts or verdicts[-1].state is PokeState.WAITING:
+        assert len(verdicts) < 10, "the pokes never gave up on the run"
+        verdicts.append(one.poke())
+        fake_time.sleep(1)
+    assert (verdicts[-1].retryable, len(verdicts) > 1) == (False, True)
+    assert verdicts[-1].document is not None
+    assert verdicts[-1].document["problem"]["type"] == "JobRunNotFoundError"
+    assert 3 <= fake_time.now - first <= 3 + 1 + 1 + 1  # grace, a poke, a sleep, one more
+
+
+def test_a_poker_told_when_the_wait_began_counts_the_grace_from_then(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """A rescheduled poke of a wait older than not_found_grace fails an unknown run at once."""
+    seams = Seams(clock=fake_time.clock, wall=fake_time.clock, sleep=fake_time.sleep)
+    old = JobRunPoker(
+        DOMAIN,
+        "run-gone",
+        budget=1,
+        policy=PollPolicy(jitter=0, not_found_grace=3),
+        client=client,
+        resumed=True,
+        started=fake_time.now - 5,
+        seams=seams,
+    )
+    verdict = old.poke()
+    assert (verdict.state, verdict.retryable, sim.calls("run-gone")) == (PokeState.FAILED, False, 1)
 
 
 def test_judge_reads_a_wait_timeout_as_not_done() -> None:

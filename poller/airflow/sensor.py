@@ -122,6 +122,7 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         if self._poker is None:
             # The connection settings, as templated, pick the process's shared client.
             spec = ClientSpec(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
+            rescheduled = self.reschedule and context.get("task_reschedule_count", 0) > 0
             self._poker = JobRunPoker(
                 self.domain_id,
                 self.job_run_id,
@@ -130,8 +131,10 @@ class DataZoneJobRunSensor(BaseSensorOperator):
                 policy=self.policy,
                 connect=lambda: client_for(spec),
                 # A rescheduled poke is a new sensor in a new process: an
-                # earlier one of this try already logged the start.
-                resumed=self.reschedule and context.get("task_reschedule_count", 0) > 0,
+                # earlier one of this try already logged the start, and the
+                # wait (its not-found grace) began with it.
+                resumed=rescheduled,
+                started=_first_poke(context) if rescheduled else None,
             )
         return self._poker
 
@@ -273,3 +276,10 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         if getattr(self, "never_fail", False) and isinstance(error, Exception):
             raise AirflowSkipException(f"Skipping due to never_fail: {error}") from error
         raise error
+
+
+def _first_poke(context: Context) -> float | None:
+    """When this try's first poke began, from Airflow's reschedule records (epoch seconds)."""
+    ti = context.get("ti")
+    first = ti.get_first_reschedule_date(context) if ti is not None else None
+    return first.timestamp() if first is not None else None
