@@ -131,6 +131,12 @@ class Seams:
 REAL = Seams()
 
 
+def wall_of(seams: Seams) -> Clock:
+    """The wall clock a wait reads: its seam, else the process's (``reset(seams=...)``)."""
+    wall: Clock = seams.wall or _home.peek("wall") or time.time
+    return wall
+
+
 def resolve_client(
     client: JobRunClient | ClientSettings | None, *, shared: bool = False
 ) -> JobRunClient:

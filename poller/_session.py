@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from poller import _history, _home, _otel, log
+from poller import _history, _otel, log
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import (
     CallFault,
@@ -27,7 +27,7 @@ from poller._policy import (
     expire,
     fail,
 )
-from poller._runtime import REAL, Clock, Seams
+from poller._runtime import REAL, Clock, Seams, wall_of
 from poller.errors import PollerError, WaitCancelledError
 
 __all__ = [
@@ -117,8 +117,7 @@ class WaitSession:
         # (startTime is wall time) follow an injected or scaled clock too, and
         # a fan-out's run created after its start is not taken as older. The
         # wall is the wait's seam, else the process's (``reset(seams=...)``).
-        wall: Clock = seams.wall or _home.peek("wall") or time.time
-        self._wall_at_start = wall() - (self._clock() - self.state.started)
+        self._wall_at_start = wall_of(seams)() - (self._clock() - self.state.started)
         self._learned: _history.Learned | None = None
         self._run_started: float | None = None  # the run's start on the wait's clock
         # OpenTelemetry: this wait's span, a child of the caller's current one (None: off).

@@ -14,7 +14,6 @@ event) is judged by the same rules.
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,7 +22,7 @@ from poller._datazone import JobRunClient, validate_ids
 from poller._engine import engine_seams, joins_engine
 from poller._model import JobRun, Outcome, WaitResult, describe_lineage
 from poller._policy import PollPolicy, Step
-from poller._runtime import REAL, ClientSettings, Seams, resolve_client
+from poller._runtime import REAL, ClientSettings, Seams, resolve_client, wall_of
 from poller._session import WaitSession
 from poller._waiter import read_once
 from poller.errors import PollerError, ServiceUnavailableError
@@ -198,7 +197,7 @@ class JobRunPoker:
         # Each poke is a new session: its not-found grace is what is left of
         # the wait's, or a run that never appears would be "not seen yet"
         # for ever to pokes shorter than the grace.
-        now = (self._seams.wall or time.time)()
+        now = wall_of(self._seams)()
         if self._started is None:
             self._started = now
         left = self.policy.not_found_grace - max(now - self._started, 0.0)

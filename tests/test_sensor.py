@@ -9,7 +9,7 @@ from helpers import DOMAIN, FakeTime
 
 from poller import PollPolicy
 from poller.poke import JobRunPoker, PokeState, Verdict, describe_lineage, judge
-from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
+from poller.testing import Fault, Lineage, RunScript, Seams, Simulator, reset
 
 LINEAGE = Lineage(
     total_queries_processed=42, num_queries_failed=2, error_messages=("bad SQL", "timeout")
@@ -173,6 +173,23 @@ def test_a_poker_told_when_the_wait_began_counts_the_grace_from_then(
     )
     verdict = old.poke()
     assert (verdict.state, verdict.retryable, sim.calls("run-gone")) == (PokeState.FAILED, False, 1)
+
+
+def test_a_poker_dates_its_pokes_by_the_processs_wall_as_a_wait_does(
+    sim: Simulator, client: Any, fake_time: FakeTime
+) -> None:
+    """With the process's wall set (`reset(seams=...)`), the grace runs on it, not on time.time."""
+    reset(seams=Seams(wall=fake_time.clock))
+    seams = Seams(clock=fake_time.clock, sleep=fake_time.sleep)
+    policy = PollPolicy(jitter=0, not_found_grace=3)
+    one = JobRunPoker(DOMAIN, "run-gone", budget=1, policy=policy, client=client, seams=seams)
+    verdicts: list[Verdict] = []
+    while not verdicts or verdicts[-1].state is PokeState.WAITING:
+        assert len(verdicts) < 10, "the pokes never gave up on the run"
+        verdicts.append(one.poke())
+        fake_time.sleep(1)
+    assert verdicts[-1].document is not None
+    assert verdicts[-1].document["problem"]["type"] == "JobRunNotFoundError"
 
 
 def test_judge_reads_a_wait_timeout_as_not_done() -> None:
