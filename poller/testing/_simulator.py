@@ -63,8 +63,9 @@ class RequestRecord:
     (`Fault.reset`). ``error_type`` is the ``x-amzn-ErrorType`` sent, if any.
     ``answered_status`` is the job-run status in the answer, if any.
     ``fault`` says what made the answer a fault: a `Fault` kind ("throttle",
-    "http", "reset", ...), "throttle_rate" for a random throttle or "max_rps"
-    for the server-wide rate limit; None otherwise. ``method`` and ``path``
+    "http", "reset", ...), "throttle_rate" for a random throttle, "max_rps"
+    for the server-wide rate limit, "storm" (`Simulator.storm`) or "background"
+    (`Simulator.throttle_others`); None otherwise. ``method`` and ``path``
     are the request line's; ``access_key_id`` is the key ID of the SigV4
     ``Authorization`` header (the signature and secret are never kept).
     """
@@ -277,6 +278,8 @@ class Simulator(LocalEndpoint):
         self._list_faults: dict[tuple[str, str], list[Fault]] = {}
         self._list_delays: dict[tuple[str, str], float] = {}
         self._list_extras: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._storms: list[tuple[float, float]] = []
+        self._background = 0.0
         self._seq = 0
         self._records: list[RequestRecord] = []
         self._server: _Server | None = None
@@ -553,6 +556,30 @@ class Simulator(LocalEndpoint):
         with self._lock:
             self._list_delays[(domain_id, job_id)] = seconds
 
+    def storm(self, start: float, end: float) -> None:
+        """Throttle every request that arrives while the clock is in ``[start, end)``.
+
+        A throttle storm: the account's limit was spent by others for a while,
+        then the server is healthy again. Answered before ``max_rps``; recorded
+        with fault "storm".
+        """
+        if not end > start:
+            raise ValueError("a storm must end after it starts")
+        with self._lock:
+            self._storms.append((start, end))
+
+    def throttle_others(self, rate: float) -> None:
+        """Throttle this share of every later request at random (seeded), whoever asks.
+
+        What other clients of the account do to poller's calls: a steady
+        share of them throttled, however few poller makes. Recorded with fault
+        "background".
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("'rate' must be between 0 and 1")
+        with self._lock:
+            self._background = rate
+
     def add_list_item(self, domain_id: str, job_id: str, item: Mapping[str, Any]) -> None:
         """Put ``item`` (a JobRunSummary, maybe of another run, job or domain) first in every
         later first page of the job's ListJobRuns: a server that lists what it should not."""
@@ -681,6 +708,10 @@ class Simulator(LocalEndpoint):
         rejected = _check_auth(authorization)
         if rejected is not None:
             return rejected
+        if any(start <= now < end for start, end in self._storms):
+            return _aws_error(429, "ThrottlingException", "Rate exceeded", fault="storm")
+        if self._background > 0 and self._rng.random() < self._background:
+            return _aws_error(429, "ThrottlingException", "Rate exceeded", fault="background")
         if not self._take_token(now):
             return _aws_error(429, "ThrottlingException", "Rate exceeded", fault="max_rps")
         if route.operation == "Unknown":
