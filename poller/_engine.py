@@ -81,6 +81,7 @@ from poller._runtime import (
     CALL_WORKERS,
     CANCEL_POLL,
     AsyncSleep,
+    CallPool,
     Clock,
     Seams,
     TurnExpired,
@@ -153,6 +154,10 @@ FIRST_GRACE = 0.3
 # A first call booked later than this after it was asked for looks for a sooner free
 # time this often (s): listed runs give their slots back, and unread runs take them.
 FIRST_RECHECK = 0.5
+# A history lookup is made only if the budget has a free time within this (s).
+EXTRA_HORIZON = 1.0
+# A wait no call of which fits before its deadline tries to book again this often (s).
+STUCK_RECHECK = 0.5
 
 
 class Phase(enum.Enum):
@@ -207,7 +212,9 @@ class _Turns:
         "granted_at",
         "once",
         "phase",
+        "reads",
         "session",
+        "since",
         "watch",
     )
 
@@ -229,6 +236,8 @@ class _Turns:
         self._booking: Booking | None = None  # the next call, once booked
         self.granted_at = -math.inf  # the booked time of the call going out now
         self.watch: _Watch | None = None  # its job's watch, while WATCHED
+        self.reads: tuple[str, str] | None = None  # the job it counts among the readers of
+        self.since = fleet.clock()  # when it joined the fleet
         # Set by a listing that shows this wait's run while it waits for its turn.
         self._news: asyncio.Future[object] | None = None
         self._due = -math.inf  # when the look the core asked for is due
@@ -312,8 +321,10 @@ class _Turns:
             self._news = asyncio.get_running_loop().create_future()
         if self.phase is Phase.UNREAD and self._booking is None:
             self._book(fleet.clock())
-        # No call fitted before the deadline: wait for it (or a listing), not for a late one.
-        stuck = False
+        # No call fitted before the deadline (`pace` found none): look again as the calendar
+        # frees, and meanwhile for a listing; a wait its watch looks for has no call of its own.
+        watched = self.watch is not None and self.watch.active
+        stuck = self._booking is None and not watched
         while True:
             news = self._news
             try:
@@ -345,12 +356,13 @@ class _Turns:
             if booking is None:
                 # No listing in time (late, or none by the deadline): a call of its
                 # own, if one fits; if none does before the deadline, the wait ends.
-                self._news = None
+                # While none fits, a listing may still show the run: it keeps listening.
                 if self._book(max(self._due, fleet.clock())) is None:
                     if self._past_deadline():
                         raise TurnExpired(UNREACHED)
                     stuck = True
                 else:
+                    self._news = None
                     stuck = False
                 continue
             self._news = None  # an answer to the call about to go out is newer
@@ -394,7 +406,7 @@ class _Turns:
                 await until_booked(
                     fleet.limiter,
                     booking,
-                    since=self._asked if first else self._booked_at,
+                    since=self._asked,
                     asked=self._asked,
                     clock=fleet.clock,
                     sleep=fleet.sleep,
@@ -402,7 +414,12 @@ class _Turns:
                     recheck=FIRST_RECHECK if first else RECHECK,
                 )
                 return
-            if (delay := self._news_by(stuck=stuck) - fleet.clock()) <= 0:
+            delay = self._news_by(stuck=stuck) - fleet.clock()
+            if stuck:
+                # No call fitted before the deadline: look again as the calendar frees
+                # (calls given back, a rate that climbed back), never only at the deadline.
+                delay = min(delay, STUCK_RECHECK)
+            if delay <= 0:
                 return
             if math.isinf(delay):
                 assert news is not None, "a wait with no deadline always gets a booking"
@@ -410,12 +427,14 @@ class _Turns:
                 return
             if news is None:
                 await fleet.sleep(delay)
-                continue
-            sleeper = asyncio.ensure_future(fleet.sleep(delay))
-            try:
-                await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
+            else:
+                sleeper = asyncio.ensure_future(fleet.sleep(delay))
+                try:
+                    await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+            if stuck:
+                return  # `turn` tries to book again
 
     def started(self) -> None:
         """The wait had its first answer (or a listing showed its run): its place among the
@@ -438,6 +457,9 @@ class _Turns:
         self.release()
         self.started()
         self.phase = Phase.DONE
+        if self.reads is not None:
+            self._fleet.unread(self.reads)
+            self.reads = None
         if self.watch is not None:
             self.watch.leave(self)
 
@@ -499,9 +521,16 @@ class _Watch:
             self.members.add(turns)
 
     def leave(self, turns: _Turns) -> None:
-        """The wait ended, or the listing does not show it."""
+        """The wait ended, or the listing does not show it; the last to end ends the watch
+        (one the listing did not show keeps it: listing the job again would not help)."""
         self.members.discard(turns)
+        ended = turns.phase is Phase.DONE
         turns.unlisted()
+        if ended and not self.members and not self.stopped:
+            self.stopped = True
+            self._cancel()
+            self._give_back()
+            self._fleet.retire(self)
 
     def answer_by(self) -> float:
         """When the listing its runs wait for is late (`_listing.answer_by`)."""
@@ -693,6 +722,7 @@ class _Watch:
             return
         self.stopped = True
         self._cancel()
+        self._fleet.retire(self, failed=True)
         for turns in list(self.members):
             self.leave(turns)
         domain_id, job_id = self.key
@@ -739,6 +769,9 @@ class Fleet:
         # The live waits, so a job's listing finds the runs it shows.
         self.waits: dict[RunRef, list[_Turns]] = {}
         self.watches: dict[tuple[str, str], _Watch] = {}
+        # When each job's last listing stopped (denied, failing): the waits that were
+        # there then do not list it again; a wait that came later may.
+        self.unlisted: dict[tuple[str, str], float] = {}
         # Waits that have not had a first answer yet: a listing may show them.
         self.unseen = 0
         # How many waits read a run of each job by their own call.
@@ -787,9 +820,13 @@ class Fleet:
         retry_max: float,
     ) -> None:
         key = (domain_id, job_id)
-        booking = self.limiter.reserve(self.clock(), deadline)
+        # Polls before extras: a lookup only takes a free time soon; with the budget
+        # full, it would take the slot of a due poll (it is claimed again later).
+        now = self.clock()
+        latest = now + EXTRA_HORIZON if deadline is None else min(deadline, now + EXTRA_HORIZON)
+        booking = self.limiter.reserve(now, latest)
         if booking is None:
-            shared_cache().release(key)  # the budget cannot fit it before the wait ends
+            shared_cache().release(key)  # the budget cannot fit it soon enough
             return
         try:
             await until_booked(
@@ -823,23 +860,51 @@ class Fleet:
         still going. A finished run costs one GetJobRun and nothing else.
         """
         policy = turns.session.policy
-        if run.is_terminal or not run.job_id or not policy.history:
-            return
+        if run.is_terminal or not run.job_id or not policy.history or turns.phase is Phase.ALONE:
+            return  # a wait its job's listing let go makes its own calls to the end
         key = (run.domain_id, run.job_id)
         watch = self.watches.get(key)
         if watch is None:
             if turns.phase is Phase.STARTED:
                 turns.phase = Phase.OWN
+                turns.reads = key
                 self.readers[key] += 1
             claimed = wants_history(policy, run)
-            if worth_a_watch(
+            if claimed and self.readers[key] <= 1 and not self.can_pay():
+                # Polls before extras: with the budget full, a job's first listing would
+                # take a due poll's slot for runs it may not show; claimed again later.
+                shared_cache().release(key)
+                claimed = False
+            came_after = turns.since > self.unlisted.get(key, -math.inf)
+            if came_after and worth_a_watch(
                 history_claimed=claimed, unread=self.unseen, readers=self.readers[key]
             ):
+                self.unlisted.pop(key, None)
                 watch = self.watches[key] = _Watch(self, key, turns, claimed=claimed)
             elif claimed:
                 self.learn(turns.client, *key, turns.session.state.deadline, policy.retry_max)
         if watch is not None:
             watch.join(turns)
+
+    def can_pay(self) -> bool:
+        """True while the budget has a free time soon (EXTRA_HORIZON): an extra call
+        (a history lookup, a job's first listing) takes no due poll's place."""
+        now = self.clock()
+        return self.limiter.free_at(now) <= now + EXTRA_HORIZON
+
+    def unread(self, key: tuple[str, str]) -> None:
+        """A wait that read a run of the job ``key`` by its own call ended."""
+        self.readers[key] -= 1
+        if self.readers[key] <= 0:
+            del self.readers[key]
+
+    def retire(self, watch: _Watch, *, failed: bool = False) -> None:
+        """``watch`` stopped (``failed``) or has no member left: the job's next wait may list
+        it anew; after a failure, only a wait that came after it."""
+        if self.watches.get(watch.key) is watch:
+            del self.watches[watch.key]
+        if failed:
+            self.unlisted[watch.key] = self.clock()
 
     def show(self, watch: _Watch, runs: list[JobRun]) -> set[_Turns]:
         """A page of the watch's job came back: each live wait it shows takes its run.
@@ -981,8 +1046,10 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._fleets: dict[AccountKey, Fleet] = {}
-        # Cancel events of blocking callers, looked at by one ticker (`_tick`).
-        self._stops: dict[threading.Event, set[asyncio.Task[Any]]] = {}
+        self._pools: list[CallPool] = []
+        # Cancel events of blocking callers, and async callers' loops (a loop closed under
+        # a wait it no longer awaits stops it), looked at by one ticker (`_tick`).
+        self._stops: dict[threading.Event | asyncio.AbstractEventLoop, set[asyncio.Task[Any]]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -1022,8 +1089,13 @@ class Engine:
         key = account_key(client)
         fleet = self._fleets.get(key)
         if fleet is None:
+            # A call pool per account: calls stuck on one account's endpoint never take
+            # another account's workers (the pool replaces a stuck worker only when its
+            # wait gives the call up).
+            pool = CallPool(CALL_WORKERS, "poller-call")
+            self._pools.append(pool)
             fleet = self._fleets[key] = Fleet(
-                limiter=budget_for(client), clock=self.clock, sleep=self.sleep
+                limiter=budget_for(client), clock=self.clock, sleep=self.sleep, executor=pool
             )
         return fleet
 
@@ -1031,11 +1103,12 @@ class Engine:
         self,
         make: Callable[[Engine], Coroutine[Any, Any, _T]],
         *,
-        cancel: threading.Event | None = None,
+        cancel: threading.Event | asyncio.AbstractEventLoop | None = None,
     ) -> Submitted[_T]:
         """Run ``make(self)`` as a task on the engine's loop, in a copy of this context.
 
-        ``cancel`` set cancels the task (looked at every CANCEL_POLL).
+        ``cancel`` set (an event), or closed (the caller's loop), cancels the task
+        (looked at every CANCEL_POLL).
         """
         loop = self.loop()
         submitted: Submitted[_T] = Submitted(self, loop)
@@ -1047,7 +1120,7 @@ class Engine:
         self,
         make: Callable[[Engine], Coroutine[Any, Any, _T]],
         submitted: Submitted[_T],
-        cancel: threading.Event | None,
+        cancel: threading.Event | asyncio.AbstractEventLoop | None,
         context: contextvars.Context,
     ) -> None:
         future = submitted.future
@@ -1074,7 +1147,9 @@ class Engine:
             if self._ticker is None:
                 self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
-    def _unwatch(self, cancel: threading.Event, task: asyncio.Task[Any]) -> None:
+    def _unwatch(
+        self, cancel: threading.Event | asyncio.AbstractEventLoop, task: asyncio.Task[Any]
+    ) -> None:
         tasks = self._stops.get(cancel)
         if tasks is not None:
             tasks.discard(task)
@@ -1087,7 +1162,10 @@ class Engine:
             while self._stops:
                 await asyncio.sleep(CANCEL_POLL)
                 for event, tasks in list(self._stops.items()):
-                    if event.is_set():
+                    gone = (
+                        event.is_set() if isinstance(event, threading.Event) else event.is_closed()
+                    )
+                    if gone:
                         del self._stops[event]
                         for task in tasks:
                             task.cancel()
@@ -1109,6 +1187,8 @@ class Engine:
         except RuntimeError:
             return  # closed already
         thread.join(timeout=2.0)
+        for pool in self._pools:
+            pool.close()
 
 
 class Submitted(Generic[_T]):
@@ -1198,8 +1278,10 @@ async def run_async(
     coroutine reports ``interrupted``), its value goes to ``on_cancel`` and
     the cancellation goes on.
     """
-    relay = relay if relay is not None else Relay(asyncio.get_running_loop())
-    submitted = engine().submit(make)
+    loop = asyncio.get_running_loop()
+    relay = relay if relay is not None else Relay(loop)
+    # This loop closed under the wait (its thread gave up on it) stops the wait.
+    submitted = engine().submit(make, cancel=loop)
     relay.stop = submitted.stop
     try:
         result = await asyncio.wrap_future(submitted.future)

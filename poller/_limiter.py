@@ -68,6 +68,8 @@ __all__ = [
     "budgets",
     "fit",
     "fit_urgent",
+    "own_overload",
+    "rate_at",
     "respace",
     "succeeded",
     "throttled",
@@ -83,13 +85,25 @@ DEFAULT_MAX_RPS = 10.0
 _MIN_RPS = 0.2
 _DECREASE = 0.5
 _INCREASE = 0.5
+# The throttled share of calls is followed over about this many calls (``short``); the
+# share of other clients' throttles (the weather) is the lowest share of the last
+# ``_EPOCHS`` stretches between two cuts of at least ``_EPOCH_CALLS`` calls each.
+_SHORT_CALLS = 20
+_EPOCHS = 3
+_EPOCH_CALLS = 20
+# A short share within this of the weather (or its noise, if more) is the weather.
+_MARGIN = 0.04
 # Booked times this far in the past are forgotten in batches, not one by one.
 _PRUNE_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
 class AimdSettings:
-    """How the rate adapts: ceiling and floor (calls/s), decrease factor, increase step."""
+    """How the rate adapts: ceiling and floor (calls/s), decrease factor, climb.
+
+    ``decrease``: the share of the rate a cut leaves; ``increase``: how fast
+    the rate climbs back after it (calls/s per second; see `rate_at`).
+    """
 
     max_rps: float = DEFAULT_MAX_RPS
     # Never stall completely: even a badly throttled fleet polls now and then.
@@ -105,8 +119,8 @@ class AimdSettings:
             problems.append(f"min_rps must be a positive number, not {self.min_rps!r}")
         if not (0 < self.decrease < 1):
             problems.append(f"decrease must be between 0 and 1, not {self.decrease!r}")
-        if not (math.isfinite(self.increase) and self.increase >= 0):
-            problems.append(f"increase must be >= 0, not {self.increase!r}")
+        if not (math.isfinite(self.increase) and self.increase > 0):
+            problems.append(f"increase must be > 0, not {self.increase!r}")
         if problems:
             raise InvalidRequestError("invalid rate limit: " + "; ".join(problems))
 
@@ -127,22 +141,77 @@ class AimdSettings:
 
 @dataclass(frozen=True, slots=True)
 class BudgetState:
-    """The rate between calls, and the times the last throttle set."""
+    """The rate, when it was last cut, and the throttled shares that decide a cut.
+
+    ``rate`` is the rate the last cut left; `rate_at` gives it at any time: it
+    climbs back in time whether or not calls are made (as botocore's adaptive
+    mode does), so a budget that can make few calls is not kept low by making few.
+    """
 
     rate: float
     # No call is booked before this: after a throttle, a full new spacing.
     not_before: float = -math.inf
     # Throttles of calls granted before the last decrease say nothing about
     # the new rate; remembering when it happened stops one burst of 429s from
-    # halving the rate once per call that was already in flight.
+    # cutting the rate once per call that was already in flight.
     decreased_at: float = -math.inf
-    # When the last call got through: how busy the budget is (see `succeeded`).
-    succeeded_at: float = -math.inf
+    # The rate calls got through at before the cuts since the last call that got
+    # through: after a storm (cuts in a row, nothing through), the budget starts
+    # again from one cut below it.
+    last_good: float = math.inf
+    # Cuts since a call last got through.
+    cuts: int = 0
+    # The throttled share of the last ~20 calls (an exponential average).
+    short: float = 0.0
+    # Calls and throttles in the low half of the climbs since the last stretch was
+    # closed (`_low`), and the shares of the last few stretches closed.
+    calls: int = 0
+    throttles: int = 0
+    shares: tuple[float, ...] = ()
+
+    @property
+    def weather(self) -> float:
+        """The share of calls throttled whatever this budget does: other clients' use.
+
+        The lowest throttled share of the last few stretches between two cuts:
+        a budget's own overload ends when it cuts its rate (a stretch of its own
+        has few throttles), throttles that do not depend on its rate go on.
+        """
+        return min(self.shares, default=0.0)
 
     @classmethod
     def start(cls, settings: AimdSettings) -> BudgetState:
         """The budget at its ceiling."""
-        return cls(rate=settings.max_rps)
+        return cls(rate=settings.max_rps, last_good=settings.max_rps)
+
+
+def rate_at(settings: AimdSettings, state: BudgetState, now: float) -> float:
+    """The rate at ``now``: the last cut's, climbing back by ``increase`` a second up to the
+    ceiling; in time, whether or not calls are made."""
+    climbed = state.rate + settings.increase * max(now - state.decreased_at, 0.0)
+    return min(climbed, settings.max_rps) if math.isfinite(climbed) else state.rate
+
+
+def _low(settings: AimdSettings, state: BudgetState, now: float) -> bool:
+    """True while the rate is in the first half of its climb back after a cut: what is
+    throttled there is not this budget's overload, which the cut ended."""
+    if state.decreased_at == -math.inf:
+        return True
+    half = min(state.last_good, settings.max_rps) * (1.0 + settings.decrease) / 2.0
+    return rate_at(settings, state, now) < half
+
+
+def _margin(share: float) -> float:
+    # Two standard deviations of the short average's noise around a steady ``share``.
+    alpha = 1.0 / _SHORT_CALLS
+    return max(_MARGIN, 2.0 * math.sqrt(share * (1.0 - share) * alpha / (2.0 - alpha)))
+
+
+def own_overload(state: BudgetState) -> bool:
+    """True when throttles come faster than the weather: the short share is above it by
+    more than its noise. A steady share (other clients of the account) is not."""
+    weather = state.weather
+    return state.short > weather + _margin(weather)
 
 
 def throttled(
@@ -153,33 +222,68 @@ def throttled(
     spacing_cap: float | None = None,
     pending: int = 0,
 ) -> BudgetState:
-    """A call made at ``granted_at`` was throttled: halve the rate, down to the floor.
+    """A call made at ``granted_at`` was throttled: count it, and cut the rate if it is ours.
 
-    ``pending``: how many calls are booked after ``now``. With at most one
-    (the throttled wait alone), the floor is one call per ``spacing_cap``; with
-    more, ``min_rps`` (see `AimdSettings.floor`).
+    The rate is cut (to ``decrease`` of it, down to the floor) when throttles
+    come faster than the weather (`own_overload`): the budget's own overload.
+    A steady share of throttles, other clients' use of the account, is
+    retried without slowing down. ``pending``: how many calls are booked
+    after ``now``. With at most one (the throttled wait alone), the floor is
+    one call per ``spacing_cap``; with more, ``min_rps`` (see `AimdSettings.floor`).
     """
+    state = replace(state, short=state.short + (1.0 - state.short) / _SHORT_CALLS)
     if granted_at < state.decreased_at:
+        return state  # sent before the cut: says nothing of the rate it left
+    if _low(settings, state, now):
+        state = replace(state, calls=state.calls + 1, throttles=state.throttles + 1)
+    if not own_overload(state):
         return state
+    if state.calls >= _EPOCH_CALLS:
+        share = state.throttles / state.calls
+        state = replace(state, calls=0, throttles=0, shares=(*state.shares, share)[-_EPOCHS:])
+    current = rate_at(settings, state, now)
     # Down to the floor, and never up: a rate already below it stays.
     floor = settings.floor(spacing_cap, pending)
-    rate = max(state.rate * settings.decrease, min(state.rate, floor))
-    return replace(state, rate=rate, not_before=now + 1.0 / rate, decreased_at=now)
+    rate = max(current * settings.decrease, min(current, floor))
+    return replace(
+        state,
+        rate=rate,
+        not_before=now + 1.0 / rate,
+        decreased_at=now,
+        last_good=_last_good(state, current),
+        cuts=state.cuts + 1,
+    )
+
+
+def _last_good(state: BudgetState, current: float) -> float:
+    """The rate to climb back to after a cut at ``current``.
+
+    In a storm (cuts in a row, nothing through) the one before it stays; else
+    ``current``.
+    """
+    if state.cuts > 0:
+        return state.last_good
+    return current
 
 
 def succeeded(settings: AimdSettings, state: BudgetState, now: float) -> BudgetState:
-    """A call got through at ``now``: nudge the rate back up towards the ceiling.
+    """A call got through at ``now``: the short share decays; after a storm, the rate
+    starts again one cut below the last good rate.
 
-    By ``increase / rate`` when the calls come a spacing apart or closer (the
-    rate is in use); by less when they come further apart, in proportion: a
-    budget its waits do not use does not grow past what they use, so when their
-    calls bunch up (a listing shows several runs finished) they do not go out
-    at a rate the account never accepted.
+    A storm (cuts in a row with no call through between them) takes the rate
+    to its floor; the first call through ends it, and the budget goes on
+    from where one ordinary cut would have left it, not from the floor.
     """
-    spacings = (now - state.succeeded_at) * state.rate  # since the last call got through
-    used = 1.0 if spacings <= 1.0 else 1.0 / spacings
-    rate = min(state.rate + used * settings.increase / state.rate, settings.max_rps)
-    return replace(state, rate=rate, succeeded_at=now)
+    low = _low(settings, state, now)
+    after = replace(
+        state, short=state.short - state.short / _SHORT_CALLS, calls=state.calls + low, cuts=0
+    )
+    if state.cuts < 2:
+        return after
+    rate = max(
+        rate_at(settings, state, now), min(state.last_good, settings.max_rps) * settings.decrease
+    )
+    return replace(after, rate=rate, decreased_at=now)
 
 
 class Booking:
@@ -312,7 +416,18 @@ class RateLimiter:
     @property
     def rate(self) -> float:
         """The rate allowed right now, in calls a second."""
-        return self._state.rate
+        with self._lock:
+            return rate_at(self._settings, self._state, self._clock())
+
+    def _spacing(self, now: float) -> float:
+        """The spacing between calls at ``now`` (under the lock)."""
+        rate = rate_at(self._settings, self._state, now)
+        if rate >= 2 * self._packed_rate:
+            # A booking now fits between calls booked at the old spacing:
+            # the next reserve (or `sooner`) looks from now again.
+            self._packed_until = -math.inf
+            self._packed_rate = rate
+        return 1.0 / rate
 
     def reserve(
         self, due: float, latest: float | None = None, *, urgent: bool = False
@@ -327,7 +442,7 @@ class RateLimiter:
         """
         with self._lock:
             now = self._clock()
-            spacing = 1.0 / self._state.rate
+            spacing = self._spacing(now)
             booked = self._booked
             stale = bisect.bisect_left(booked, now - spacing, key=_at)
             if stale >= _PRUNE_BATCH:
@@ -356,6 +471,14 @@ class RateLimiter:
                 self._packed_until = t
             return booking
 
+    def free_at(self, due: float) -> float:
+        """The time an ordinary call asked for at ``due`` would be booked at; nothing is booked."""
+        with self._lock:
+            now = self._clock()
+            spacing = self._spacing(now)
+            wanted = max(due, now, self._state.not_before, self._went + spacing)
+            return fit(self._booked, max(wanted, self._packed_until), spacing)[0]
+
     def sooner(self, booking: Booking, due: float) -> Booking:
         """``booking``, moved to a free time before it (at or after ``due``) if there is one.
 
@@ -365,7 +488,7 @@ class RateLimiter:
         """
         with self._lock:
             now = self._clock()
-            spacing = 1.0 / self._state.rate
+            spacing = self._spacing(now)
             booked = self._booked
             wanted = max(due, now, self._state.not_before, self._went + spacing)
             if wanted >= booking.at:
@@ -399,7 +522,7 @@ class RateLimiter:
         """
         with self._lock:
             now = self._clock()
-            spacing = 1.0 / self._state.rate
+            spacing = self._spacing(now)
             if now >= self._went + spacing / 2:
                 self._went = now
                 return True
@@ -440,11 +563,11 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             pending = len(self._booked) - bisect.bisect_right(self._booked, now, key=_at)
-            before = self._state.rate
+            before = rate_at(self._settings, self._state, now)
             self._state = throttled(
                 self._settings, self._state, granted_at, now, spacing_cap, pending
             )
-            if self._state.rate < before:
+            if self._state.decreased_at == now and self._state.rate < before:
                 self._packed_rate = min(self._packed_rate, self._state.rate)
                 # The calls booked at the old rate would keep it up for as long
                 # as bookings reach ahead: they move to the new spacing now.
@@ -454,11 +577,6 @@ class RateLimiter:
         """Report that a call got through."""
         with self._lock:
             self._state = succeeded(self._settings, self._state, self._clock())
-            if self._state.rate >= 2 * self._packed_rate:
-                # A booking now fits between calls booked at the old spacing:
-                # the next reserve (or `sooner`) looks from now again.
-                self._packed_until = -math.inf
-                self._packed_rate = self._state.rate
 
     def report(self, granted_at: float, kind: FaultKind | None, spacing_cap: float) -> None:
         """How the call booked at ``granted_at`` went (``kind``: its fault, None if it got

@@ -137,7 +137,6 @@ def test_aimd_converges_to_the_server_limit_from_a_budget_above_it(clock: Virtua
     assert len(throttled) / len(adapted) < 0.05
     # ...and the fleet uses what the server allows: close to 10/s, not 40/s.
     assert 7 * 50 <= len(adapted) <= 11 * 50
-    assert limiter.rate < 20
 
 
 class RecordingLimiter(RateLimiter):

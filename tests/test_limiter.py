@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import math
 import random
+from dataclasses import replace
 
 import pytest
 from _vtime import VirtualClock, run
@@ -21,6 +22,8 @@ from poller._limiter import (
     BudgetState,
     budget_for,
     fit,
+    own_overload,
+    rate_at,
     succeeded,
     throttled,
     until_booked,
@@ -172,9 +175,9 @@ def test_throttles_of_calls_sent_before_a_decrease_do_not_decrease_again() -> No
     for _ in range(5):
         limiter.throttled(granted_at=sent)
     assert limiter.rate == 8
-    clock.now += 0.5
+    clock.now += 0.5  # the rate climbs back 0.5/s a second: 8.25/s
     limiter.throttled(granted_at=clock.now)  # sent after the decrease: it counts
-    assert limiter.rate == 4
+    assert limiter.rate == 4.125
 
 
 def test_the_rate_never_falls_below_the_floor() -> None:
@@ -184,48 +187,87 @@ def test_the_rate_never_falls_below_the_floor() -> None:
     for _ in range(20):
         clock.now += 1
         limiter.throttled(granted_at=clock.now)
-    assert limiter.rate == 0.5
+    assert limiter.rate == pytest.approx(0.5, rel=1e-3)
 
 
-def test_successes_restore_the_rate_additively_up_to_the_ceiling() -> None:
-    """Additive increase: +increase/rate per success a spacing apart: +0.5/s per second."""
+def test_the_rate_climbs_back_in_time_whether_or_not_calls_are_made() -> None:
+    """After a cut from 10/s to 5/s the rate is 5 + 0.5/s per second: 6 two seconds on, 10 at
+    ten seconds, never more; no call needs to get through for it."""
     settings = AimdSettings(max_rps=10)
-    state = BudgetState(rate=5.0, succeeded_at=100.0)
+    cut = throttled(settings, BudgetState.start(settings), 100.0, 100.0)
+    assert (cut.rate, cut.decreased_at, cut.last_good) == (5.0, 100.0, 10.0)
+    assert rate_at(settings, cut, 100.0) == 5.0
+    assert rate_at(settings, cut, 102.0) == 6.0
+    assert rate_at(settings, cut, 110.0) == 10.0
+    assert rate_at(settings, cut, 1000.0) == 10.0
+    # A success changes nothing of the climb: the rate is time's, not the calls'.
+    assert rate_at(settings, succeeded(settings, cut, 101.0), 102.0) == 6.0
+
+
+def test_a_storm_ends_with_the_rate_one_cut_below_the_last_good_rate_not_at_the_floor() -> None:
+    """Five cuts in a row with nothing through take 10/s to the floor; the first call through
+    after them starts again at 5/s (one cut below 10), and the climb goes on from there."""
+    settings = AimdSettings(max_rps=10, min_rps=0.2)
+    state = BudgetState.start(settings)
+    for _ in range(5):
+        state = throttled(settings, state, 100.0, 100.0)
+    assert state.cuts == 5
+    assert state.last_good == 10.0
+    assert rate_at(settings, state, 100.0) == 0.3125
+    after = succeeded(settings, state, 106.0)
+    assert (after.rate, after.decreased_at, after.cuts) == (5.0, 106.0, 0)
+    assert rate_at(settings, after, 108.0) == 6.0
+    # One cut, then a call through: no storm, the climb is not moved.
+    once = throttled(settings, BudgetState.start(settings), 100.0, 100.0)
+    assert succeeded(settings, once, 101.0).rate == 5.0
+
+
+def test_a_steady_share_of_throttles_is_weather_and_cuts_nothing() -> None:
+    """Stretches in which 5 % of calls were throttled make the weather 5 %: a throttle then
+    cuts only when the last calls' share is well above it (here 12 % and more)."""
+    settings = AimdSettings(max_rps=40)
+    state = BudgetState(rate=40.0, last_good=40.0, shares=(0.05, 0.06, 0.05))
+    assert state.weather == 0.05
     now = 100.0
-    rates = []
-    for _ in range(200):
-        now += 1 / state.rate  # calls going out back to back, at the rate
-        state = succeeded(settings, state, now)
-        rates.append(state.rate)
-    assert rates[0] == pytest.approx(5.1)
-    assert rates == sorted(rates)
-    assert rates[-1] == 10.0
-    # From 5 to 10 takes about (10**2 - 5**2) / (2 * 0.5) = 75 successes, not one.
-    assert 70 < rates.index(10.0) < 80
+    for i in range(200):  # one throttle every 20 calls: the weather's share
+        now += 0.025
+        if i % 20 == 19:
+            state = throttled(settings, state, now, now)
+        else:
+            state = succeeded(settings, state, now)
+    assert (state.rate, state.cuts) == (40.0, 0)
+    # Throttles in a row are not the weather: the budget's own overload is cut.
+    for _ in range(3):
+        now += 0.025
+        state = throttled(settings, state, now, now)
+    assert state.cuts > 0
+    assert rate_at(settings, state, now) < 20.0
+    assert own_overload(BudgetState(rate=1.0, short=0.11, shares=(0.05,))) is False
+    assert own_overload(BudgetState(rate=1.0, short=0.13, shares=(0.05,))) is True
+    # No weather yet: one throttle after calls that all got through is the budget's own.
+    assert own_overload(BudgetState(rate=1.0, short=0.05)) is True
 
 
-def test_a_success_after_calls_further_apart_than_the_spacing_adds_less() -> None:
-    """At 5/s a success a spacing after the last adds 0.1; four spacings after, a quarter."""
+def test_the_weather_is_measured_low_in_the_climb_where_a_budgets_own_overload_has_ended() -> None:
+    """Calls and throttles count towards the weather only while the rate is below the middle
+    of its climb (7.5/s after a cut from 10/s): the stretch is closed at the next cut."""
     settings = AimdSettings(max_rps=10)
-    state = BudgetState(rate=5.0, succeeded_at=100.0)
-    assert succeeded(settings, state, 100.2).rate == pytest.approx(5.1)
-    assert succeeded(settings, state, 100.1).rate == pytest.approx(5.1)
-    assert succeeded(settings, state, 100.8).rate == pytest.approx(5.025)
-    # A budget nobody used for a long while does not grow on one call.
-    assert succeeded(settings, BudgetState(rate=5.0), 100.0).rate == 5.0
-    assert succeeded(settings, state, 100.8).succeeded_at == 100.8
-
-
-def test_aimd_recovers_after_a_throttle_with_sustained_success() -> None:
-    """Throttle, then calls that get through back to back: the rate comes back to the budget."""
-    clock = FakeTime()
-    limiter = RateLimiter(10, clock=clock)
-    limiter.throttled(granted_at=clock.now)
-    assert limiter.rate == 5
-    for _ in range(100):
-        grants(limiter, clock, 1)
-        limiter.succeeded()
-    assert limiter.rate == 10
+    state = throttled(settings, BudgetState.start(settings), 100.0, 100.0)
+    state = replace(state, shares=(0.3,))  # a weather that keeps these throttles from cutting
+    now = 100.0
+    for i in range(40):  # 5/s to 7/s: low in the climb, one throttle in ten counted
+        now += 0.1
+        if i % 10 == 9:
+            state = throttled(settings, state, now, now)
+        else:
+            state = succeeded(settings, state, now)
+    assert (state.calls, state.throttles) == (41, 5)  # the cut's own throttle too
+    now = 106.0  # 8/s: past the middle, nothing is counted
+    state = succeeded(settings, state, now)
+    assert state.calls == 41
+    state = throttled(settings, replace(state, short=0.9), now, now)
+    assert state.shares == (0.3, 5 / 41)
+    assert (state.calls, state.throttles) == (0, 0)
 
 
 def test_the_floor_of_one_call_per_retry_max_holds_for_a_wait_alone_only() -> None:
@@ -256,25 +298,25 @@ def test_a_busy_budget_comes_down_below_one_call_per_retry_max() -> None:
         clock.now += 1
         limiter.throttled(granted_at=clock.now, spacing_cap=0.1)
         rates.append(limiter.rate)
-    assert rates == [5, 2.5, 1.25, 0.625]
+    # Each second between the cuts the rate climbs 0.5/s: 10, 5.5, 3.25, 2.125 before them.
+    assert rates == [5, 2.75, 1.625, 1.0625]
 
 
 def test_once_the_rate_doubles_a_booking_fits_between_calls_booked_at_the_old_spacing() -> None:
     """Calls respaced at 2/s, then the rate back at 4/s: a new call goes in a gap, not last."""
     clock = FakeTime()
     limiter = RateLimiter(4, clock=clock)
-    booked = [limiter.reserve(clock.now) for _ in range(4)]
+    booked = [limiter.reserve(clock.now + 10) for _ in range(4)]
     limiter.throttled(granted_at=clock.now)
-    assert [b.at - 1000 for b in booked if b is not None] == [0, 0.5, 1.0, 1.5]
-    last = limiter.reserve(clock.now)
+    assert [b.at - 1010 for b in booked if b is not None] == [0, 0.5, 1.0, 1.5]
+    last = limiter.reserve(clock.now + 10)
     assert last is not None
-    assert last.at == 1002.0
-    for _ in range(20):  # calls getting through, here all at once
-        limiter.succeeded()
+    assert last.at == 1012.0
+    clock.now += 4  # the climb back: 2/s + 0.5/s a second
     assert limiter.rate == 4
-    gap = limiter.reserve(clock.now)
+    gap = limiter.reserve(clock.now + 6)
     assert gap is not None
-    assert gap.at == 1000.75
+    assert gap.at == 1010.25
 
 
 @given(
@@ -286,26 +328,23 @@ def test_once_the_rate_doubles_a_booking_fits_between_calls_booked_at_the_old_sp
 def test_two_budgets_fed_the_same_throttles_and_successes_only_get_closer(
     rates: tuple[float, float], events: list[tuple[str, float]]
 ) -> None:
-    """AIMD favours no one: the gap between two rates never grows, and a throttle halves it.
+    """AIMD favours no one: the gap between two rates never grows past where it started.
 
     Two processes on one account see the account's answers at the same
-    moments; whatever they are, the faster one never pulls away. (Rates stay
-    at or above 1/s here: far below it, one success adds more than the gap.)
+    moments; whatever they are, the faster one never pulls away.
     """
     settings = AimdSettings(max_rps=20, min_rps=1)
-    states = [BudgetState(rate=r) for r in rates]
+    states = [BudgetState(rate=r, decreased_at=0.0, last_good=r) for r in rates]
+    first = abs(rates[0] - rates[1])
     now = 0.0
     for kind, dt in events:
         now += dt
-        gap = abs(states[0].rate - states[1].rate)
         if kind == "success":
             states = [succeeded(settings, s, now) for s in states]
-            assert abs(states[0].rate - states[1].rate) <= gap + 1e-9
         else:
             states = [throttled(settings, s, now, now, 0.1, pending=10) for s in states]
-            after = abs(states[0].rate - states[1].rate)
-            floored = min(s.rate for s in states) == settings.min_rps
-            assert after <= (gap if floored else gap * settings.decrease) + 1e-9
+        after = abs(rate_at(settings, states[0], now) - rate_at(settings, states[1], now))
+        assert after <= first + 1e-9  # climbing, cut, or starting again after a storm
 
 
 def test_lowering_max_rps_caps_the_current_rate() -> None:
@@ -332,7 +371,8 @@ def test_throttled_is_pure_and_keeps_the_rate_within_bounds() -> None:
     lowered = throttled(settings, start, 0.0, 1.0)
     assert start.rate == 3
     assert lowered.rate == 1.5
-    assert throttled(settings, lowered, 2.0, 2.0).rate == 1
+    assert throttled(settings, lowered, 1.0, 1.0).rate == 1
+    assert rate_at(settings, lowered, 1e9) == 3
 
 
 def test_one_budget_per_account_and_max_rps_sets_it() -> None:

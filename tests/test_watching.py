@@ -153,15 +153,21 @@ def test_only_the_chosen_end_states_are_announced(sim: Simulator, clock: Virtual
 def test_a_throttled_listing_is_retried_and_slows_the_budget(
     sim: Simulator, clock: VirtualClock
 ) -> None:
-    """Two throttles, then the listing gets through; the budget's rate was halved."""
+    """Two throttles, then the listing gets through; the first halved the budget's rate."""
     past(sim)
     ids = sim.add_scheduled_runs(DOMAIN, JOB, [(0, 600, "SUCCESS")])
     sim.fail_list_job_runs(DOMAIN, JOB, Fault.throttle(), Fault.throttle())
-    budget = RateLimiter(10, clock=clock)
-    got = collect(sim, clock, 1, limiter=budget)
+    rates: list[float] = []
+
+    class Budget(RateLimiter):
+        def throttled(self, granted_at: float, spacing_cap: float | None = None) -> None:
+            super().throttled(granted_at, spacing_cap)
+            rates.append(self.rate)
+
+    got = collect(sim, clock, 1, limiter=Budget(10, clock=clock))
     assert [r.job_run_id for r, _ in got] == ids
     assert [r.status_code for r in operations(sim, "ListJobRuns")][:3] == [429, 429, 200]
-    assert budget.rate < 10
+    assert rates[:1] == [5]  # cut; it climbs back in time after
 
 
 def test_denied_access_ends_the_watch_at_once_with_its_error(

@@ -1,0 +1,92 @@
+"""What others do to a process's waits: a hung endpoint, a loop closed under a wait, a denied
+listing. Each runs on the process's engine, in real time, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from helpers import DOMAIN, keep
+
+from poller import Outcome, PollPolicy, wait_for_job_runs
+from poller._waiter import wait_result
+from poller.aio import async_wait_result
+from poller.testing import Fault, RunScript, SilentServer, Simulator
+
+
+def test_a_hung_endpoint_of_one_account_takes_no_capacity_from_another() -> None:
+    """Ten waits stuck on an endpoint that never answers leave a healthy account's wait
+    free to read its finished run at once (the call pool was shared by every account, and
+    the healthy wait failed after 8.8 s with no call at its server)."""
+    policy = PollPolicy(timeout=6, interval=0.5, history=False)
+    with SilentServer() as silent, Simulator() as sim:
+        sim.add_run(DOMAIN, "done", RunScript(statuses=["SUCCESS"]))
+        hung = keep(silent.client(read_timeout=30))
+        stuck = [
+            threading.Thread(
+                target=wait_result,
+                args=(DOMAIN, f"run-{i}"),
+                kwargs={"client": hung, "policy": policy},
+            )
+            for i in range(10)
+        ]
+        for thread in stuck:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while len(silent.requests) < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(silent.requests) >= 8  # the calls are out, and hang
+        started = time.monotonic()
+        result = wait_result(DOMAIN, "done", client=keep(sim.client()), policy=policy)
+        took = time.monotonic() - started
+        for thread in stuck:
+            thread.join()
+    assert result.outcome is Outcome.SUCCEEDED
+    assert took < 2.0
+
+
+def test_an_async_wait_stops_when_its_callers_loop_is_closed_under_it() -> None:
+    """A wait with no deadline, left pending on a loop its thread then closes, makes no more
+    calls (the engine kept calling GetJobRun for it until the process ended)."""
+    with Simulator() as sim:
+        sim.add_run(DOMAIN, "forever", RunScript(timeline=[(0.0, "IN_PROGRESS")]))
+        client = keep(sim.client())
+        policy = PollPolicy(timeout=None, interval=0.1, max_interval=0.1, history=False)
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(async_wait_result(DOMAIN, "forever", client=client, policy=policy))
+        loop.run_until_complete(asyncio.sleep(0.5))
+        assert sim.calls("forever") >= 2  # it was polling
+        loop.close()  # the task is left pending: nobody cancels it
+        time.sleep(0.5)  # the engine notices within CANCEL_POLL
+        before = sim.calls("forever")
+        time.sleep(1.5)
+        after = sim.calls("forever")
+        del task
+    assert after == before
+
+
+def test_a_denied_listing_does_not_keep_the_jobs_later_waits_from_their_listing() -> None:
+    """The first listing of job-x is denied; a later fleet of job-x's runs is listed again
+    (the stopped listing stayed in the engine for the life of the process)."""
+    policy = PollPolicy(timeout=20, interval=0.2, max_interval=0.5, retry_initial=0.1)
+    with Simulator() as sim:
+        for i in range(6):  # the second three still going when the first three have ended
+            end = 1.0 + 0.1 * i if i < 3 else 5.0 + 0.1 * i
+            timeline = [(0.0, "IN_PROGRESS"), (end, "SUCCESS")]
+            sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline), job_id="job-x")
+        sim.fail_list_job_runs(DOMAIN, "job-x", Fault.error("AccessDeniedException", 403))
+        client = keep(sim.client())
+        first = wait_for_job_runs(
+            [(DOMAIN, f"run-{i}") for i in range(3)], client=client, policy=policy
+        )
+        listed_first = sum(1 for r in sim.requests if r.operation == "ListJobRuns")
+        second = wait_for_job_runs(
+            [(DOMAIN, f"run-{i}") for i in range(3, 6)], client=client, policy=policy
+        )
+        listed_second = sum(1 for r in sim.requests if r.operation == "ListJobRuns") - listed_first
+    outcomes: list[Any] = [r.outcome for r in (*first, *second)]
+    assert outcomes == [Outcome.SUCCEEDED] * 6
+    assert listed_first >= 1
+    assert listed_second >= 1

@@ -1,0 +1,99 @@
+"""A ThrottlingException never ends a wait: storms, other clients' throttles, a full calendar.
+
+Each fleet runs on the engine's `Fleet` (a fan-out given its own budget runs
+the same fleet, calendar and budget as the process's engine) on virtual time
+against the simulator, so a minute of throttling takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+from _vtime import VirtualClock, run
+from helpers import DOMAIN, QUIET, keep
+
+from poller import Outcome, PollPolicy, RateLimiter, WaitResult
+from poller.aio import CALL_WORKERS, async_wait_for_job_runs
+from poller.testing import RunScript, Seams, Simulator
+
+# The policy of the background-throttling fleets (issue 23's table).
+BRISK = PollPolicy(interval=0.5, max_interval=2, retry_initial=0.1, retry_max=2)
+
+
+def fleet(
+    count: int,
+    *,
+    ends: tuple[float, float],
+    timeout: float,
+    policy: PollPolicy = BRISK,
+    max_rps: float = 10,
+    server_rps: float | None = None,
+    storm: tuple[float, float] | None = None,
+    others: float = 0.0,
+    seed: int = 1,
+) -> tuple[list[WaitResult], Simulator, float]:
+    """``count`` runs of their own jobs ending ``ends`` seconds after the start, waited on
+    together; returns the results, the simulator and the virtual seconds the wait took."""
+    clock = VirtualClock()
+    with Simulator(clock=clock, seed=seed, max_rps=server_rps) as sim:
+        rng = random.Random(seed)
+        for i in range(count):
+            end = rng.uniform(*ends)
+            timeline = [(0.0, "SCHEDULED"), (end / 2, "IN_PROGRESS"), (end, "SUCCESS")]
+            sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline), job_id=f"job-{i}")
+        if storm is not None:
+            sim.storm(clock.now + storm[0], clock.now + storm[1])
+        if others:
+            sim.throttle_others(others)
+        start = clock.now
+        coro = async_wait_for_job_runs(
+            [(DOMAIN, f"run-{i}") for i in range(count)],
+            client=keep(sim.client(max_pool_connections=CALL_WORKERS)),
+            policy=policy.with_timeout(timeout),
+            limiter=RateLimiter(max_rps, clock=clock),
+            seams=Seams(clock=clock, rng=random.Random(seed), logger=QUIET),
+        )
+        results = run(coro, clock)
+    return results, sim, clock.now - start
+
+
+def outcomes(results: list[WaitResult]) -> Counter[Any]:
+    return Counter(result.outcome for result in results)
+
+
+def test_a_five_second_storm_ends_no_wait_and_every_run_is_seen_soon_after() -> None:
+    """30 waits, every call throttled from 0.5 s to 5.5 s: all 30 succeed, the last seen
+    within two of the policy's longest intervals after the storm (it was 19 errors and 3
+    wait timeouts: bookings that no longer fitted slept to the deadline)."""
+    results, sim, took = fleet(30, ends=(1, 5), timeout=30, policy=PollPolicy(), storm=(0.5, 5.5))
+    assert outcomes(results) == {Outcome.SUCCEEDED: 30}
+    assert any(r.fault == "storm" for r in sim.requests)  # the storm was met
+    assert took <= 5.5 + 2 * PollPolicy().max_interval
+
+
+def test_a_wait_whose_call_no_longer_fits_books_again_when_the_calendar_frees() -> None:
+    """A storm cuts a busy budget to its floor, so the next calls of most waits do not fit
+    before their 12 s deadlines; they fit again once the storm is over: none ends an error."""
+    results, _, _ = fleet(30, ends=(1, 3), timeout=12, policy=PollPolicy(), storm=(0.2, 3.0))
+    assert outcomes(results) == {Outcome.SUCCEEDED: 30}
+
+
+@pytest.mark.parametrize(("others", "count", "timeout"), [(0.05, 150, 60), (0.20, 100, 90)])
+def test_other_clients_throttles_slow_a_fleet_little_and_lose_no_run(
+    others: float, count: int, timeout: float
+) -> None:
+    """A 40/s server that throttles a share of every client's calls at random: every run is
+    seen ended, within 3x the time the same fleet takes on a healthy server (139 of 150
+    were still SCHEDULED after 60 s at 5 %: each throttle halved the budget, and the
+    budget grew back only as fast as its few calls went)."""
+    healthy, _, healthy_took = fleet(count, ends=(2, 8), timeout=timeout, max_rps=40, server_rps=40)
+    results, sim, took = fleet(
+        count, ends=(2, 8), timeout=timeout, max_rps=40, server_rps=40, others=others
+    )
+    assert outcomes(healthy) == outcomes(results) == {Outcome.SUCCEEDED: count}
+    throttled = sum(1 for r in sim.requests if r.fault == "background")
+    assert throttled >= others * len(sim.requests) / 2  # the weather was there
+    assert took <= 3 * healthy_took
