@@ -1,0 +1,127 @@
+"""Throttles that others cause: a storm, and a steady share of other clients' throttles.
+
+Issue 23's fleets, each waited on by one fan-out with its own budget (the
+engine's `Fleet`, calendar and budget) on virtual time (tests/_vtime.py):
+every request is real HTTP to the simulator, but a minute of waiting takes
+as long as its requests do. Reported against the same fleet on a healthy
+server, measured in the same run:
+
+- ``healthy``, ``others 5 %``, ``others 20 %``: runs of their own jobs ending
+  2-8 s after the start on a 40 calls/s server (budget 40/s), that server
+  also throttling that share of every call at random (other clients of the
+  account; `Simulator.throttle_others`); ``PollPolicy(interval=0.5,
+  max_interval=2, retry_initial=0.1, retry_max=2)``.
+- ``storm``: 30 runs ending 1-5 s after the start, every call throttled from
+  0.5 s to 5.5 s (`Simulator.storm`), default policy and budget (10/s).
+
+Each fleet reports its outcomes, the time until every run was seen ended,
+and the calls. ``--runs`` scales the background fleets (150 by default;
+10,000 runs in virtual time take a few minutes of real time).
+
+    cd benchmarks && ../.venv/bin/python bench_background.py [--runs 150] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _vtime import VirtualClock, run
+
+from poller import PollPolicy, RateLimiter, log
+from poller.aio import CALL_WORKERS, async_wait_for_job_runs
+from poller.testing import RunScript, Seams, Simulator
+
+DOMAIN = "dzd_bench"
+BRISK = PollPolicy(interval=0.5, max_interval=2, retry_initial=0.1, retry_max=2)
+
+
+def fleet(
+    count: int,
+    *,
+    ends: tuple[float, float],
+    timeout: float,
+    policy: PollPolicy,
+    max_rps: float,
+    server_rps: float | None = None,
+    storm: tuple[float, float] | None = None,
+    others: float = 0.0,
+    seed: int = 1,
+) -> dict[str, Any]:
+    clock = VirtualClock()
+    with Simulator(clock=clock, seed=seed, max_rps=server_rps) as sim:
+        rng = random.Random(seed)
+        for i in range(count):
+            end = rng.uniform(*ends)
+            timeline = [(0.0, "SCHEDULED"), (end / 2, "IN_PROGRESS"), (end, "SUCCESS")]
+            sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline), job_id=f"job-{i}")
+        if storm is not None:
+            sim.storm(clock.now + storm[0], clock.now + storm[1])
+        if others:
+            sim.throttle_others(others)
+        start, real = clock.now, time.perf_counter()
+        coro = async_wait_for_job_runs(
+            [(DOMAIN, f"run-{i}") for i in range(count)],
+            client=sim.client(max_pool_connections=CALL_WORKERS),
+            policy=policy.with_timeout(timeout),
+            limiter=RateLimiter(max_rps, clock=clock),
+            seams=Seams(clock=clock, rng=random.Random(seed), logger=log.get_logger()),
+        )
+        results = run(coro, clock)
+        seen = max(r.waited_s for r in results)
+        calls = Counter(r.operation for r in sim.requests)
+        faults = Counter(r.fault for r in sim.requests if r.fault)
+    return {
+        "runs": count,
+        "outcomes": dict(Counter(str(r.outcome) for r in results)),
+        "lost": sum(1 for r in results if r.outcome.value in ("error", "wait_timeout")),
+        "all_seen_s": round(seen, 2),
+        "took_s": round(clock.now - start, 2),
+        "get_job_run": calls["GetJobRun"],
+        "list_job_runs": calls["ListJobRuns"],
+        "throttled": dict(faults),
+        "real_s": round(time.perf_counter() - real, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=150)
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args()
+    log.configure_logging(level="error")
+    n = args.runs
+    background = {"max_rps": 40, "server_rps": 40, "policy": BRISK, "ends": (2, 8)}
+    figures = {
+        "healthy": fleet(n, timeout=600, **background),
+        "others 5 %": fleet(n, timeout=600, others=0.05, **background),
+        "others 20 %": fleet(n, timeout=600, others=0.20, **background),
+        "storm": fleet(
+            30, ends=(1, 5), timeout=30, policy=PollPolicy(), max_rps=10, storm=(0.5, 5.5)
+        ),
+    }
+    healthy = figures["healthy"]["all_seen_s"]
+    print(
+        f"{'fleet':<12} {'runs':>6} {'lost':>5} {'all seen (s)':>13} {'vs healthy':>11} "
+        f"{'GetJobRun':>10} {'ListJobRuns':>12} {'throttled':>10} {'real (s)':>9}"
+    )
+    for name, f in figures.items():
+        ratio = "" if name == "storm" else f"{f['all_seen_s'] / healthy:.2f}x"
+        print(
+            f"{name:<12} {f['runs']:>6} {f['lost']:>5} {f['all_seen_s']:>13} {ratio:>11} "
+            f"{f['get_job_run']:>10} {f['list_job_runs']:>12} "
+            f"{sum(f['throttled'].values()):>10} {f['real_s']:>9}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
