@@ -8,7 +8,7 @@ import threading
 from poller._datazone import JobRunClient, fetch_job_run, validate_ids
 from poller._engine import Relay, engine_seams, joins_engine, run_blocking
 from poller._history import fetch_job_run_learning
-from poller._model import JobRun, Outcome, WaitResult
+from poller._model import JobRun, Outcome, WaitResult, carrying_result
 from poller._policy import PollPolicy, Step
 from poller._runtime import (
     REAL,
@@ -41,9 +41,10 @@ def _start(
     A wait that joins the engine gets the engine's clock, and a relay that
     brings its callbacks back to this thread.
     """
-    validate_ids(domain_id, job_run_id)
-    policy = resolve_policy(policy, timeout)
-    built = resolve_client(client)
+    with carrying_result(domain_id, job_run_id):  # an error before any call has a result too
+        validate_ids(domain_id, job_run_id)
+        policy = resolve_policy(policy, timeout)
+        built = resolve_client(client)
     relay = None
     if joins_engine(seams):
         relay = Relay()

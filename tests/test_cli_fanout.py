@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -205,3 +206,60 @@ def test_max_rps_config_key_defaults_to_the_limiters_default() -> None:
     """wait.max_rps ships as DEFAULT_MAX_RPS and can be set from the environment."""
     assert load_settings(environ={}).max_rps == limiter.DEFAULT_MAX_RPS
     assert load_settings(environ={"POLLER_WAIT_MAX_RPS": "2.5"}).max_rps == 2.5
+
+
+@pytest.mark.parametrize("timeout", ["0", "0.5s"])
+def test_latest_that_times_out_reports_the_run_it_found_and_a_resume_line_that_works(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    """A --latest wait ending before its run: the run, its last status, and a working resume."""
+    real_sim.add_run(DOMAIN, "going", RunScript(statuses=["IN_PROGRESS"]), job_id="job-r")
+    code = main(
+        ["wait", "--domain-identifier", DOMAIN, "--endpoint-url", real_sim.endpoint_url,
+         "--log-format", "json", "--job-identifier", "job-r", "--latest", "--timeout", timeout]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    (doc,) = documents(out)
+    assert (code, doc["job_run_id"], doc["status"], doc["outcome"]) == (
+        4, "going", "IN_PROGRESS", "wait_timeout",
+    )  # fmt: skip
+    (resume,) = [line for line in err.splitlines() if line.startswith("To keep waiting: ")]
+    args = shlex.split(resume.removeprefix("To keep waiting: "))
+    assert args[0] == "poller"
+    assert args[-2:] == ["--identifier", "going"]
+    assert "--latest" not in args
+    assert main(args[1:]) == 4  # the same run, waited on again, still going
+    (again,) = documents(capsys.readouterr().out)
+    assert (again["job_run_id"], again["status"]) == ("going", "IN_PROGRESS")
+
+
+def test_latest_with_since_is_a_usage_error_with_no_call(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--latest and --since name different runs: exit 2, one line, no ListJobRuns."""
+    code = wait(real_sim, "--job-identifier", "job-1", "--latest", "--since", "2026-01-01")
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert "--latest and --since cannot be combined" in err
+    assert len(err.strip().splitlines()) == 1
+    assert real_sim.requests == []
+
+
+def test_a_search_that_finds_no_run_reports_its_listings_and_time(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--since <future>` lists until the not-found grace ends: the document counts it all."""
+    started = time.monotonic()
+    code = wait(
+        real_sim, "--job-identifier", "job-9", "--since", "2999-01-01T00:00:00Z",
+        "--not-found-grace", "1s",
+    )  # fmt: skip
+    took = time.monotonic() - started
+    (doc,) = documents(capsys.readouterr().out)
+    listings = sum(r.operation == "ListJobRuns" for r in real_sim.requests)
+    assert code == 5
+    assert doc["problem"]["type"] == "JobRunNotFoundError"
+    assert listings >= 2
+    assert doc["polls"] == listings
+    assert doc["errors_retried"] == listings - 1
+    assert 1.0 <= doc["waited_s"] <= took

@@ -309,6 +309,11 @@ def wait(
             raise UsageProblem("--job-identifier cannot be combined with --identifier/--from-file")
         if not latest and since is None:
             raise UsageProblem("--job-identifier needs --latest or --since TIMESTAMP")
+        if latest and since is not None:
+            raise UsageProblem(
+                "--latest and --since cannot be combined: --latest waits on the job's newest "
+                "run, --since on the first one created at or after TIMESTAMP"
+            )
         from poller._latest import validate_job_ids  # noqa: PLC0415
 
         when = parse_since(since) if since is not None else None

@@ -223,10 +223,10 @@ def _waits(plan: Plan, client: Any, stop: _Stop, tracker: _Tracker, put: Put) ->
     """Every wait of ``plan``, on this (worker) thread; each result goes to ``put``."""
     policy = plan.settings.policy()
     if plan.job_id is not None:
-        from poller._latest import wait_for_latest_job_run  # noqa: PLC0415
+        from poller._latest import latest_result  # noqa: PLC0415
 
         put(
-            wait_for_latest_job_run(
+            latest_result(
                 plan.domain_id,
                 plan.job_id,
                 since=plan.since,
@@ -359,8 +359,7 @@ def execute(plan: Plan) -> ExitCode:
             try:
                 _waits(plan, client, stop, tracker, results.put)
             except BaseException as exc:  # every run yields a document, whatever happened
-                missing = [""] if plan.job_id is not None else plan.run_ids
-                for run_id in missing:
+                for run_id in report.missing(tracker):
                     results.put(_error_result(plan.domain_id, run_id, exc))
 
         report = _Report(plan, stop, expected)
