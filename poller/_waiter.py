@@ -210,6 +210,9 @@ def read_result(
         domain_id, job_run_id, UNSET, policy, client, seams, on_step=on_step
     )
     step = read_once(session, built, cancel=cancel, seams=seams, relay=relay)
-    return session.result(
-        step if step.done else Step(outcome=Outcome.WAIT_TIMEOUT), running=not step.done
+    # A read that saw the run still going reports it so, even when the answer came
+    # back after the deadline (`poller status --timeout 0`): the status was read.
+    running = not step.done or (
+        step.outcome is Outcome.WAIT_TIMEOUT and session.state.last is not None
     )
+    return session.result(Step(outcome=Outcome.WAIT_TIMEOUT) if running else step, running=running)
