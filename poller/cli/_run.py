@@ -400,9 +400,9 @@ def execute(plan: Plan) -> ExitCode:
             code = combined(report.codes)
             if report.timed_out and plan.resume is not None:
                 out.note(f"To keep waiting: {plan.resume(report.timed_out)}")
-        except StdoutGone:
+        except StdoutGone as gone:
             stop.cancel.set()
-            out.error("poller: error: stdout is closed (a broken pipe): the results are lost")
+            out.error(f"poller: error: {gone}: the results are lost")
             code = ExitCode.STDOUT_CLOSED
         finally:
             if live is not None:
