@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             tls=args.tls,
         )
         if args.scenario:
-            with open(args.scenario, encoding="utf-8") as f:
-                scenario: Any = json.load(f)
-            sim.load_scenario(scenario)
+            scenario = _read_scenario(args.scenario)
+            try:
+                sim.load_scenario(scenario)
+            except ValueError as e:
+                raise ValueError(f"--scenario {args.scenario}: {e}") from None
         else:
             sim.add_run(
                 _DEMO_DOMAIN,
@@ -102,6 +104,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sim.stop()
     return 0
+
+
+def _read_scenario(path: str) -> Any:
+    """The scenario file's JSON; an error names the file (and where in it JSON broke)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"--scenario {path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+        ) from None
+    except OSError as e:
+        raise ValueError(f"--scenario {path}: cannot read it: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--scenario {path}: not UTF-8 text: {e.reason}") from None
 
 
 if __name__ == "__main__":
