@@ -727,7 +727,7 @@ def test_command_line_prints_the_lines_a_client_in_another_shell_needs(tmp_path:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POLLER_"))}
         env.update(names, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
         done = subprocess.run(
-            [POLLER, "status", "--domain-identifier", "dzd_demo", "--identifier", "run-demo"],
+            [POLLER, "status", "--domain-identifier", "dzd_abc123", "--identifier", "run-42"],
             env=env, capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         proc.send_signal(signal.SIGTERM)
@@ -900,7 +900,7 @@ def test_command_line_tls_prints_the_ca_file_to_trust() -> None:
         (ca_line,) = [line for line in lines if line.startswith("CA certificate")]
         ca_file = ca_line.rsplit(": ", 1)[1].strip()
         client = keep(make_client(url, verify=ca_file))
-        assert get(client, "run-demo", "dzd_demo")["status"] == "SCHEDULED"
+        assert get(client, "run-42", "dzd_abc123")["status"] == "SCHEDULED"
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=5)
     assert proc.returncode == 0
