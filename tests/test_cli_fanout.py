@@ -81,6 +81,33 @@ def test_a_file_with_no_valid_run_id_is_a_usage_error(
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_file_whose_only_line_is_malformed_names_the_line_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No valid ID: the message names the first malformed line and what is wrong with it."""
+    runs = tmp_path / "runs.txt"
+    runs.write_text("# tonight's runs\nrun 1\n")
+    code = main(["wait", "--domain-identifier", DOMAIN, "--from-file", str(runs)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == (
+        f"poller: error: --from-file {runs}: no valid run ID in it (line 2: invalid job run "
+        "identifier 'run 1': expected 1 to 36 letters, digits, '-' or '_')\n"
+    )
+
+
+def test_a_comment_after_a_run_id_is_skipped_like_a_comment_line(
+    real_sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run-1  # tonight's import`: the ID is waited on, the comment ignored."""
+    real_sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
+    runs = tmp_path / "runs.txt"
+    runs.write_text("run-1  # tonight's import\n")
+    assert wait(real_sim, "--from-file", str(runs)) == 0
+    (doc,) = documents(capsys.readouterr().out)
+    assert (doc["job_run_id"], doc["outcome"]) == ("run-1", "succeeded")
+
+
 def test_from_file_streams_its_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--from-file -` yields each ID as its line arrives, before the input ends."""
     read_end, write_end = os.pipe()
