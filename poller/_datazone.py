@@ -54,17 +54,25 @@ class JobRunClient(Protocol):
     def get_job_run(self, *, domainIdentifier: str, identifier: str) -> Any: ...
 
 
+def shown_id(value: object, limit: int = 60) -> str:
+    """An ID as an error message quotes it: its repr, cut short if it is long (a pasted file)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 5]}...{text[-1]} ({len(str(value)):,} characters)"
+
+
 def validate_ids(domain_id: object, job_run_id: object) -> None:
     """Raise InvalidRequestError unless both IDs match the API's patterns."""
     if not isinstance(domain_id, str) or not _DOMAIN_ID.fullmatch(domain_id):
         raise InvalidRequestError(
-            f"invalid domain identifier {domain_id!r}: expected 'dzd_' or 'dzd-' followed by "
-            "1 to 36 letters, digits, '-' or '_'"
+            f"invalid domain identifier {shown_id(domain_id)}: expected 'dzd_' or 'dzd-' "
+            "followed by 1 to 36 letters, digits, '-' or '_'"
         )
     if not isinstance(job_run_id, str) or not _RUN_ID.fullmatch(job_run_id):
         raise InvalidRequestError(
-            f"invalid job run identifier {job_run_id!r}: expected 1 to 36 letters, digits, "
-            "'-' or '_'"
+            f"invalid job run identifier {shown_id(job_run_id)}: expected 1 to 36 letters, "
+            "digits, '-' or '_'"
         )
 
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from poller import log
 from poller._async import async_wait_result
-from poller._datazone import list_job_runs, validate_ids
+from poller._datazone import list_job_runs, shown_id, validate_ids
 from poller._engine import joins_engine
 from poller._limiter import budget_for
 from poller._model import JobRun, Outcome, WaitResult, carrying_result
@@ -158,7 +158,8 @@ def validate_job_ids(domain_id: str, job_id: str) -> None:
     validate_ids(domain_id, "x")
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise InvalidRequestError(
-            f"invalid job identifier {job_id!r}: expected 1 to 36 letters, digits, '-' or '_'"
+            f"invalid job identifier {shown_id(job_id)}: expected 1 to 36 letters, digits, "
+            "'-' or '_'"
         )
 
 

@@ -290,3 +290,50 @@ def test_a_search_that_finds_no_run_reports_its_listings_and_time(
     assert doc["polls"] == listings
     assert doc["errors_retried"] == listings - 1
     assert 1.0 <= doc["waited_s"] <= took
+
+
+def test_a_very_long_id_is_cut_short_in_the_error_line(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 10,000-character ID: exit 2, and the line quotes its start and its length, not all."""
+    code = wait(real_sim, "--identifier", "x" * 10_000)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err) < 300
+    assert "(10,000 characters)" in err
+
+
+def test_every_error_line_has_one_prefix_whichever_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """click's errors and poller's own start `poller: error:` in wait, status and watch alike."""
+    for args in (
+        ["wait", "--bogus"],
+        ["status", "--domain-identifier", DOMAIN],
+        ["watch", "--domain-identifier", DOMAIN, "--job-identifier", "j", "--count", "0"],
+        ["wait", "--domain-identifier", DOMAIN, "--identifier", "r", "--timeout", "soon"],
+    ):
+        assert main(args) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith("poller: error: "), line
+
+
+def test_a_run_not_found_suggests_what_to_check(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not found after the grace: the line says to check the run ID, the domain and the region."""
+    code = main(
+        ["wait", "--domain-identifier", DOMAIN, "--endpoint-url", real_sim.endpoint_url,
+         "--identifier", "run-nope", "--not-found-grace", "0", "--log-format", "json"]
+    )  # fmt: skip
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("poller:")]
+    assert code == 5
+    assert notes[-1].endswith("(check the run ID, the domain and the region)")
+
+
+def test_a_timeout_in_exponent_form_is_a_number_as_max_rps_is(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--timeout 1e3` is 1000 seconds, as `--max-rps 1e3` is 1000 calls a second."""
+    real_sim.add_run(DOMAIN, "r", RunScript(statuses=["SUCCESS"]))
+    assert wait(real_sim, "--identifier", "r", "--timeout", "1e3", "--max-rps", "1e3") == 0

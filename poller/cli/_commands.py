@@ -656,9 +656,10 @@ def _main(args: list[str], program: bool) -> int:
         say(exc.format_message(), one_line=False)
         return ExitCode.USAGE
     except click.ClickException as exc:
+        # One prefix for every error line (`poller: error:`); the hint names the command.
         where = exc.ctx.command_path if getattr(exc, "ctx", None) else prog  # type: ignore[attr-defined]
         hint = f" (see '{where} --help')" if isinstance(exc, click.UsageError) else ""
-        say(f"{where}: error: {exc.format_message()}{hint}")
+        say(f"{prog}: error: {exc.format_message()}{hint}")
         return ExitCode.USAGE
     except (UsageProblem, ConfigError) as exc:
         say(f"{prog}: error: {exc}")

@@ -288,7 +288,10 @@ def render_text(doc: Mapping[str, Any], *, color: bool = False) -> str:
     if lineage:
         lines.append(f"  lineage: {lineage}")
     polls = doc.get("polls") or 0
-    cost = f"  waited {_seconds_text(doc.get('waited_s'))}, {polls} call{'s' * (polls != 1)}"
+    calls = f"{polls} call{'s' * (polls != 1)}"
+    # A watch reads a run it announces once, with no waiting: say so, not "waited 0.0s".
+    waited = doc.get("waited_s")
+    cost = f"  waited {_seconds_text(waited)}, {calls}" if waited else f"  read with {calls}"
     if doc.get("throttled"):
         cost += f", {doc['throttled']} throttled"
     if doc.get("errors_retried"):

@@ -535,7 +535,11 @@ class _Report:
             self.timed_out.append(result.job_run_id)
             out.note(f"poller: {self._who(result.job_run_id)}: {error}")
         elif error is not None and outcome == "error":
-            out.note(f"poller: {self._who(result.job_run_id)}: {type(error).__name__}: {error}")
+            hint = ""
+            if type(error).__name__ == "JobRunNotFoundError":
+                hint = f" (check {self._what_to_check()}, the domain and the region)"
+            who = self._who(result.job_run_id)
+            out.note(f"poller: {who}: {type(error).__name__}: {error}{hint}")
         elif outcome == "interrupted":
             self._interrupted_note(result.job_run_id, result.job_run)
 
@@ -545,6 +549,9 @@ class _Report:
             f"poller: {self._who(run_id)}: wait interrupted (last status: {seen}); "
             "the job run itself was not touched"
         )
+
+    def _what_to_check(self) -> str:
+        return "the job ID" if self._plan.job_id is not None else "the run ID"
 
     def _who(self, run_id: str) -> str:
         """What a message names: the run, or the job whose run was not found (--latest)."""
