@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    __version__: str
     from poller._fanout import wait_for_job_runs
     from poller._latest import wait_for_latest_job_run
     from poller._limiter import RateLimiter
@@ -79,6 +80,13 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        # The installed distribution's version, as `poller --version` shows it;
+        # looked up on first use, so `import poller` reads no metadata.
+        from importlib.metadata import version  # noqa: PLC0415
+
+        globals()[name] = value = version("poller")
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -88,4 +96,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *__all__, "__version__"})

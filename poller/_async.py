@@ -13,7 +13,7 @@ import functools
 from poller._datazone import JobRunClient, validate_ids
 from poller._engine import Relay, engine_seams, joins_engine, run_async
 from poller._history import fetch_job_run_learning
-from poller._model import WaitResult
+from poller._model import WaitResult, carrying_result
 from poller._policy import PollPolicy
 from poller._runtime import (
     REAL,
@@ -47,9 +47,10 @@ async def async_wait_result(
     ``interrupted`` and the last status, then lets the cancellation through.
     """
     seams = seams or REAL
-    validate_ids(domain_id, job_run_id)
-    policy = resolve_policy(policy, timeout)
-    built = resolve_client(client, shared=True)
+    with carrying_result(domain_id, job_run_id):  # an error before any call has a result too
+        validate_ids(domain_id, job_run_id)
+        policy = resolve_policy(policy, timeout)
+        built = resolve_client(client, shared=True)
     if joins_engine(seams):
         # One budget per account for every wait of the process; callbacks on this loop.
         relay = Relay(asyncio.get_running_loop())

@@ -125,7 +125,8 @@ class Settings:
 # Durations
 
 _UNITS: Final = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+# As Python's float() reads a number, exponent included (`1e3`), as --max-rps takes it.
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?"
 _PLAIN = re.compile(_NUMBER)
 _PART = re.compile(rf"({_NUMBER})(ms|h|m|s)")
 _COMPOUND = re.compile(rf"(?:{_NUMBER}(?:ms|h|m|s))+")

@@ -54,17 +54,25 @@ class JobRunClient(Protocol):
     def get_job_run(self, *, domainIdentifier: str, identifier: str) -> Any: ...
 
 
+def shown_id(value: object, limit: int = 60) -> str:
+    """An ID as an error message quotes it: its repr, cut short if it is long (a pasted file)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 5]}...{text[-1]} ({len(str(value)):,} characters)"
+
+
 def validate_ids(domain_id: object, job_run_id: object) -> None:
     """Raise InvalidRequestError unless both IDs match the API's patterns."""
     if not isinstance(domain_id, str) or not _DOMAIN_ID.fullmatch(domain_id):
         raise InvalidRequestError(
-            f"invalid domain identifier {domain_id!r}: expected 'dzd_' or 'dzd-' followed by "
-            "1 to 36 letters, digits, '-' or '_'"
+            f"invalid domain identifier {shown_id(domain_id)}: expected 'dzd_' or 'dzd-' "
+            "followed by 1 to 36 letters, digits, '-' or '_'"
         )
     if not isinstance(job_run_id, str) or not _RUN_ID.fullmatch(job_run_id):
         raise InvalidRequestError(
-            f"invalid job run identifier {job_run_id!r}: expected 1 to 36 letters, digits, "
-            "'-' or '_'"
+            f"invalid job run identifier {shown_id(job_run_id)}: expected 1 to 36 letters, "
+            "digits, '-' or '_'"
         )
 
 
@@ -157,8 +165,9 @@ def build_client(
         raise InvalidRequestError(_no_profile(exc.kwargs.get("profile"))) from exc
     except bce.NoRegionError as exc:
         raise InvalidRequestError(
-            "no AWS region configured: pass one (--region, or ClientSettings(region_name=...)) "
-            "or set AWS_REGION, e.g. export AWS_REGION=us-east-1"
+            "no AWS region configured: set AWS_REGION (e.g. export AWS_REGION=us-east-1) or "
+            "the profile's region; on the command line --region, POLLER_AWS_REGION or [aws] "
+            "region in the config file; in Python ClientSettings(region_name=...)"
         ) from exc
     except (bce.BotoCoreError, ValueError) as exc:
         raise InvalidRequestError(f"cannot create a DataZone client: {redact(str(exc))}") from exc
@@ -169,7 +178,42 @@ def build_client(
             client.meta.endpoint_url,
             "endpoint URL (from AWS_ENDPOINT_URL_DATAZONE, AWS_ENDPOINT_URL or the AWS config)",
         )
+        _check_region(session, client.meta.region_name, client.meta.endpoint_url)
     return cast("DataZoneClient", client)
+
+
+def _check_region(session: botocore.session.Session, region: str, endpoint_url: str) -> None:
+    """A region no AWS partition has (a typo: us-esat-1) is bad input, found before any call.
+
+    Its endpoint would not resolve, and a wait would retry that as a network
+    fault for minutes. Only for AWS's own endpoints: behind an endpoint
+    override (a simulator, a proxy) the region only signs the requests. A
+    known region that cannot be reached stays a fault, retried.
+    """
+    try:
+        resolver: Any = getattr(session, "_get_internal_component")("endpoint_resolver")  # noqa: B009
+        partitions = resolver._endpoint_data["partitions"]
+        known = {name for partition in partitions for name in partition["regions"]}
+        suffixes = {
+            str(partition[key])
+            for partition in partitions
+            for key in ("dnsSuffix", "dualStackDnsSuffix")
+            if key in partition
+        } | {"api.aws"}
+    except (AttributeError, KeyError, TypeError, bce.BotoCoreError):
+        return  # botocore keeps its endpoint data elsewhere: no check rather than a wrong one
+    host = urlsplit(endpoint_url).hostname or ""
+    if region in known or not any(host.endswith("." + suffix) for suffix in suffixes):
+        return
+    import difflib  # noqa: PLC0415
+
+    close = difflib.get_close_matches(region, sorted(known), n=3, cutoff=0.8)
+    close.sort(key=lambda name: sorted(name) != sorted(region))  # a transposition first
+    hint = f"did you mean {' or '.join(close[:2])}? " if close else ""
+    raise InvalidRequestError(
+        f"unknown AWS region {region!r}: no AWS partition has it ({hint}a region newer than "
+        f"this botocore, {botocore.__version__}, needs a newer botocore)"
+    )
 
 
 def _no_profile(name: object) -> str:

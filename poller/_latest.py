@@ -23,10 +23,10 @@ from typing import Any, Protocol
 
 from poller import log
 from poller._async import async_wait_result
-from poller._datazone import list_job_runs, validate_ids
+from poller._datazone import list_job_runs, shown_id, validate_ids
 from poller._engine import joins_engine
 from poller._limiter import budget_for
-from poller._model import JobRun, Outcome, WaitResult
+from poller._model import JobRun, Outcome, WaitResult, carrying_result
 from poller._policy import CallFault, FaultKind, PollPolicy, Step, WaitState, expire, fail
 from poller._runtime import (
     REAL,
@@ -40,14 +40,16 @@ from poller._runtime import (
     resolve_client,
     resolve_policy,
 )
-from poller._session import OnChange, log_retry, raise_if_error
+from poller._session import OnChange, log_retry, raise_if_error, result_document
 from poller._waiter import wait_result
-from poller.errors import InvalidRequestError, WaitCancelledError
+from poller.errors import InvalidRequestError, PollerError, WaitCancelledError
 
 __all__ = [
     "JobRunLister",
+    "async_latest_result",
     "async_wait_for_latest_job_run",
     "find_job_run",
+    "latest_result",
     "validate_job_ids",
     "wait_for_latest_job_run",
 ]
@@ -156,7 +158,8 @@ def validate_job_ids(domain_id: str, job_id: str) -> None:
     validate_ids(domain_id, "x")
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise InvalidRequestError(
-            f"invalid job identifier {job_id!r}: expected 1 to 36 letters, digits, '-' or '_'"
+            f"invalid job identifier {shown_id(job_id)}: expected 1 to 36 letters, digits, "
+            "'-' or '_'"
         )
 
 
@@ -169,11 +172,14 @@ class _Search:
         self.rng = seams.rng or random.Random()
         self.state = WaitState.start(policy, self.clock())
         self.run: JobRun | None = None
+        self.domain_id = domain_id
+        self._logger = seams.logger if seams.logger is not None else log.get_logger()
         self.log = log.get_logger(domain_id=domain_id, job_id=job_id)
         self.log.info(FINDING_RUN, timeout_s=policy.timeout)
 
     def seen(self, run: JobRun, *, polled: bool = True) -> Step:
         self.run = run
+        self.state = replace(self.state, polls=self.state.polls + 1)
         self.log.info(RUN_FOUND, job_run_id=run.id, status=str(run.status))
         return Step()
 
@@ -192,13 +198,67 @@ class _Search:
         error = WaitCancelledError("the wait was cancelled before the run was found")
         return Step(outcome=Outcome.INTERRUPTED, error=error)
 
-    def found(self, step: Step) -> tuple[JobRun, float | None]:
-        """The run found and the seconds left of the shared deadline; or the search's error."""
+    def found(self, step: Step) -> tuple[JobRun, float | None] | WaitResult:
+        """The run found and the seconds left of the shared deadline; or the search's result."""
         if step.error is not None or self.run is None:
-            raise step.error or AssertionError("a search ended with neither a run nor an error")
+            error = step.error or PollerError("a search ended with neither a run nor an error")
+            result = WaitResult(
+                self.domain_id,
+                "",
+                step.outcome or Outcome.ERROR,
+                polls=self.state.polls,
+                throttled=self.state.throttled,
+                errors_retried=self.state.errors_retried,
+                waited_s=self.clock() - self.state.started,
+                error=error,
+            )
+            self._logger.info(log.FINISHED, **result_document(result))
+            return result
         if self.state.deadline is None:
             return self.run, None
         return self.run, max(self.state.deadline - self.clock(), 0.0)
+
+    def logger(self, seams: Seams) -> _Held:
+        """The logger of the wait that follows: its ``finished`` is held for ``joined``."""
+        return _Held(self._logger)
+
+    def joined(self, result: WaitResult, held: _Held) -> WaitResult:
+        """The wait's result with the search's calls and time in it, logged as ``finished``.
+
+        One result for the whole search-then-wait, as it has one deadline:
+        ``polls``, ``throttled``, ``errors_retried`` and ``waited_s`` count
+        the listings and the time spent finding the run too.
+        """
+        state = self.state
+        result = replace(
+            result,
+            polls=result.polls + state.polls,
+            throttled=result.throttled + state.throttled,
+            errors_retried=result.errors_retried + state.errors_retried,
+            waited_s=self.clock() - state.started,
+        )
+        held.release(result)
+        return result
+
+
+class _Held:
+    """A logger passing every event on but ``finished``, logged once the result is whole."""
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+        self._running = False
+
+    def info(self, event: str, **fields: Any) -> Any:
+        if event == log.FINISHED:
+            self._running = fields.get("outcome") is None
+            return None
+        return self._logger.info(event, **fields)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+    def release(self, result: WaitResult) -> None:
+        self._logger.info(log.FINISHED, **result_document(result, running=self._running))
 
 
 def _one_stream(seams: Seams | None) -> Seams:
@@ -209,6 +269,61 @@ def _one_stream(seams: Seams | None) -> Seams:
     """
     seams = seams or REAL
     return replace(seams, rng=seams.rng or random.Random())
+
+
+def latest_result(
+    domain_id: str,
+    job_id: str,
+    *,
+    since: datetime | float | None = None,
+    timeout: float | Unset | None = UNSET,
+    policy: PollPolicy | None = None,
+    client: JobRunLister | ClientSettings | None = None,
+    on_change: OnChange | None = None,
+    cancel: threading.Event | None = None,
+    seams: Seams | None = None,
+) -> WaitResult:
+    """Like `wait_for_latest_job_run`, but a wait that cannot tell how the run ended is a result.
+
+    Its ``job_run_id`` is the run found (``""`` if none was) and ``job_run``
+    the last state seen of it; bad arguments still raise, with a result.
+    """
+    with carrying_result(domain_id, ""):
+        validate_job_ids(domain_id, job_id)
+        policy = resolve_policy(policy, timeout)
+        seams = _one_stream(seams)
+        lister: Any = resolve_client(client)
+    search = _Search(domain_id, job_id, policy, seams)
+    found = search.found(
+        drive(
+            search,
+            _on_budget(
+                lister,
+                policy,
+                seams,
+                functools.partial(find_job_run, lister, domain_id, job_id, since=since),
+            ),
+            interruptible(seams.sleep, cancel),
+            cancelled=cancel.is_set if cancel is not None else lambda: False,
+            first_answer=True,
+            pool=seams.executor,
+        )
+    )
+    if isinstance(found, WaitResult):
+        return found
+    run, time_left = found
+    held = search.logger(seams)
+    result = wait_result(
+        domain_id,
+        run.id,
+        timeout=time_left,
+        policy=policy,
+        client=lister,
+        on_change=on_change,
+        cancel=cancel,
+        seams=replace(seams, logger=held),
+    )
+    return search.joined(result, held)
 
 
 def wait_for_latest_job_run(
@@ -229,40 +344,71 @@ def wait_for_latest_job_run(
     the time you started the run to wait for that run. A run that is not
     listed yet is looked for again until ``not_found_grace`` has passed, then
     JobRunNotFoundError. Otherwise as ``wait_for_job_run``, with one deadline
-    for the search and the wait.
+    for the search and the wait; the result's ``polls`` and ``waited_s``
+    count the search's listings and time as well.
     """
-    validate_job_ids(domain_id, job_id)
-    policy = resolve_policy(policy, timeout)
-    seams = _one_stream(seams)
-    lister: Any = resolve_client(client)
-    search = _Search(domain_id, job_id, policy, seams)
-    run, time_left = search.found(
-        drive(
-            search,
-            _on_budget(
-                lister,
-                policy,
-                seams,
-                functools.partial(find_job_run, lister, domain_id, job_id, since=since),
-            ),
-            interruptible(seams.sleep, cancel),
-            cancelled=cancel.is_set if cancel is not None else lambda: False,
-            first_answer=True,
-            pool=seams.executor,
-        )
-    )
     return raise_if_error(
-        wait_result(
+        latest_result(
             domain_id,
-            run.id,
-            timeout=time_left,
+            job_id,
+            since=since,
+            timeout=timeout,
             policy=policy,
-            client=lister,
+            client=client,
             on_change=on_change,
             cancel=cancel,
             seams=seams,
         )
     )
+
+
+async def async_latest_result(
+    domain_id: str,
+    job_id: str,
+    *,
+    since: datetime | float | None = None,
+    timeout: float | Unset | None = UNSET,
+    policy: PollPolicy | None = None,
+    client: JobRunLister | ClientSettings | None = None,
+    on_change: OnChange | None = None,
+    seams: Seams | None = None,
+) -> WaitResult:
+    """The async twin of `latest_result`."""
+    with carrying_result(domain_id, ""):
+        validate_job_ids(domain_id, job_id)
+        policy = resolve_policy(policy, timeout)
+        seams = _one_stream(seams)
+        lister: Any = resolve_client(client, shared=True)
+    search = _Search(domain_id, job_id, policy, seams)
+    find = _on_budget(
+        lister,
+        policy,
+        seams,
+        functools.partial(find_job_run, lister, domain_id, job_id, since=since),
+    )
+    found = search.found(
+        await async_drive(
+            search,
+            find,
+            seams.async_sleep or asyncio.sleep,
+            pool=seams.executor,
+            first_answer=True,
+        )
+    )
+    if isinstance(found, WaitResult):
+        return found
+    run, time_left = found
+    held = search.logger(seams)
+    result = await async_wait_result(
+        domain_id,
+        run.id,
+        timeout=time_left,
+        policy=policy,
+        client=lister,
+        on_change=on_change,
+        seams=replace(seams, logger=held),
+    )
+    return search.joined(result, held)
 
 
 async def async_wait_for_latest_job_run(
@@ -277,33 +423,14 @@ async def async_wait_for_latest_job_run(
     seams: Seams | None = None,
 ) -> WaitResult:
     """The async twin of `wait_for_latest_job_run`; cancel the task to stop it."""
-    validate_job_ids(domain_id, job_id)
-    policy = resolve_policy(policy, timeout)
-    seams = _one_stream(seams)
-    lister: Any = resolve_client(client, shared=True)
-    search = _Search(domain_id, job_id, policy, seams)
-    find = _on_budget(
-        lister,
-        policy,
-        seams,
-        functools.partial(find_job_run, lister, domain_id, job_id, since=since),
-    )
-    run, time_left = search.found(
-        await async_drive(
-            search,
-            find,
-            seams.async_sleep or asyncio.sleep,
-            pool=seams.executor,
-            first_answer=True,
-        )
-    )
     return raise_if_error(
-        await async_wait_result(
+        await async_latest_result(
             domain_id,
-            run.id,
-            timeout=time_left,
+            job_id,
+            since=since,
+            timeout=timeout,
             policy=policy,
-            client=lister,
+            client=client,
             on_change=on_change,
             seams=seams,
         )

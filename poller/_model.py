@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ __all__ = [
     "Outcome",
     "Problem",
     "WaitResult",
+    "carrying_result",
     "describe_lineage",
 ]
 
@@ -353,6 +355,21 @@ class WaitResult:
             "waited_s": round(self.waited_s, 3),
             "problem": {"type": problem.type, "message": problem.message} if problem else None,
         }
+
+
+@contextmanager
+def carrying_result(domain_id: str, job_run_id: str) -> Iterator[None]:
+    """A PollerError raised before any call (bad IDs, settings, client) gets its result.
+
+    Every error a wait raises carries the result so far (``error.result``):
+    here, an ``error`` outcome with no call made.
+    """
+    try:
+        yield
+    except PollerError as error:
+        if error.result is None:
+            WaitResult.from_error(domain_id, job_run_id, error)  # links itself to the error
+        raise
 
 
 def describe_lineage(lineage: Mapping[str, Any] | None) -> str | None:

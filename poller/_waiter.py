@@ -8,7 +8,7 @@ import threading
 from poller._datazone import JobRunClient, fetch_job_run, validate_ids
 from poller._engine import Relay, engine_seams, joins_engine, run_blocking
 from poller._history import fetch_job_run_learning
-from poller._model import JobRun, Outcome, WaitResult
+from poller._model import JobRun, Outcome, WaitResult, carrying_result
 from poller._policy import PollPolicy, Step
 from poller._runtime import (
     REAL,
@@ -41,9 +41,10 @@ def _start(
     A wait that joins the engine gets the engine's clock, and a relay that
     brings its callbacks back to this thread.
     """
-    validate_ids(domain_id, job_run_id)
-    policy = resolve_policy(policy, timeout)
-    built = resolve_client(client)
+    with carrying_result(domain_id, job_run_id):  # an error before any call has a result too
+        validate_ids(domain_id, job_run_id)
+        policy = resolve_policy(policy, timeout)
+        built = resolve_client(client)
     relay = None
     if joins_engine(seams):
         relay = Relay()
@@ -209,6 +210,9 @@ def read_result(
         domain_id, job_run_id, UNSET, policy, client, seams, on_step=on_step
     )
     step = read_once(session, built, cancel=cancel, seams=seams, relay=relay)
-    return session.result(
-        step if step.done else Step(outcome=Outcome.WAIT_TIMEOUT), running=not step.done
+    # A read that saw the run still going reports it so, even when the answer came
+    # back after the deadline (`poller status --timeout 0`): the status was read.
+    running = not step.done or (
+        step.outcome is Outcome.WAIT_TIMEOUT and session.state.last is not None
     )
+    return session.result(Step(outcome=Outcome.WAIT_TIMEOUT) if running else step, running=running)

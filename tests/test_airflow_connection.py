@@ -133,7 +133,8 @@ def test_a_connection_without_a_region_fails_the_task_naming_the_fix(
         sensor(run_id, aws_conn_id=conn_id).poke(CONTEXT)
     payload = run_trigger(DataZoneJobRunTrigger(DOMAIN, run_id, aws_conn_id=conn_id))
     assert payload["status"] == "error"
-    assert payload["result"]["problem"]["type"] == "AccessDeniedError"
+    # The Python API and the CLI call no region bad input too: one classification.
+    assert payload["result"]["problem"]["type"] == "InvalidRequestError"
     assert "region_name" in payload["message"]
     assert sim.calls(run_id) == 0
 

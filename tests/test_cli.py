@@ -355,6 +355,22 @@ def test_status_of_a_running_run_logs_exactly_the_document_it_prints(
     assert logged_document(ran) == ran.document()
 
 
+def test_status_with_timeout_0_that_read_the_status_exits_0_with_outcome_null(
+    live_sim: Simulator, add: Any
+) -> None:
+    """`status --timeout 0` reads the run once: a status read is exit 0, never 4."""
+    run_id = add("IN_PROGRESS")
+    ran = poller(
+        "status", "--domain-identifier", DOMAIN, "--identifier", run_id, "--timeout", "0",
+        sim=live_sim,
+    )  # fmt: skip
+    doc = ran.document()
+    assert (ran.code, doc["status"], doc["outcome"], doc["problem"]) == (
+        0, "IN_PROGRESS", None, None,
+    )  # fmt: skip
+    assert logged_document(ran) == doc
+
+
 def test_status_gives_up_at_its_own_short_deadline_with_the_unreadable_code(
     live_sim: Simulator, add: Any
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -78,6 +79,33 @@ def test_a_file_with_no_valid_run_id_is_a_usage_error(
     assert (code, out) == (2, "")
     assert "no valid run ID" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_file_whose_only_line_is_malformed_names_the_line_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No valid ID: the message names the first malformed line and what is wrong with it."""
+    runs = tmp_path / "runs.txt"
+    runs.write_text("# tonight's runs\nrun 1\n")
+    code = main(["wait", "--domain-identifier", DOMAIN, "--from-file", str(runs)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == (
+        f"poller: error: --from-file {runs}: no valid run ID in it (line 2: invalid job run "
+        "identifier 'run 1': expected 1 to 36 letters, digits, '-' or '_')\n"
+    )
+
+
+def test_a_comment_after_a_run_id_is_skipped_like_a_comment_line(
+    real_sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run-1  # tonight's import`: the ID is waited on, the comment ignored."""
+    real_sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
+    runs = tmp_path / "runs.txt"
+    runs.write_text("run-1  # tonight's import\n")
+    assert wait(real_sim, "--from-file", str(runs)) == 0
+    (doc,) = documents(capsys.readouterr().out)
+    assert (doc["job_run_id"], doc["outcome"]) == ("run-1", "succeeded")
 
 
 def test_from_file_streams_its_lines(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,3 +233,107 @@ def test_max_rps_config_key_defaults_to_the_limiters_default() -> None:
     """wait.max_rps ships as DEFAULT_MAX_RPS and can be set from the environment."""
     assert load_settings(environ={}).max_rps == limiter.DEFAULT_MAX_RPS
     assert load_settings(environ={"POLLER_WAIT_MAX_RPS": "2.5"}).max_rps == 2.5
+
+
+@pytest.mark.parametrize("timeout", ["0", "0.5s"])
+def test_latest_that_times_out_reports_the_run_it_found_and_a_resume_line_that_works(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    """A --latest wait ending before its run: the run, its last status, and a working resume."""
+    real_sim.add_run(DOMAIN, "going", RunScript(statuses=["IN_PROGRESS"]), job_id="job-r")
+    code = main(
+        ["wait", "--domain-identifier", DOMAIN, "--endpoint-url", real_sim.endpoint_url,
+         "--log-format", "json", "--job-identifier", "job-r", "--latest", "--timeout", timeout]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    (doc,) = documents(out)
+    assert (code, doc["job_run_id"], doc["status"], doc["outcome"]) == (
+        4, "going", "IN_PROGRESS", "wait_timeout",
+    )  # fmt: skip
+    (resume,) = [line for line in err.splitlines() if line.startswith("To keep waiting: ")]
+    args = shlex.split(resume.removeprefix("To keep waiting: "))
+    assert args[0] == "poller"
+    assert args[-2:] == ["--identifier", "going"]
+    assert "--latest" not in args
+    assert main(args[1:]) == 4  # the same run, waited on again, still going
+    (again,) = documents(capsys.readouterr().out)
+    assert (again["job_run_id"], again["status"]) == ("going", "IN_PROGRESS")
+
+
+def test_latest_with_since_is_a_usage_error_with_no_call(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--latest and --since name different runs: exit 2, one line, no ListJobRuns."""
+    code = wait(real_sim, "--job-identifier", "job-1", "--latest", "--since", "2026-01-01")
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert "--latest and --since cannot be combined" in err
+    assert len(err.strip().splitlines()) == 1
+    assert real_sim.requests == []
+
+
+def test_a_search_that_finds_no_run_reports_its_listings_and_time(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--since <future>` lists until the not-found grace ends: the document counts it all."""
+    started = time.monotonic()
+    code = wait(
+        real_sim, "--job-identifier", "job-9", "--since", "2999-01-01T00:00:00Z",
+        "--not-found-grace", "1s",
+    )  # fmt: skip
+    took = time.monotonic() - started
+    (doc,) = documents(capsys.readouterr().out)
+    listings = sum(r.operation == "ListJobRuns" for r in real_sim.requests)
+    assert code == 5
+    assert doc["problem"]["type"] == "JobRunNotFoundError"
+    assert listings >= 2
+    assert doc["polls"] == listings
+    assert doc["errors_retried"] == listings - 1
+    assert 1.0 <= doc["waited_s"] <= took
+
+
+def test_a_very_long_id_is_cut_short_in_the_error_line(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 10,000-character ID: exit 2, and the line quotes its start and its length, not all."""
+    code = wait(real_sim, "--identifier", "x" * 10_000)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err) < 300
+    assert "(10,000 characters)" in err
+
+
+def test_every_error_line_has_one_prefix_whichever_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """click's errors and poller's own start `poller: error:` in wait, status and watch alike."""
+    for args in (
+        ["wait", "--bogus"],
+        ["status", "--domain-identifier", DOMAIN],
+        ["watch", "--domain-identifier", DOMAIN, "--job-identifier", "j", "--count", "0"],
+        ["wait", "--domain-identifier", DOMAIN, "--identifier", "r", "--timeout", "soon"],
+    ):
+        assert main(args) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith("poller: error: "), line
+
+
+def test_a_run_not_found_suggests_what_to_check(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not found after the grace: the line says to check the run ID, the domain and the region."""
+    code = main(
+        ["wait", "--domain-identifier", DOMAIN, "--endpoint-url", real_sim.endpoint_url,
+         "--identifier", "run-nope", "--not-found-grace", "0", "--log-format", "json"]
+    )  # fmt: skip
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("poller:")]
+    assert code == 5
+    assert notes[-1].endswith("(check the run ID, the domain and the region)")
+
+
+def test_a_timeout_in_exponent_form_is_a_number_as_max_rps_is(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--timeout 1e3` is 1000 seconds, as `--max-rps 1e3` is 1000 calls a second."""
+    real_sim.add_run(DOMAIN, "r", RunScript(statuses=["SUCCESS"]))
+    assert wait(real_sim, "--identifier", "r", "--timeout", "1e3", "--max-rps", "1e3") == 0

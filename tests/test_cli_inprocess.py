@@ -119,6 +119,17 @@ def test_text_summary_reads_well() -> None:
     assert render_text(doc, color=True).startswith("\x1b[31mFAILED")
 
 
+def test_text_summary_of_a_run_read_without_waiting_says_so() -> None:
+    """A watch's announcement (read once, no waiting) is not "waited 0.0s, 1 call"."""
+    doc = {
+        "job_run_id": "run-1", "status": "SUCCESS", "outcome": "succeeded",
+        "polls": 1, "throttled": 0, "errors_retried": 0, "waited_s": 0.0, "problem": None,
+    }  # fmt: skip
+    text = render_text(doc)
+    assert text.splitlines()[-1] == "  read with 1 call"
+    assert "waited" not in text
+
+
 def test_text_summary_of_an_error() -> None:
     """An error outcome says no status was seen and why."""
     doc = {

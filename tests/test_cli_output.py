@@ -110,6 +110,19 @@ def test_a_broken_pipe_on_stdout_exits_141_not_a_runs_code(sim: Simulator) -> No
     assert "stdout is closed" in err
 
 
+def test_a_full_disk_on_stdout_is_said_so_not_called_a_broken_pipe(sim: Simulator) -> None:
+    """`> /dev/full`: exit 141 (results lost), and the line says no space was left."""
+    sim.add_run(DOMAIN, "run-f", RunScript(statuses=["SUCCESS"]))
+    done = in_shell("> /dev/full", [*ARGS, "run-f"], sim)
+    assert done.returncode == 141
+    (line,) = done.stderr.splitlines()[-1:]
+    assert line == (
+        "poller: error: stdout cannot be written: No space left on device: the results are lost"
+    )
+    assert "broken pipe" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("args", [["--help"], ["wait", "--help"], ["--version"]])
 def test_help_with_stdout_closed_or_broken_exits_141_as_a_wait_does(
     sim: Simulator, args: list[str]

@@ -164,3 +164,27 @@ def test_sigterm_during_a_20000_run_wait_prints_every_document_or_says_how_many_
     else:
         assert child.returncode == 141
         assert f"poller: {count - len(docs)} of {count} results were not printed" in err
+
+
+def test_sigterm_on_a_latest_wait_reports_the_run_it_found(real_sim: Simulator) -> None:
+    """SIGTERM while --latest waits on the run it found: that run and its last status, exit 143."""
+    real_sim.add_run(DOMAIN, "found-run", RunScript(statuses=["IN_PROGRESS"]), job_id="job-s")
+    child = subprocess.Popen(
+        [str(POLLER), "wait", "--domain-identifier", DOMAIN, "--job-identifier", "job-s",
+         "--latest"],
+        env=child_env(real_sim.endpoint_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while real_sim.calls("found-run") < 2 and time.monotonic() < deadline:
+        assert child.poll() is None, child.communicate()
+        time.sleep(0.02)
+    _, out, err = stop(child, signal.SIGTERM)
+    doc = json.loads(out)
+    assert child.returncode == 143
+    assert (doc["job_run_id"], doc["status"], doc["outcome"]) == (
+        "found-run", "IN_PROGRESS", "interrupted",
+    )  # fmt: skip
+    assert "found-run: wait interrupted (last status: IN_PROGRESS)" in err

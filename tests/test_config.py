@@ -31,6 +31,8 @@ PACKAGED = ROOT / "config" / "poller.toml"
         ("1m30s", 90.0),
         ("1.5h", 5400.0),
         (" 2S ", 2.0),
+        ("1e3", 1000.0),  # as --max-rps 1e12 reads: a number is a number
+        ("2.5E-1s", 0.25),
         (0, 0.0),
         (2.5, 2.5),
     ],
@@ -41,7 +43,8 @@ def test_durations_parse(text: object, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "-5", "-1s", "5 minutes", "1d", "abc", "inf", "nan", "1e3", "s", True, None]
+    "text",
+    ["", "-5", "-1s", "5 minutes", "1d", "abc", "inf", "nan", "1e999", "e3", "s", True, None],
 )
 def test_bad_durations_are_refused(text: object) -> None:
     """Negative, infinite, unitless-word and unknown-suffix durations raise a readable error."""

@@ -76,8 +76,9 @@ def test_latest_picks_the_newest_run_and_waits_on_it(sim: Simulator, clock: Fake
     assert (result.job_run_id, result.outcome) == ("newest", Outcome.SUCCEEDED)
     assert list_calls(sim) == 1
     # The search reads the summary only (a look: it took the first IN_PROGRESS);
-    # every GetJobRun is one of the wait's polls.
-    assert sim.calls("newest") == result.polls == 2
+    # the result counts every call of the search-then-wait: the listing, then 2 reads.
+    assert sim.calls("newest") == 2
+    assert result.polls == 3
 
 
 def test_since_walks_pages_back_to_the_first_run_created_after_it(

@@ -11,9 +11,12 @@ the block's own ``assert`` lines are its checks.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,46 @@ def test_the_python_api_example_prints_what_its_comments_say(tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [shown.strip() for _, shown in claims]
+
+
+def _first_wait_shell(n: int) -> str:
+    """The README's first-own-wait shell ``n``: the block after ``<!-- first-wait: shell n -->``."""
+    (block,) = [
+        block
+        for block in blocks(ROOT / "README.md")
+        if block.before.strip() == f"<!-- first-wait: shell {n} -->"
+    ]
+    assert block.language == "sh"
+    return block.code
+
+
+def test_the_readme_s_first_own_wait_works_as_written_in_two_shells(tmp_path: Path) -> None:
+    """Shell 1 serves the default simulator; shell 2's commands, as written, wait: exit 0.
+
+    Both run from a directory holding the clone's `.venv` (as a newcomer's clone does),
+    with no AWS setting at all: the simulator's `--env-file` is the only setup.
+    """
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    env = _fresh_environment(tmp_path)
+    server = subprocess.Popen(
+        ["sh", "-c", f"exec {_first_wait_shell(1)}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("http://127.0.0.1:")  # serving
+        started = time.monotonic()
+        done = subprocess.run(
+            ["sh", "-c", _first_wait_shell(2)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        took = time.monotonic() - started
+    finally:
+        server.send_signal(signal.SIGINT)  # Ctrl-C
+        server.communicate(timeout=10)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert (document["domain_id"], document["job_run_id"]) == ("dzd_abc123", "run-42")
+    assert (document["status"], document["outcome"]) == ("SUCCESS", "succeeded")
+    assert took < 60
+    assert not (tmp_path / "simulator.env").exists()  # removed with the simulator

@@ -670,7 +670,9 @@ def test_load_scenario_registers_runs_and_names_bad_ones(sim: Simulator, client:
     )
     assert get(client)["jobId"] == "job-7"
     with pytest.raises(ValueError, match=r"runs\[1\]: needs string 'domain_id'"):
-        sim.load_scenario({"runs": [{"domain_id": DOMAIN, "run_id": "a", "statuses": ["X"]}, {}]})
+        sim.load_scenario(
+            {"runs": [{"domain_id": DOMAIN, "run_id": "a", "statuses": ["SUCCESS"]}, {}]}
+        )
     assert sim.calls("a") == 0
     with pytest.raises(ClientError):
         get(client, "a")  # nothing of a rejected scenario is registered
@@ -725,7 +727,7 @@ def test_command_line_prints_the_lines_a_client_in_another_shell_needs(tmp_path:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POLLER_"))}
         env.update(names, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
         done = subprocess.run(
-            [POLLER, "status", "--domain-identifier", "dzd_demo", "--identifier", "run-demo"],
+            [POLLER, "status", "--domain-identifier", "dzd_abc123", "--identifier", "run-42"],
             env=env, capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         proc.send_signal(signal.SIGTERM)
@@ -746,8 +748,38 @@ def test_command_line_rejects_a_bad_scenario(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2
-    assert "runs[0]: give exactly one of 'statuses' or 'timeline'" in proc.stderr
+    assert "runs[0] (r): give exactly one of 'statuses' or 'timeline'" in proc.stderr
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("key", ["statuses", "timeline"])
+def test_a_misspelled_status_is_refused_at_load_naming_the_run_and_the_value(
+    sim: Simulator, key: str
+) -> None:
+    """ "SUCESS" would never end a wait: the scenario is refused, naming run and value."""
+    script = ["IN_PROGRESS", "SUCESS"] if key == "statuses" else [[0, "IN_PROGRESS"], [5, "SUCESS"]]
+    run = {"domain_id": DOMAIN, "run_id": "run-typo", key: script}
+    with pytest.raises(ValueError, match=r"runs\[0\] \(run-typo\): unknown status 'SUCESS' "
+                       r"\(did you mean SUCCESS\?\)"):  # fmt: skip
+        sim.load_scenario({"runs": [run]})
+    assert "run-typo" not in str(sim.requests)
+    # A status DataZone may add is still servable, when the scenario says so.
+    sim.load_scenario({"runs": [{**run, "unknown_statuses": True}]})
+
+
+def test_command_line_names_the_file_of_a_scenario_that_is_not_json(tmp_path: Path) -> None:
+    """A JSON syntax error: exit 2, naming the file and where in it the JSON broke."""
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text('{"runs": [\n  {"domain_id": "dzd_x",}\n]}')
+    proc = subprocess.run(
+        [sys.executable, "-m", "poller.testing", "--scenario", str(scenario)],
+        capture_output=True, text=True, timeout=10, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"python -m poller.testing: error: --scenario {scenario}: not valid JSON at line 2, "
+        "column 25: Expecting property name enclosed in double quotes"
+    ]
 
 
 def test_client_method_gives_a_retry_free_client_with_overrides(sim: Simulator) -> None:
@@ -868,7 +900,7 @@ def test_command_line_tls_prints_the_ca_file_to_trust() -> None:
         (ca_line,) = [line for line in lines if line.startswith("CA certificate")]
         ca_file = ca_line.rsplit(": ", 1)[1].strip()
         client = keep(make_client(url, verify=ca_file))
-        assert get(client, "run-demo", "dzd_demo")["status"] == "SCHEDULED"
+        assert get(client, "run-42", "dzd_abc123")["status"] == "SCHEDULED"
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=5)
     assert proc.returncode == 0

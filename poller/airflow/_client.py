@@ -176,7 +176,8 @@ def _build(spec: ClientSpec) -> JobRunClient:
         )
     except bce.NoRegionError as exc:
         fix = f'set "region_name" in the extra of {where}, ' if conn else "set AWS_DEFAULT_REGION, "
-        raise AccessDeniedError(
+        # Bad input, as the Python API and the CLI classify no region: not a denial.
+        raise InvalidRequestError(
             f"no AWS region for DataZone from {where}: {fix}or pass region_name= to the sensor"
         ) from exc
     except (bce.NoCredentialsError, bce.PartialCredentialsError, bce.ProfileNotFound) as exc:

@@ -309,6 +309,11 @@ def wait(
             raise UsageProblem("--job-identifier cannot be combined with --identifier/--from-file")
         if not latest and since is None:
             raise UsageProblem("--job-identifier needs --latest or --since TIMESTAMP")
+        if latest and since is not None:
+            raise UsageProblem(
+                "--latest and --since cannot be combined: --latest waits on the job's newest "
+                "run, --since on the first one created at or after TIMESTAMP"
+            )
         from poller._latest import validate_job_ids  # noqa: PLC0415
 
         when = parse_since(since) if since is not None else None
@@ -500,14 +505,17 @@ def _validated(domain_id: str, run_ids: Iterable[str]) -> list[str]:
 def read_run_ids(path: str, domain_id: str) -> Iterator[str]:
     """The run IDs of a --from-file, streamed: blank lines and #-comments skipped, in order.
 
-    A malformed line is passed on, to be reported as an ``error`` result; a
-    line that is not UTF-8 too, with its bad bytes shown as U+FFFD. A file
-    with no valid ID at all, or one that cannot be read, is a UsageProblem.
+    A comment may follow an ID on its line (``run-1  # tonight's``): no run ID
+    holds a ``#``. A malformed line is passed on, to be reported as an
+    ``error`` result; a line that is not UTF-8 too, with its bad bytes shown
+    as U+FFFD. A file with no valid ID at all (the first malformed line named,
+    and why), or one that cannot be read, is a UsageProblem.
     """
     from poller._datazone import validate_ids  # noqa: PLC0415
     from poller.errors import InvalidRequestError  # noqa: PLC0415
 
     valid = 0
+    first_bad: str | None = None
     try:
         if path != "-":
             handle: Any = open(path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
@@ -520,20 +528,23 @@ def read_run_ids(path: str, domain_id: str) -> Iterator[str]:
         else:
             handle = nullcontext(sys.stdin)  # a stand-in stream (a test's)
         with handle as lines:
-            for raw in lines:
-                line = raw.strip()
-                if not line or line.startswith("#"):
+            for number, raw in enumerate(lines, 1):
+                line = raw.split("#", 1)[0].strip()
+                if not line:
                     continue
                 try:
                     validate_ids(domain_id, line)
                     valid += 1
-                except InvalidRequestError:
+                except InvalidRequestError as exc:
                     line = _printable(line)
+                    if first_bad is None:
+                        first_bad = f"line {number}: {_printable(str(exc))}"
                 yield line
     except OSError as exc:
         raise UsageProblem(f"--from-file {path}: cannot read it: {exc.strerror or exc}") from None
     if not valid:
-        raise UsageProblem(f"--from-file {path}: no valid run ID in it")
+        why = f" ({first_bad})" if first_bad else " (only blank lines and comments)"
+        raise UsageProblem(f"--from-file {path}: no valid run ID in it{why}")
 
 
 def _printable(line: str) -> str:
@@ -645,9 +656,10 @@ def _main(args: list[str], program: bool) -> int:
         say(exc.format_message(), one_line=False)
         return ExitCode.USAGE
     except click.ClickException as exc:
+        # One prefix for every error line (`poller: error:`); the hint names the command.
         where = exc.ctx.command_path if getattr(exc, "ctx", None) else prog  # type: ignore[attr-defined]
         hint = f" (see '{where} --help')" if isinstance(exc, click.UsageError) else ""
-        say(f"{where}: error: {exc.format_message()}{hint}")
+        say(f"{prog}: error: {exc.format_message()}{hint}")
         return ExitCode.USAGE
     except (UsageProblem, ConfigError) as exc:
         say(f"{prog}: error: {exc}")

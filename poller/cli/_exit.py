@@ -63,7 +63,8 @@ WAIT_MEANINGS: Mapping[ExitCode, str] = {
     ExitCode.SIGHUP: "interrupted by SIGHUP; the last state is still printed",
     ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C); the last state is still printed",
     ExitCode.STDOUT_CLOSED: "not every result could be delivered: stdout was closed or its "
-    "reader went away (a broken pipe), or the second after a signal ended before all were "
+    "reader went away (a broken pipe), it could not be written (no space left on the device, "
+    "an I/O error; stderr says which), or the second after a signal ended before all were "
     "printed (stderr says how many)",
     ExitCode.SIGTERM: "interrupted by SIGTERM; the last state is still printed",
 }

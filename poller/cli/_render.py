@@ -28,7 +28,17 @@ __all__ = ["LogLines", "Output", "StdoutGone", "TolerantStream", "make_output", 
 
 
 class StdoutGone(Exception):
-    """stdout is closed, or its reader went away: results can no longer be delivered."""
+    """stdout is closed, its reader went away, or it cannot be written: results are lost.
+
+    Its message says which, for ``poller: error: <message>: the results are lost``.
+    """
+
+    @classmethod
+    def from_error(cls, exc: BaseException) -> StdoutGone:
+        """What a failed write of stdout means for the person: a broken pipe, a full disk..."""
+        if isinstance(exc, BrokenPipeError | ConnectionResetError) or not isinstance(exc, OSError):
+            return cls("stdout is closed (a broken pipe)")
+        return cls(f"stdout cannot be written: {exc.strerror or exc}")
 
 
 class TolerantStream:
@@ -114,13 +124,13 @@ class Output:
 
         def write(text: str) -> None:
             if self.stdout is None:
-                gone.append(StdoutGone("stdout is closed"))
+                gone.append(StdoutGone("stdout is closed (a broken pipe)"))
                 return
             try:
                 self.stdout.write(text)
                 self.stdout.flush()
             except (OSError, ValueError) as exc:
-                gone.append(StdoutGone(f"stdout: {exc}"))
+                gone.append(StdoutGone.from_error(exc))
 
         for start in range(0, len(results), chunk):
             text = "".join(
@@ -278,7 +288,10 @@ def render_text(doc: Mapping[str, Any], *, color: bool = False) -> str:
     if lineage:
         lines.append(f"  lineage: {lineage}")
     polls = doc.get("polls") or 0
-    cost = f"  waited {_seconds_text(doc.get('waited_s'))}, {polls} call{'s' * (polls != 1)}"
+    calls = f"{polls} call{'s' * (polls != 1)}"
+    # A watch reads a run it announces once, with no waiting: say so, not "waited 0.0s".
+    waited = doc.get("waited_s")
+    cost = f"  waited {_seconds_text(waited)}, {calls}" if waited else f"  read with {calls}"
     if doc.get("throttled"):
         cost += f", {doc['throttled']} throttled"
     if doc.get("errors_retried"):

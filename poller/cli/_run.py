@@ -223,10 +223,10 @@ def _waits(plan: Plan, client: Any, stop: _Stop, tracker: _Tracker, put: Put) ->
     """Every wait of ``plan``, on this (worker) thread; each result goes to ``put``."""
     policy = plan.settings.policy()
     if plan.job_id is not None:
-        from poller._latest import wait_for_latest_job_run  # noqa: PLC0415
+        from poller._latest import latest_result  # noqa: PLC0415
 
         put(
-            wait_for_latest_job_run(
+            latest_result(
                 plan.domain_id,
                 plan.job_id,
                 since=plan.since,
@@ -359,8 +359,7 @@ def execute(plan: Plan) -> ExitCode:
             try:
                 _waits(plan, client, stop, tracker, results.put)
             except BaseException as exc:  # every run yields a document, whatever happened
-                missing = [""] if plan.job_id is not None else plan.run_ids
-                for run_id in missing:
+                for run_id in report.missing(tracker):
                     results.put(_error_result(plan.domain_id, run_id, exc))
 
         report = _Report(plan, stop, expected)
@@ -401,9 +400,9 @@ def execute(plan: Plan) -> ExitCode:
             code = combined(report.codes)
             if report.timed_out and plan.resume is not None:
                 out.note(f"To keep waiting: {plan.resume(report.timed_out)}")
-        except StdoutGone:
+        except StdoutGone as gone:
             stop.cancel.set()
-            out.error("poller: error: stdout is closed (a broken pipe): the results are lost")
+            out.error(f"poller: error: {gone}: the results are lost")
             code = ExitCode.STDOUT_CLOSED
         finally:
             if live is not None:
@@ -536,7 +535,11 @@ class _Report:
             self.timed_out.append(result.job_run_id)
             out.note(f"poller: {self._who(result.job_run_id)}: {error}")
         elif error is not None and outcome == "error":
-            out.note(f"poller: {self._who(result.job_run_id)}: {type(error).__name__}: {error}")
+            hint = ""
+            if type(error).__name__ == "JobRunNotFoundError":
+                hint = f" (check {self._what_to_check()}, the domain and the region)"
+            who = self._who(result.job_run_id)
+            out.note(f"poller: {who}: {type(error).__name__}: {error}{hint}")
         elif outcome == "interrupted":
             self._interrupted_note(result.job_run_id, result.job_run)
 
@@ -546,6 +549,9 @@ class _Report:
             f"poller: {self._who(run_id)}: wait interrupted (last status: {seen}); "
             "the job run itself was not touched"
         )
+
+    def _what_to_check(self) -> str:
+        return "the job ID" if self._plan.job_id is not None else "the run ID"
 
     def _who(self, run_id: str) -> str:
         """What a message names: the run, or the job whose run was not found (--latest)."""

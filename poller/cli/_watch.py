@@ -244,8 +244,8 @@ def _execute(plan: _Plan) -> int:
             live.start()
         work.start()
         code = _report(plan, items, stop, signals, codes, ends, live)
-    except StdoutGone:
-        out.error("poller: error: stdout is closed (a broken pipe): the results are lost")
+    except StdoutGone as gone:
+        out.error(f"poller: error: {gone}: the results are lost")
         code = ExitCode.STDOUT_CLOSED
     finally:
         stop.set()

@@ -5,14 +5,19 @@ Prints the endpoint URL on stdout, and on stderr the lines to export for a
 and dummy keys. Serves until Ctrl-C or SIGTERM, then stops cleanly.
 ``--log FILE`` appends a JSON line per request answered (see
 `Simulator`); ``--tls`` serves HTTPS and prints the certificate's path on
-stderr. Without ``--scenario`` it serves one demo run (ids on stderr) that
-succeeds 20 seconds after start.
+stderr. Without ``--scenario`` it serves one run, ``run-42`` of domain
+``dzd_abc123`` (the IDs every example of the docs uses), that succeeds 10
+seconds after start. ``--env-file FILE`` also writes the export line to FILE,
+for ``. ./FILE`` in the other shell; the file is removed on stop.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shlex
 import signal
 import sys
 import threading
@@ -21,7 +26,7 @@ from typing import Any
 from poller.testing._script import Lineage, RunScript
 from poller.testing._simulator import Simulator
 
-_DEMO_DOMAIN, _DEMO_RUN = "dzd_demo", "run-demo"
+_DEMO_DOMAIN, _DEMO_RUN = "dzd_abc123", "run-42"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve HTTPS with a self-signed certificate (its path is printed on stderr)",
     )
+    parser.add_argument(
+        "--env-file",
+        metavar="FILE",
+        help="also write the export line to FILE, for `. ./FILE` in another shell; removed on stop",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -62,19 +72,24 @@ def main(argv: list[str] | None = None) -> int:
             tls=args.tls,
         )
         if args.scenario:
-            with open(args.scenario, encoding="utf-8") as f:
-                scenario: Any = json.load(f)
-            sim.load_scenario(scenario)
+            scenario = _read_scenario(args.scenario)
+            try:
+                sim.load_scenario(scenario)
+            except ValueError as e:
+                raise ValueError(f"--scenario {args.scenario}: {e}") from None
         else:
             sim.add_run(
                 _DEMO_DOMAIN,
                 _DEMO_RUN,
                 RunScript(
-                    timeline=[(0, "SCHEDULED"), (3, "IN_PROGRESS"), (20, "SUCCESS")],
+                    timeline=[(0, "SCHEDULED"), (2, "IN_PROGRESS"), (10, "SUCCESS")],
                     lineage=Lineage(),
                 ),
             )
-            print(f"demo run: domain {_DEMO_DOMAIN}, run {_DEMO_RUN}", file=sys.stderr)
+            print(
+                f"serving run {_DEMO_RUN} of domain {_DEMO_DOMAIN} (SUCCESS 10 s from now)",
+                file=sys.stderr,
+            )
         sim.start()
         if args.tls:
             print(
@@ -86,9 +101,18 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    exports = " ".join(f"{name}={value}" for name, value in sim.environ().items())
+    environ = sim.environ()
     if args.tls:
-        exports += f" AWS_CA_BUNDLE={sim.ca_file}"
+        environ["AWS_CA_BUNDLE"] = str(sim.ca_file)
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in environ.items())
+    try:
+        if args.env_file:
+            with open(args.env_file, "w", encoding="utf-8") as f:
+                f.write(f"export {exports}\n")
+    except OSError as e:
+        sim.stop()
+        print(f"python -m poller.testing: error: --env-file: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(
         f"for a client in another shell (poller wait, boto3):\n  export {exports}",
         file=sys.stderr,
@@ -101,7 +125,25 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         sim.stop()
+        if args.env_file:
+            with contextlib.suppress(OSError):
+                os.remove(args.env_file)
     return 0
+
+
+def _read_scenario(path: str) -> Any:
+    """The scenario file's JSON; an error names the file (and where in it JSON broke)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"--scenario {path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+        ) from None
+    except OSError as e:
+        raise ValueError(f"--scenario {path}: cannot read it: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--scenario {path}: not UTF-8 text: {e.reason}") from None
 
 
 if __name__ == "__main__":

@@ -66,6 +66,25 @@ def _require_mapping(d: object, what: str) -> Mapping[str, Any]:
     return d
 
 
+#: Every status GetJobRun documents.
+KNOWN_STATUSES = frozenset({"SCHEDULED", "IN_PROGRESS", *TERMINAL_STATUSES})
+
+
+def _check_status(status: str) -> None:
+    """A scenario's status must be one DataZone has: a misspelled one would never end a wait."""
+    if status in KNOWN_STATUSES:
+        return
+    import difflib  # noqa: PLC0415
+
+    close = difflib.get_close_matches(status.upper(), sorted(KNOWN_STATUSES), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ValueError(
+        f"unknown status {status!r}{hint}: GetJobRun answers one of "
+        f'{", ".join(sorted(KNOWN_STATUSES))}; set "unknown_statuses": true to serve a '
+        "status DataZone may add"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Fault:
     """One scripted bad answer to a GetJobRun call. Build it with a constructor.
@@ -383,6 +402,7 @@ class RunScript:
                 "lineage",
                 "unknown_details",
                 "error_message",
+                "unknown_statuses",
             },
             "a run script",
         )
@@ -404,8 +424,9 @@ class RunScript:
                 if not ok:
                     raise ValueError(f"'timeline' entries must be [seconds, status], got {entry!r}")
                 timeline.append((float(entry[0]), entry[1]))
+        unknown_statuses = _take(d, "unknown_statuses", bool, False)
         lineage = d.get("lineage")
-        return cls(
+        script = cls(
             statuses=statuses,
             timeline=timeline,
             throttle_rate=float(_take(d, "throttle_rate", (int, float), 0.0)),
@@ -414,3 +435,8 @@ class RunScript:
             unknown_details=_take(d, "unknown_details", bool, False),
             error_message=_take(d, "error_message", (str, type(None)), None),
         )
+        if not unknown_statuses:
+            for status in [*(s for s in script.statuses or () if isinstance(s, str)),
+                           *(s for _, s in script.timeline or ())]:  # fmt: skip
+                _check_status(status)
+        return script

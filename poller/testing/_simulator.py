@@ -624,7 +624,9 @@ class Simulator(LocalEndpoint):
                 own = {"domain_id", "run_id", *strings, *numbers}
                 script = RunScript.from_dict({k: v for k, v in run.items() if k not in own})
             except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
+                named = run.get("run_id") if isinstance(run, Mapping) else None
+                who = f"{where} ({named})" if isinstance(named, str) else where
+                raise ValueError(f"{who}: {e}") from None
             parsed.append((domain_id, run_id, script, kwargs))
         for domain_id, run_id, script, kwargs in parsed:
             self.add_run(domain_id, run_id, script, **kwargs)
