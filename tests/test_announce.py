@@ -81,11 +81,26 @@ def test_due_runs_ended_at_or_after_since_in_the_statuses_oldest_end_first() -> 
 def test_settle_raises_the_mark_to_the_latest_end_once_nothing_is_due() -> None:
     """With a run still due the ledger stays; once all are settled the mark rises and
     the settled runs before it are forgotten."""
-    runs = [run("a", "SUCCESS", end=200), run("b", "FAILED", end=250), run("c", "IN_PROGRESS")]
+    runs = [
+        run("a", "SUCCESS", end=200),
+        run("b", "FAILED", end=250),
+        run("c", "IN_PROGRESS", created=260),
+    ]
     ledger = Ledger(T0 + 100).add("a", T0 + 200)
     assert settle(ledger, runs, ALL, T0 + 300) == ledger  # b is still due
     ledger = ledger.add("b", T0 + 250)
     assert settle(ledger, runs, ALL, T0 + 300) == Ledger(T0 + 250, (("b", T0 + 250),))
+
+
+def test_the_mark_never_passes_the_creation_of_a_run_listed_going() -> None:
+    """A run listed going, created at T0+110, may have ended already (its end reported
+    late): the mark rises to 110 at most, and the run is due once listed finished."""
+    ledger = Ledger(T0 + 100).add("b", T0 + 250)
+    going = run("a", "IN_PROGRESS", created=110, start=120)
+    runs = [run("b", "SUCCESS", created=130, end=250), going]
+    assert settle(ledger, runs, ALL, T0 + 300) == Ledger(T0 + 110, (("b", T0 + 250),))
+    late = [runs[0], run("a", "SUCCESS", created=110, start=120, end=150)]
+    assert [r.id for r in due(settle(ledger, runs, ALL, T0 + 300), late, ALL, T0 + 400)] == ["a"]
 
 
 def test_a_run_filtered_out_still_raises_the_mark() -> None:
