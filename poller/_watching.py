@@ -16,9 +16,11 @@ watchers of one job can share the first (an Airflow shared stream):
   reads going stays due, and the job is listed again after ``look``.
 
 Every call books a turn on the process's request budget through `Budget`,
-the one place that touches it. Throttles and transient faults are retried
-with backoff (each retry logged); a denied or invalid call ends the watch
-with its PollerError at once, since no retry can fix it.
+the one place that touches it. Failed calls are retried as the core's
+policy says (`_policy.fail`: jittered backoff, throttles retried for good,
+``max_errors`` transient faults in a row end the watch; each retry logged);
+a denied or invalid call ends the watch with its PollerError at once, since
+no retry can fix it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import asyncio
 import collections
 import functools
 import math
+import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import Executor
@@ -53,9 +56,9 @@ from poller._datazone import classify, fetch_job_run
 from poller._history import list_runs
 from poller._limiter import RateLimiter, budget_for, until_booked
 from poller._model import JobRun, WaitResult
-from poller._policy import CallFault, FaultKind, PollPolicy
+from poller._policy import FaultKind, Jitter, PollPolicy, WaitState, fail
 from poller._runtime import AsyncSleep, Clock, resolve_client, shared_executor
-from poller.errors import AccessDeniedError, InvalidRequestError, JobRunNotFoundError
+from poller.errors import InvalidRequestError, JobRunNotFoundError
 
 __all__ = [
     "LISTING_PAGES",
@@ -79,8 +82,6 @@ WATCH_SKIPPED = "watch_skipped"
 
 #: The most pages one listing reads.
 LISTING_PAGES = 10
-# A listed run that GetJobRun does not find this many times in a row is given up on.
-_NOT_FOUND_TRIES = 3
 # Runs whose GetJobRun answer is kept for the other watchers of the job.
 _READS_KEPT = 256
 
@@ -175,6 +176,7 @@ class JobWatch:
         executor: Executor | None = None,
         logger: Any = None,
         floor: float = math.inf,
+        rng: Jitter | None = None,
     ) -> None:
         from poller._latest import validate_job_ids  # noqa: PLC0415
 
@@ -183,7 +185,9 @@ class JobWatch:
         self.job_id = job_id
         self.client = client
         self.cadence = cadence if cadence is not None else Cadence()
-        self.policy = policy if policy is not None else PollPolicy()
+        # A watch has no deadline: a throttle is retried for as long as it lasts.
+        self.policy = (policy if policy is not None else PollPolicy()).with_timeout(None)
+        self.rng: Jitter = rng if rng is not None else random.Random()
         self.budget = Budget(client, limiter, clock)
         self.wall: Clock = wall if wall is not None else time.time
         self.sleep: AsyncSleep = sleep if sleep is not None else asyncio.sleep
@@ -297,13 +301,11 @@ class JobWatch:
         return full
 
     async def _read(self, run_id: str) -> JobRun | None:
-        for _ in range(_NOT_FOUND_TRIES):
-            try:
-                return await self._call(
-                    "GetJobRun", fetch_job_run, self.client, self.domain_id, run_id
-                )
-            except JobRunNotFoundError:
-                continue
+        try:
+            # Not found is retried through the policy's not_found_grace.
+            return await self._call("GetJobRun", fetch_job_run, self.client, self.domain_id, run_id)
+        except JobRunNotFoundError:
+            pass
         self._reads.pop(run_id, None)
         self.logger.warning(
             WATCH_SKIPPED,
@@ -315,10 +317,10 @@ class JobWatch:
         return None
 
     async def _call(self, operation: str, fn: Callable[..., _T], *args: Any) -> _T:
-        """One call on the budget, retried through throttles and transient faults."""
+        """One call on the budget, retried as the core's policy says (`_policy.fail`)."""
         loop = asyncio.get_running_loop()
         executor = self.executor if self.executor is not None else shared_executor()
-        attempt = 0
+        state = WaitState.start(self.policy, self.budget.clock())
         while True:
             granted = await self.budget.turn(self.sleep)
             self.calls += 1
@@ -329,9 +331,13 @@ class JobWatch:
                 if fault is None:
                     raise
                 self.budget.report(granted, fault.kind, self.policy.retry_max)
-                _raise_if_fatal(operation, fault)
-                attempt += 1
-                delay = min(self.policy.retry_initial * 2 ** (attempt - 1), self.policy.retry_max)
+                state, step = fail(self.policy, state, fault, self.budget.clock(), self.rng)
+                if step.error is not None:
+                    # No retry can fix it (denied, invalid, not found), or too many in a row.
+                    why = str(step.error)
+                    if why == fault.message:
+                        why = f"{fault.error_type}: {why}"
+                    raise type(step.error)(f"{operation}: {why}") from None
                 self.logger.warning(
                     WATCH_RETRYING,
                     domain_id=self.domain_id,
@@ -339,23 +345,13 @@ class JobWatch:
                     operation=operation,
                     error_type=fault.error_type,
                     error=fault.message,
-                    attempt=attempt,
-                    sleep_s=round(delay, 3),
+                    attempt=state.retry_attempt,
+                    sleep_s=round(step.delay, 3),
                 )
-                await self.sleep(delay)
+                await self.sleep(step.delay)
                 continue
             self.budget.report(granted, None, self.policy.retry_max)
             return result
-
-
-def _raise_if_fatal(operation: str, fault: CallFault) -> None:
-    """A denied or invalid call cannot be fixed by retrying: the watch ends with it."""
-    if fault.kind is FaultKind.DENIED:
-        raise AccessDeniedError(f"{operation}: {fault.error_type}: {fault.message}") from None
-    if fault.kind is FaultKind.INVALID:
-        raise InvalidRequestError(f"{operation}: {fault.error_type}: {fault.message}") from None
-    if fault.kind is FaultKind.NOT_FOUND:
-        raise JobRunNotFoundError(f"{operation}: {fault.error_type}: {fault.message}") from None
 
 
 def _going(runs: Iterable[JobRun]) -> dict[str, float]:

@@ -9,8 +9,16 @@ from typing import Any
 import pytest
 from _vtime import VirtualClock, run
 from helpers import DOMAIN, LINEAGE, QUIET, keep
+from structlog.testing import capture_logs
 
-from poller import AccessDeniedError, Outcome, RateLimiter, WaitResult
+from poller import (
+    AccessDeniedError,
+    Outcome,
+    PollPolicy,
+    RateLimiter,
+    ServiceUnavailableError,
+    WaitResult,
+)
 from poller._announce import Cadence, Ledger
 from poller._watching import JobWatch, MemoryStore, announce, start_ledger
 from poller.aio import watch_job_runs
@@ -57,7 +65,7 @@ def collect(
             store=store,
             limiter=kwargs.pop("limiter", RateLimiter(10, clock=clock)),
             wall=lambda: EPOCH + clock(),
-            logger=QUIET,
+            logger=kwargs.pop("logger", QUIET),
             **kwargs,
         )
         async for result in stream:
@@ -162,6 +170,60 @@ def test_a_throttled_listing_is_retried_and_slows_the_budget(
     assert [r.job_run_id for r, _ in got] == ids
     assert [r.status_code for r in operations(sim, "ListJobRuns")][:3] == [429, 429, 200]
     assert budget.rate < 10
+
+
+def test_a_listing_throttled_1100_times_in_a_row_gets_through_at_the_capped_backoff(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """1,100 throttles, then the listing answers: the run is announced; no retry waited
+    more than retry_max (the backoff exponent is bounded, as a wait's)."""
+    past(sim)
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(0, 600, "SUCCESS")])
+    sim.fail_list_job_runs(DOMAIN, JOB, *[Fault.throttle()] * 1100)
+    policy = PollPolicy(retry_initial=0.5, retry_max=2.0)
+    with capture_logs() as events:
+        got = collect(
+            sim, clock, 1, policy=policy, limiter=RateLimiter(1000, clock=clock), logger=None
+        )
+    assert [r.job_run_id for r, _ in got] == ids
+    sleeps = [e["sleep_s"] for e in events if e["event"] == "watch_retrying"]
+    assert len(sleeps) == 1100
+    assert max(sleeps) <= 2.0
+
+
+def test_transient_faults_in_a_row_end_the_watch_at_max_errors_after_jittered_retries(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """max_errors=4 and four 500s in a row: ServiceUnavailableError after four calls; the
+    three retries waited the policy's jittered backoff (1, 2, 4 s, each +-20 %)."""
+    sim.add_scheduled_runs(DOMAIN, JOB, [(0, 60, "SUCCESS")])  # would be announced
+    sim.fail_list_job_runs(DOMAIN, JOB, *[Fault.internal()] * 4)
+    with capture_logs() as events, pytest.raises(ServiceUnavailableError, match="4 transient"):
+        collect(sim, clock, 1, policy=PollPolicy(max_errors=4, retry_max=20.0), logger=None)
+    assert len(operations(sim, "ListJobRuns")) == 4
+    sleeps = [e["sleep_s"] for e in events if e["event"] == "watch_retrying"]
+    assert len(sleeps) == 3
+    for sleep, plain in zip(sleeps, [1.0, 2.0, 4.0], strict=True):
+        assert 0.8 * plain <= sleep <= 1.2 * plain
+    assert sleeps != [1.0, 2.0, 4.0]
+
+
+def test_a_run_listed_finished_that_getjobrun_never_finds_is_given_up_after_the_grace(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """A listed SUCCESS run GetJobRun answers 404: read again through not_found_grace (10 s),
+    then skipped with a warning; the watch goes on and announces the next run."""
+    past(sim)
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(0, 600, "SUCCESS")])
+    ghost = {"domainId": DOMAIN, "jobId": JOB, "runId": "ghost", "status": "SUCCESS"}
+    sim.add_list_item(DOMAIN, JOB, {**ghost, "createdAt": EPOCH + 1001, "endTime": EPOCH + 1002})
+    with capture_logs() as events:
+        got = collect(sim, clock, 1, logger=None)
+    assert [r.job_run_id for r, _ in got] == ids
+    reads = [r.t for r in operations(sim, "GetJobRun") if r.run_id == "ghost"]
+    assert 3 <= len(reads) <= 6
+    assert 9 <= reads[-1] - reads[0] <= 10.01
+    assert [e["job_run_id"] for e in events if e["event"] == "watch_skipped"] == ["ghost"]
 
 
 def test_denied_access_ends_the_watch_at_once_with_its_error(
