@@ -10,7 +10,9 @@ decides is a pure function here, on frozen values, with no I/O and no clock;
   seconds): runs that ended before it are never announced; ``settled`` holds
   the runs at or after it that were dealt with. It is all a watcher must keep
   across restarts (`Ledger.to_json`), and it stays small: `settle` raises the
-  mark once a complete listing has nothing left to announce.
+  mark once a complete listing has nothing left to announce, but never past
+  the start of a run the listing still shows going (its end may be reported
+  late, and is no earlier than its start).
 - `due`: the runs of a listing to read and announce, oldest end first.
 - `Outlook` / `next_listing`: when a run of the job can next have ended. A run
   that no listing at time t shows running cannot end before t plus the job's
@@ -19,7 +21,8 @@ decides is a pure function here, on frozen values, with no I/O and no clock;
   that runs on a schedule starts its next run no sooner than the shortest
   plausible gap between its scheduled runs. Until the earliest of these the
   watcher does not list; after it, it lists every ``Cadence.look`` seconds.
-- `more_pages`: whether a listing's next page can hold a run that matters.
+- `more_pages` / `reach`: whether a listing's next page can hold a run that
+  matters: one ended at or after the mark, or one the last listing showed going.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "next_listing",
     "outlook",
     "parse_statuses",
+    "reach",
     "settle",
 ]
 
@@ -157,21 +161,30 @@ def due(
 def settle(
     ledger: Ledger, runs: Sequence[JobRun], statuses: frozenset[str], listed_at: float
 ) -> Ledger:
-    """After a complete listing: raise ``since`` to the latest end it shows, if nothing is due.
+    """After a complete listing: raise ``since`` to the latest end it shows, if nothing is due,
+    but not past the earliest start of a run it shows going.
 
-    Every run that had ended when the listing was made is on it, finished; a
-    run that ends later ends after each of those. So once none of the
-    listing's runs is due any more, the mark may rise to the latest end among
-    them, and the settled runs before it are forgotten. While a run is still
-    due (not read yet), the ledger stays as it is.
+    Once none of the listing's runs is due any more, the mark may rise to the
+    latest end among them, and the settled runs before it are forgotten. A
+    listing can report an end late (eventually consistent): a run it shows
+    going may already have ended, but not before it was created or started,
+    so the mark stays at or below that. While a run is still due (not read
+    yet, or read still going), the ledger stays as it is.
     """
     if due(ledger, runs, statuses, listed_at):
         return ledger
     ends = [end_of(run, listed_at) for run in runs if run.is_terminal]
-    since = max([ledger.since, *ends])
+    going = [_began(run, listed_at) for run in runs if not run.is_terminal]
+    since = max(ledger.since, min([max(ends, default=ledger.since), *going]))
     if since == ledger.since:
         return ledger
     return Ledger(since, tuple(pair for pair in ledger.settled if pair[1] >= since))
+
+
+def _began(run: JobRun, listed_at: float) -> float:
+    """The earliest a run listed going can have ended: its creation or start (else the listing)."""
+    times = [t.timestamp() for t in (run.created_at, run.start_time) if t is not None]
+    return min(times, default=listed_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +259,19 @@ def next_listing(view: Outlook, cadence: Cadence) -> float:
     soonest = view.listed_at + cadence.look
     latest = view.listed_at + cadence.longest
     return min(max(view.earliest_end, soonest), latest)
+
+
+def reach(floor: float, going: Iterable[float] | None) -> float:
+    """The creation time a listing reads back to: ``floor`` (the earliest end any watcher of
+    the job announces), and the creation of each run the last complete listing showed
+    going (``going``), wherever its page; every page (-inf) when nothing was listed yet.
+
+    A run created before the floor matters only if it ran across it: the first
+    listing cannot tell where such runs are, later ones know them from it.
+    """
+    if going is None:
+        return -math.inf
+    return min([floor, *going])
 
 
 def more_pages(page: Sequence[JobRun], floor: float) -> bool:

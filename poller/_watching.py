@@ -7,16 +7,20 @@ watchers of one job can share the first (an Airflow shared stream):
 - `JobWatch`: one listing loop for one job through one client. It lists when
   `_announce.next_listing` says a run can have ended, yields each `Listing`,
   and reads a listed run (`JobWatch.read`: one GetJobRun, shared by every
-  watcher that asks for the same run).
+  watcher that asks for the same run). Its first listing reads every page;
+  the next ones read back to the runs it last saw going (`_announce.reach`).
 - `announce`: one watcher's announcements from a stream of listings: the runs
   `_announce.due` names, read and handed out one at a time, its `Ledger`
-  updated and saved after each (the `Store`: Airflow's asset_state_store,
-  or memory).
+  updated and saved before each is handed out (the `Store`: Airflow's
+  asset_state_store, or memory). A run listed finished that GetJobRun still
+  reads going stays due, and the job is listed again after ``look``.
 
 Every call books a turn on the process's request budget through `Budget`,
-the one place that touches it. Throttles and transient faults are retried
-with backoff (each retry logged); a denied or invalid call ends the watch
-with its PollerError at once, since no retry can fix it.
+the one place that touches it. Failed calls are retried as the core's
+policy says (`_policy.fail`: jittered backoff, throttles retried for good,
+``max_errors`` transient faults in a row end the watch; each retry logged);
+a denied or invalid call ends the watch with its PollerError at once, since
+no retry can fix it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import collections
 import functools
 import math
+import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import Executor
@@ -44,15 +49,16 @@ from poller._announce import (
     next_listing,
     outlook,
     parse_statuses,
+    reach,
 )
 from poller._announce import settle as settle_ledger
 from poller._datazone import classify, fetch_job_run
 from poller._history import list_runs
 from poller._limiter import RateLimiter, budget_for, until_booked
 from poller._model import JobRun, WaitResult
-from poller._policy import CallFault, FaultKind, PollPolicy
+from poller._policy import FaultKind, Jitter, PollPolicy, WaitState, fail
 from poller._runtime import AsyncSleep, Clock, resolve_client, shared_executor
-from poller.errors import AccessDeniedError, InvalidRequestError, JobRunNotFoundError
+from poller.errors import InvalidRequestError, JobRunNotFoundError
 
 __all__ = [
     "LISTING_PAGES",
@@ -76,8 +82,6 @@ WATCH_SKIPPED = "watch_skipped"
 
 #: The most pages one listing reads.
 LISTING_PAGES = 10
-# A listed run that GetJobRun does not find this many times in a row is given up on.
-_NOT_FOUND_TRIES = 3
 # Runs whose GetJobRun answer is kept for the other watchers of the job.
 _READS_KEPT = 256
 
@@ -172,6 +176,7 @@ class JobWatch:
         executor: Executor | None = None,
         logger: Any = None,
         floor: float = math.inf,
+        rng: Jitter | None = None,
     ) -> None:
         from poller._latest import validate_job_ids  # noqa: PLC0415
 
@@ -180,7 +185,9 @@ class JobWatch:
         self.job_id = job_id
         self.client = client
         self.cadence = cadence if cadence is not None else Cadence()
-        self.policy = policy if policy is not None else PollPolicy()
+        # A watch has no deadline: a throttle is retried for as long as it lasts.
+        self.policy = (policy if policy is not None else PollPolicy()).with_timeout(None)
+        self.rng: Jitter = rng if rng is not None else random.Random()
         self.budget = Budget(client, limiter, clock)
         self.wall: Clock = wall if wall is not None else time.time
         self.sleep: AsyncSleep = sleep if sleep is not None else asyncio.sleep
@@ -192,7 +199,14 @@ class JobWatch:
         # The last listing stopped at pages older than this (inf: none yet; -inf:
         # it read every page): a watcher that needs older runs needs a new one.
         self._cut = math.inf
-        self._deeper = asyncio.Event()
+        # The creation times of the runs the last complete listing showed going
+        # (None: no listing yet); the next listing reads back to them.
+        self._going: dict[str, float] | None = None
+        # Why to list before the listing's `next_listing`: a watcher needs older
+        # runs, or a run listed finished was read still going (list at `_soon`).
+        self._deeper = False
+        self._soon = math.inf
+        self._wake = asyncio.Event()
         self._reads: collections.OrderedDict[str, asyncio.Future[JobRun | None]] = (
             collections.OrderedDict()
         )
@@ -204,12 +218,21 @@ class JobWatch:
         if since < self.floor:
             self.floor = since
             if since < self._cut:
-                self._deeper.set()
+                self._deeper = True
+                self._wake.set()
+
+    def recheck(self) -> None:
+        """A run listed finished reads still going (the listing runs ahead of GetJobRun): list
+        again after ``look``, whatever the job's history says, until they agree."""
+        soon = self.wall() + self.cadence.look
+        if soon < self._soon:
+            self._soon = soon
+            self._wake.set()
 
     async def listings(self) -> AsyncGenerator[Listing, None]:
         """The job's listings, forever: the first at once, each next when a run can have ended."""
         while True:
-            self._deeper.clear()
+            self._deeper, self._soon = False, math.inf
             listing = await self._list()
             view = outlook(listing.runs, listing.listed_at)
             at = next_listing(view, self.cadence)
@@ -226,9 +249,10 @@ class JobWatch:
             await self._until(at)
 
     async def _until(self, at: float) -> None:
-        """Sleep until wall time ``at``, or until a watcher needs a deeper listing."""
-        while not self._deeper.is_set() and (left := at - self.wall()) > 0:
-            waiter = asyncio.ensure_future(self._deeper.wait())
+        """Sleep until wall time ``at``, or until a watcher needs a deeper or sooner listing."""
+        while not self._deeper and (left := min(at, self._soon) - self.wall()) > 0:
+            self._wake.clear()
+            waiter = asyncio.ensure_future(self._wake.wait())
             sleeper = asyncio.ensure_future(self.sleep(left))
             try:
                 await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
@@ -238,7 +262,8 @@ class JobWatch:
 
     async def _list(self) -> Listing:
         listed_at = self.wall()
-        floor = self.floor
+        going = None if self._going is None else self._going.values()
+        floor = reach(self.floor, going)
         runs: list[JobRun] = []
         token: str | None = None
         for _ in range(LISTING_PAGES):
@@ -248,15 +273,19 @@ class JobWatch:
             runs += page
             if token is None or not more_pages(page, floor):
                 self._cut = -math.inf if token is None else floor
+                self._going = _going(runs)
                 return Listing(tuple(runs), listed_at, True, self)
         self._cut = math.inf
+        # Past the last page read, the runs seen going before are still looked for.
+        self._going = {**(self._going or {}), **_going(runs)}
         return Listing(tuple(runs), listed_at, False, self)
 
     async def read(self, run: JobRun) -> JobRun | None:
         """The run as GetJobRun reads it (lineage included); None if it cannot be found.
 
         One call per run whatever number of watchers ask: the answer of a
-        finished run never changes.
+        finished run never changes. One still going (the listing ran ahead of
+        GetJobRun) is not kept, and the job is listed again soon (`recheck`).
         """
         future = self._reads.get(run.id)
         if future is None:
@@ -264,16 +293,19 @@ class JobWatch:
             self._reads[run.id] = future
             while len(self._reads) > _READS_KEPT:
                 self._reads.popitem(last=False)
-        return await asyncio.shield(future)
+        full = await asyncio.shield(future)
+        if full is not None and not full.is_terminal:
+            if self._reads.get(run.id) is future:
+                del self._reads[run.id]
+            self.recheck()
+        return full
 
     async def _read(self, run_id: str) -> JobRun | None:
-        for _ in range(_NOT_FOUND_TRIES):
-            try:
-                return await self._call(
-                    "GetJobRun", fetch_job_run, self.client, self.domain_id, run_id
-                )
-            except JobRunNotFoundError:
-                continue
+        try:
+            # Not found is retried through the policy's not_found_grace.
+            return await self._call("GetJobRun", fetch_job_run, self.client, self.domain_id, run_id)
+        except JobRunNotFoundError:
+            pass
         self._reads.pop(run_id, None)
         self.logger.warning(
             WATCH_SKIPPED,
@@ -285,10 +317,10 @@ class JobWatch:
         return None
 
     async def _call(self, operation: str, fn: Callable[..., _T], *args: Any) -> _T:
-        """One call on the budget, retried through throttles and transient faults."""
+        """One call on the budget, retried as the core's policy says (`_policy.fail`)."""
         loop = asyncio.get_running_loop()
         executor = self.executor if self.executor is not None else shared_executor()
-        attempt = 0
+        state = WaitState.start(self.policy, self.budget.clock())
         while True:
             granted = await self.budget.turn(self.sleep)
             self.calls += 1
@@ -299,9 +331,13 @@ class JobWatch:
                 if fault is None:
                     raise
                 self.budget.report(granted, fault.kind, self.policy.retry_max)
-                _raise_if_fatal(operation, fault)
-                attempt += 1
-                delay = min(self.policy.retry_initial * 2 ** (attempt - 1), self.policy.retry_max)
+                state, step = fail(self.policy, state, fault, self.budget.clock(), self.rng)
+                if step.error is not None:
+                    # No retry can fix it (denied, invalid, not found), or too many in a row.
+                    why = str(step.error)
+                    if why == fault.message:
+                        why = f"{fault.error_type}: {why}"
+                    raise type(step.error)(f"{operation}: {why}") from None
                 self.logger.warning(
                     WATCH_RETRYING,
                     domain_id=self.domain_id,
@@ -309,23 +345,22 @@ class JobWatch:
                     operation=operation,
                     error_type=fault.error_type,
                     error=fault.message,
-                    attempt=attempt,
-                    sleep_s=round(delay, 3),
+                    attempt=state.retry_attempt,
+                    sleep_s=round(step.delay, 3),
                 )
-                await self.sleep(delay)
+                await self.sleep(step.delay)
                 continue
             self.budget.report(granted, None, self.policy.retry_max)
             return result
 
 
-def _raise_if_fatal(operation: str, fault: CallFault) -> None:
-    """A denied or invalid call cannot be fixed by retrying: the watch ends with it."""
-    if fault.kind is FaultKind.DENIED:
-        raise AccessDeniedError(f"{operation}: {fault.error_type}: {fault.message}") from None
-    if fault.kind is FaultKind.INVALID:
-        raise InvalidRequestError(f"{operation}: {fault.error_type}: {fault.message}") from None
-    if fault.kind is FaultKind.NOT_FOUND:
-        raise JobRunNotFoundError(f"{operation}: {fault.error_type}: {fault.message}") from None
+def _going(runs: Iterable[JobRun]) -> dict[str, float]:
+    """The creation times of the listed runs still going (-inf: none known, read every page)."""
+    return {
+        run.id: run.created_at.timestamp() if run.created_at is not None else -math.inf
+        for run in runs
+        if not run.is_terminal
+    }
 
 
 class Store(Protocol):
@@ -374,11 +409,12 @@ async def announce(
 ) -> AsyncIterator[WaitResult]:
     """One watcher's announcements from a stream of listings: each due run, read, once.
 
-    The ledger is saved as soon as each announcement has been taken (the
-    consumer asked for the next one, or closed the stream on it) and whenever
+    The ledger is saved before each announcement is handed out (so a watch
+    started again on the store right after a ``break`` has it) and whenever
     the mark rises. ``deferred``: instead, once the consumer has stored what
     was announced from a listing for good (`Listing.stored`), the ledger as
-    it was after that listing.
+    it was after that listing. A run GetJobRun still reads going is not
+    settled: it stays due, and a later listing offers it again.
     """
     logger = logger if logger is not None else log.get_logger()
     saved = ledger
@@ -386,23 +422,21 @@ async def announce(
         listing.watch.need(ledger.since)
         for run in due(ledger, listing.runs, statuses, listing.listed_at):
             full = await listing.watch.read(run)
-            try:
-                if full is not None and full.is_terminal and str(full.status) in statuses:
-                    logger.info(
-                        WATCH_ANNOUNCED,
-                        domain_id=full.domain_id,
-                        job_id=full.job_id,
-                        job_run_id=full.id,
-                        status=str(full.status),
-                    )
-                    yield _result(full)
-            finally:
-                # Also when the consumer stops right after taking it (closes the
-                # stream at this yield): it has the announcement.
-                ledger = ledger.add(run.id, end_of(run, listing.listed_at))
-                if not deferred:
-                    saved = ledger
-                    await store.save(ledger.to_json())
+            if full is not None and not full.is_terminal:
+                continue  # the listing ran ahead of GetJobRun (the watch lists again soon)
+            ledger = ledger.add(run.id, end_of(run, listing.listed_at))
+            if not deferred:
+                saved = ledger
+                await store.save(ledger.to_json())
+            if full is not None and str(full.status) in statuses:
+                logger.info(
+                    WATCH_ANNOUNCED,
+                    domain_id=full.domain_id,
+                    job_id=full.job_id,
+                    job_run_id=full.id,
+                    status=str(full.status),
+                )
+                yield _result(full)
         if listing.complete:
             ledger = settle_ledger(ledger, listing.runs, statuses, listing.listed_at)
         if ledger != saved:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -81,11 +82,26 @@ def test_due_runs_ended_at_or_after_since_in_the_statuses_oldest_end_first() -> 
 def test_settle_raises_the_mark_to_the_latest_end_once_nothing_is_due() -> None:
     """With a run still due the ledger stays; once all are settled the mark rises and
     the settled runs before it are forgotten."""
-    runs = [run("a", "SUCCESS", end=200), run("b", "FAILED", end=250), run("c", "IN_PROGRESS")]
+    runs = [
+        run("a", "SUCCESS", end=200),
+        run("b", "FAILED", end=250),
+        run("c", "IN_PROGRESS", created=260),
+    ]
     ledger = Ledger(T0 + 100).add("a", T0 + 200)
     assert settle(ledger, runs, ALL, T0 + 300) == ledger  # b is still due
     ledger = ledger.add("b", T0 + 250)
     assert settle(ledger, runs, ALL, T0 + 300) == Ledger(T0 + 250, (("b", T0 + 250),))
+
+
+def test_the_mark_never_passes_the_creation_of_a_run_listed_going() -> None:
+    """A run listed going, created at T0+110, may have ended already (its end reported
+    late): the mark rises to 110 at most, and the run is due once listed finished."""
+    ledger = Ledger(T0 + 100).add("b", T0 + 250)
+    going = run("a", "IN_PROGRESS", created=110, start=120)
+    runs = [run("b", "SUCCESS", created=130, end=250), going]
+    assert settle(ledger, runs, ALL, T0 + 300) == Ledger(T0 + 110, (("b", T0 + 250),))
+    late = [runs[0], run("a", "SUCCESS", created=110, start=120, end=150)]
+    assert [r.id for r in due(settle(ledger, runs, ALL, T0 + 300), late, ALL, T0 + 400)] == ["a"]
 
 
 def test_a_run_filtered_out_still_raises_the_mark() -> None:
@@ -204,3 +220,41 @@ def test_every_run_ending_after_since_is_announced_exactly_once(
     expected = {rid for rid, r in final.items() if r.end_time.timestamp() >= T0 + since}
     assert sorted(announced) == sorted(expected)
     assert len(announced) == len(set(announced))
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 1000), st.integers(0, 500), st.integers(0, 300)),
+        min_size=1,
+        max_size=20,
+    ),
+    st.lists(st.integers(1, 400), min_size=1, max_size=10),
+    st.integers(0, 800),
+)
+def test_every_run_is_announced_once_whatever_ends_the_listings_report_late(
+    specs: list[tuple[int, int, int]], steps: list[int], since: int
+) -> None:
+    """Runs (created, duration, lag): each listing shows a run going until ``lag`` seconds
+    after its end, then finished with its true end. Announcing what is due and settling
+    after each listing, then one listing that shows everything, announces each run that
+    ended at or after `since` once."""
+    ledger = Ledger(T0 + since)
+    announced: list[str] = []
+    times = list(itertools.accumulate(steps))
+    times.append(times[-1] + 2000)  # every end reported by then
+    for t in times:
+        runs = [
+            run(f"r{i}", "SUCCESS", created=c, end=c + d)
+            if c + d + lag <= t
+            else run(f"r{i}", "IN_PROGRESS", created=c)
+            for i, (c, d, lag) in enumerate(specs)
+            if c <= t
+        ]
+        runs.sort(key=lambda r: r.created_at or 0, reverse=True)
+        for r in due(ledger, runs, ALL, T0 + t):
+            announced.append(r.id)
+            assert r.end_time is not None
+            ledger = ledger.add(r.id, r.end_time.timestamp())
+        ledger = settle(ledger, runs, ALL, T0 + t)
+    expected = [f"r{i}" for i, (c, d, _) in enumerate(specs) if c + d >= since]
+    assert sorted(announced) == sorted(expected)

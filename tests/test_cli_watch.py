@@ -69,6 +69,21 @@ def test_the_timeout_before_count_runs_is_exit_4(sim: Simulator) -> None:
     assert "--timeout passed" in done.stderr
 
 
+def test_a_watch_without_count_that_announced_a_failed_run_exits_1_at_the_timeout(
+    sim: Simulator,
+) -> None:
+    """No --count: the FAILED run is printed, --timeout ends the watch, and the exit code is
+    1 (a run failed outranks the timeout's 4); with only a success it is 4."""
+    since = str(time.time())
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(0.3, 0.2, "FAILED")])
+    done = poller(sim, "--timeout", "3s", "--since", since)
+    assert [json.loads(line)["job_run_id"] for line in done.stdout.splitlines()] == ids
+    assert done.returncode == 1, done.stderr
+    assert "--timeout passed; 1 announced" in done.stderr
+    ok = poller(sim, "--timeout", "1s", "--status", "SUCCESS", "--since", since)
+    assert (ok.returncode, ok.stdout) == (4, "")
+
+
 def test_denied_access_is_one_line_and_exit_5(sim: Simulator) -> None:
     """AccessDenied on the listing: one clear line naming the job, exit 5, one call."""
     sim.fail_list_job_runs(DOMAIN, JOB, Fault.error("AccessDeniedException", 403, "no list"))

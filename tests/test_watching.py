@@ -9,8 +9,16 @@ from typing import Any
 import pytest
 from _vtime import VirtualClock, run
 from helpers import DOMAIN, LINEAGE, QUIET, keep
+from structlog.testing import capture_logs
 
-from poller import AccessDeniedError, Outcome, RateLimiter, WaitResult
+from poller import (
+    AccessDeniedError,
+    Outcome,
+    PollPolicy,
+    RateLimiter,
+    ServiceUnavailableError,
+    WaitResult,
+)
 from poller._announce import Cadence, Ledger
 from poller._watching import JobWatch, MemoryStore, announce, start_ledger
 from poller.aio import watch_job_runs
@@ -57,7 +65,7 @@ def collect(
             store=store,
             limiter=kwargs.pop("limiter", RateLimiter(10, clock=clock)),
             wall=lambda: EPOCH + clock(),
-            logger=QUIET,
+            logger=kwargs.pop("logger", QUIET),
             **kwargs,
         )
         async for result in stream:
@@ -170,6 +178,60 @@ def test_a_throttled_listing_is_retried_and_slows_the_budget(
     assert rates[:1] == [5]  # cut; it climbs back in time after
 
 
+def test_a_listing_throttled_1100_times_in_a_row_gets_through_at_the_capped_backoff(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """1,100 throttles, then the listing answers: the run is announced; no retry waited
+    more than retry_max (the backoff exponent is bounded, as a wait's)."""
+    past(sim)
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(0, 600, "SUCCESS")])
+    sim.fail_list_job_runs(DOMAIN, JOB, *[Fault.throttle()] * 1100)
+    policy = PollPolicy(retry_initial=0.5, retry_max=2.0)
+    with capture_logs() as events:
+        got = collect(
+            sim, clock, 1, policy=policy, limiter=RateLimiter(1000, clock=clock), logger=None
+        )
+    assert [r.job_run_id for r, _ in got] == ids
+    sleeps = [e["sleep_s"] for e in events if e["event"] == "watch_retrying"]
+    assert len(sleeps) == 1100
+    assert max(sleeps) <= 2.0
+
+
+def test_transient_faults_in_a_row_end_the_watch_at_max_errors_after_jittered_retries(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """max_errors=4 and four 500s in a row: ServiceUnavailableError after four calls; the
+    three retries waited the policy's jittered backoff (1, 2, 4 s, each +-20 %)."""
+    sim.add_scheduled_runs(DOMAIN, JOB, [(0, 60, "SUCCESS")])  # would be announced
+    sim.fail_list_job_runs(DOMAIN, JOB, *[Fault.internal()] * 4)
+    with capture_logs() as events, pytest.raises(ServiceUnavailableError, match="4 transient"):
+        collect(sim, clock, 1, policy=PollPolicy(max_errors=4, retry_max=20.0), logger=None)
+    assert len(operations(sim, "ListJobRuns")) == 4
+    sleeps = [e["sleep_s"] for e in events if e["event"] == "watch_retrying"]
+    assert len(sleeps) == 3
+    for sleep, plain in zip(sleeps, [1.0, 2.0, 4.0], strict=True):
+        assert 0.8 * plain <= sleep <= 1.2 * plain
+    assert sleeps != [1.0, 2.0, 4.0]
+
+
+def test_a_run_listed_finished_that_getjobrun_never_finds_is_given_up_after_the_grace(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """A listed SUCCESS run GetJobRun answers 404: read again through not_found_grace (10 s),
+    then skipped with a warning; the watch goes on and announces the next run."""
+    past(sim)
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(0, 600, "SUCCESS")])
+    ghost = {"domainId": DOMAIN, "jobId": JOB, "runId": "ghost", "status": "SUCCESS"}
+    sim.add_list_item(DOMAIN, JOB, {**ghost, "createdAt": EPOCH + 1001, "endTime": EPOCH + 1002})
+    with capture_logs() as events:
+        got = collect(sim, clock, 1, logger=None)
+    assert [r.job_run_id for r, _ in got] == ids
+    reads = [r.t for r in operations(sim, "GetJobRun") if r.run_id == "ghost"]
+    assert 3 <= len(reads) <= 6
+    assert 9 <= reads[-1] - reads[0] <= 10.01
+    assert [e["job_run_id"] for e in events if e["event"] == "watch_skipped"] == ["ghost"]
+
+
 def test_denied_access_ends_the_watch_at_once_with_its_error(
     sim: Simulator, clock: VirtualClock
 ) -> None:
@@ -264,3 +326,115 @@ def test_runs_past_the_first_page_are_announced_when_since_reaches_them(
     got = collect(sim, clock, 55, since=EPOCH + clock() - 55 * HOUR)
     assert [r.job_run_id for r, _ in got] == ids[-55:]
     assert len(operations(sim, "ListJobRuns")) == 2
+
+
+def within(
+    sim: Simulator, clock: VirtualClock, seconds: float, **kwargs: Any
+) -> list[tuple[str, float]]:
+    """Every announcement (run ID, virtual time) of a watch left running ``seconds``."""
+
+    async def main() -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        stream = watch_job_runs(
+            DOMAIN,
+            JOB,
+            client=keep(sim.client()),
+            limiter=RateLimiter(10, clock=clock),
+            wall=lambda: EPOCH + clock(),
+            logger=QUIET,
+            **kwargs,
+        )
+        try:
+            async with asyncio.timeout(seconds):
+                async for result in stream:
+                    out.append((result.job_run_id, clock()))
+        except TimeoutError:
+            pass
+        finally:
+            await stream.aclose()
+        return out
+
+    return run(main(), clock)
+
+
+def test_runs_on_later_pages_running_when_the_watch_starts_are_announced_as_they_end(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """Six runs going at the start, two a page, the newest ending first: each is announced
+    once, in end order, though the first page soon shows only finished runs older than
+    the watch."""
+    ids = sim.add_scheduled_runs(
+        DOMAIN, JOB, [(-100 + k, 100 + 60 * (6 - k), "SUCCESS") for k in range(6)]
+    )
+    sim.page_list_job_runs(DOMAIN, JOB, 2)
+    got = within(sim, clock, 1200)
+    assert [run_id for run_id, _ in got] == ids[::-1]
+    for run_id, seen in got:
+        end = sim.end_time(run_id)
+        assert end is not None
+        assert 0 <= seen - end <= Cadence().look + 1
+
+
+def test_a_run_listed_finished_before_getjobrun_says_so_is_announced_once_it_does(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """ListJobRuns shows the run SUCCESS at 100 s, GetJobRun says IN_PROGRESS until 160 s:
+    it is announced once, finished, soon after GetJobRun agrees, and the next run too."""
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(1, 99, "SUCCESS"), (200, 100, "FAILED")])
+    sim.lag_run(DOMAIN, ids[0], reading=60)
+    got = within(sim, clock, 1000)
+    assert [run_id for run_id, _ in got] == ids
+    end = sim.end_time(ids[0])
+    assert end is not None
+    assert 60 <= got[0][1] - end <= 60 + Cadence().look + 1
+
+
+def test_a_run_whose_end_the_listing_reports_late_is_still_announced(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """b1 ends at 100 s but is listed running until 160 s; b2 ends at 130 s and is listed
+    at once: both are announced, though b1's end is older than b2's."""
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(1, 99, "SUCCESS"), (2, 128, "SUCCESS")])
+    sim.lag_run(DOMAIN, ids[0], listing=60)
+    got = within(sim, clock, 1000)
+    assert sorted(run_id for run_id, _ in got) == sorted(ids)
+    assert len(got) == 2
+
+
+def test_a_watch_started_again_right_after_break_repeats_no_run(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """The consumer breaks out after the first run and starts a new watch on the same store
+    before the old stream is finalized: the new one announces the second run, not the
+    first again."""
+    past(sim)
+    ids = sim.add_scheduled_runs(DOMAIN, JOB, [(0, 600, "SUCCESS"), (HOUR, 600, "FAILED")])
+    store = MemoryStore()
+    client = keep(sim.client())
+
+    async def first(stream: Any) -> str:
+        async for result in stream:
+            return str(result.job_run_id)  # a `break` with the announcement
+        raise AssertionError("the stream ended")
+
+    async def main() -> tuple[str, str]:
+        def watch() -> Any:
+            return watch_job_runs(
+                DOMAIN,
+                JOB,
+                client=client,
+                store=store,
+                limiter=RateLimiter(10, clock=clock),
+                wall=lambda: EPOCH + clock(),
+                logger=QUIET,
+            )
+
+        old = watch()  # kept, so not finalized (as a consumer may keep it, or the GC be late)
+        one = await first(old)
+        new = watch()
+        two = await first(new)
+        await new.aclose()
+        await old.aclose()
+        return one, two
+
+    assert run(main(), clock) == (ids[0], ids[1])

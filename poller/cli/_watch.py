@@ -37,15 +37,16 @@ END_STATES = ("SUCCESS", "PARTIALLY_SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT"
 
 #: The exit codes of `poller watch`: `poller wait`'s, over every run announced.
 WATCH_MEANINGS = {
-    ExitCode.SUCCEEDED: "every run announced ended SUCCESS (or PARTIALLY_SUCCEEDED with "
-    "allow_partial), or none was",
-    ExitCode.FAILED: "a run announced ended FAILED, ABORTED, TIMED_OUT or CANCELED",
+    ExitCode.SUCCEEDED: "--count runs were announced and every one ended SUCCESS (or "
+    "PARTIALLY_SUCCEEDED with allow_partial)",
+    ExitCode.FAILED: "a run announced ended FAILED, ABORTED, TIMED_OUT or CANCELED, also "
+    "when --timeout then passed",
     ExitCode.USAGE: WAIT_MEANINGS[ExitCode.USAGE],
     ExitCode.PARTIAL: "a run announced ended PARTIALLY_SUCCEEDED, without allow_partial",
     ExitCode.WAIT_TIMEOUT: "--timeout passed before --count runs were announced (always, "
-    "without --count)",
+    "without --count) and no run announced failed",
     ExitCode.UNREADABLE: "the job could not be watched: access denied, no credentials, "
-    "the job not found",
+    "the job not found, max_errors transient faults in a row",
     ExitCode.SIGHUP: "interrupted by SIGHUP",
     ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C)",
     ExitCode.STDOUT_CLOSED: WAIT_MEANINGS[ExitCode.STDOUT_CLOSED],

@@ -280,6 +280,9 @@ class Simulator(LocalEndpoint):
         self._list_extras: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._storms: list[tuple[float, float]] = []
         self._background = 0.0
+        self._page_sizes: dict[tuple[str, str], int] = {}
+        self._list_lags: dict[tuple[str, str], float] = {}
+        self._read_lags: dict[tuple[str, str], float] = {}
         self._seq = 0
         self._records: list[RequestRecord] = []
         self._server: _Server | None = None
@@ -586,6 +589,30 @@ class Simulator(LocalEndpoint):
         with self._lock:
             self._list_extras.setdefault((domain_id, job_id), []).append(dict(item))
 
+    def page_list_job_runs(self, domain_id: str, job_id: str, size: int) -> None:
+        """Answer the job's later ListJobRuns with at most ``size`` runs a page, whatever
+        ``maxResults`` asks (it is a maximum): a listing that takes several pages."""
+        if not 1 <= size <= _MAX_PAGE_SIZE:
+            raise ValueError(f"size must be between 1 and {_MAX_PAGE_SIZE}")
+        with self._lock:
+            self._page_sizes[(domain_id, job_id)] = size
+
+    def lag_run(
+        self, domain_id: str, run_id: str, *, listing: float = 0.0, reading: float = 0.0
+    ) -> None:
+        """Show a timeline run as it was ``listing`` seconds ago in ListJobRuns and ``reading``
+        seconds ago in GetJobRun: a service whose two views are eventually consistent.
+
+        A run that ended at t is listed running until t + ``listing``, then finished with
+        its true ``endTime`` (a late end); with ``reading`` > 0, GetJobRun says it is
+        running after a listing shows it finished (a listing that runs ahead).
+        """
+        if listing < 0 or reading < 0:
+            raise ValueError("a lag cannot be negative")
+        with self._lock:
+            self._list_lags[(domain_id, run_id)] = listing
+            self._read_lags[(domain_id, run_id)] = reading
+
     def load_scenario(self, scenario: Mapping[str, Any]) -> None:
         """Register the runs of a scenario: ``{"runs": [{"domain_id": ..., "run_id": ..., ...}]}``.
 
@@ -785,7 +812,7 @@ class Simulator(LocalEndpoint):
             _observe(run, status, now, wall)
         else:
             assert script.timeline is not None
-            status = _timeline_status(run, now)
+            status = _timeline_status(run, now - self._read_lags.get((domain_id, run_id), 0.0))
         out = job_run_json(run, status)
         if overrides is not None:
             out = apply_overrides(out, overrides)
@@ -831,7 +858,8 @@ class Simulator(LocalEndpoint):
                 continue
             if now < run.visible_at:
                 continue
-            status = _peek_status(run, now)
+            lag = self._list_lags.get((run.domain_id, run.run_id), 0.0)
+            status = _peek_status(run, now - lag)
             if status is None or (status_filter is not None and status != status_filter):
                 continue
             key = (run.created_at, run.seq)
@@ -839,6 +867,7 @@ class Simulator(LocalEndpoint):
                 continue
             rows.append((key, run, status))
         rows.sort(key=lambda row: row[0], reverse=descending)
+        max_results = min(max_results, self._page_sizes.get((route.domain_id, route.ident), 50))
         page = rows[:max_results]
         for _, run, status in page:
             if _next_scripted(run) == status:
