@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 import warnings
@@ -42,6 +43,11 @@ __all__ = ["DataZoneJobRunSensor"]
 _DOCUMENT_KEYS = frozenset(WaitResult("dzd_x", "x", Outcome.ERROR).to_dict())
 # The shortest cadence a deferred wait is given, whatever poke_interval says.
 _MIN_INTERVAL = 0.01
+# A poke or reschedule sensor's first poke waits a random part of its
+# poke_interval, up to this: sensors that start in the same second, each in
+# its own process and outside any shared budget, then do not all call
+# DataZone in that second, and keep their spread in the pokes that follow.
+FIRST_POKE_SPREAD_S = 10.0
 # Airflow's own deferral timeout is the sensor's timeout plus this: a backstop
 # for a triggerer that is down, which never races the trigger's own deadline.
 BACKSTOP_GRACE_S = 60.0
@@ -197,7 +203,17 @@ class DataZoneJobRunSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Look at the run once; done with the result document, not yet, or raise why not."""
+        delay = self.first_poke_delay(context)
+        if delay > 0:
+            self.log.info("First look at DataZone job run %s in %.1f s", self.job_run_id, delay)
+            time.sleep(delay)
         return self._conclude(context, self._get_poker(context).poke())
+
+    def first_poke_delay(self, context: Context) -> float:
+        """Seconds the first poke of a try waits, at random; 0 for every later poke."""
+        if self._poker is not None or context.get("task_reschedule_count", 0) > 0:
+            return 0.0
+        return random.uniform(0.0, min(self.poke_interval, FIRST_POKE_SPREAD_S))
 
     def _get_poker(self, context: Context) -> JobRunPoker:
         # Holds the client and the last status seen (for the logs) between
