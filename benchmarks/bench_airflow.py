@@ -9,6 +9,11 @@ Then, phase by phase, with a fresh triggerer each time so its peak is its own:
 - control: N ``TimeDeltaSensor(deferrable=True)`` tasks;
 - deferrable: N ``DataZoneJobRunSensor(deferrable=True)`` tasks on the one
   connection, each waiting on its own run, which ends after ``--run-s`` s;
+- start, end, both: N sensors with ``start_from_trigger``, ``end_from_trigger``
+  or both (the task never runs on a worker);
+- ha: the same as both, with two triggerers (Airflow's high-availability
+  set-up), each given ``[poller] max_rps`` = the server's limit / 2, as
+  docs/airflow.md says to size it;
 - poke and reschedule: ``--small`` sensors each (they hold or re-take worker
   slots, so fewer).
 
@@ -25,11 +30,15 @@ sensor makes no call of its own); per phase, from the simulator's request log, t
 calls (GetJobRun and ListJobRuns apart and together) and the throttled ones;
 end of run (each run's endTime, read back from the simulator) to its first
 SUCCESS answer, to its last GetJobRun and to task success; task states and
-failed tasks; "async thread was blocked" warnings. Every process it started
+failed tasks; worker task runs per sensor (the scheduler's executor events
+for the DAG run: a deferrable sensor's start and its resumption are one
+each); CPU seconds of the scheduler (its own process), of the worker
+processes it ran (its children) and of the triggerer(s); "async thread was
+blocked" warnings. Every process it started
 is stopped on the way out, whatever happens.
 
     .venv/bin/python benchmarks/bench_airflow.py [--n 200] [--small 10] [--run-s 300] \
-        [--max-rps 5] [--poller-max-rps R]
+        [--max-rps 5] [--poller-max-rps R] [--phases control,deferrable,...]
 
 (``make bench-airflow``). Not part of ``make test``.
 """
@@ -70,6 +79,18 @@ BUDGET_ENV = "AIRFLOW__POLLER__MAX_RPS"
 # calls/s, no failed task, at most MAX_THROTTLED_SHARE of the calls throttled.
 TARGET_N, TARGET_RPS, MAX_THROTTLED_SHARE = 200, 5.0, 0.02
 POKE_INTERVAL = 5
+# Phase: (DAG, triggerers; "N" or "small" sensors). Deferred phases wait in the triggerer.
+PHASES = {
+    "control": ("bench_control", 1, "n"),
+    "deferrable": ("bench_deferrable", 1, "n"),
+    "start": ("bench_start", 1, "n"),
+    "end": ("bench_end", 1, "n"),
+    "both": ("bench_both", 1, "n"),
+    "ha": ("bench_ha", 2, "n"),
+    "poke": ("bench_poke", 1, "small"),
+    "reschedule": ("bench_reschedule", 1, "small"),
+}
+DEFERRED_PHASES = ("deferrable", "start", "end", "both", "ha")
 DAGS = """
 from datetime import UTC, datetime, timedelta
 
@@ -100,6 +121,10 @@ def sensors(dag_id, count, **kwargs):
     return dag
 
 deferrable = sensors("bench_deferrable", N, deferrable=True)
+start = sensors("bench_start", N, start_from_trigger=True)
+end = sensors("bench_end", N, deferrable=True, end_from_trigger=True)
+both = sensors("bench_both", N, start_from_trigger=True, end_from_trigger=True)
+ha = sensors("bench_ha", N, start_from_trigger=True, end_from_trigger=True)
 poke = sensors("bench_poke", SMALL, deferrable=False, mode="poke")
 # Airflow advises reschedule intervals of a minute or more; 15 s keeps the
 # bench short without the scheduler racing a reschedule against its own
@@ -271,13 +296,32 @@ def wait_for(ready: Any, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
+def cpu_s(pid: int, *, own: bool = True, children: bool = True) -> float:
+    """CPU seconds (user + system) of a process, of its live descendants, or both."""
+    try:
+        root = psutil.Process(pid)
+        procs = ([root] if own else []) + (root.children(recursive=True) if children else [])
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+            if p is root and children:
+                # Descendants that have exited and been waited for.
+                total += times.children_user + times.children_system
+    return total
+
+
 class RssPeak:
-    """Samples a process tree's total RSS every 0.25 s; `peak` in MB."""
+    """Samples a process tree's total RSS every 0.25 s; `peak` in MB; `cpu`, its CPU seconds."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak = 0.0
         self.last = 0.0
+        self.cpu = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -295,6 +339,7 @@ class RssPeak:
                 continue
             self.last = total / 2**20
             self.peak = max(self.peak, self.last)
+            self.cpu = max(self.cpu, cpu_s(self.pid))
 
     def stop(self) -> None:
         self._stop.set()
@@ -317,12 +362,25 @@ def pct(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def run_phase(d: Deployment, phase: str, dag_id: str, count: int, timeout: float) -> dict[str, Any]:
-    """Trigger ``dag_id`` once with a fresh triggerer; wait for every task to end."""
-    budget = {} if d.args.poller_max_rps is None else {BUDGET_ENV: str(d.args.poller_max_rps)}
-    d.start(f"triggerer-{phase}", str(d.bin / "airflow"), "triggerer", env=budget)
+def run_phase(
+    d: Deployment, phase: str, dag_id: str, count: int, timeout: float, triggerers: int = 1
+) -> dict[str, Any]:
+    """Trigger ``dag_id`` once with fresh triggerer(s); wait for every task to end.
+
+    With several triggerers each gets the server's limit divided among them
+    as its ``[poller] max_rps`` (unless --poller-max-rps says otherwise).
+    """
+    per = d.args.poller_max_rps
+    if per is None and triggerers > 1 and d.args.max_rps > 0:
+        per = d.args.max_rps / triggerers
+    budget = {} if per is None else {BUDGET_ENV: f"{per:g}"}
+    names = [f"triggerer-{phase}" + (f"-{i}" if i else "") for i in range(triggerers)]
+    for name in names:
+        d.start(name, str(d.bin / "airflow"), "triggerer", env=budget)
     time.sleep(3)
-    rss = RssPeak(d.procs[f"triggerer-{phase}"].pid)
+    rss = [RssPeak(d.procs[name].pid) for name in names]
+    scheduler = d.procs["scheduler"].pid
+    sched_cpu, workers_cpu = cpu_s(scheduler, children=False), cpu_s(scheduler, own=False)
     run_id = f"bench-{phase}-{int(time.time())}"
     d.airflow("dags", "trigger", dag_id, "--run-id", run_id)
     started = time.time()
@@ -340,8 +398,14 @@ def run_phase(d: Deployment, phase: str, dag_id: str, count: int, timeout: float
         if done >= count:
             break
         time.sleep(1)
-    rss.stop()
-    d.stop(f"triggerer-{phase}")
+    sched_cpu = cpu_s(scheduler, children=False) - sched_cpu
+    # LocalExecutor's workers are the scheduler's children; the ones that
+    # ran tasks this phase exit and are waited for, so their time shows here.
+    workers_cpu = cpu_s(scheduler, own=False) - workers_cpu
+    for peak in rss:
+        peak.stop()
+    for name in names:
+        d.stop(name)
     ends = d.db(
         "select task_id, state, end_date from task_instance where dag_id=? and run_id=?",
         dag_id,
@@ -357,13 +421,26 @@ def run_phase(d: Deployment, phase: str, dag_id: str, count: int, timeout: float
         # Any task that did not succeed: failed, or still waiting at --phase-timeout.
         "failed_tasks": count - states.get("success", 0),
         "wall_s": round(time.time() - started, 1),
-        "rss_peak_mb": round(rss.peak, 1),
+        "triggerers": triggerers,
+        "triggerer_max_rps": per,
+        # Several triggerers: the sum of their peaks.
+        "rss_peak_mb": round(sum(peak.peak for peak in rss), 1),
+        "triggerer_cpu_s": round(sum(peak.cpu for peak in rss), 1),
+        "scheduler_cpu_s": round(sched_cpu, 1),
+        "workers_cpu_s": round(workers_cpu, 1),
         "ends": {str(t): (s, e) for t, s, e in ends},
-        "blocked": blocked_warnings(d.home / f"triggerer-{phase}.out"),
+        "blocked": [ln for name in names for ln in blocked_warnings(d.home / f"{name}.out")],
         "run_after": when(
             d.db("select run_after from dag_run where dag_id=? and run_id=?", dag_id, run_id)[0][0]
         ),
     }
+
+
+def worker_runs(scheduler_log: Path, dag_id: str, run_id: str) -> int:
+    """Worker task runs of the DAG run: one executor event each, in the scheduler's log."""
+    text = scheduler_log.read_text(errors="replace") if scheduler_log.exists() else ""
+    marks = ("Received executor event with state", f"dag_id='{dag_id}'", f"run_id='{run_id}'")
+    return sum(1 for line in text.splitlines() if all(m in line for m in marks))
 
 
 def trigger_starts(home: Path, dag_id: str) -> dict[str, float]:
@@ -459,7 +536,7 @@ def latencies(
     result["end_to_success_s"] = ended
     result["last_get_before_end"] = before_end
     result["ends_estimated"] = estimated
-    if result["phase"] == "deferrable":
+    if result["phase"] in DEFERRED_PHASES:
         starts = trigger_starts(d.home, result["dag_id"])
         firsts = []
         for task_id, start in starts.items():
@@ -495,18 +572,23 @@ def budget(args: argparse.Namespace) -> str:
     return f"[poller] max_rps = {args.poller_max_rps:g} calls/s ({BUDGET_ENV})"
 
 
-def target(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any] | None:
-    """Issue 15's target on the deferrable phase: 0 failed tasks, at most 2 % throttled.
+def target(
+    results: list[dict[str, Any]], args: argparse.Namespace, phase: str = "deferrable"
+) -> dict[str, Any] | None:
+    """Issues 15 and 26's target on a phase: 0 failed tasks, at most 2 % of calls throttled.
 
     ``met`` is None (not measured) unless the run is at least the target's
-    size against at most its limit: fewer sensors or no limit prove nothing.
+    size against at most its limit: fewer sensors or no limit prove nothing
+    (the small phases are judged on their own size).
     """
-    r = next((r for r in results if r["phase"] == "deferrable"), None)
+    r = next((r for r in results if r["phase"] == phase), None)
     if r is None or "calls" not in r:
         return None
     ok = r["failed_tasks"] == 0 and r["throttled_share"] <= MAX_THROTTLED_SHARE
-    measured = args.n >= TARGET_N and 0 < args.max_rps <= TARGET_RPS
+    big = args.n >= TARGET_N or PHASES[phase][2] == "small"
+    measured = big and 0 < args.max_rps <= TARGET_RPS
     return {
+        "phase": phase,
         "failed_tasks": r["failed_tasks"],
         "throttled_share": r["throttled_share"],
         "met": ok if measured else None,
@@ -561,6 +643,19 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"| {fmt(r.get('end_to_last_get_s') or [], worst=True)} "
             f"| {fmt(r.get('end_to_success_s') or [], worst=True)} |"
         )
+    print(
+        "\n| phase | triggerers (max_rps each) | worker task runs (per sensor) "
+        "| scheduler CPU (s) | workers CPU (s) | triggerer CPU (s) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        each = f"{r['triggerer_max_rps']:g}" if r["triggerer_max_rps"] is not None else "unset"
+        print(
+            f"| {r['phase']} | {r['triggerers']} ({each}) "
+            f"| {r['worker_runs']} ({r['worker_runs'] / r['count']:.2f}) "
+            f"| {r['scheduler_cpu_s']:.1f} | {r['workers_cpu_s']:.1f} "
+            f"| {r['triggerer_cpu_s']:.1f} |"
+        )
     keys = sorted({k for r in results for k in r.get("access_keys_seen", [])})
     print(f"\naccess key IDs the simulator saw: {keys}")
     print(
@@ -577,14 +672,15 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             print(
                 f"{r['phase']}: {r['ends_estimated']} runs' endTime unread: the estimate was used"
             )
-    verdict = target(results, args)
-    if verdict is not None:
-        met = {True: "met", False: "NOT met", None: "not measured (a smaller run)"}
-        print(
-            f"target ({TARGET_N} deferred sensors against {TARGET_RPS:g} calls/s: 0 failed "
-            f"tasks, at most {MAX_THROTTLED_SHARE:.0%} of calls throttled): {met[verdict['met']]}; "
-            f"here {verdict['failed_tasks']} failed, {verdict['throttled_share']:.1%} throttled"
-        )
+    met = {True: "met", False: "NOT met", None: "not measured (a smaller run)"}
+    for r in results:
+        verdict = target(results, args, r["phase"])
+        if verdict is not None:
+            print(
+                f"target, {r['phase']} (against {TARGET_RPS:g} calls/s: 0 failed tasks, at most "
+                f"{MAX_THROTTLED_SHARE:.0%} of calls throttled): {met[verdict['met']]}; "
+                f"here {verdict['failed_tasks']} failed, {verdict['throttled_share']:.1%} throttled"
+            )
 
 
 def longest(lines: list[str]) -> str:
@@ -620,7 +716,15 @@ def main() -> int:
     parser.add_argument("--phase-timeout", type=float, default=900)
     parser.add_argument("--keep", action="store_true", help="keep AIRFLOW_HOME (path printed)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"the phases to run, in this order (default: all: {','.join(PHASES)})",
+    )
     args = parser.parse_args()
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if not phases or set(phases) - set(PHASES):
+        parser.error(f"--phases: choose from {', '.join(PHASES)}")
     if args.max_rps < 0:
         parser.error("--max-rps must be 0 (no limit) or more")
     if args.poller_max_rps is not None and args.poller_max_rps <= 0:
@@ -642,27 +746,26 @@ def main() -> int:
         d.start("dag-processor", str(d.bin / "airflow"), "dag-processor")
         d.start("scheduler", str(d.bin / "airflow"), "scheduler")
         wait_for(lambda: port_open(d.api_port), 120, "the api-server")
-        wanted = {"bench_control", "bench_deferrable", "bench_poke", "bench_reschedule"}
+        wanted = {dag_id for dag_id, _, _ in PHASES.values()}
         wait_for(
             lambda: wanted <= {r[0] for r in d.db("select dag_id from dag")},
             180,
             "the DAGs",
         )
         results = []
-        print("phase control ...", file=sys.stderr)
-        control = run_phase(d, "control", "bench_control", args.n, args.phase_timeout)
-        latencies(d, control, None, {})
-        results.append(control)
-        for phase, dag_id, count, run_s in (
-            ("deferrable", "bench_deferrable", args.n, args.run_s),
-            ("poke", "bench_poke", args.small, args.small_run_s),
-            ("reschedule", "bench_reschedule", args.small, args.small_run_s),
-        ):
+        for phase in phases:
+            dag_id, triggerers, size = PHASES[phase]
+            count, run_s = (args.n, args.run_s) if size == "n" else (args.small, args.small_run_s)
             print(f"phase {phase} ...", file=sys.stderr)
+            if phase == "control":
+                control = run_phase(d, "control", dag_id, count, args.phase_timeout)
+                latencies(d, control, None, {})
+                results.append(control)
+                continue
             # The simulator's runs start when it loads the scenario: not before this.
             run_end = time.time() + run_s
             log = d.start_simulator(phase, dag_id, count, run_s)
-            result = run_phase(d, phase, dag_id, count, args.phase_timeout)
+            result = run_phase(d, phase, dag_id, count, args.phase_timeout, triggerers)
             try:
                 ends = d.run_ends(dag_id)
             except Exception as error:  # botocore's: report on the estimate rather than nothing
@@ -672,6 +775,11 @@ def main() -> int:
             result["run_end"] = run_end
             latencies(d, result, log, ends)
             results.append(result)
+        # A task's end reaches the database before its worker's executor
+        # event reaches the scheduler's log: count once the last has landed.
+        time.sleep(15)
+        for r in results:
+            r["worker_runs"] = worker_runs(d.home / "scheduler.out", r["dag_id"], r["run_id"])
         report(results, args)
         if args.json:
             for r in results:
@@ -687,7 +795,12 @@ def main() -> int:
                 poller_max_rps=args.poller_max_rps,
                 triggerer_budget=budget(args),
             )
-            document = {"settings": settings, "target": target(results, args), "results": results}
+            targets = [target(results, args, r["phase"]) for r in results]
+            document = {
+                "settings": settings,
+                "targets": [t for t in targets if t is not None],
+                "results": results,
+            }
             args.json.write_text(json.dumps(document, indent=1))
         return 0
     finally:

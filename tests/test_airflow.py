@@ -14,6 +14,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -245,6 +246,46 @@ def test_reschedule_mode_does_not_repeat_the_start_in_each_new_sensor(sim: Simul
     assert [e["event"] for e in events].count("finished") == 1
 
 
+def test_sensors_started_together_spread_their_first_pokes_over_the_interval(
+    sim: Simulator,
+) -> None:
+    """Ten poke-mode sensors started at once make their first calls apart, not in one burst."""
+    # The process's shared client is built before: only the pokes' own timing counts.
+    sensor(new_run(sim, "IN_PROGRESS"), poke_interval=0.01).poke(CONTEXT)
+    runs = [new_run(sim, "IN_PROGRESS") for _ in range(10)]
+    sensors = [sensor(run_id, poke_interval=8.0) for run_id in runs]
+    start = threading.Barrier(len(sensors))
+
+    def first_poke(s: DataZoneJobRunSensor) -> None:
+        start.wait()
+        s.poke(CONTEXT)
+
+    threads = [threading.Thread(target=first_poke, args=(s,)) for s in sensors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    times = [r.t for r in sim.requests if r.run_id in runs]
+    assert len(times) == 10
+    # Uniform over 8 s: ten calls within 2 s of each other is a 1-in-25,000 draw.
+    assert max(times) - min(times) >= 2.0
+
+
+def test_only_the_first_poke_of_a_try_waits(sim: Simulator) -> None:
+    """The spread costs the first poke of a try at most min(poke_interval, 10 s), and no other."""
+    run_id = new_run(sim, "IN_PROGRESS")
+    delays = [sensor(run_id, poke_interval=30).first_poke_delay(CONTEXT) for _ in range(200)]
+    assert 0 <= min(delays) < 1
+    assert 9 < max(delays) <= 10
+    short = [sensor(run_id, poke_interval=0.5).first_poke_delay(CONTEXT) for _ in range(200)]
+    assert max(short) <= 0.5
+    s = sensor(run_id, poke_interval=0.01)
+    s.poke(CONTEXT)
+    assert s.first_poke_delay(CONTEXT) == 0  # poke mode's later pokes, in the same process
+    rescheduled = sensor(run_id, poke_interval=30, mode="reschedule")
+    assert rescheduled.first_poke_delay({"task_reschedule_count": 1}) == 0
+
+
 # -- deferrable ---------------------------------------------------------------
 
 
@@ -254,7 +295,8 @@ def test_execute_defers_with_a_trigger_that_round_trips(sim: Simulator) -> None:
     s = sensor(run_id, deferrable=True, timeout=600, poke_interval=5, region_name="us-east-1")
     before = time.time()
     deferral = deferred(s)
-    assert (deferral.method_name, deferral.timeout) == ("execute_complete", timedelta(seconds=600))
+    # Airflow's backstop comes a grace after the trigger's own deadline, never racing it.
+    assert (deferral.method_name, deferral.timeout) == ("execute_complete", timedelta(seconds=660))
     assert deferral.kwargs == {"deadline": kwargs_deadline(deferral)}
     classpath, kwargs = deferral.trigger.serialize()
     assert classpath == "poller.airflow.trigger.DataZoneJobRunTrigger"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import airflow
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import (
     AirflowException,
@@ -15,13 +19,20 @@ from airflow.sdk.exceptions import (
     AirflowSensorTimeout,
     AirflowSkipException,
 )
+from airflow.triggers.base import StartTriggerArgs
 
 from poller._model import Outcome, WaitResult
 from poller._policy import PollPolicy
 from poller.airflow._client import DEFAULT_CONN_ID, ClientSpec, client_for
-from poller.airflow.trigger import EVENT_STATUSES, DataZoneJobRunTrigger, policy_kwargs
+from poller.airflow.trigger import (
+    EVENT_STATUSES,
+    DataZoneJobRunTrigger,
+    ending,
+    failure_message,
+    policy_kwargs,
+)
 from poller.errors import ServiceUnavailableError
-from poller.poke import JobRunPoker, PokeState, Verdict, judge
+from poller.poke import JobRunPoker, PokeState, Verdict
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -32,6 +43,19 @@ __all__ = ["DataZoneJobRunSensor"]
 _DOCUMENT_KEYS = frozenset(WaitResult("dzd_x", "x", Outcome.ERROR).to_dict())
 # The shortest cadence a deferred wait is given, whatever poke_interval says.
 _MIN_INTERVAL = 0.01
+# A poke or reschedule sensor's first poke waits a random part of its
+# poke_interval, up to this: sensors that start in the same second, each in
+# its own process and outside any shared budget, then do not all call
+# DataZone in that second, and keep their spread in the pokes that follow.
+FIRST_POKE_SPREAD_S = 10.0
+# Airflow's own deferral timeout is the sensor's timeout plus this: a backstop
+# for a triggerer that is down, which never races the trigger's own deadline.
+BACKSTOP_GRACE_S = 60.0
+_TRIGGER_PATH = f"{DataZoneJobRunTrigger.__module__}.{DataZoneJobRunTrigger.__qualname__}"
+# Since Airflow 3.3 the triggerer renders the templated fields of a task that
+# starts there; before, a template would reach the trigger unrendered.
+TRIGGERER_RENDERS_TEMPLATES = tuple(map(int, re.findall(r"\d+", airflow.__version__)[:2])) >= (3, 3)
+_JINJA = ("{{", "{%", "{#")
 
 
 class DataZoneJobRunSensor(BaseSensorOperator):
@@ -55,6 +79,14 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         no call); defaults to ``[operators] default_deferrable``.
     :param policy: poller's retry and cadence settings; ``timeout`` in it is
         ignored (the sensor's ``timeout`` is the deadline in every mode).
+    :param start_from_trigger: start the task in the triggerer, no worker run
+        to defer it (implies ``deferrable``); the triggerer renders the
+        templated fields (Airflow >= 3.3; on older Airflow a templated sensor
+        warns once and starts on a worker).
+    :param end_from_trigger: end the task in the triggerer, no worker run to
+        resume it (implies ``deferrable``): success or failure, with the
+        result document as XCom, by the rules below; ``execute_complete``,
+        on-worker listeners and worker-side work are skipped (docs/airflow.md).
 
     ``poke_interval``, ``timeout``, ``mode`` and ``soft_fail`` are Airflow's.
     ``poke_interval`` is also the longest a poke spends retrying throttles and
@@ -90,6 +122,8 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         allow_partial: bool = False,
         deferrable: bool | None = None,
         policy: PollPolicy | None = None,
+        start_from_trigger: bool = False,
+        end_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -100,21 +134,86 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         self.verify = verify
         self.botocore_config = botocore_config
         self.allow_partial = allow_partial
+        in_triggerer = start_from_trigger or end_from_trigger
+        if in_triggerer and deferrable is False:
+            raise ValueError(
+                f"DataZoneJobRunSensor {self.task_id!r}: start_from_trigger and end_from_trigger "
+                "wait in the triggerer, so they cannot go with deferrable=False"
+            )
         # Read when the sensor is built, not when this module is imported, so
         # the setting in force for the DAG is the one used.
         self.deferrable = (
-            conf.getboolean("operators", "default_deferrable", fallback=False)
+            in_triggerer or conf.getboolean("operators", "default_deferrable", fallback=False)
             if deferrable is None
             else deferrable
         )
         self.policy = policy if policy is not None else PollPolicy()
+        self.end_from_trigger = end_from_trigger
+        self.start_from_trigger = start_from_trigger and self._triggerer_can_start()
+        if self.start_from_trigger:
+            # The scheduler hands the task straight to the triggerer with
+            # these; the triggerer renders the templated ones in place.
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls=_TRIGGER_PATH,
+                trigger_kwargs=self._trigger_kwargs(deadline=None),
+                next_method="execute_complete",
+                next_kwargs=None,
+                timeout=self._backstop(),
+            )
         self._poker: JobRunPoker | None = None
+
+    def _triggerer_can_start(self) -> bool:
+        templated = [
+            name
+            for name in self.template_fields
+            if isinstance(value := getattr(self, name), str) and any(j in value for j in _JINJA)
+        ]
+        if templated and not TRIGGERER_RENDERS_TEMPLATES:
+            warnings.warn(
+                f"DataZoneJobRunSensor {self.task_id!r}: start_from_trigger with templated "
+                f"{', '.join(templated)} needs Airflow >= 3.3 (this is {airflow.__version__}); "
+                "the task starts on a worker and defers from there",
+                UserWarning,
+                stacklevel=3,
+            )
+            return False
+        return True
+
+    def _trigger_kwargs(self, *, deadline: float | None) -> dict[str, Any]:
+        """The trigger's keyword arguments: the same whether a worker or the scheduler defers."""
+        return {
+            "domain_id": self.domain_id,
+            "job_run_id": self.job_run_id,
+            "aws_conn_id": self.aws_conn_id,
+            "region_name": self.region_name,
+            "verify": self.verify,
+            "botocore_config": self.botocore_config,
+            "allow_partial": self.allow_partial,
+            "deadline": deadline,
+            "policy": policy_kwargs(self._deferred_policy()),
+            "timeout": self.timeout,
+            "end_from_trigger": self.end_from_trigger,
+            "soft_fail": self.soft_fail,
+        }
+
+    def _backstop(self) -> timedelta:
+        return timedelta(seconds=self.timeout + BACKSTOP_GRACE_S)
 
     # -- poke and reschedule mode -------------------------------------------
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Look at the run once; done with the result document, not yet, or raise why not."""
+        delay = self.first_poke_delay(context)
+        if delay > 0:
+            self.log.info("First look at DataZone job run %s in %.1f s", self.job_run_id, delay)
+            time.sleep(delay)
         return self._conclude(context, self._get_poker(context).poke())
+
+    def first_poke_delay(self, context: Context) -> float:
+        """Seconds the first poke of a try waits, at random; 0 for every later poke."""
+        if self._poker is not None or context.get("task_reschedule_count", 0) > 0:
+            return 0.0
+        return random.uniform(0.0, min(self.poke_interval, FIRST_POKE_SPREAD_S))
 
     def _get_poker(self, context: Context) -> JobRunPoker:
         # Holds the client and the last status seen (for the logs) between
@@ -149,7 +248,7 @@ class DataZoneJobRunSensor(BaseSensorOperator):
             if verdict.retryable:
                 # Not an Airflow exception: the task's retries may get through.
                 raise ServiceUnavailableError(verdict.reason or "DataZone did not answer")
-            raise AirflowFailException(self._with_hint(verdict))
+            raise AirflowFailException(failure_message(verdict, self.aws_conn_id))
         self.log.info(
             "DataZone job run %s is %s%s",
             self.job_run_id,
@@ -164,20 +263,6 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         if ti is not None and document is not None:
             ti.xcom_push(key="return_value", value=dict(document))
 
-    def _with_hint(self, verdict: Verdict) -> str:
-        reason = verdict.reason or "the job run cannot be waited on"
-        problem = (verdict.document or {}).get("problem") or {}
-        # Connection problems found building the client already say where from.
-        named = ("Airflow connection", "default credential chain")
-        if problem.get("type") == "AccessDeniedError" and not any(n in reason for n in named):
-            source = (
-                f"the Airflow connection {self.aws_conn_id!r}"
-                if self.aws_conn_id
-                else "boto3's default credential chain"
-            )
-            reason += f" (the credentials come from {source}: check them, and their IAM policy)"
-        return reason
-
     # -- deferrable mode ------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
@@ -191,22 +276,12 @@ class DataZoneJobRunSensor(BaseSensorOperator):
         if self.deferrable:
             deadline = time.time() + self.timeout
             self.defer(
-                trigger=DataZoneJobRunTrigger(
-                    self.domain_id,
-                    self.job_run_id,
-                    aws_conn_id=self.aws_conn_id,
-                    region_name=self.region_name,
-                    verify=self.verify,
-                    botocore_config=self.botocore_config,
-                    allow_partial=self.allow_partial,
-                    deadline=deadline,
-                    policy=policy_kwargs(self._deferred_policy()),
-                ),
+                trigger=DataZoneJobRunTrigger(**self._trigger_kwargs(deadline=deadline)),
                 method_name="execute_complete",
                 kwargs={"deadline": deadline},
                 # Airflow's own deadline is a backstop for a triggerer that is
                 # down: the trigger's ends first and reports the last status.
-                timeout=timedelta(seconds=self.timeout),
+                timeout=self._backstop(),
             )
         return super().execute(context)
 
@@ -224,17 +299,28 @@ class DataZoneJobRunSensor(BaseSensorOperator):
     ) -> Any:
         """Check the trigger's event; return the result document, as poke mode does, or raise."""
         document = self._validated(event)
-        verdict = judge(document, allow_partial=self.allow_partial)
-        # A trigger that read no status before the deadline reports that it
-        # could not read one; poke mode calls the same situation a timeout.
-        too_late = verdict.retryable and deadline is not None and time.time() >= deadline
+        if deadline is None and isinstance(event, Mapping):
+            # Started in the triggerer: the trigger's clock is the deadline.
+            deadline = event.get("deadline")
+        end = ending(
+            document,
+            allow_partial=self.allow_partial,
+            timed_out=deadline is not None and time.time() >= deadline,
+            timeout=self.timeout,
+            aws_conn_id=self.aws_conn_id,
+        )
         try:
-            if verdict.state is PokeState.WAITING or too_late:
-                self._push(context, document)
-                raise AirflowSensorTimeout(
-                    self._timeout_message(document.get("waited_s"), verdict.reason)
-                )
-            return self._conclude(context, verdict).xcom_value
+            if end.state == "success":
+                self.log.info("%s", end.message)
+                return end.document
+            # Downstream tasks and callbacks read why from XCom, as in poke mode.
+            self._push(context, end.document)
+            if end.state == "timeout":
+                raise AirflowSensorTimeout(end.message)
+            if end.state == "retry":
+                # Not an Airflow exception: the task's retries may get through.
+                raise ServiceUnavailableError(end.message)
+            raise AirflowFailException(end.message)
         except Exception as error:
             self._end(error)
 
@@ -255,15 +341,6 @@ class DataZoneJobRunSensor(BaseSensorOperator):
             raise AirflowException(f"invalid event from DataZoneJobRunTrigger: {problem}")
         assert isinstance(document, Mapping)
         return dict(document)
-
-    def _timeout_message(self, waited: object, reason: str | None) -> str:
-        text = (
-            f"Sensor has timed out: DataZone job run {self.job_run_id} did not finish "
-            f"within the timeout of {self.timeout} s"
-        )
-        if isinstance(waited, int | float):
-            text += f" (waited {waited:.1f} s)"
-        return f"{text}: {reason}" if reason else text
 
     def _end(self, error: BaseException) -> NoReturn:
         # Poke mode's rules (BaseSensorOperator.execute), applied where the

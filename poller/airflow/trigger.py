@@ -8,16 +8,27 @@ import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Future
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import (
+    BaseTrigger,
+    TaskFailedEvent,
+    TaskSkippedEvent,
+    TaskSuccessEvent,
+    TriggerEvent,
+)
 
 from poller import _home
 from poller._model import JobRun, Outcome, WaitResult
 from poller._policy import PollPolicy
 from poller.airflow._client import DEFAULT_CONN_ID, ClientSpec, aclient_for
 from poller.errors import InvalidRequestError, PollerError
+
+if TYPE_CHECKING:
+    from pydantic import JsonValue
+
+    from poller.poke import Verdict
 
 # The triggerer imports this module on its event loop thread, so it imports
 # nothing that loads botocore (~0.1 s, more on a busy machine: enough for
@@ -56,8 +67,12 @@ __all__ = [
     "EVENT_STATUSES",
     "MAX_RPS_SETTING",
     "DataZoneJobRunTrigger",
+    "Ending",
+    "ending",
     "event_payload",
+    "failure_message",
     "policy_kwargs",
+    "timeout_message",
     "triggerer_max_rps",
 ]
 
@@ -96,6 +111,78 @@ def event_payload(document: Mapping[str, Any], *, allow_partial: bool) -> dict[s
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a wait's result document ends the task, wherever it ends (worker or triggerer).
+
+    ``state``: ``success``; ``failed`` (no retry can help: a failed run, an
+    error such as denied access); ``retry`` (transient faults that did not
+    clear: a later try may get through); ``timeout`` (the sensor's deadline
+    passed before the run was seen to end). ``message`` is the one line a
+    person reads, the same on either side.
+    """
+
+    state: str
+    document: dict[str, Any]
+    message: str
+
+
+def failure_message(verdict: Verdict, aws_conn_id: str | None) -> str:
+    """Why a failed verdict fails the task; denied access says where the credentials came from."""
+    reason = verdict.reason or "the job run cannot be waited on"
+    problem = (verdict.document or {}).get("problem") or {}
+    # Connection problems found building the client already say where from.
+    named = ("Airflow connection", "default credential chain")
+    if problem.get("type") == "AccessDeniedError" and not any(n in reason for n in named):
+        source = (
+            f"the Airflow connection {aws_conn_id!r}"
+            if aws_conn_id
+            else "boto3's default credential chain"
+        )
+        reason += f" (the credentials come from {source}: check them, and their IAM policy)"
+    return reason
+
+
+def timeout_message(
+    job_run_id: str, timeout: float | None, waited: object, reason: str | None
+) -> str:
+    """The sensor's timeout, said the same way by the worker and by the triggerer."""
+    text = f"Sensor has timed out: DataZone job run {job_run_id} did not finish"
+    if timeout is not None:
+        text += f" within the timeout of {timeout} s"
+    if isinstance(waited, int | float):
+        text += f" (waited {waited:.1f} s)"
+    return f"{text}: {reason}" if reason else text
+
+
+def ending(
+    document: Mapping[str, Any],
+    *,
+    allow_partial: bool,
+    timed_out: bool,
+    timeout: float | None,
+    aws_conn_id: str | None,
+) -> Ending:
+    """The one rule by which a deferred wait's document ends the task.
+
+    ``timed_out``: the sensor's deadline has passed. A wait that read no
+    status before it reports that it could not read one, as a poke would;
+    after the deadline that is the timeout, as in poke mode.
+    """
+    from poller.poke import PokeState, judge  # noqa: PLC0415  (see _load_core)
+
+    doc = dict(document)
+    verdict = judge(doc, allow_partial=allow_partial)
+    if verdict.state is PokeState.WAITING or (verdict.retryable and timed_out):
+        message = timeout_message(doc["job_run_id"], timeout, doc.get("waited_s"), verdict.reason)
+        return Ending("timeout", doc, message)
+    if verdict.state is PokeState.DONE:
+        return Ending("success", doc, f"DataZone job run {doc['job_run_id']} ended {doc['status']}")
+    if verdict.retryable:
+        return Ending("retry", doc, verdict.reason or "DataZone did not answer")
+    return Ending("failed", doc, failure_message(verdict, aws_conn_id))
+
+
 async def triggerer_max_rps() -> float | None:
     """The triggerer's budget (`[poller] max_rps`; None: unset), the core loaded: read once
     per process, in a worker thread; a trigger and an asset watcher both await it.
@@ -126,9 +213,18 @@ class DataZoneJobRunTrigger(BaseTrigger):
     Every argument is a primitive, so ``serialize()`` round-trips through the
     metadata database. ``deadline`` is wall-clock epoch seconds (the sensor's
     start plus its ``timeout``, so the deadline means the same in every mode),
-    or None for none; ``policy`` holds ``PollPolicy`` fields bar ``timeout``.
+    or None: then ``timeout`` seconds from the trigger's start, as when the
+    task starts in the triggerer (``start_from_trigger``) and no worker saw
+    it start; ``timeout`` alone also names the timeout in its message.
+    ``policy`` holds ``PollPolicy`` fields bar ``timeout``.
     The event is never an exception: a wait that cannot tell how the run ended
     fires an ``error`` event carrying the last status seen and the reason.
+
+    ``end_from_trigger=True`` ends the task here instead of resuming it on a
+    worker: ``TaskSuccessEvent`` or ``TaskFailedEvent`` (``TaskSkippedEvent``
+    with ``soft_fail``, where the sensor would skip) with the result document
+    as XCom ``return_value``, by the rule the sensor applies (`ending`), its
+    message in the task's log.
     """
 
     def __init__(
@@ -143,6 +239,9 @@ class DataZoneJobRunTrigger(BaseTrigger):
         allow_partial: bool = False,
         deadline: float | None = None,
         policy: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        end_from_trigger: bool = False,
+        soft_fail: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow leaves it untyped
         self.domain_id = domain_id
@@ -154,6 +253,9 @@ class DataZoneJobRunTrigger(BaseTrigger):
         self.allow_partial = allow_partial
         self.deadline = deadline
         self.policy = dict(policy) if policy is not None else policy_kwargs(PollPolicy())
+        self.timeout = timeout
+        self.end_from_trigger = end_from_trigger
+        self.soft_fail = soft_fail
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the primitive keyword arguments that rebuild this trigger."""
@@ -169,15 +271,43 @@ class DataZoneJobRunTrigger(BaseTrigger):
                 "allow_partial": self.allow_partial,
                 "deadline": self.deadline,
                 "policy": dict(self.policy),
+                "timeout": self.timeout,
+                "end_from_trigger": self.end_from_trigger,
+                "soft_fail": self.soft_fail,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Wait with the async core, then fire the one event."""
-        yield TriggerEvent(await self.wait())
+        """Wait with the async core, then fire the one event: to resume the task, or to end it."""
+        payload = await self.wait()
+        if not self.end_from_trigger:
+            yield TriggerEvent(payload)
+            return
+        deadline = payload["deadline"]
+        end = ending(
+            payload["result"],
+            allow_partial=self.allow_partial,
+            timed_out=deadline is not None and time.time() >= deadline,
+            timeout=self.timeout,
+            aws_conn_id=self.aws_conn_id,
+        )
+        xcoms: dict[str, JsonValue] = {"return_value": end.document}
+        if end.state == "success":
+            self.log.info("%s", end.message)
+            yield TaskSuccessEvent(xcoms=xcoms)
+        elif self.soft_fail and end.state != "retry":
+            self.log.warning("Skipping due to soft_fail: %s", end.message)
+            yield TaskSkippedEvent(xcoms=xcoms)
+        else:
+            # The line a worker would have raised, in the task's log.
+            self.log.error("%s", end.message)
+            yield TaskFailedEvent(xcoms=xcoms)
 
     async def wait(self) -> dict[str, Any]:
         """The event payload; task cancellation passes through, nothing else is raised."""
+        if self.deadline is None and self.timeout is not None:
+            # Started in the triggerer: the clock starts with the trigger.
+            self.deadline = time.time() + self.timeout
         try:
             result = await self._wait(await triggerer_max_rps())
         except PollerError as error:  # bad IDs or settings, a client that cannot be built
@@ -189,6 +319,8 @@ class DataZoneJobRunTrigger(BaseTrigger):
             unexpected = PollerError(f"{type(error).__name__}: {error}")
             result = WaitResult.from_error(self.domain_id, self.job_run_id, unexpected)
         payload = event_payload(result.to_dict(), allow_partial=self.allow_partial)
+        # The sensor resumed by the event judges the timeout by this deadline.
+        payload["deadline"] = self.deadline
         self.log.info("DataZone job run wait ended: %s", payload["message"])
         return payload
 
