@@ -91,6 +91,7 @@ _INCREASE = 0.5
 _SHORT_CALLS = 20
 _EPOCHS = 3
 _EPOCH_CALLS = 20
+_WEATHER_MAX = 0.5
 # A short share within this of the weather (or its noise, if more) is the weather.
 _MARGIN = 0.04
 # Booked times this far in the past are forgotten in batches, not one by one.
@@ -102,7 +103,8 @@ class AimdSettings:
     """How the rate adapts: ceiling and floor (calls/s), decrease factor, climb.
 
     ``decrease``: the share of the rate a cut leaves; ``increase``: how fast
-    the rate climbs back after it (calls/s per second; see `rate_at`).
+    the rate climbs back after it (calls/s per second for each 10 calls/s of
+    ``max_rps``; see `rate_at`).
     """
 
     max_rps: float = DEFAULT_MAX_RPS
@@ -177,7 +179,11 @@ class BudgetState:
         a budget's own overload ends when it cuts its rate (a stretch of its own
         has few throttles), throttles that do not depend on its rate go on.
         """
-        return min(self.shares, default=0.0)
+        shares = self.shares
+        if self.calls >= _EPOCH_CALLS:  # the stretch going on says as much
+            shares = (*shares, self.throttles / self.calls)
+        # More than half the calls throttled is a storm or an outage, never the weather.
+        return min((share for share in shares if share <= _WEATHER_MAX), default=0.0)
 
     @classmethod
     def start(cls, settings: AimdSettings) -> BudgetState:
@@ -185,10 +191,16 @@ class BudgetState:
         return cls(rate=settings.max_rps, last_good=settings.max_rps)
 
 
+def _climb(settings: AimdSettings) -> float:
+    # ``increase`` is per 10 calls/s of budget: a 40/s budget climbs back as fast, in
+    # proportion, as a 10/s one.
+    return settings.increase * settings.max_rps / DEFAULT_MAX_RPS
+
+
 def rate_at(settings: AimdSettings, state: BudgetState, now: float) -> float:
     """The rate at ``now``: the last cut's, climbing back by ``increase`` a second up to the
     ceiling; in time, whether or not calls are made."""
-    climbed = state.rate + settings.increase * max(now - state.decreased_at, 0.0)
+    climbed = state.rate + _climb(settings) * max(now - state.decreased_at, 0.0)
     return min(climbed, settings.max_rps) if math.isfinite(climbed) else state.rate
 
 
