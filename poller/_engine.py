@@ -869,14 +869,10 @@ class Fleet:
                 turns.phase = Phase.OWN
                 turns.reads = key
                 self.readers[key] += 1
+            if turns.since <= self.unlisted.get(key, -math.inf):
+                return  # there when the job's listing failed: no listing, no lookup for it
             claimed = wants_history(policy, run)
-            if claimed and self.readers[key] <= 1 and not self.can_pay():
-                # Polls before extras: with the budget full, a job's first listing would
-                # take a due poll's slot for runs it may not show; claimed again later.
-                shared_cache().release(key)
-                claimed = False
-            came_after = turns.since > self.unlisted.get(key, -math.inf)
-            if came_after and worth_a_watch(
+            if worth_a_watch(
                 history_claimed=claimed, unread=self.unseen, readers=self.readers[key]
             ):
                 self.unlisted.pop(key, None)
@@ -885,12 +881,6 @@ class Fleet:
                 self.learn(turns.client, *key, turns.session.state.deadline, policy.retry_max)
         if watch is not None:
             watch.join(turns)
-
-    def can_pay(self) -> bool:
-        """True while the budget has a free time soon (EXTRA_HORIZON): an extra call
-        (a history lookup, a job's first listing) takes no due poll's place."""
-        now = self.clock()
-        return self.limiter.free_at(now) <= now + EXTRA_HORIZON
 
     def unread(self, key: tuple[str, str]) -> None:
         """A wait that read a run of the job ``key`` by its own call ended."""

@@ -483,14 +483,6 @@ class RateLimiter:
                 self._packed_until = t
             return booking
 
-    def free_at(self, due: float) -> float:
-        """The time an ordinary call asked for at ``due`` would be booked at; nothing is booked."""
-        with self._lock:
-            now = self._clock()
-            spacing = self._spacing(now)
-            wanted = max(due, now, self._state.not_before, self._went + spacing)
-            return fit(self._booked, max(wanted, self._packed_until), spacing)[0]
-
     def sooner(self, booking: Booking, due: float) -> Booking:
         """``booking``, moved to a free time before it (at or after ``due``) if there is one.
 
