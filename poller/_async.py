@@ -50,7 +50,12 @@ async def async_wait_result(
     with carrying_result(domain_id, job_run_id):  # an error before any call has a result too
         validate_ids(domain_id, job_run_id)
         policy = resolve_policy(policy, timeout)
-        built = resolve_client(client, shared=True)
+        # Built (once per configuration) in a thread: never on the caller's loop.
+        built = (
+            client
+            if client is not None and not isinstance(client, ClientSettings)
+            else await asyncio.to_thread(resolve_client, client, shared=True)
+        )
     if joins_engine(seams):
         # One budget per account for every wait of the process; callbacks on this loop.
         relay = Relay(asyncio.get_running_loop())

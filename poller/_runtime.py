@@ -475,6 +475,8 @@ class _Clients(collections.OrderedDict[tuple[Any, ...], JobRunClient]):
         super().__init__()
         # Here, not on `_SharedClients`: a forked child gets a lock no thread holds.
         self.lock = threading.Lock()
+        # A lock per configuration being built, so it is built once.
+        self.building: dict[tuple[Any, ...], threading.Lock] = {}
 
     def close(self) -> None:
         for client in list(self.values()):
@@ -510,14 +512,21 @@ class _SharedClients:
             if client is not None:
                 self._clients.move_to_end(key)
                 return client
+            building = self._clients.building.setdefault(key, threading.Lock())
         # boto3 clients are thread-safe once built; one per configuration keeps
-        # thousands of waits from building thousands of clients.
-        client = settings.build(max_pool_connections=CALL_WORKERS)
-        with self._lock:
-            client = self._clients.setdefault(key, client)
-            self._clients.move_to_end(key)
-            while len(self._clients) > CLIENT_CACHE_SIZE:
-                self._clients.popitem(last=False)
+        # thousands of waits from building thousands of clients. Built once: the
+        # threads that ask meanwhile wait for it (each built its own, 0.6-1 s apiece).
+        with building:
+            with self._lock:
+                client = self._clients.get(key)
+            if client is None:
+                client = settings.build(max_pool_connections=CALL_WORKERS)
+            with self._lock:
+                client = self._clients.setdefault(key, client)
+                self._clients.move_to_end(key)
+                self._clients.building.pop(key, None)
+                while len(self._clients) > CLIENT_CACHE_SIZE:
+                    self._clients.popitem(last=False)
         return client
 
     def cache_clear(self) -> None:

@@ -44,7 +44,7 @@ def _start(
     with carrying_result(domain_id, job_run_id):  # an error before any call has a result too
         validate_ids(domain_id, job_run_id)
         policy = resolve_policy(policy, timeout)
-        built = resolve_client(client)
+        built = resolve_client(client, shared=True)
     relay = None
     if joins_engine(seams):
         relay = Relay()

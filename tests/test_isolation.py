@@ -8,9 +8,10 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from helpers import DOMAIN, keep
 
-from poller import Outcome, PollPolicy, wait_for_job_runs
+from poller import Outcome, PollPolicy, _runtime, wait_for_job_runs
 from poller._waiter import wait_result
 from poller.aio import async_wait_result
 from poller.testing import Fault, RunScript, SilentServer, Simulator
@@ -90,3 +91,65 @@ def test_a_denied_listing_does_not_keep_the_jobs_later_waits_from_their_listing(
     assert outcomes == [Outcome.SUCCEEDED] * 6
     assert listed_first >= 1
     assert listed_second >= 1
+
+
+def test_forty_threads_starting_together_build_one_client_for_their_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Forty blocking waits with no client, started at once, share one client built once
+    (each built its own: 0.6 to 1 s of start-up apiece)."""
+    built: list[object] = []
+    real_build = _runtime.build_client
+
+    def counting(**kwargs: Any) -> Any:
+        client = real_build(**kwargs)
+        built.append(client)
+        return client
+
+    monkeypatch.setattr(_runtime, "build_client", counting)
+    with Simulator() as sim:
+        for i in range(40):
+            sim.add_run(DOMAIN, f"run-{i}", RunScript(statuses=["SUCCESS"]))
+        for name, value in sim.environ().items():
+            monkeypatch.setenv(name, value)
+        start = threading.Barrier(40)
+        results: list[Any] = []
+
+        def one(i: int) -> None:
+            start.wait()
+            results.append(wait_result(DOMAIN, f"run-{i}", policy=PollPolicy(timeout=20)))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED] * 40
+    assert len(built) == 1
+
+
+def test_an_async_wait_builds_its_client_off_the_callers_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The async wait with no client builds it in a thread: the caller's loop is never held
+    for the 0.6 to 1 s a boto3 client takes."""
+    on: list[bool] = []
+    real_build = _runtime.build_client
+
+    def noting(**kwargs: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            on.append(False)
+        else:
+            on.append(True)
+        return real_build(**kwargs)
+
+    monkeypatch.setattr(_runtime, "build_client", noting)
+    with Simulator() as sim:
+        sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]))
+        for name, value in sim.environ().items():
+            monkeypatch.setenv(name, value)
+        result = asyncio.run(async_wait_result(DOMAIN, "run-1", policy=PollPolicy(timeout=20)))
+    assert result.outcome is Outcome.SUCCEEDED
+    assert on == [False]
