@@ -16,15 +16,17 @@ just gone (a held-up loop wakes every booking whose time passed): then it is
 booked again a spacing on, so bookings never go out together as a burst.
 
 The rate adapts like TCP's congestion window. A ThrottlingException halves
-it (multiplicative decrease) and keeps the next booking a full new spacing
-away; each call that gets through adds ``increase / rate`` back (additive
-increase: about ``increase`` requests a second more for every second of
-throttle-free calls at the current rate), up to ``max_rps``; calls that come
-further apart than the spacing add less, in proportion, so a budget does not
-grow past what its waits use. A fleet whose budget is set above the service's
-real limit therefore converges to that limit instead of hammering it, and
-several processes sharing one account converge to even shares of it (the
-decrease takes more from a higher rate, the increase adds the same to each).
+it (multiplicative decrease; once per burst) and keeps the next booking a
+full new spacing away; the rate then climbs back in time (`rate_at`:
+``increase`` calls/s a second for each 10 calls/s of budget), up to
+``max_rps``, whether or not calls are made: a budget that grew only with its
+calls made few calls at a low rate and stayed low. A fleet whose budget is set
+above the service's real limit therefore converges to that limit instead of
+hammering it, and several processes sharing one account converge to even
+shares of it (the decrease takes more from a higher rate, the climb adds the
+same to each). A storm (cuts in a row with no call through between them)
+takes the rate to its floor; the first call through starts it again one cut
+below the rate calls last got through at (`succeeded`), not from the floor.
 
 The decrease stops at a floor: ``min_rps``, or ``1 / spacing_cap`` when the
 throttled wait passes one (its `retry_max`) and is alone (at most one call
@@ -68,7 +70,6 @@ __all__ = [
     "budgets",
     "fit",
     "fit_urgent",
-    "own_overload",
     "rate_at",
     "respace",
     "succeeded",
@@ -85,15 +86,6 @@ DEFAULT_MAX_RPS = 10.0
 _MIN_RPS = 0.2
 _DECREASE = 0.5
 _INCREASE = 0.5
-# The throttled share of calls is followed over about this many calls (``short``); the
-# share of other clients' throttles (the weather) is the lowest share of the last
-# ``_EPOCHS`` stretches between two cuts of at least ``_EPOCH_CALLS`` calls each.
-_SHORT_CALLS = 20
-_EPOCHS = 3
-_EPOCH_CALLS = 20
-_WEATHER_MAX = 0.5
-# A short share within this of the weather (or its noise, if more) is the weather.
-_MARGIN = 0.04
 # Booked times this far in the past are forgotten in batches, not one by one.
 _PRUNE_BATCH = 64
 
@@ -143,7 +135,7 @@ class AimdSettings:
 
 @dataclass(frozen=True, slots=True)
 class BudgetState:
-    """The rate, when it was last cut, and the throttled shares that decide a cut.
+    """The rate, when it was last cut, and the rate to start again from after a storm.
 
     ``rate`` is the rate the last cut left; `rate_at` gives it at any time: it
     climbs back in time whether or not calls are made (as botocore's adaptive
@@ -163,27 +155,6 @@ class BudgetState:
     last_good: float = math.inf
     # Cuts since a call last got through.
     cuts: int = 0
-    # The throttled share of the last ~20 calls (an exponential average).
-    short: float = 0.0
-    # Calls and throttles in the low half of the climbs since the last stretch was
-    # closed (`_low`), and the shares of the last few stretches closed.
-    calls: int = 0
-    throttles: int = 0
-    shares: tuple[float, ...] = ()
-
-    @property
-    def weather(self) -> float:
-        """The share of calls throttled whatever this budget does: other clients' use.
-
-        The lowest throttled share of the last few stretches between two cuts:
-        a budget's own overload ends when it cuts its rate (a stretch of its own
-        has few throttles), throttles that do not depend on its rate go on.
-        """
-        shares = self.shares
-        if self.calls >= _EPOCH_CALLS:  # the stretch going on says as much
-            shares = (*shares, self.throttles / self.calls)
-        # More than half the calls throttled is a storm or an outage, never the weather.
-        return min((share for share in shares if share <= _WEATHER_MAX), default=0.0)
 
     @classmethod
     def start(cls, settings: AimdSettings) -> BudgetState:
@@ -204,28 +175,6 @@ def rate_at(settings: AimdSettings, state: BudgetState, now: float) -> float:
     return min(climbed, settings.max_rps) if math.isfinite(climbed) else state.rate
 
 
-def _low(settings: AimdSettings, state: BudgetState, now: float) -> bool:
-    """True while the rate is in the first half of its climb back after a cut: what is
-    throttled there is not this budget's overload, which the cut ended."""
-    if state.decreased_at == -math.inf:
-        return True
-    half = min(state.last_good, settings.max_rps) * (1.0 + settings.decrease) / 2.0
-    return rate_at(settings, state, now) < half
-
-
-def _margin(share: float) -> float:
-    # Two standard deviations of the short average's noise around a steady ``share``.
-    alpha = 1.0 / _SHORT_CALLS
-    return max(_MARGIN, 2.0 * math.sqrt(share * (1.0 - share) * alpha / (2.0 - alpha)))
-
-
-def own_overload(state: BudgetState) -> bool:
-    """True when throttles come faster than the weather: the short share is above it by
-    more than its noise. A steady share (other clients of the account) is not."""
-    weather = state.weather
-    return state.short > weather + _margin(weather)
-
-
 def throttled(
     settings: AimdSettings,
     state: BudgetState,
@@ -234,25 +183,15 @@ def throttled(
     spacing_cap: float | None = None,
     pending: int = 0,
 ) -> BudgetState:
-    """A call made at ``granted_at`` was throttled: count it, and cut the rate if it is ours.
+    """A call made at ``granted_at`` was throttled: cut the rate, down to the floor.
 
-    The rate is cut (to ``decrease`` of it, down to the floor) when throttles
-    come faster than the weather (`own_overload`): the budget's own overload.
-    A steady share of throttles, other clients' use of the account, is
-    retried without slowing down. ``pending``: how many calls are booked
-    after ``now``. With at most one (the throttled wait alone), the floor is
-    one call per ``spacing_cap``; with more, ``min_rps`` (see `AimdSettings.floor`).
+    Once per burst: a call granted before the last cut says nothing of the rate
+    it left. ``pending``: how many calls are booked after ``now``. With at most
+    one (the throttled wait alone), the floor is one call per ``spacing_cap``;
+    with more, ``min_rps`` (see `AimdSettings.floor`).
     """
-    state = replace(state, short=state.short + (1.0 - state.short) / _SHORT_CALLS)
     if granted_at < state.decreased_at:
-        return state  # sent before the cut: says nothing of the rate it left
-    if _low(settings, state, now):
-        state = replace(state, calls=state.calls + 1, throttles=state.throttles + 1)
-    if not own_overload(state):
         return state
-    if state.calls >= _EPOCH_CALLS:
-        share = state.throttles / state.calls
-        state = replace(state, calls=0, throttles=0, shares=(*state.shares, share)[-_EPOCHS:])
     current = rate_at(settings, state, now)
     # Down to the floor, and never up: a rate already below it stays.
     floor = settings.floor(spacing_cap, pending)
@@ -279,17 +218,14 @@ def _last_good(state: BudgetState, current: float) -> float:
 
 
 def succeeded(settings: AimdSettings, state: BudgetState, now: float) -> BudgetState:
-    """A call got through at ``now``: the short share decays; after a storm, the rate
-    starts again one cut below the last good rate.
+    """A call got through at ``now``: after a storm, the rate starts again one cut below
+    the last good rate.
 
     A storm (cuts in a row with no call through between them) takes the rate
     to its floor; the first call through ends it, and the budget goes on
     from where one ordinary cut would have left it, not from the floor.
     """
-    low = _low(settings, state, now)
-    after = replace(
-        state, short=state.short - state.short / _SHORT_CALLS, calls=state.calls + low, cuts=0
-    )
+    after = replace(state, cuts=0)
     if state.cuts < 2:
         return after
     rate = max(

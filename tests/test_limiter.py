@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import math
 import random
-from dataclasses import replace
 
 import pytest
 from _vtime import VirtualClock, run
@@ -22,7 +21,6 @@ from poller._limiter import (
     BudgetState,
     budget_for,
     fit,
-    own_overload,
     rate_at,
     succeeded,
     throttled,
@@ -220,54 +218,6 @@ def test_a_storm_ends_with_the_rate_one_cut_below_the_last_good_rate_not_at_the_
     # One cut, then a call through: no storm, the climb is not moved.
     once = throttled(settings, BudgetState.start(settings), 100.0, 100.0)
     assert succeeded(settings, once, 101.0).rate == 5.0
-
-
-def test_a_steady_share_of_throttles_is_weather_and_cuts_nothing() -> None:
-    """Stretches in which 5 % of calls were throttled make the weather 5 %: a throttle then
-    cuts only when the last calls' share is well above it (here 12 % and more)."""
-    settings = AimdSettings(max_rps=40)
-    state = BudgetState(rate=40.0, last_good=40.0, shares=(0.05, 0.06, 0.05))
-    assert state.weather == 0.05
-    now = 100.0
-    for i in range(200):  # one throttle every 20 calls: the weather's share
-        now += 0.025
-        if i % 20 == 19:
-            state = throttled(settings, state, now, now)
-        else:
-            state = succeeded(settings, state, now)
-    assert (state.rate, state.cuts) == (40.0, 0)
-    # Throttles in a row are not the weather: the budget's own overload is cut.
-    for _ in range(3):
-        now += 0.025
-        state = throttled(settings, state, now, now)
-    assert state.cuts > 0
-    assert rate_at(settings, state, now) < 20.0
-    assert own_overload(BudgetState(rate=1.0, short=0.11, shares=(0.05,))) is False
-    assert own_overload(BudgetState(rate=1.0, short=0.13, shares=(0.05,))) is True
-    # No weather yet: one throttle after calls that all got through is the budget's own.
-    assert own_overload(BudgetState(rate=1.0, short=0.05)) is True
-
-
-def test_the_weather_is_measured_low_in_the_climb_where_a_budgets_own_overload_has_ended() -> None:
-    """Calls and throttles count towards the weather only while the rate is below the middle
-    of its climb (7.5/s after a cut from 10/s): the stretch is closed at the next cut."""
-    settings = AimdSettings(max_rps=10)
-    state = throttled(settings, BudgetState.start(settings), 100.0, 100.0)
-    state = replace(state, shares=(0.3,))  # a weather that keeps these throttles from cutting
-    now = 100.0
-    for i in range(40):  # 5/s to 7/s: low in the climb, one throttle in ten counted
-        now += 0.1
-        if i % 10 == 9:
-            state = throttled(settings, state, now, now)
-        else:
-            state = succeeded(settings, state, now)
-    assert (state.calls, state.throttles) == (41, 5)  # the cut's own throttle too
-    now = 106.0  # 8/s: past the middle, nothing is counted
-    state = succeeded(settings, state, now)
-    assert state.calls == 41
-    state = throttled(settings, replace(state, short=0.9), now, now)
-    assert state.shares == (0.3, 5 / 41)
-    assert (state.calls, state.throttles) == (0, 0)
 
 
 def test_the_floor_of_one_call_per_retry_max_holds_for_a_wait_alone_only() -> None:
