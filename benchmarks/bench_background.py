@@ -1,7 +1,8 @@
 """Throttles that others cause: a storm, and a steady share of other clients' throttles.
 
-Issue 23's fleets, each waited on by one fan-out with its own budget (the
-engine's `Fleet`, calendar and budget) on virtual time (tests/_vtime.py):
+Issue 23's fleets (`tests/test_throttle_proof.py`'s, the same code), each
+waited on by one fan-out with its own budget (the engine's `Fleet`, calendar
+and budget) on virtual time (tests/_vtime.py):
 every request is real HTTP to the simulator, but a minute of waiting takes
 as long as its requests do. Reported against the same fleet on a healthy
 server, measured in the same run:
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from collections import Counter
@@ -33,57 +33,23 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _vtime import VirtualClock, run
+from test_throttle_proof import BRISK, fleet
 
-from poller import PollPolicy, RateLimiter, log
-from poller.aio import CALL_WORKERS, async_wait_for_job_runs
-from poller.testing import RunScript, Seams, Simulator
-
-DOMAIN = "dzd_bench"
-BRISK = PollPolicy(interval=0.5, max_interval=2, retry_initial=0.1, retry_max=2)
+from poller import PollPolicy, log
 
 
-def fleet(
-    count: int,
-    *,
-    ends: tuple[float, float],
-    timeout: float,
-    policy: PollPolicy,
-    max_rps: float,
-    server_rps: float | None = None,
-    storm: tuple[float, float] | None = None,
-    others: float = 0.0,
-    seed: int = 1,
-) -> dict[str, Any]:
-    clock = VirtualClock()
-    with Simulator(clock=clock, seed=seed, max_rps=server_rps) as sim:
-        rng = random.Random(seed)
-        for i in range(count):
-            end = rng.uniform(*ends)
-            timeline = [(0.0, "SCHEDULED"), (end / 2, "IN_PROGRESS"), (end, "SUCCESS")]
-            sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline), job_id=f"job-{i}")
-        if storm is not None:
-            sim.storm(clock.now + storm[0], clock.now + storm[1])
-        if others:
-            sim.throttle_others(others)
-        start, real = clock.now, time.perf_counter()
-        coro = async_wait_for_job_runs(
-            [(DOMAIN, f"run-{i}") for i in range(count)],
-            client=sim.client(max_pool_connections=CALL_WORKERS),
-            policy=policy.with_timeout(timeout),
-            limiter=RateLimiter(max_rps, clock=clock),
-            seams=Seams(clock=clock, rng=random.Random(seed), logger=log.get_logger()),
-        )
-        results = run(coro, clock)
-        seen = max(r.waited_s for r in results)
-        calls = Counter(r.operation for r in sim.requests)
-        faults = Counter(r.fault for r in sim.requests if r.fault)
+def measured(count: int, **kwargs: Any) -> dict[str, Any]:
+    """One fleet of `tests/test_throttle_proof.py`, waited on, and its figures."""
+    real = time.perf_counter()
+    results, sim, took = fleet(count, **kwargs)
+    calls = Counter(r.operation for r in sim.requests)
+    faults = Counter(r.fault for r in sim.requests if r.fault)
     return {
         "runs": count,
         "outcomes": dict(Counter(str(r.outcome) for r in results)),
         "lost": sum(1 for r in results if r.outcome.value in ("error", "wait_timeout")),
-        "all_seen_s": round(seen, 2),
-        "took_s": round(clock.now - start, 2),
+        "all_seen_s": round(max(r.waited_s for r in results), 2),
+        "took_s": round(took, 2),
         "get_job_run": calls["GetJobRun"],
         "list_job_runs": calls["ListJobRuns"],
         "throttled": dict(faults),
@@ -100,10 +66,10 @@ def main() -> None:
     n = args.runs
     background = {"max_rps": 40, "server_rps": 40, "policy": BRISK, "ends": (2, 8)}
     figures = {
-        "healthy": fleet(n, timeout=600, **background),
-        "others 5 %": fleet(n, timeout=600, others=0.05, **background),
-        "others 20 %": fleet(n, timeout=600, others=0.20, **background),
-        "storm": fleet(
+        "healthy": measured(n, timeout=600, **background),
+        "others 5 %": measured(n, timeout=600, others=0.05, **background),
+        "others 20 %": measured(n, timeout=600, others=0.20, **background),
+        "storm": measured(
             30, ends=(1, 5), timeout=30, policy=PollPolicy(), max_rps=10, storm=(0.5, 5.5)
         ),
     }
