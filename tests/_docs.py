@@ -14,6 +14,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_RUN = re.compile(r"<!-- not-run: (?P<why>\S.*?) -->")
 
 _FENCE = re.compile(r"^(?P<fence>```+|~~~+)(?P<info>.*)$")
+_AIRFLOW = re.compile(r"^\s*(from|import) (airflow|poller\.airflow)\b", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class Block:
     @property
     def runs(self) -> bool:
         return self.language == "python" and not NOT_RUN.fullmatch(self.before.strip())
+
+    @property
+    def needs_airflow(self) -> bool:
+        """It imports the Airflow extra: it runs where Airflow is (tests/test_docs_airflow.py)."""
+        return bool(_AIRFLOW.search(self.code))
 
 
 def blocks(page: Path) -> list[Block]:

@@ -17,6 +17,10 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
+# The deployment is this Python's Airflow: the module runs where the Airflow extra is
+# installed, as every Airflow test (.ci/pythons finds them by this import).
+import airflow  # noqa: F401
+
 BENCH = Path(__file__).parent.parent / "benchmarks" / "bench_airflow.py"
 
 
