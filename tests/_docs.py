@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +105,24 @@ def anchors(page: Path) -> set[str]:
         seen[base] = count + 1
         found.add(base if count == 0 else f"{base}-{count}")
     return found
+
+
+def fresh_environment(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POLLER_"))}
+    # No instance-metadata lookups for credentials: there is no network here.
+    env.update(HOME=str(home), AWS_EC2_METADATA_DISABLED="true", NO_COLOR="1")
+    return env
+
+
+def run_example(block: Block, tmp_path: Path) -> None:
+    """``block`` exits 0 in a clean interpreter that has no AWS account to reach."""
+    done = subprocess.run(
+        [sys.executable, "-c", block.code],
+        check=False,
+        cwd=ROOT,
+        env=fresh_environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"{block.name} failed:\n{done.stdout}\n{done.stderr}"

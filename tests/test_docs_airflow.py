@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _docs import PAGES, Block, blocks
-from test_readme import run_example
+from _docs import PAGES, Block, blocks, run_example
 
 from poller.airflow import DataZoneJobRunSensor
 

@@ -12,7 +12,6 @@ the block's own ``assert`` lines are its checks.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,34 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-from _docs import NOT_RUN, PAGES, ROOT, Block, blocks
+from _docs import NOT_RUN, PAGES, ROOT, Block, blocks, fresh_environment, run_example
 
 # An example that imports the Airflow extra runs in tests/test_docs_airflow.py, which
 # `make test` runs where Airflow is installed (.ci/pythons).
 RUNNABLE = [
     block for page in PAGES for block in blocks(page) if block.runs and not block.needs_airflow
 ]
-
-
-def fresh_environment(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POLLER_"))}
-    # No instance-metadata lookups for credentials: there is no network here.
-    env.update(HOME=str(home), AWS_EC2_METADATA_DISABLED="true", NO_COLOR="1")
-    return env
-
-
-def run_example(block: Block, tmp_path: Path) -> None:
-    """``block`` exits 0 in a clean interpreter that has no AWS account to reach."""
-    done = subprocess.run(
-        [sys.executable, "-c", block.code],
-        check=False,
-        cwd=ROOT,
-        env=fresh_environment(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, f"{block.name} failed:\n{done.stdout}\n{done.stderr}"
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[block.name for block in RUNNABLE])
