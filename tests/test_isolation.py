@@ -4,12 +4,16 @@ listing. Each runs on the process's engine, in real time, against real servers."
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import DOMAIN, keep
+from helpers import DOMAIN, child_env, keep
 
 from poller import Outcome, PollPolicy, _runtime, wait_for_job_runs
 from poller._waiter import wait_result
@@ -153,3 +157,28 @@ def test_an_async_wait_builds_its_client_off_the_callers_loop(
         result = asyncio.run(async_wait_result(DOMAIN, "run-1", policy=PollPolicy(timeout=20)))
     assert result.outcome is Outcome.SUCCEEDED
     assert on == [False]
+
+
+def test_poller_wait_rides_out_a_storm_and_every_run_succeeds(tmp_path: Path) -> None:
+    """`poller wait --from-file` on 30 runs, every call throttled for the first 3.2 s, 20 s
+    timeout: exit 0, 30 succeeded (22 `error` and 3 `wait_timeout` before, exit 5)."""
+    runs = tmp_path / "runs.txt"
+    runs.write_text("".join(f"run-{i}\n" for i in range(30)))
+    with Simulator() as sim:
+        for i in range(30):
+            timeline = [(0.0, "IN_PROGRESS"), (1.0 + i / 10, "SUCCESS")]
+            sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline))
+        now = time.monotonic()
+        sim.storm(now, now + 3.2)
+        done = subprocess.run(
+            [sys.executable, "-m", "poller", "wait", "--domain-identifier", DOMAIN,
+             "--from-file", str(runs), "--timeout", "20s", "--output", "json"],
+            env=child_env(sim.endpoint_url, POLLER_WAIT_INTERVAL="2s",
+                          POLLER_WAIT_MAX_INTERVAL="30s", POLLER_RETRY_INITIAL="1s",
+                          POLLER_RETRY_MAX="20s"),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        stormed = sum(1 for r in sim.requests if r.fault == "storm")
+    outcomes = [json.loads(line)["outcome"] for line in done.stdout.splitlines()]
+    assert stormed > 0
+    assert (done.returncode, outcomes) == (0, ["succeeded"] * 30), done.stderr[-2000:]
