@@ -292,7 +292,7 @@ def latest_result(
         validate_job_ids(domain_id, job_id)
         policy = resolve_policy(policy, timeout)
         seams = _one_stream(seams)
-        lister: Any = resolve_client(client)
+        lister: Any = resolve_client(client, shared=True)
     search = _Search(domain_id, job_id, policy, seams)
     found = search.found(
         drive(

@@ -16,6 +16,7 @@ import pytest
 from helpers import DOMAIN, child_env, keep
 
 from poller import Outcome, PollPolicy, _runtime, wait_for_job_runs
+from poller._latest import latest_result
 from poller._waiter import wait_result
 from poller.aio import async_wait_result
 from poller.testing import Fault, RunScript, SilentServer, Simulator
@@ -182,3 +183,29 @@ def test_poller_wait_rides_out_a_storm_and_every_run_succeeds(tmp_path: Path) ->
     outcomes = [json.loads(line)["outcome"] for line in done.stdout.splitlines()]
     assert stormed > 0
     assert (done.returncode, outcomes) == (0, ["succeeded"] * 30), done.stderr[-2000:]
+
+
+def test_the_latest_run_search_shares_the_process_client_as_every_wait_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two `--latest` searches with no client and a wait build one client between them
+    (the blocking search built its own on every call, where the wait and the async search
+    share the process's)."""
+    built: list[object] = []
+    real_build = _runtime.build_client
+
+    def counting(**kwargs: Any) -> Any:
+        client = real_build(**kwargs)
+        built.append(client)
+        return client
+
+    monkeypatch.setattr(_runtime, "build_client", counting)
+    with Simulator() as sim:
+        sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]), job_id="job-1")
+        for name, value in sim.environ().items():
+            monkeypatch.setenv(name, value)
+        policy = PollPolicy(timeout=20)
+        found = [latest_result(DOMAIN, "job-1", policy=policy) for _ in range(2)]
+        waited = wait_result(DOMAIN, "run-1", policy=policy)
+    assert [r.job_run_id for r in (*found, waited)] == ["run-1"] * 3
+    assert len(built) == 1
