@@ -7,6 +7,7 @@ against the simulator, so a minute of throttling takes a fraction of a second.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from typing import Any
@@ -16,6 +17,8 @@ from _vtime import VirtualClock, run
 from helpers import DOMAIN, QUIET, keep
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult
+from poller._engine import Fleet
+from poller._history import shared_cache
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
 from poller.testing import RunScript, Seams, Simulator
 
@@ -95,3 +98,29 @@ def test_other_clients_throttles_slow_a_fleet_but_lose_no_run(
     throttled = sum(1 for r in sim.requests if r.fault == "background")
     assert throttled >= others * len(sim.requests) / 2  # the weather was there
     assert took < timeout
+
+
+@pytest.mark.parametrize(("booked_ahead", "listed"), [(0, 1), (30, 0)])
+def test_a_history_lookup_takes_a_free_slot_soon_or_none_before_due_polls(
+    booked_ahead: int, listed: int
+) -> None:
+    """Polls before extras: at 10/s, with 30 calls already booked (3 s of the budget), a
+    job's history lookup is not made (its claim is given back for a later wait); with the
+    budget free, it is made at once."""
+    clock = VirtualClock()
+    with Simulator(clock=clock) as sim:
+        limiter = RateLimiter(10, clock=clock)
+        for _ in range(booked_ahead):
+            limiter.reserve(clock.now)  # due polls of other waits
+
+        async def look_up() -> None:
+            fleet = Fleet(limiter=limiter, clock=clock, sleep=asyncio.sleep, logger=QUIET)
+            assert shared_cache().claim((DOMAIN, "job-1"))
+            fleet.learn(keep(sim.client()), DOMAIN, "job-1", None, 20.0)
+            await asyncio.gather(*fleet.learning)
+
+        run(look_up(), clock)
+        lookups = sum(1 for r in sim.requests if r.operation == "ListJobRuns")
+    assert lookups == listed
+    # Made or not, the job's history is there to be claimed again by a wait that needs it.
+    assert shared_cache().claim((DOMAIN, "job-1")) is (listed == 0)
