@@ -43,7 +43,6 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-import enum
 import functools
 import math
 import threading
@@ -58,7 +57,6 @@ from poller._datazone import JobRunClient, classify, fetch_job_run
 from poller._history import failed as history_failed
 from poller._history import learn, learned_from_listing, list_runs, shared_cache, wants_history
 from poller._limiter import (
-    RECHECK,
     AccountKey,
     Booking,
     RateLimiter,
@@ -80,7 +78,6 @@ from poller._listing import (
 from poller._model import JobRun
 from poller._policy import FaultKind, Step
 from poller._runtime import (
-    BOOKING_GRACE,
     CALL_GRACE,
     CALL_WORKERS,
     CANCEL_POLL,
@@ -93,16 +90,42 @@ from poller._runtime import (
     shared_executor,
 )
 from poller._session import WaitSession
+from poller._turn import (
+    LOST,
+    NO_ROOM,
+    UNLISTED,
+    Action,
+    Ask,
+    Begin,
+    Book,
+    Booked,
+    Call,
+    Event,
+    Expire,
+    Granted,
+    Listed,
+    Paced,
+    Phase,
+    Take,
+    Turn,
+    WaitBooked,
+    WaitUntil,
+    Woke,
+    on_event,
+    reads_own,
+)
+from poller._turn import ended as turn_ended
+from poller._turn import joined as turn_joined
+from poller._turn import left as turn_left
+from poller._turn import started as turn_started
 
 __all__ = [
     "LISTING_BOUND",
     "LISTING_PAGES",
     "LISTING_STOPPED",
     "LISTING_TRIES",
-    "UNREACHED",
     "Engine",
     "Fleet",
-    "Phase",
     "Relay",
     "RunRef",
     "Stream",
@@ -120,8 +143,6 @@ RunRef = tuple[str, str]
 
 #: A job's runs went back to their own calls: its listing failed.
 LISTING_STOPPED = "job_listing_stopped"
-# Why a run's wait ended without the call it wanted.
-UNREACHED = "the request budget did not reach it before the deadline"
 # A job listing still unanswered after this long (seconds) has failed.
 LISTING_BOUND = 10.0
 
@@ -147,78 +168,38 @@ class Stream:
         return a + (b - a) * (((z ^ (z >> 31)) >> 11) * 2.0**-53)
 
 
-# What a job's listing tells a wait it did not show (or could not be made).
-_UNLISTED = object()
-# How long after its deadline a wait waits for the listing that gives its last look; and
-# how long after its booked time a listing may answer before its runs look for themselves.
-_LATE = BOOKING_GRACE + CALL_GRACE
-# A wait's first call may still go this long after its deadline (timeout=0 checks each
-# of several runs once): its answer is waited for within CALL_GRACE, inside the second.
-FIRST_GRACE = 0.3
-# A first call booked later than this after it was asked for looks for a sooner free
-# time this often (s): listed runs give their slots back, and unread runs take them.
-FIRST_RECHECK = 0.5
 # A history lookup is made only if the budget has a free time within this (s).
 EXTRA_HORIZON = 1.0
-# A wait no call of which fits before its deadline tries to book again this often (s).
-STUCK_RECHECK = 0.5
-
-
-class Phase(enum.Enum):
-    """Where one wait stands in its fleet: its one explicit state, instead of flags.
-
-    ``UNREAD`` -> ``STARTED`` at its first answer (or a listing showing its run);
-    ``STARTED`` -> ``OWN`` when it reads a run of a job by its own call;
-    ``OWN`` (or ``UNREAD``/``STARTED``, shown by a listing) -> ``WATCHED`` when it
-    joins its job's watch; ``WATCHED`` -> ``ALONE`` when the watch will not show
-    it; any -> ``DONE`` when the wait ends.
-    """
-
-    #: No answer yet: counted among the fleet's unread waits (a listing may show it);
-    #: its first call is pulled forward into freed slots and may go a moment after the deadline.
-    UNREAD = "unread"
-    #: Answered, but no run of a job read by its own call yet (a throttle, an error, a read).
-    STARTED = "started"
-    #: Reads its run by its own calls; counted among its job's readers; may join a watch.
-    OWN = "own"
-    #: Its job's watch shows it: it asks the watch for its looks (`_Watch.need`).
-    WATCHED = "watched"
-    #: Its own calls to the end: its job's watch did not show it, or stopped.
-    ALONE = "alone"
-    #: Ended (or cancelled): its booking given back, its place in the start window freed.
-    DONE = "done"
 
 
 class _Turns:
-    """One wait's calls in the shared budget: the next call is booked when its delay is known.
+    """One wait in its fleet: carries out what its turn's state machine (`_turn`) decides.
 
-    Booking when the core names the delay (``pace``), not when it is due,
-    gives the wait the real time until its call (logged as ``sleep_s``), and
-    tells at once when the budget cannot reach the run before its deadline.
-
-    A wait whose job is watched (`_Watch`) books no call of its own while the
-    watch has other runs too: it asks the watch for a look by then, and takes
-    the run as the job's listing shows it (``news``). A listing that shows it
-    finished gets it one urgent GetJobRun, for the whole run and its lineage.
-    Its state is one `Phase`; ``once`` (a read: one answer, no listing, no
+    The decisions are `_turn.on_event`'s, on the frozen `Turn` in ``state``;
+    this class only does what each action says (books on the account's
+    budget, waits for the booked time or its job's listing, hands the call or
+    the listed run to the core) and feeds back what happened. It books the
+    next call when the core names the delay (``pace``), not when it is due:
+    the wait knows the real time until its call (logged as ``sleep_s``), and
+    at once when the budget cannot reach the run before its deadline. A
+    wait whose job is watched (`_Watch`) books no call of its own while the
+    watch has other runs too: it asks the watch for a look, and takes the
+    run as the listing shows it. ``once`` (a read: one answer, no listing, no
     history) is fixed for its life.
     """
 
     __slots__ = (
-        "_asked",
-        "_booked_at",
         "_booking",
-        "_due",
         "_fleet",
         "_news",
         "_window",
         "client",
         "granted_at",
         "once",
-        "phase",
         "reads",
         "session",
         "since",
+        "state",
         "watch",
     )
 
@@ -235,201 +216,160 @@ class _Turns:
         self.session = session
         self.client = client
         self.once = once
-        self.phase = Phase.UNREAD
+        self.state = Turn(deadline=session.state.deadline)
         self._window = window  # a fan-out's start window, freed at the first answer
-        self._booking: Booking | None = None  # the next call, once booked
+        self._booking: Booking | None = None  # the call booked, while the state holds one
         self.granted_at = -math.inf  # the booked time of the call going out now
         self.watch: _Watch | None = None  # its job's watch, while WATCHED
         self.reads: tuple[str, str] | None = None  # the job it counts among the readers of
         self.since = fleet.clock()  # when it joined the fleet
-        # Set by a listing that shows this wait's run while it waits for its turn.
-        self._news: asyncio.Future[object] | None = None
-        self._due = -math.inf  # when the look the core asked for is due
-        # When the booked call was asked for, and the time it got then.
-        self._asked = self._booked_at = -math.inf
+        # What a job's listing says of this wait's run, while the turn listens for it.
+        self._news: asyncio.Future[Event] | None = None
 
     @property
-    def _deadline(self) -> float | None:
-        return self.session.state.deadline
+    def phase(self) -> Phase:
+        return self.state.phase
 
-    def _book(self, due: float, *, urgent: bool = False) -> Booking | None:
-        deadline = self._deadline
-        # The last poll is due at the deadline itself (and timeout=0 checks
-        # once): a call booked a moment after it still goes, and its answer
-        # is waited for within CALL_GRACE as in every loop.
-        grace = FIRST_GRACE if self.phase is Phase.UNREAD else BOOKING_GRACE
-        latest = None if deadline is None else deadline + grace
-        self._booking = booking = self._fleet.limiter.reserve(due, latest, urgent=urgent)
-        if booking is not None:
-            self._asked, self._booked_at = due, booking.at
-        return booking
+    def _on(self, event: Event) -> Action:
+        """Feed ``event`` to the state machine; give back what the new state no longer holds."""
+        self.state, action = on_event(self.state, event, self._fleet.clock())
+        if not self.state.listening:
+            self._news = None
+        if self._booking is not None and not self.state.holds_booking:
+            self._fleet.limiter.release(self._booking)
+            self._booking = None
+        return action
+
+    def _book(self, book: Book) -> Action:
+        self.release_booking()
+        limiter = self._fleet.limiter
+        self._booking = booking = limiter.reserve(book.due, book.latest, urgent=book.urgent)
+        return self._on(NO_ROOM if booking is None else Booked(booking.at))
+
+    def _watched(self) -> bool:
+        return self.watch is not None and self.watch.active
+
+    def _listing_by(self) -> float:
+        return math.inf if self.watch is None else self.watch.answer_by()
 
     def pace(self, delay: float) -> float:
         """The core asked for ``delay``: book the look, return the real delay until it."""
         self.started()
         now = self._fleet.clock()
-        due = now + delay
         run = self.session.state.last
         if run is not None and not self.once:
             self._fleet.discovered(self, run)
-        self._due = due
-        watch = self.watch
-        if watch is not None and watch.active:
-            # No call of its own: the look comes from the listing (`turn` waits for it).
-            self._news = asyncio.get_running_loop().create_future()
-            return max(watch.need(due) - now, 0.0)
-        booking = self._book(due)
-        # Unreachable: no sleep, the turn that follows ends the wait.
-        return 0.0 if booking is None else max(booking.at - now, 0.0)
+        action = self._on(Paced(now + delay, watched=self._watched()))
+        if isinstance(action, Book):
+            action = self._book(action)
+        if isinstance(action, Ask):
+            assert self.watch is not None
+            return max(self.watch.need(action.due) - now, 0.0)
+        if self._booking is not None:
+            return max(self._booking.at - now, 0.0)
+        return 0.0  # unreachable before the deadline: the turn that follows says what next
 
     def asked(self) -> float | None:
         """When this wait wants the look it asked its watch for; None if it is not waiting."""
-        if self._booking is None and self._news is not None and not self._news.done():
-            return self._due
-        return None
+        due = self.state.asking
+        if due is None or self._news is None or self._news.done():
+            return None
+        return due
 
     def joined(self, watch: _Watch) -> bool:
         """Join ``watch`` if the wait may (not a read, in no watch yet, not dropped by one)."""
-        if self.once or self.phase not in (Phase.UNREAD, Phase.STARTED, Phase.OWN):
+        if turn_joined(self.state, once=self.once) is None:
             return False
         self.started()  # shown by a listing: as good as a first answer
-        self.phase = Phase.WATCHED
+        self.state = replace(self.state, phase=Phase.WATCHED)
         self.watch = watch
         return True
 
     def listed(self, what: Reading, run: JobRun) -> None:
         """The job's listing shows this wait's run (`_listing.reading`): the wait takes it,
-        if it is waiting."""
+        if it is listening."""
         if self._news is not None and not self._news.done():
-            self._news.set_result((what, run))
+            self._news.set_result(Listed(what, run, self.session.state.last))
 
     def unlisted(self) -> None:
         """The watch will not show this wait's run: it books its own calls again."""
         self.watch = None
-        if self.phase is not Phase.DONE:
-            self.phase = Phase.ALONE
+        self.state = turn_left(self.state)
         if self._news is not None and not self._news.done():
-            self._news.set_result(_UNLISTED)
+            self._news.set_result(UNLISTED)
 
     async def turn(self) -> JobRun | None:
-        """Wait for the booked call (None) or the run as its job's listing shows it.
+        """Until the wait's call may go (None), or the run as its job's listing shows it.
 
-        A call that cannot be booked before the deadline does not end the
-        wait: a listing may still show the run, and the deadline is the
-        moment to give up. Then it raises TurnExpired.
+        Carries out `_turn.on_event`'s actions until one ends the turn; the
+        deadline, not a booking, ends the wait: then it raises TurnExpired.
         """
-        fleet = self._fleet
-        listable = self.session.policy.history and not self.once
-        if self._news is None and listable and self.phase is not Phase.ALONE:
-            # A listing of its job may show the run before the call it waits for.
-            self._news = asyncio.get_running_loop().create_future()
-        if self.phase is Phase.UNREAD and self._booking is None:
-            self._book(fleet.clock())
-        # No call fitted before the deadline (`pace` found none): look again as the calendar
-        # frees, and meanwhile for a listing; a wait its watch looks for has no call of its own.
-        watched = self.watch is not None and self.watch.active
-        stuck = self._booking is None and not watched
-        while True:
-            news = self._news
-            try:
-                await self._until(news, stuck=stuck)
-            except asyncio.CancelledError:
-                self.release()
-                raise
-            booking = self._booking  # as `_until` left it: maybe sooner
-            if news is not None and news.done():
-                self._news = None
-                got = news.result()
-                if isinstance(got, tuple):
-                    what: Reading = got[0]
-                    run: JobRun = got[1]
-                    if booking is not None:
-                        fleet.limiter.release(booking)
-                        self._booking = None
-                    if what is not Reading.READ:
-                        last = self.session.state.last
-                        return last if what is Reading.KEEP and last is not None else run
-                    # Finished: read it whole (and its lineage) before anything else;
-                    # at the deadline, when no call fits any more, as the listing shows it.
-                    if self._book(fleet.clock(), urgent=True) is None:
+        listenable = self.session.policy.history and not self.once
+        action = self._on(Begin(listenable, self._watched(), self._listing_by()))
+        try:
+            while True:
+                match action:
+                    case Book():
+                        action = self._book(action)
+                    case WaitBooked():
+                        action = self._on(await self._until_booked(action))
+                    case WaitUntil():
+                        action = self._on(await self._until(action))
+                    case Call():
+                        return None
+                    case Take(run=run):
                         return run
-                    stuck = False
-                elif booking is None:
-                    stuck = self._book(max(self._due, fleet.clock())) is None
-                continue
-            if booking is None:
-                # No listing in time (late, or none by the deadline): a call of its
-                # own, if one fits; if none does before the deadline, the wait ends.
-                # While none fits, a listing may still show the run: it keeps listening.
-                if self._book(max(self._due, fleet.clock())) is None:
-                    if self._past_deadline():
-                        raise TurnExpired(UNREACHED)
-                    stuck = True
-                else:
-                    self._news = None
-                    stuck = False
-                continue
-            self._news = None  # an answer to the call about to go out is newer
-            self._booking = None
-            if booking.lost:
-                fleet.limiter.release(booking)
-                if self._past_deadline():
-                    raise TurnExpired(UNREACHED)
-                stuck = True
-                continue
-            self.granted_at = booking.at
-            return None
+                    case Expire(why=why):
+                        raise TurnExpired(why)
+                    case Ask():  # pragma: no cover - only `Paced` asks
+                        raise AssertionError("a turn never asks its watch")
+        except asyncio.CancelledError:
+            self.release()
+            raise
 
-    def _past_deadline(self) -> bool:
-        deadline = self._deadline
-        return deadline is not None and self._fleet.clock() >= deadline + _LATE
+    def _listen(self, listen: bool) -> asyncio.Future[Event] | None:
+        if listen and self._news is None:
+            self._news = asyncio.get_running_loop().create_future()
+        return self._news if listen else None
 
-    def _news_by(self, *, stuck: bool) -> float:
-        """With no call booked: until when to wait for a listing to show the run.
+    def _heard(self, news: asyncio.Future[Event]) -> Event:
+        self._news = None
+        return news.result()
 
-        The deadline (and the grace of the last look); sooner when the job's
-        listing is late, so a slow listing does not blind its runs, unless no
-        call of its own fits before the deadline anyway (``stuck``).
-        """
-        deadline = self._deadline
-        limit = math.inf if deadline is None else deadline + _LATE
-        if self.watch is not None and not stuck:
-            limit = min(limit, self.watch.answer_by())
-        return limit
-
-    async def _until(self, news: asyncio.Future[object] | None, *, stuck: bool) -> None:
-        """Until the booked time (`until_booked`), news, or without a booking `_news_by`;
-        whichever comes first."""
+    async def _until_booked(self, action: WaitBooked) -> Event:
+        """Until the booked time (`until_booked`: it may move), or the listing's news."""
         fleet = self._fleet
-        while news is None or not news.done():
-            booking = self._booking
-            if booking is not None:
-                # A first call is pulled forward into slots given back meanwhile
-                # (runs a listing showed): a run with no status yet is worth most.
-                first = self.phase is Phase.UNREAD
-                await until_booked(
-                    fleet.limiter,
-                    booking,
-                    since=self._asked,
-                    asked=self._asked,
-                    clock=fleet.clock,
-                    sleep=fleet.sleep,
-                    news=news,
-                    recheck=FIRST_RECHECK if first else RECHECK,
-                )
-                return
-            delay = self._news_by(stuck=stuck) - fleet.clock()
-            if stuck:
-                # No call fitted before the deadline: look again as the calendar frees
-                # (calls given back, a rate that climbed back), never only at the deadline.
-                delay = min(delay, STUCK_RECHECK)
-            if delay <= 0:
-                return
+        booking = self._booking
+        assert booking is not None, "a turn that holds a booking has one"
+        news = self._listen(action.listen)
+        await until_booked(
+            fleet.limiter,
+            booking,
+            since=action.asked,
+            asked=action.asked,
+            clock=fleet.clock,
+            sleep=fleet.sleep,
+            news=news,
+            recheck=action.recheck,
+        )
+        if news is not None and news.done():
+            return self._heard(news)
+        if booking.lost:
+            return LOST
+        self._booking = None  # it goes: not given back
+        self.granted_at = booking.at
+        return Granted()
+
+    async def _until(self, action: WaitUntil) -> Event:
+        """Until ``action.until``, or the listing's news."""
+        fleet = self._fleet
+        news = self._listen(action.listen)
+        delay = action.until - fleet.clock()
+        if delay > 0:
             if math.isinf(delay):
-                assert news is not None, "a wait with no deadline always gets a booking"
+                assert news is not None, "an endless wait always listens"
                 await news
-                return
-            if news is None:
+            elif news is None:
                 await fleet.sleep(delay)
             else:
                 sleeper = asyncio.ensure_future(fleet.sleep(delay))
@@ -437,30 +377,34 @@ class _Turns:
                     await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     sleeper.cancel()
-            if stuck:
-                return  # `turn` tries to book again
+        if news is not None and news.done():
+            return self._heard(news)
+        return Woke(self._listing_by())
 
     def started(self) -> None:
         """The wait had its first answer (or a listing showed its run): its place among the
         fleet's unread waits and in the start window is free."""
-        if self.phase is Phase.UNREAD:
-            self.phase = Phase.STARTED
+        if self.state.phase is Phase.UNREAD:
+            self.state = turn_started(self.state)
             self._fleet.unseen -= 1
             if self._window is not None:
                 self._window.release()
 
-    def release(self) -> None:
-        """The wait ended (or was cancelled) with a call still booked: give the time back."""
+    def release_booking(self) -> None:
         if self._booking is not None:
             self._fleet.limiter.release(self._booking)
             self._booking = None
+
+    def release(self) -> None:
+        """The wait ended (or was cancelled) with a call still booked: give the time back."""
+        self.release_booking()
         self._news = None
 
     def done(self) -> None:
         """The wait ended: give back what it holds, leave its watch."""
         self.release()
         self.started()
-        self.phase = Phase.DONE
+        self.state = turn_ended(self.state)
         if self.reads is not None:
             self._fleet.unread(self.reads)
             self.reads = None
@@ -870,7 +814,7 @@ class Fleet:
         watch = self.watches.get(key)
         if watch is None:
             if turns.phase is Phase.STARTED:
-                turns.phase = Phase.OWN
+                turns.state = reads_own(turns.state)
                 turns.reads = key
                 self.readers[key] += 1
             if turns.since <= self.unlisted.get(key, -math.inf):

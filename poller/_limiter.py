@@ -50,6 +50,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from poller import _home, _otel
 from poller._policy import FaultKind
@@ -540,7 +541,7 @@ async def until_booked(
     asked: float,
     clock: Clock,
     sleep: Callable[[float], Awaitable[object]],
-    news: asyncio.Future[object] | None = None,
+    news: asyncio.Future[Any] | None = None,
     recheck: float = RECHECK,
 ) -> None:
     """Sleep until ``booking``'s time comes, it is lost, or ``news`` is done: whichever first.
