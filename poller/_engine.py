@@ -16,7 +16,8 @@ daemon thread started on first use, in the `Fleet` of its client's account.
 - Each wait is an ordinary `WaitSession` driven by `async_drive`: the
   cadence, backoff, grace and deadline rules are the core's, unchanged. The
   one difference is when a call may be made: each wait books its calls on
-  the calendar (`_Turns`) as soon as the core names the delay.
+  the calendar as soon as the core names the delay; what its turn does is
+  decided by `_turn.on_event` (a pure state machine) and carried out by `_Turns`.
 - A caller submits its wait and waits for it: a thread blocks on it (its
   ``cancel`` event, looked at by one ticker for the whole engine, cancels
   it); an async caller awaits it from its own loop (cancelling the caller
@@ -244,7 +245,7 @@ class _Turns:
         self.release_booking()
         limiter = self._fleet.limiter
         self._booking = booking = limiter.reserve(book.due, book.latest, urgent=book.urgent)
-        return self._on(NO_ROOM if booking is None else Booked(booking.at))
+        return self._on(NO_ROOM if booking is None else Booked(limiter.at(booking)))
 
     def _watched(self) -> bool:
         return self.watch is not None and self.watch.active
@@ -266,7 +267,7 @@ class _Turns:
             assert self.watch is not None
             return max(self.watch.need(action.due) - now, 0.0)
         if self._booking is not None:
-            return max(self._booking.at - now, 0.0)
+            return max(self._fleet.limiter.at(self._booking) - now, 0.0)
         return 0.0  # unreachable before the deadline: the turn that follows says what next
 
     def asked(self) -> float | None:
@@ -342,23 +343,22 @@ class _Turns:
         booking = self._booking
         assert booking is not None, "a turn that holds a booking has one"
         news = self._listen(action.listen)
-        await until_booked(
+        granted = await until_booked(
             fleet.limiter,
             booking,
-            since=action.asked,
             asked=action.asked,
             clock=fleet.clock,
             sleep=fleet.sleep,
             news=news,
             recheck=action.recheck,
         )
+        if granted is not None:
+            self._booking = None  # it goes: not given back
+            self.granted_at = granted
+            return Granted()
         if news is not None and news.done():
             return self._heard(news)
-        if booking.lost:
-            return LOST
-        self._booking = None  # it goes: not given back
-        self.granted_at = booking.at
-        return Granted()
+        return LOST
 
     async def _until(self, action: WaitUntil) -> Event:
         """Until ``action.until``, or the listing's news."""
@@ -482,7 +482,8 @@ class _Watch:
 
     def answer_by(self) -> float:
         """When the listing its runs wait for is late (`_listing.answer_by`)."""
-        booked_at = self._booking.at if self._booking is not None else None
+        booking = self._booking
+        booked_at = self._fleet.limiter.at(booking) if booking is not None else None
         return answer_by(sent_at=self._sent_at, booked_at=booked_at)
 
     def need(self, due: float) -> float:
@@ -490,10 +491,12 @@ class _Watch:
         if self._task is not None and (self._booking is None or self._paging):
             return self._fleet.clock()  # one is out: its answer is newer than the ask
         # The first listing was booked urgent, as early as it can be: it stays.
-        if self._booking is None or (self._booking.at > due and not self._booking.urgent):
+        limiter = self._fleet.limiter
+        booking = self._booking
+        if booking is None or (limiter.at(booking) > due and not booking.urgent):
             self._book(due)
         assert self._booking is not None
-        return self._booking.at
+        return limiter.at(self._booking)
 
     def _book(self, due: float, *, urgent: bool = False) -> None:
         fleet = self._fleet
@@ -514,24 +517,22 @@ class _Watch:
             self._task.cancel()
         self._task = None
 
-    async def _until_booked(self) -> Booking:
-        """Sleep until the listing's booked time (`until_booked`; it may move)."""
+    async def _until_booked(self) -> float:
+        """Sleep until the listing's booked time (`until_booked`; it may move); the time its
+        call goes at."""
         fleet = self._fleet
         booking = self._booking
         assert booking is not None
-        await until_booked(
-            fleet.limiter,
-            booking,
-            since=self._wanted,
-            asked=self._wanted,
-            clock=fleet.clock,
-            sleep=fleet.sleep,
+        granted = await until_booked(
+            fleet.limiter, booking, asked=self._wanted, clock=fleet.clock, sleep=fleet.sleep
         )
-        return booking
+        assert granted is not None  # no latest, no news: it always comes
+        return granted
 
     async def _list(self) -> None:
         try:
-            booking = await self._until_booked()
+            urgent = self._booking is not None and self._booking.urgent
+            granted = await self._until_booked()
         except asyncio.CancelledError:
             # Re-booked: `_cancel` gave the booking back, and the claim goes on with the
             # new listing. Stopped (the fleet ends): both are given back here.
@@ -540,7 +541,7 @@ class _Watch:
             raise
         self._booking = None
         try:
-            read = await self._read(booking)
+            read = await self._read(granted, urgent=urgent)
         except asyncio.CancelledError:
             if self._task is asyncio.current_task():
                 self._give_back()  # a next page's booking, and the claim
@@ -564,7 +565,9 @@ class _Watch:
         self._give_back()
         self.stop(f"a bug in poller: {exc!r}", bug=exc)
 
-    async def _read(self, booking: Booking) -> tuple[list[JobRun], set[_Turns], str | None] | None:
+    async def _read(
+        self, granted: float, *, urgent: bool
+    ) -> tuple[list[JobRun], set[_Turns], str | None] | None:
         """The listing's pages, each shown to the fleet; None if a call failed (handled)."""
         fleet = self._fleet
         runs: list[JobRun] = []
@@ -575,10 +578,10 @@ class _Watch:
                 # The next page is one more call, booked like the first; runs
                 # asking for a look meanwhile get this listing's pages.
                 self._paging = True
-                self._booking = fleet.limiter.reserve(fleet.clock(), urgent=booking.urgent)
-                booking = await self._until_booked()
+                self._booking = fleet.limiter.reserve(fleet.clock(), urgent=urgent)
+                granted = await self._until_booked()
                 self._booking = None
-            answer = await self._page(booking, token)
+            answer = await self._page(granted, token, urgent=urgent)
             if answer is None:
                 return None  # failed: handled (tried again, or the watch stopped)
             more, token = answer
@@ -618,7 +621,7 @@ class _Watch:
             shared_cache().release(self.key)
 
     async def _page(
-        self, booking: Booking, token: str | None
+        self, granted: float, token: str | None, *, urgent: bool
     ) -> tuple[list[JobRun], str | None] | None:
         """One ListJobRuns page at its booked time, reported to the budget; None if it failed.
 
@@ -636,23 +639,23 @@ class _Watch:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a listing's failure is the watch's, never a wait's
-            self._failed(exc, booking)
+            self._failed(exc, granted, urgent=urgent)
             return None
         finally:
             self._sent_at = None
-        fleet.report(booking.at, None, self.retry_max)
+        fleet.report(granted, None, self.retry_max)
         return answer
 
-    def _failed(self, exc: Exception, booking: Booking) -> None:
+    def _failed(self, exc: Exception, granted: float, *, urgent: bool) -> None:
         fault = classify(exc)
         learned = history_failed(exc)
         if fault is not None:
             fleet = self._fleet
-            fleet.report(booking.at, fault.kind, self.retry_max)
+            fleet.report(granted, fault.kind, self.retry_max)
             self._failures += 1
             if after_failure(fault.kind, self._failures) is AfterFailure.AGAIN:
                 # Again at the budget's next free time (after a throttle, later), as urgent.
-                self._book(fleet.clock(), urgent=booking.urgent)
+                self._book(fleet.clock(), urgent=urgent)
                 return
         # Else, as for a fault `classify` does not know (a client poller did not build):
         # not counted for or against the rate; the runs go back to their own calls.
@@ -777,15 +780,14 @@ class Fleet:
             shared_cache().release(key)  # the budget cannot fit it soon enough
             return
         try:
-            await until_booked(
+            granted = await until_booked(
                 self.limiter,
                 booking,
-                since=booking.at,
-                asked=booking.at,
+                asked=self.limiter.at(booking),
                 clock=self.clock,
                 sleep=self.sleep,
             )
-            if booking.lost:
+            if granted is None:  # lost
                 self.limiter.release(booking)
                 shared_cache().release(key)
                 return
@@ -797,7 +799,7 @@ class Fleet:
             self.limiter.release(booking)
             shared_cache().release(key)
             raise
-        self.report(booking.at, learned.fault, retry_max)
+        self.report(granted, learned.fault, retry_max)
 
     def discovered(self, turns: _Turns, run: JobRun) -> None:
         """A wait read its run: watch its job, or look its history up, or join its watch.

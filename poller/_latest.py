@@ -140,14 +140,17 @@ def _on_budget(
         assert booking is not None  # no latest: always booked
         # As `until_booked`, in this thread: a late turn right after another call
         # is moved a spacing on (`RateLimiter.claim`), not sent with it.
-        while (delay := booking.at - limiter.clock()) > 0 or not limiter.claim(booking):
+        while True:
+            delay = limiter.at(booking) - limiter.clock()
+            if delay <= 0 and (granted := limiter.claim(booking)) is not None:
+                break
             time.sleep(max(delay, 0.0))
         try:
             run = find()
         except CallFault as fault:
-            limiter.report(booking.at, fault.kind, policy.retry_max)
+            limiter.report(granted, fault.kind, policy.retry_max)
             raise
-        limiter.report(booking.at, None, policy.retry_max)
+        limiter.report(granted, None, policy.retry_max)
         return run
 
     return booked

@@ -48,7 +48,7 @@ import bisect
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -66,6 +66,7 @@ __all__ = [
     "BudgetState",
     "Budgets",
     "RateLimiter",
+    "Slot",
     "account_key",
     "budget_for",
     "budgets",
@@ -235,47 +236,46 @@ def succeeded(settings: AimdSettings, state: BudgetState, now: float) -> BudgetS
     return replace(after, rate=rate, decreased_at=now)
 
 
+@dataclass(frozen=True, eq=False, slots=True)
 class Booking:
-    """A call booked with a `RateLimiter`: ``at`` is its time, moved later if the rate drops.
+    """A call booked with a `RateLimiter`: a ticket that never changes.
 
-    An ``urgent`` booking went ahead of the ordinary ones booked before it,
-    which may move them later too.
+    Its time is the calendar's (`RateLimiter.at`): a throttle's respacing or
+    an urgent call may move it later, `RateLimiter.sooner` earlier; only the
+    calendar moves it, and its owner asks. ``latest``: None, or the time
+    after which the call is of no use (`RateLimiter.lost`). An ``urgent``
+    booking went ahead of the ordinary ones booked before it.
     """
 
-    __slots__ = ("at", "latest", "urgent")
-
-    def __init__(self, at: float, latest: float | None, urgent: bool = False) -> None:
-        self.at = at
-        self.latest = latest  # None, or the time after which the call is of no use
-        self.urgent = urgent
-
-    @property
-    def lost(self) -> bool:
-        """True when the booking was moved past its ``latest``: that call will not happen."""
-        return self.latest is not None and self.at > self.latest
+    latest: float | None = None
+    urgent: bool = False
 
 
-def _at(booking: Booking) -> float:
-    return booking.at
+#: A booking at its time on the calendar.
+Slot = tuple[float, Booking]
 
 
-def fit(booked: list[Booking], start: float, spacing: float) -> tuple[float, int]:
+def _time(slot: Slot) -> float:
+    return slot[0]
+
+
+def fit(booked: Sequence[Slot], start: float, spacing: float) -> tuple[float, int]:
     """The earliest time at or after ``start`` at least ``spacing`` from every booked time.
 
     ``booked`` is sorted; returns the time and where it goes in ``booked``.
     """
-    i = bisect.bisect_left(booked, start, key=_at)
+    i = bisect.bisect_left(booked, start, key=_time)
     t = start
-    if i > 0 and booked[i - 1].at > t - spacing:
-        t = booked[i - 1].at + spacing
-    while i < len(booked) and booked[i].at < t + spacing:
-        t = max(t, booked[i].at + spacing)
+    if i > 0 and booked[i - 1][0] > t - spacing:
+        t = booked[i - 1][0] + spacing
+    while i < len(booked) and booked[i][0] < t + spacing:
+        t = max(t, booked[i][0] + spacing)
         i += 1
     return t, i
 
 
 def fit_urgent(
-    booked: list[Booking], start: float, spacing: float, now: float
+    booked: Sequence[Slot], start: float, spacing: float, now: float
 ) -> tuple[float, int]:
     """The earliest time at or after ``start`` for an urgent call, and where it goes.
 
@@ -284,29 +284,41 @@ def fit_urgent(
     keep their order), but takes the place of the first ordinary booking in
     its way: `respace` then moves that one and those after it.
     """
-    i = max(bisect.bisect_left(booked, start, key=_at), bisect.bisect_right(booked, now, key=_at))
+    i = max(
+        bisect.bisect_left(booked, start, key=_time), bisect.bisect_right(booked, now, key=_time)
+    )
     t = start
-    if i > 0 and booked[i - 1].at > t - spacing:
-        t = booked[i - 1].at + spacing
-    while i < len(booked) and booked[i].urgent and booked[i].at < t + spacing:
-        t = max(t, booked[i].at + spacing)
+    if i > 0 and booked[i - 1][0] > t - spacing:
+        t = booked[i - 1][0] + spacing
+    while i < len(booked) and booked[i][1].urgent and booked[i][0] < t + spacing:
+        t = max(t, booked[i][0] + spacing)
         i += 1
     return t, i
 
 
-def respace(booked: list[Booking], now: float, spacing: float, start: int | None = None) -> None:
-    """Move the bookings after ``now`` (or from index ``start``) later, to ``spacing`` apart."""
+def respace(
+    booked: Sequence[Slot], now: float, spacing: float, start: int | None = None
+) -> tuple[int, list[Slot]]:
+    """The bookings after ``now`` (or from index ``start``), moved later to ``spacing`` apart.
+
+    Returns where the slots it looked at begin in ``booked``, and those slots
+    at their new times (moved or not), in order; the calendar puts them in
+    place. Nothing is changed here.
+    """
     if start is None:
-        first, last = bisect.bisect_right(booked, now, key=_at), now
+        first, last = bisect.bisect_right(booked, now, key=_time), now
     else:
-        first, last = start, booked[start - 1].at if start > 0 else now
-    for booking in booked[first:]:
-        if booking.at >= last + spacing:
+        first, last = start, booked[start - 1][0] if start > 0 else now
+    slots: list[Slot] = []
+    for at, booking in booked[first:]:
+        if at >= last + spacing:
             if start is not None:
-                return  # from an index: the rest was spaced already
-            last = booking.at
-            continue
-        booking.at = last = last + spacing
+                break  # from an index: the rest was spaced already
+            last = at
+        else:
+            last = last + spacing
+        slots.append((last, booking))
+    return first, slots
 
 
 class RateLimiter:
@@ -333,7 +345,10 @@ class RateLimiter:
         self._clock = clock if clock is not None else time.monotonic
         self._lock = threading.Lock()
         self._state = BudgetState.start(self._settings)
-        self._booked: list[Booking] = []
+        # The calendar: the booked slots in time order, and each held booking's time (a
+        # booking leaves it when claimed or given back; slots in the past are pruned).
+        self._booked: list[Slot] = []
+        self._times: dict[Booking, float] = {}
         # No free time lies between now and this: bookings asked for earlier
         # start looking here, so a thousand waits due at once cost no scan each.
         self._packed_until = -math.inf
@@ -378,34 +393,68 @@ class RateLimiter:
             self._packed_rate = rate
         return 1.0 / rate
 
+    def at(self, booking: Booking) -> float:
+        """The time ``booking`` has now (it may have moved since it was made)."""
+        return self._times[booking]
+
+    def lost(self, booking: Booking) -> bool:
+        """True when ``booking`` was moved past its ``latest``: that call will not happen."""
+        return booking.latest is not None and self._times[booking] > booking.latest
+
+    def _put(self, t: float, booking: Booking, i: int) -> None:
+        self._booked.insert(i, (t, booking))
+        self._times[booking] = t
+
+    def _index(self, booking: Booking) -> int | None:
+        """Where ``booking`` is on the calendar; None if pruned or given back."""
+        booked = self._booked
+        t = self._times.get(booking)
+        if t is None:
+            return None
+        i = bisect.bisect_left(booked, t, key=_time)
+        while i < len(booked) and booked[i][0] == t:
+            if booked[i][1] is booking:
+                return i
+            i += 1
+        return None
+
+    def _respace(self, now: float, spacing: float, start: int | None = None) -> None:
+        """Move the bookings after ``now`` (or from ``start``) to ``spacing`` apart (`respace`)."""
+        first, slots = respace(self._booked, now, spacing, start)
+        self._booked[first : first + len(slots)] = slots
+        times = self._times
+        for t, booking in slots:
+            if booking in times:
+                times[booking] = t
+
     def reserve(
         self, due: float, latest: float | None = None, *, urgent: bool = False
     ) -> Booking | None:
         """Book a call at the earliest free time at or after ``due`` (and now).
 
         With ``latest``, a time later than ``latest`` is not booked: None.
-        A throttle may move the booking later (see `Booking.lost`). An
-        ``urgent`` call goes before the ordinary calls booked from then on,
-        moving them later: a fan-out's job listing, which looks at many runs
-        at once, and the call that reads a run the listing showed finished.
+        A throttle may move the booking later (see `lost`). An ``urgent``
+        call goes before the ordinary calls booked from then on, moving them
+        later: a fan-out's job listing, which looks at many runs at once, and
+        the call that reads a run the listing showed finished.
         """
         with self._lock:
             now = self._clock()
             spacing = self._spacing(now)
             booked = self._booked
-            stale = bisect.bisect_left(booked, now - spacing, key=_at)
+            stale = bisect.bisect_left(booked, now - spacing, key=_time)
             if stale >= _PRUNE_BATCH:
                 del booked[:stale]
             # No call goes before this: now, a throttle's pause, a spacing after the last call.
             floor = max(now, self._state.not_before, self._went + spacing)
             wanted = max(due, floor)
+            booking = Booking(latest, urgent)
             if urgent:
                 t, i = fit_urgent(booked, wanted, spacing, now)
                 if latest is not None and t > latest:
                     return None
-                booking = Booking(t, latest, urgent=True)
-                booked.insert(i, booking)
-                respace(booked, now, spacing, start=i + 1)
+                self._put(t, booking, i)
+                self._respace(now, spacing, start=i + 1)
                 # The ones moved stay packed, but the mark may now fall inside them.
                 self._packed_until = min(self._packed_until, t)
                 return booking
@@ -413,15 +462,15 @@ class RateLimiter:
             t, i = fit(booked, start, spacing)
             if latest is not None and t > latest:
                 return None
-            booking = Booking(t, latest)
-            booked.insert(i, booking)
+            self._put(t, booking, i)
             if wanted <= max(self._packed_until, floor):
                 # The search went from the mark (or the floor) to t through booked times only.
                 self._packed_until = t
             return booking
 
-    def sooner(self, booking: Booking, due: float) -> Booking:
-        """``booking``, moved to a free time before it (at or after ``due``) if there is one.
+    def sooner(self, booking: Booking, due: float) -> float:
+        """Move ``booking`` to a free time before its own (at or after ``due``) if there is
+        one; returns its time.
 
         For a booking moved later than it was made (by a throttle's respacing
         or urgent calls): the calls booked before it may have been given back
@@ -430,26 +479,24 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             spacing = self._spacing(now)
-            booked = self._booked
+            at = self._times[booking]
             wanted = max(due, now, self._state.not_before, self._went + spacing)
-            if wanted >= booking.at:
-                return booking
-            t, _ = fit(booked, wanted, spacing)
-            if t >= booking.at or (booking.latest is not None and t > booking.latest):
-                return booking
-            i = bisect.bisect_left(booked, booking.at, key=_at)
-            while i < len(booked) and booked[i] is not booking:
-                i += 1
-            if i == len(booked):
-                return booking  # given back meanwhile: nothing to move
-            del booked[i]
-            self._packed_until = min(self._packed_until, booking.at)
-            booking.at = t
-            booked.insert(bisect.bisect_left(booked, t, key=_at), booking)
-            return booking
+            if wanted >= at:
+                return at
+            t, _ = fit(self._booked, wanted, spacing)
+            if t >= at or (booking.latest is not None and t > booking.latest):
+                return at
+            i = self._index(booking)
+            if i is None:
+                return at  # pruned meanwhile: nothing to move
+            del self._booked[i]
+            self._packed_until = min(self._packed_until, at)
+            self._put(t, booking, bisect.bisect_left(self._booked, t, key=_time))
+            return t
 
-    def claim(self, booking: Booking) -> bool:
-        """``booking``'s time has come: True if its call goes now; False if it was moved later.
+    def claim(self, booking: Booking) -> float | None:
+        """``booking``'s time has come: the time its call goes at (it leaves the calendar's
+        bookings), or None if it was moved later.
 
         Bookings are spaced, but a sleeper held up (a busy event loop, a slow
         thread) wakes late, and every booking whose time passed meanwhile
@@ -466,33 +513,28 @@ class RateLimiter:
             spacing = self._spacing(now)
             if now >= self._went + spacing / 2:
                 self._went = now
-                return True
-            booked = self._booked
-            i = bisect.bisect_left(booked, booking.at, key=_at)
-            while i < len(booked) and booked[i] is not booking:
-                i += 1
-            if i < len(booked):
-                del booked[i]
+                # Its slot stays, for the spacing of the calls after it, until pruned.
+                return self._times.pop(booking)
+            i = self._index(booking)
+            if i is not None:
+                del self._booked[i]
             start = max(self._went, self._slipped) + spacing
             start = max(start, self._state.not_before)
-            booking.at, i = fit_urgent(booked, start, spacing, now)
-            self._slipped = booking.at
-            booked.insert(i, booking)
-            respace(booked, now, spacing, start=i + 1)
-            self._packed_until = min(self._packed_until, booking.at)
-            return False
+            t, i = fit_urgent(self._booked, start, spacing, now)
+            self._slipped = t
+            self._put(t, booking, i)
+            self._respace(now, spacing, start=i + 1)
+            self._packed_until = min(self._packed_until, t)
+            return None
 
     def release(self, booking: Booking) -> None:
         """Give back a booking that will not be used (the wait ended before it)."""
         with self._lock:
-            booked = self._booked
-            i = bisect.bisect_left(booked, booking.at, key=_at)
-            while i < len(booked) and booked[i].at == booking.at:
-                if booked[i] is booking:
-                    del booked[i]
-                    self._packed_until = min(self._packed_until, booking.at)
-                    return
-                i += 1
+            i = self._index(booking)
+            at = self._times.pop(booking, None)
+            if i is not None and at is not None:
+                del self._booked[i]
+                self._packed_until = min(self._packed_until, at)
 
     def throttled(self, granted_at: float, spacing_cap: float | None = None) -> None:
         """Report that a call made at its booked time ``granted_at`` (this clock) was throttled.
@@ -503,7 +545,7 @@ class RateLimiter:
         """
         with self._lock:
             now = self._clock()
-            pending = len(self._booked) - bisect.bisect_right(self._booked, now, key=_at)
+            pending = len(self._booked) - bisect.bisect_right(self._booked, now, key=_time)
             before = rate_at(self._settings, self._state, now)
             self._state = throttled(
                 self._settings, self._state, granted_at, now, spacing_cap, pending
@@ -512,7 +554,7 @@ class RateLimiter:
                 self._packed_rate = min(self._packed_rate, self._state.rate)
                 # The calls booked at the old rate would keep it up for as long
                 # as bookings reach ahead: they move to the new spacing now.
-                respace(self._booked, now, 1.0 / self._state.rate)
+                self._respace(now, 1.0 / self._state.rate)
 
     def succeeded(self) -> None:
         """Report that a call got through."""
@@ -537,34 +579,35 @@ async def until_booked(
     limiter: RateLimiter,
     booking: Booking,
     *,
-    since: float,
     asked: float,
     clock: Clock,
     sleep: Callable[[float], Awaitable[object]],
     news: asyncio.Future[Any] | None = None,
     recheck: float = RECHECK,
-) -> None:
-    """Sleep until ``booking``'s time comes, it is lost, or ``news`` is done: whichever first.
+) -> float | None:
+    """Sleep until ``booking``'s time comes (returns the time its call goes at), it is lost
+    or ``news`` is done (None): whichever first.
 
     The one booking-wait of every wait, listing and history lookup. The time
     may move while it sleeps: later (a throttle's respacing, urgent calls; and
     when it comes, if it comes late right after another call went: see
-    `RateLimiter.claim`) or,
-    for a booking more than ``recheck`` past ``since`` (the time it got, was
-    wanted, or was asked for), sooner: such a booking looks for a free time at
-    or after ``asked`` every ``recheck`` seconds (`RateLimiter.sooner`, which
-    moves it in place), since calls booked before it may have been given back.
+    `RateLimiter.claim`) or, for a booking more than ``recheck`` past
+    ``asked`` (the time it was asked for), sooner: such a booking looks for a
+    free time at or after ``asked`` every ``recheck`` seconds
+    (`RateLimiter.sooner`), since calls booked before it may have been given back.
     """
     while news is None or not news.done():
         now = clock()
-        moved = booking.at > max(since, now) + recheck
+        at = limiter.at(booking)
+        moved = at > max(asked, now) + recheck
         if moved:  # a lost one too: a time before its latest may be free again
-            limiter.sooner(booking, asked)
-        if booking.lost:
-            return
-        if (delay := booking.at - now) <= 0:
-            if limiter.claim(booking):
-                return
+            at = limiter.sooner(booking, asked)
+        if limiter.lost(booking):
+            return None
+        if (delay := at - now) <= 0:
+            granted = limiter.claim(booking)
+            if granted is not None:
+                return granted
             continue  # late, and moved a spacing past the call that just went
         if moved:
             delay = min(delay, recheck)
@@ -576,6 +619,7 @@ async def until_booked(
             await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeper.cancel()
+    return None
 
 
 #: What picks an account's budget: (region, endpoint, access key id), or a client of its own.

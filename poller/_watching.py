@@ -118,11 +118,11 @@ class Budget:
         """Wait for a free turn (booked now); returns the time it was granted."""
         booking = self._limiter.reserve(self.clock())
         assert booking is not None  # no latest: a booking is always made
-        at = booking.at
-        await until_booked(
-            self._limiter, booking, since=at, asked=at, clock=self.clock, sleep=sleep
+        granted = await until_booked(
+            self._limiter, booking, asked=self._limiter.at(booking), clock=self.clock, sleep=sleep
         )
-        return booking.at
+        assert granted is not None  # no latest, no news: it always comes
+        return granted
 
     def report(self, granted_at: float, kind: FaultKind | None, backoff_cap: float) -> None:
         """How the call granted at ``granted_at`` went: a throttle slows the budget."""

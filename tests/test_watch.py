@@ -253,7 +253,7 @@ def test_cancelling_a_fan_out_with_listings_booked_gives_back_every_booking(
     assert calls(sim, "ListJobRuns")  # the watch was on when it was cancelled
     booking = limiter.reserve(clock())
     assert booking is not None
-    assert booking.at == pytest.approx(clock())
+    assert limiter.at(booking) == pytest.approx(clock())
 
 
 @pytest.mark.parametrize("seed", range(4))
