@@ -144,14 +144,17 @@ def free_port() -> int:
 class Deployment:
     """The processes of one benchmark; `close` stops every one of them."""
 
-    def __init__(self, home: Path, args: argparse.Namespace) -> None:
+    def __init__(
+        self, home: Path, args: argparse.Namespace, base_env: dict[str, str] | None = None
+    ) -> None:
+        """``base_env``: the environment the processes inherit (default: this process's)."""
         self.home = home
         self.args = args
         self.api_port = free_port()
         self.sim_port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {
-            **os.environ,
+            **(os.environ if base_env is None else base_env),
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -213,6 +216,54 @@ class Deployment:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a component and every process under it at once, as when its machine dies.
+
+        The whole tree, not the process group: Airflow's trigger runner (and a
+        task's process) has a process group of its own.
+        """
+        proc = self.procs.pop(name)
+        try:
+            root = psutil.Process(proc.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            tree = []
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        proc.wait()
+        psutil.wait_procs(tree, timeout=30)
+
+    def tail(self, name: str, lines: int = 60) -> str:
+        """The last lines of a component's output (``<name>.out``), for a failure's message."""
+        path = self.home / f"{name}.out"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def boot(self, dags: str, dag_ids: set[str], *, api_server: bool = True) -> None:
+        """Write the DAG file, make the database, start the components (the triggerer aside)
+        and wait for ``dag_ids`` to be parsed.
+
+        Without ``api_server`` only work that needs no worker gets done (an
+        EmptyOperator's task succeeds in the scheduler).
+        """
+        (self.home / "dags").mkdir(exist_ok=True)
+        (self.home / "dags" / "bench_dags.py").write_text(dags)
+        self.airflow("db", "migrate")
+        if api_server:
+            self.start(
+                "api-server", str(self.bin / "airflow"), "api-server", "--port", str(self.api_port)
+            )
+        self.start("dag-processor", str(self.bin / "airflow"), "dag-processor")
+        self.start("scheduler", str(self.bin / "airflow"), "scheduler")
+        if api_server:
+            wait_for(lambda: port_open(self.api_port), 120, "the api-server")
+        wait_for(
+            lambda: dag_ids <= {r[0] for r in self.db("select dag_id from dag")},
+            180,
+            "the DAGs",
+        )
 
     def close(self) -> None:
         for name in list(self.procs):
@@ -694,7 +745,8 @@ def airflow_version() -> str:
     return version("apache-airflow")
 
 
-def main() -> int:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The bench's settings from ``argv`` (default: the command line), checked."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="deferred sensors (and controls)")
     parser.add_argument("--small", type=int, default=10, help="sensors in poke/reschedule mode")
@@ -721,7 +773,7 @@ def main() -> int:
         default=",".join(PHASES),
         help=f"the phases to run, in this order (default: all: {','.join(PHASES)})",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if not phases or set(phases) - set(PHASES):
         parser.error(f"--phases: choose from {', '.join(PHASES)}")
@@ -729,28 +781,23 @@ def main() -> int:
         parser.error("--max-rps must be 0 (no limit) or more")
     if args.poller_max_rps is not None and args.poller_max_rps <= 0:
         parser.error("--poller-max-rps must be more than 0")
+    return args
+
+
+def main() -> int:
+    args = arguments()
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     home = Path(tempfile.mkdtemp(prefix="poller-bench-airflow-"))
     d = Deployment(home, args)
     # SIGTERM (make interrupted, CI stopping) runs the same clean-up as Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        (home / "dags").mkdir()
-        (home / "dags" / "bench_dags.py").write_text(
+        print(f"AIRFLOW_HOME={home}", file=sys.stderr)
+        d.boot(
             DAGS.format(
                 n=args.n, small=args.small, run_s=args.run_s, poke=POKE_INTERVAL, domain=DOMAIN
-            )
-        )
-        print(f"AIRFLOW_HOME={home}", file=sys.stderr)
-        d.airflow("db", "migrate")
-        d.start("api-server", str(d.bin / "airflow"), "api-server", "--port", str(d.api_port))
-        d.start("dag-processor", str(d.bin / "airflow"), "dag-processor")
-        d.start("scheduler", str(d.bin / "airflow"), "scheduler")
-        wait_for(lambda: port_open(d.api_port), 120, "the api-server")
-        wanted = {dag_id for dag_id, _, _ in PHASES.values()}
-        wait_for(
-            lambda: wanted <= {r[0] for r in d.db("select dag_id from dag")},
-            180,
-            "the DAGs",
+            ),
+            {dag_id for dag_id, _, _ in PHASES.values()},
         )
         results = []
         for phase in phases:
