@@ -1152,9 +1152,12 @@ class Submitted(Generic[_T]):
             self.task.cancel()
 
 
+_ENGINE = _home.Slot("engine", lambda: Engine(_home.CLOCK.peek(), _home.ASYNC_SLEEP.peek()))
+
+
 def engine() -> Engine:
     """The process's engine (kept in `_home`; on its ``clock``/``async_sleep``, real by default)."""
-    return _home.get("engine", lambda: Engine(_home.peek("clock"), _home.peek("async_sleep")))
+    return _ENGINE.get()
 
 
 def joins_engine(seams: Seams) -> bool:
@@ -1168,7 +1171,7 @@ def joins_engine(seams: Seams) -> bool:
         return False
     if seams.executor is not None:
         return False
-    running = _home.peek("engine")
+    running = _ENGINE.peek()
     return running is None or running.thread is not threading.current_thread()
 
 

@@ -227,9 +227,12 @@ class HistoryCache:
             self._fetching.clear()
 
 
+_HISTORY = _home.Slot("history", HistoryCache)
+
+
 def shared_cache() -> HistoryCache:
     """The process-wide cache every wait uses (kept in `_home`)."""
-    return _home.get("history", HistoryCache)
+    return _HISTORY.get()
 
 
 def wants_history(policy: PollPolicy, run: JobRun) -> bool:

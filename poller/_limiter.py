@@ -679,9 +679,12 @@ class Budgets:
             return limiter
 
 
+_BUDGETS = _home.Slot("budgets", lambda: Budgets(_home.CLOCK.peek()))
+
+
 def budgets() -> Budgets:
     """The process's budgets, on the engine's clock (`_home`'s ``clock``, real by default)."""
-    return _home.get("budgets", lambda: Budgets(_home.peek("clock")))
+    return _BUDGETS.get()
 
 
 def budget_for(client: object, max_rps: float | None = None) -> RateLimiter:

@@ -34,13 +34,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib.metadata
-import os
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from poller import _home
 
 if TYPE_CHECKING:
     from poller._model import WaitResult
@@ -120,7 +121,7 @@ def _forget_in_child() -> None:
     _handles = None
 
 
-os.register_at_fork(after_in_child=_forget_in_child)
+_home.in_child(_forget_in_child)
 
 
 def _get() -> _Handles | None:

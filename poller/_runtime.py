@@ -133,7 +133,7 @@ REAL = Seams()
 
 def wall_of(seams: Seams) -> Clock:
     """The wall clock a wait reads: its seam, else the process's (``reset(seams=...)``)."""
-    wall: Clock = seams.wall or _home.peek("wall") or time.time
+    wall: Clock = seams.wall or _home.WALL.peek() or time.time
     return wall
 
 
@@ -435,9 +435,12 @@ class CallPool(Executor):
             self._work.put(None)
 
 
+_EXECUTOR = _home.Slot("executor", lambda: CallPool(CALL_WORKERS, "poller-call"))
+
+
 def shared_executor() -> Executor:
     """The process-wide pool the blocking boto3 calls run in (kept in `_home`)."""
-    return _home.get("executor", lambda: CallPool(CALL_WORKERS, "poller-call"))
+    return _EXECUTOR.get()
 
 
 # What botocore reads to resolve a client that is not given these explicitly.
@@ -486,12 +489,15 @@ class _Clients(collections.OrderedDict[tuple[Any, ...], JobRunClient]):
         self.clear()
 
 
+_CLIENTS = _home.Slot("clients", _Clients)
+
+
 class _SharedClients:
     """One client per configuration, the configuration read from the arguments and environment."""
 
     @property
     def _clients(self) -> _Clients:
-        return _home.get("clients", _Clients)
+        return _CLIENTS.get()
 
     @property
     def _lock(self) -> threading.Lock:

@@ -17,8 +17,8 @@ import pytest
 from _airflow_home import HOME as _HOME  # noqa: F401  (imported for its side effect)
 from helpers import DOMAIN, QUIET, keep
 
-from poller import Outcome, PollPolicy, WaitResult, _home, wait_for_job_runs
-from poller._engine import engine
+from poller import Outcome, PollPolicy, WaitResult, wait_for_job_runs
+from poller._engine import _ENGINE, engine
 from poller._limiter import budget_for
 from poller._waiter import wait_result
 from poller.aio import async_wait_result
@@ -209,7 +209,7 @@ def test_a_forked_child_starts_with_a_fresh_engine_and_waits_fine() -> None:
         if pid == 0:  # the child: report and leave without running the parent's teardown
             code = 1
             try:
-                inherited = _home.peek("engine")
+                inherited = _ENGINE.peek()
                 result = wait_result(
                     DOMAIN, "child", client=sim.client(), policy=QUICK, seams=Seams(logger=QUIET)
                 )

@@ -84,8 +84,11 @@ class _Clients:
         self.builder.shutdown(wait=False)
 
 
+_STATE = _home.Slot("airflow.clients", _Clients)
+
+
 def _state() -> _Clients:
-    return _home.get("airflow.clients", _Clients)
+    return _STATE.get()
 
 
 def _claim(spec: ClientSpec) -> tuple[Future[JobRunClient], Callable[[], None] | None]:

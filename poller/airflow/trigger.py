@@ -41,7 +41,6 @@ MAX_RPS_SETTING = ("poller", "max_rps")
 
 
 # Where the process keeps what `_load_core` read (`poller.testing.reset` forgets it).
-_PREPARED = "airflow.triggerer_max_rps"
 
 
 def _load_core() -> float | None:
@@ -190,7 +189,7 @@ async def triggerer_max_rps() -> float | None:
     A thousand triggers starting together await the same one hop, instead of
     queueing a thousand on the loop's default executor.
     """
-    future: Future[float | None] = _home.get(_PREPARED, _prepare)
+    future = _PREPARED.get()
     return await asyncio.wrap_future(future)
 
 
@@ -205,6 +204,9 @@ def _prepare() -> Future[float | None]:
 
     threading.Thread(target=run, name="poller-airflow-prepare", daemon=True).start()
     return future
+
+
+_PREPARED = _home.Slot("airflow.triggerer_max_rps", _prepare)
 
 
 class DataZoneJobRunTrigger(BaseTrigger):

@@ -97,8 +97,8 @@ def reset(*, seams: Seams | None = None) -> None:
     _home.reset()
     if seams is not None:
         if seams.clock is not None:
-            _home.put("clock", seams.clock)
+            _home.CLOCK.put(seams.clock)
         if seams.wall is not None:
-            _home.put("wall", seams.wall)
+            _home.WALL.put(seams.wall)
         if seams.async_sleep is not None:
-            _home.put("async_sleep", seams.async_sleep)
+            _home.ASYNC_SLEEP.put(seams.async_sleep)
