@@ -278,11 +278,12 @@ class _Turns:
         return due
 
     def joined(self, watch: _Watch) -> bool:
-        """Join ``watch`` if the wait may (not a read, in no watch yet, not dropped by one)."""
-        if turn_joined(self.state, once=self.once) is None:
+        """Join ``watch`` if the wait may (not a read, in no watch yet, not dropped by one);
+        shown by a listing, it is as good as a first answer."""
+        state = turn_joined(self.state, once=self.once)
+        if state is None:
             return False
-        self.started()  # shown by a listing: as good as a first answer
-        self.state = replace(self.state, phase=Phase.WATCHED)
+        self.moved(state)
         self.watch = watch
         return True
 
@@ -295,7 +296,7 @@ class _Turns:
     def unlisted(self) -> None:
         """The watch will not show this wait's run: it books its own calls again."""
         self.watch = None
-        self.state = turn_left(self.state)
+        self.moved(turn_left(self.state))
         if self._news is not None and not self._news.done():
             self._news.set_result(UNLISTED)
 
@@ -381,14 +382,18 @@ class _Turns:
             return self._heard(news)
         return Woke(self._listing_by())
 
-    def started(self) -> None:
-        """The wait had its first answer (or a listing showed its run): its place among the
-        fleet's unread waits and in the start window is free."""
-        if self.state.phase is Phase.UNREAD:
-            self.state = turn_started(self.state)
+    def moved(self, state: Turn) -> None:
+        """The wait's phase changed (`_turn`): one that leaves UNREAD frees its place among
+        the fleet's unread waits and in the start window."""
+        if self.state.phase is Phase.UNREAD and state.phase is not Phase.UNREAD:
             self._fleet.unseen -= 1
             if self._window is not None:
                 self._window.release()
+        self.state = state
+
+    def started(self) -> None:
+        """The wait had its first answer."""
+        self.moved(turn_started(self.state))
 
     def release_booking(self) -> None:
         if self._booking is not None:
@@ -403,8 +408,7 @@ class _Turns:
     def done(self) -> None:
         """The wait ended: give back what it holds, leave its watch."""
         self.release()
-        self.started()
-        self.state = turn_ended(self.state)
+        self.moved(turn_ended(self.state))
         if self.reads is not None:
             self._fleet.unread(self.reads)
             self.reads = None
@@ -816,7 +820,7 @@ class Fleet:
         watch = self.watches.get(key)
         if watch is None:
             if turns.phase is Phase.STARTED:
-                turns.state = reads_own(turns.state)
+                turns.moved(reads_own(turns.state))
                 turns.reads = key
                 self.readers[key] += 1
             if turns.since <= self.unlisted.get(key, -math.inf):
