@@ -52,6 +52,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult
+from poller._history import JobHistory
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
 from poller.testing import RunScript, Seams, Simulator
 
@@ -341,6 +342,42 @@ def summarise(
     )
 
 
+def explain(
+    sim: Simulator, truth: dict[str, str], seen: Outcomes, past: list[list[float]], worst: int
+) -> None:
+    """The ``worst`` lags of a strategy, each with what its job's history said: its quiet
+    window (`JobHistory.quiet_s`), whether the run ended inside it, and the run's looks."""
+    prefix = name_prefix(truth)
+    start = min(r.t for r in sim.requests if r.run_id in truth)
+    lags = []
+    for rid in truth:
+        end = sim.end_time(rid)
+        if end is not None and rid in seen.detected:
+            lags.append((seen.detected[rid] - end, rid, end))
+    print(
+        "| run | duration (s) | job's quiet window (s) | ended inside it | lag (s) "
+        "| looks before the end | first look after the end (s after it) |"
+    )
+    print("|---|---:|---:|---|---:|---:|---:|")
+    for lag, rid, end in sorted(lags, reverse=True)[:worst]:
+        job = int(rid.rsplit("-", 1)[1]) % JOBS
+        quiet = JobHistory(tuple(sorted(past[job]))).quiet_s
+        listing = f"{prefix}-job{job}"
+        looks = [
+            r.t
+            for r in sim.requests
+            if r.status_code == 200
+            and (r.run_id == rid or (r.operation == "ListJobRuns" and r.job_id == listing))
+        ]
+        after = [t - end for t in looks if t >= end]
+        first = f"{after[0]:.1f}" if after else "-"
+        inside = "yes" if end - start < quiet else "no"
+        print(
+            f"| {rid} | {end - start:.0f} | {quiet:.0f} | {inside} | {lag:.1f} "
+            f"| {sum(1 for t in looks if t < end)} | {first} |"
+        )
+
+
 def name_prefix(truth: dict[str, str]) -> str:
     return next(iter(truth)).rsplit("-", 1)[0]
 
@@ -365,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--poller-only", action="store_true", help="skip the waiter and sleep-loop rows"
     )
+    parser.add_argument(
+        "--explain", type=int, default=0, metavar="N",
+        help="list the N worst lags of the history row with their job's quiet window",
+    )  # fmt: skip
     parser.add_argument(
         "--long",
         action="store_true",
@@ -407,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             started = clock()
             seen = strategy(sim, list(truth))
             rows.append(summarise(name, sim, truth, seen, started))
+            if i == 0 and args.explain:
+                explain(sim, truth, seen, past, args.explain)
             print(f"  {name}: done in {time.monotonic() - real_start:.0f} s real", file=sys.stderr)
             # Let the server's bucket refill so each strategy starts from the same state.
             clock.sleep(5)
