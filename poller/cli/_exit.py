@@ -14,8 +14,9 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-# Light (it imports nothing), and loaded by the settings anyway; at the top, since
-# for_result runs once per result, tens of thousands of times after a signal.
+# Light (the values module: the standard library only), loaded by the settings anyway;
+# at the top, since for_result runs once per result, tens of thousands of times after
+# a signal.
 from poller.errors import InvalidRequestError, WaitTimeoutError
 
 if TYPE_CHECKING:
