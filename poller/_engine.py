@@ -109,6 +109,7 @@ __all__ = [
     "engine",
     "engine_seams",
     "joins_engine",
+    "own_fleet",
     "run_async",
     "run_blocking",
 ]
@@ -1209,6 +1210,21 @@ class Submitted(Generic[_T]):
 def engine() -> Engine:
     """The process's engine (kept in `_home`; on its ``clock``/``async_sleep``, real by default)."""
     return _home.get("engine", lambda: Engine(_home.peek("clock"), _home.peek("async_sleep")))
+
+
+def own_fleet(client: JobRunClient, seams: Seams) -> Fleet:
+    """A private fleet for one wait on its own time or executor: the engine's code, alone.
+
+    Run on a loop of that time (`_vloop`). On real time (its own executor
+    only) it books on the account's budget; on a clock or sleep of its own,
+    on a budget of its own at the account's rate, measured on that clock
+    (``time.monotonic`` as it is now: freezegun's, under freezegun).
+    """
+    if seams.clock is None and seams.sleep is None and seams.async_sleep is None:
+        return Fleet(limiter=budget_for(client), executor=seams.executor, logger=seams.logger)
+    clock = seams.clock or time.monotonic
+    limiter = RateLimiter(budget_for(client).max_rps, clock=clock)
+    return Fleet(limiter=limiter, clock=clock, executor=seams.executor, logger=seams.logger)
 
 
 def joins_engine(seams: Seams) -> bool:
