@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _vtime import VirtualClock, run
 from helpers import DOMAIN, QUIET, keep
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
-from poller.testing import Fault, RunScript, Seams, Simulator
+from poller.testing import Fault, RunScript, Seams, Simulator, VirtualClock, run_virtual
 
 ENDS = ["SUCCESS", "FAILED", "PARTIALLY_SUCCEEDED", "SUCCESS", "CANCELED"]
 OUTCOMES = {
@@ -74,7 +73,7 @@ def fan_out(
         seams=Seams(clock=clock, rng=random.Random(0), logger=QUIET),
         **kwargs,
     )
-    return run(coro, clock)
+    return run_virtual(coro, clock)
 
 
 def get_calls(sim: Simulator) -> list[float]:
@@ -240,7 +239,7 @@ def test_a_deadline_ends_only_the_runs_still_going(sim: Simulator, clock: Virtua
 def test_a_pair_that_is_not_a_pair_is_a_type_error(clock: VirtualClock) -> None:
     """A malformed runs list is a programming error, raised before anything is called."""
     with pytest.raises(TypeError, match=r"runs\[1\]"):
-        run(async_wait_for_job_runs([(DOMAIN, "a"), "dzd_x/run"], client=object()), clock)  # type: ignore[list-item]
+        run_virtual(async_wait_for_job_runs([(DOMAIN, "a"), "dzd_x/run"], client=object()), clock)  # type: ignore[list-item]
 
 
 def test_cancelling_the_task_stops_every_wait(sim: Simulator, clock: VirtualClock) -> None:
@@ -261,7 +260,7 @@ def test_cancelling_the_task_stops_every_wait(sim: Simulator, clock: VirtualCloc
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    run(cancel_soon(), clock)
+    run_virtual(cancel_soon(), clock)
     assert 3 < sim.calls("a") < 20
 
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from _vtime import VirtualClock, run
 from helpers import DOMAIN, FakeTime, capture_every_log, keep
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,7 +30,7 @@ from poller._model import JobRun
 from poller._policy import FaultKind, Forecast, WaitState, advance
 from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_runs, async_wait_result
-from poller.testing import Fault, RunScript, Seams, Simulator, reset
+from poller.testing import Fault, RunScript, Seams, Simulator, VirtualClock, reset, run_virtual
 
 # A job whose runs take about ten minutes.
 TEN_MINUTES = [540.0, 560.0, 580.0, 590.0, 600.0, 600.0, 610.0, 620.0, 640.0, 660.0]
@@ -269,7 +268,7 @@ def test_too_little_history_falls_back_and_says_how_much_there_was(
     assert fake_time.sleeps == plain_sleeps(sim, client, "run-1")
     why = [e for e in events if e["event"] == "history_unavailable"]
     assert len(why) == 1
-    assert why[0]["reason"].startswith("4 finished run(s)")
+    assert why[0]["reason"].startswith("4 finished run_virtual(s)")
 
 
 def test_failed_runs_are_not_history(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
@@ -402,7 +401,7 @@ def test_a_fan_out_of_one_job_looks_at_its_runs_through_the_job_listing() -> Non
         sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
         for i in range(20):
             add_run(sim, f"run-{i}")
-        results = run(
+        results = run_virtual(
             async_wait_for_job_runs(
                 [(DOMAIN, f"run-{i}") for i in range(20)],
                 client=sim.client(),
@@ -444,7 +443,7 @@ def test_a_fan_out_looks_at_a_quiet_job_at_its_window_end_and_polls_the_others_m
         add_run(sim, "quiet-0")
         add_run(sim, "quiet-1")
         add_run(sim, "plain", job_id="job-2")  # no history: the plain cadence
-        results = run(
+        results = run_virtual(
             async_wait_for_job_runs(
                 [(DOMAIN, "quiet-0"), (DOMAIN, "quiet-1"), (DOMAIN, "plain")],
                 client=sim.client(),
@@ -520,7 +519,7 @@ def test_a_lookup_failing_in_a_way_the_edge_does_not_know_is_no_success_for_the_
     with Simulator(clock=clock) as sim:
         add_run(sim, "run-1", length=5.0, job_id="job-1")
         with capture_every_log() as events:
-            [result] = run(
+            [result] = run_virtual(
                 async_wait_for_job_runs(
                     [(DOMAIN, "run-1")],
                     client=ListingBreaks(sim.client()),

@@ -13,14 +13,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from _vtime import VirtualClock, run
 from helpers import DOMAIN, QUIET, keep
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult
 from poller._engine import Fleet
 from poller._history import shared_cache
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
-from poller.testing import RunScript, Seams, Simulator
+from poller.testing import RunScript, Seams, Simulator, VirtualClock, run_virtual
 
 # The policy of the background-throttling fleets (issue 23's table).
 BRISK = PollPolicy(interval=0.5, max_interval=2, retry_initial=0.1, retry_max=2)
@@ -59,7 +58,7 @@ def fleet(
             limiter=RateLimiter(max_rps, clock=clock),
             seams=Seams(clock=clock, rng=random.Random(seed), logger=QUIET),
         )
-        results = run(coro, clock)
+        results = run_virtual(coro, clock)
     return results, sim, clock.now - start
 
 
@@ -119,7 +118,7 @@ def test_a_history_lookup_takes_a_free_slot_soon_or_none_before_due_polls(
             fleet.learn(keep(sim.client()), DOMAIN, "job-1", None, 20.0)
             await asyncio.gather(*fleet.learning)
 
-        run(look_up(), clock)
+        run_virtual(look_up(), clock)
         lookups = sum(1 for r in sim.requests if r.operation == "ListJobRuns")
     assert lookups == listed
     # Made or not, the job's history is there to be claimed again by a wait that needs it.
