@@ -25,10 +25,10 @@ daemon thread started on first use, in the `Fleet` of its client's account.
   caller is: a blocking caller's in its own thread, an async caller's on its
   own loop; never on the engine's thread, so a slow callback holds up no
   other wait.
-- Waits with injected time (a fake clock, an ``async_sleep``) or their own
-  executor cannot share the real-time engine: a fan-out runs a private
-  `Fleet` on its own loop (as one given its own ``limiter`` does); a single
-  wait still runs the core's own loop (docs/design.md, "Own time").
+- Waits with injected time (a fake clock, a ``sleep``) or their own
+  executor cannot share the real-time engine: they run a private `Fleet`
+  (`own_fleet`, or a fan-out's, as one given its own ``limiter`` does) on a
+  loop of their time (`_vloop`): the same code (docs/design.md, "Own time").
 - What others do stays theirs: each account's fleet has its own call pool, an
   async caller's loop closed under its wait stops it, and a job's failed
   listing is dropped (the waits there then make their own calls).
