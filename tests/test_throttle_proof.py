@@ -123,3 +123,37 @@ def test_a_history_lookup_takes_a_free_slot_soon_or_none_before_due_polls(
     assert lookups == listed
     # Made or not, the job's history is there to be claimed again by a wait that needs it.
     assert shared_cache().claim((DOMAIN, "job-1")) is (listed == 0)
+
+
+def test_a_thousand_waits_on_virtual_time_keep_the_budget_and_see_every_end() -> None:
+    """1,000 runs of 100 jobs, ending within 20 minutes, on the simulator's virtual clock:
+    every run is seen ended, and no one-second window holds more calls than the budget.
+    (10,000 pass too, in minutes: each call is real HTTP through botocore.)"""
+    count, max_rps = 1_000, 10
+    clock = VirtualClock()
+    with Simulator(clock=clock, seed=3) as sim:
+        rng = random.Random(3)
+        for i in range(count):
+            end = rng.uniform(60, 1200)
+            timeline = [(0.0, "IN_PROGRESS"), (end, "SUCCESS")]
+            sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline), job_id=f"job-{i % 100}")
+        results = run_virtual(
+            async_wait_for_job_runs(
+                [(DOMAIN, f"run-{i}") for i in range(count)],
+                client=keep(sim.client(max_pool_connections=CALL_WORKERS)),
+                policy=PollPolicy(timeout=7200),
+                limiter=RateLimiter(max_rps, clock=clock),
+                seams=Seams(clock=clock, rng=random.Random(3), logger=QUIET),
+            ),
+            clock,
+        )
+        times = sorted(r.t for r in sim.requests)
+    assert outcomes(results) == {Outcome.SUCCEEDED: count}
+    # The busiest one-second window, (t - 1, t] up to each call's time (a microsecond
+    # of slack for the float sums of the stamps, as in test_fanout's busiest_second).
+    busiest, first = 0, 0
+    for last, t in enumerate(times):
+        while times[first] <= t - 1.0 + 1e-6:
+            first += 1
+        busiest = max(busiest, last - first + 1)
+    assert busiest <= max_rps
