@@ -2,7 +2,7 @@
 
 Issue 23's fleets (`tests/test_throttle_proof.py`'s, the same code), each
 waited on by one fan-out with its own budget (the engine's `Fleet`, calendar
-and budget) on virtual time (tests/_vtime.py):
+and budget) on virtual time (poller.testing.VirtualTimeLoop):
 every request is real HTTP to the simulator, but a minute of waiting takes
 as long as its requests do. Reported against the same fleet on a healthy
 server, measured in the same run:

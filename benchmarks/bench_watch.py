@@ -30,7 +30,7 @@ from a run's end to its announcement (p50, p95, max), and the calls
 exactly once, p95 lag at most 1.2x the naive watcher's, calls at most 0.35x.
 
 Time is simulated: every party reads one virtual clock that jumps from timer
-to timer (tests/_vtime.py), while each request is real HTTP to the
+to timer (poller.testing.VirtualTimeLoop), while each request is real HTTP to the
 simulator, so the four hours take seconds and the figures are exact.
 
     .venv/bin/python benchmarks/bench_watch.py [--jobs 20] [--hours 4] [--seed 0] [--misbehave]
@@ -52,14 +52,13 @@ from typing import Any
 import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _vtime import VirtualClock, run
 
 from poller import RateLimiter
 from poller._datazone import fetch_job_run
 from poller._history import list_runs
 from poller._watching import MemoryStore
 from poller.aio import watch_job_runs
-from poller.testing import Simulator
+from poller.testing import Simulator, VirtualClock, run_virtual
 
 DOMAIN = "dzd_watch"
 EPOCH = 1_790_000_000.0
@@ -250,7 +249,7 @@ def measure(side: Any, jobs: list[Job], margin: float, bad: Misbehaviour) -> dic
         ending = build(sim, jobs, bad)
         last_end = max(s + d for job in jobs for s, d, _ in job.runs)
         tally = Tally()
-        run(side(sim, clock, jobs, clock() + last_end + margin, tally, bad), clock)
+        run_virtual(side(sim, clock, jobs, clock() + last_end + margin, tally, bad), clock)
         lags = []
         for run_id in ending:
             end = sim.end_time(run_id)

@@ -8,24 +8,22 @@ while only a few requests are in flight.
 from __future__ import annotations
 
 import asyncio
-import functools
 
 from poller._datazone import JobRunClient, validate_ids
-from poller._engine import Relay, engine_seams, joins_engine, run_async
-from poller._history import fetch_job_run_learning
+from poller._engine import Relay, engine_seams, joins_engine, own_fleet, run_async
 from poller._model import WaitResult, carrying_result
-from poller._policy import PollPolicy
+from poller._policy import PollPolicy, Step
 from poller._runtime import (
     REAL,
     UNSET,
     ClientSettings,
     Seams,
     Unset,
-    async_drive,
     resolve_client,
     resolve_policy,
 )
 from poller._session import OnChange, OnStep, WaitSession, raise_if_error
+from poller._vloop import async_on_own_time
 
 __all__ = ["async_wait_for_job_run", "async_wait_result"]
 
@@ -73,17 +71,28 @@ async def async_wait_result(
             on_cancel=session.result,
         )
         return session.result(step)
-    call = functools.partial(fetch_job_run_learning, built, policy, domain_id, job_run_id)
+    # Its own time or executor: the engine's code in a private fleet, on a loop of that
+    # time (docs/design.md, "Own time"); callbacks on this loop.
+    relay = Relay(asyncio.get_running_loop())
     session = WaitSession(
-        domain_id, job_run_id, policy, seams=seams, on_change=on_change, on_step=on_step
+        domain_id,
+        job_run_id,
+        policy,
+        seams=seams,
+        on_change=relay.wrap(on_change) if seams.async_sleep else on_change,
+        on_step=relay.wrap(on_step) if seams.async_sleep else on_step,
     )
-    try:
-        step = await async_drive(
-            session, call, seams.async_sleep or asyncio.sleep, pool=seams.executor
-        )
-    except asyncio.CancelledError:
-        session.result(session.interrupted())
-        raise
+
+    async def alone() -> Step:
+        fleet = own_fleet(built, seams)
+        try:
+            return await fleet.drive(session, built)
+        finally:
+            await fleet.close()
+
+    step = await async_on_own_time(alone, seams, on_cancel=session.result, relay=relay)
+    if relay.error is not None:
+        raise relay.error
     return session.result(step)
 
 

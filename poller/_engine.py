@@ -26,10 +26,10 @@ daemon thread started on first use, in the `Fleet` of its client's account.
   caller is: a blocking caller's in its own thread, an async caller's on its
   own loop; never on the engine's thread, so a slow callback holds up no
   other wait.
-- Waits with injected time (a fake clock, an ``async_sleep``) or their own
-  executor cannot share the real-time engine: a fan-out runs a private
-  `Fleet` on its own loop (as one given its own ``limiter`` does); a single
-  wait still runs the core's own loop (docs/design.md, "Own time").
+- Waits with injected time (a fake clock, a ``sleep``) or their own
+  executor cannot share the real-time engine: they run a private `Fleet`
+  (`own_fleet`, or a fan-out's, as one given its own ``limiter`` does) on a
+  loop of their time (`_vloop`): the same code (docs/design.md, "Own time").
 - What others do stays theirs: each account's fleet has its own call pool, an
   async caller's loop closed under its wait stops it, and a job's failed
   listing is dropped (the waits there then make their own calls).
@@ -133,6 +133,7 @@ __all__ = [
     "engine",
     "engine_seams",
     "joins_engine",
+    "own_fleet",
     "run_async",
     "run_blocking",
 ]
@@ -1162,6 +1163,21 @@ _ENGINE = _home.Slot("engine", lambda: Engine(_home.CLOCK.peek(), _home.ASYNC_SL
 def engine() -> Engine:
     """The process's engine (kept in `_home`; on its ``clock``/``async_sleep``, real by default)."""
     return _ENGINE.get()
+
+
+def own_fleet(client: JobRunClient, seams: Seams) -> Fleet:
+    """A private fleet for one wait on its own time or executor: the engine's code, alone.
+
+    Run on a loop of that time (`_vloop`). On real time (its own executor
+    only) it books on the account's budget; on a clock or sleep of its own,
+    on a budget of its own at the account's rate, measured on that clock
+    (``time.monotonic`` as it is now: freezegun's, under freezegun).
+    """
+    if seams.clock is None and seams.sleep is None and seams.async_sleep is None:
+        return Fleet(limiter=budget_for(client), executor=seams.executor, logger=seams.logger)
+    clock = seams.clock or time.monotonic
+    limiter = RateLimiter(budget_for(client).max_rps, clock=clock)
+    return Fleet(limiter=limiter, clock=clock, executor=seams.executor, logger=seams.logger)
 
 
 def joins_engine(seams: Seams) -> bool:

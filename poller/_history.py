@@ -14,10 +14,10 @@ Two parts:
 - I/O: `learn` (one ListJobRuns call, never raising: any failure becomes a
   reason to poll on the plain cadence) and `HistoryCache`, the per-process
   cache that makes it at most one call per (domain, job) while fresh.
-  `fetch_job_run_learning` is the one hook the loops use: GetJobRun, and if its
-  answer is not terminal and the job's history is not known, ListJobRuns too,
-  in the same worker-thread call. A fan-out lists a job's runs of any status
-  instead (`list_runs`); `learned_from_listing` takes the history from that.
+  A fleet (`_engine`) calls `learn` in the background once a wait's answer is
+  not terminal and the job's history is not known, or lists a job's runs of
+  any status instead (`list_runs`); `learned_from_listing` takes the history
+  from that.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poller import _home
-from poller._datazone import JobRunClient, fetch_job_run, list_job_runs
+from poller._datazone import list_job_runs
 from poller._model import JobRun, JobRunStatus
 from poller._policy import CallFault, FaultKind, Forecast, PollPolicy
 
@@ -45,7 +45,6 @@ __all__ = [
     "JobHistory",
     "Learned",
     "failed",
-    "fetch_job_run_learning",
     "learn",
     "learned_from_listing",
     "list_runs",
@@ -314,14 +313,3 @@ def learn(client: Any, domain_id: str, job_id: str) -> Learned:
         learned = failed(exc)
     shared_cache().put((domain_id, job_id), learned)
     return learned
-
-
-def fetch_job_run_learning(
-    client: JobRunClient, policy: PollPolicy, domain_id: str, job_run_id: str
-) -> JobRun:
-    """GetJobRun, and, when `wants_history`, the job's ListJobRuns in the same call."""
-    run = fetch_job_run(client, domain_id, job_run_id)
-    if wants_history(policy, run):
-        assert run.job_id is not None
-        learn(client, domain_id, run.job_id)
-    return run

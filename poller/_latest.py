@@ -35,12 +35,12 @@ from poller._runtime import (
     Seams,
     Unset,
     async_drive,
-    drive,
-    interruptible,
+    off_any_running_loop,
     resolve_client,
     resolve_policy,
 )
 from poller._session import OnChange, log_retry, raise_if_error, result_document
+from poller._vloop import on_own_time
 from poller._waiter import wait_result
 from poller.errors import InvalidRequestError, PollerError, WaitCancelledError
 
@@ -297,21 +297,23 @@ def latest_result(
         seams = _one_stream(seams)
         lister: Any = resolve_client(client, shared=True)
     search = _Search(domain_id, job_id, policy, seams)
-    found = search.found(
-        drive(
-            search,
-            _on_budget(
-                lister,
-                policy,
-                seams,
-                functools.partial(find_job_run, lister, domain_id, job_id, since=since),
-            ),
-            interruptible(seams.sleep, cancel),
-            cancelled=cancel.is_set if cancel is not None else lambda: False,
-            first_answer=True,
-            pool=seams.executor,
-        )
+    find = _on_budget(
+        lister,
+        policy,
+        seams,
+        functools.partial(find_job_run, lister, domain_id, job_id, since=since),
     )
+
+    async def searched() -> Step:
+        try:
+            return await async_drive(
+                search, find, asyncio.sleep, pool=seams.executor, first_answer=True
+            )
+        except asyncio.CancelledError:
+            return search.interrupted()  # `cancel` was set
+
+    # On a loop of the search's own time (`_vloop`), a plain one on real time.
+    found = search.found(off_any_running_loop(lambda: on_own_time(searched, seams, cancel)))
     if isinstance(found, WaitResult):
         return found
     run, time_left = found

@@ -1,4 +1,4 @@
-"""The runtime every loop shares: argument defaults, the drive loops, the call pool and clients.
+"""The runtime every loop shares: argument defaults, the drive loop, the call pool and clients.
 
 The blocking wait, the async wait, the fan-out, the latest-run search, the
 poke and the Airflow trigger all build on this one layer, so none of them has
@@ -48,7 +48,6 @@ __all__ = [
     "Unset",
     "async_call",
     "async_drive",
-    "drive",
     "interruptible",
     "off_any_running_loop",
     "resolve_client",
@@ -189,7 +188,7 @@ class Driven(Protocol):
 # of its deadline (a fan-out's last call may start BOOKING_GRACE after it).
 CALL_GRACE = 0.6
 BOOKING_GRACE = 0.1
-# How often a blocking wait with a call out looks at its cancel event.
+# How often a blocking wait's cancel event is looked at (while a call is out too).
 CANCEL_POLL = 0.05
 
 
@@ -206,61 +205,6 @@ def _call_bound(session: Driven) -> float:
 
 class TurnExpired(Exception):
     """Raised by a ``turn``: the deadline comes before the call could be made; says why."""
-
-
-class _Cancelled(Exception):
-    """The cancel event was set while a call was out."""
-
-
-def _await_call(future: Future[_T], bound: float, cancelled: Callable[[], bool]) -> _T:
-    # Real time on purpose: the thread blocks for real, whatever clock the wait reads.
-    end = time.monotonic() + bound
-    while True:
-        left = end - time.monotonic()
-        try:
-            return future.result(timeout=max(min(left, CANCEL_POLL), 0.0))
-        except TimeoutError:
-            if not future.done():
-                if cancelled():
-                    future.cancel()
-                    raise _Cancelled from None
-                if time.monotonic() >= end:
-                    future.cancel()  # abandoned: the pool replaces its worker
-                    raise _unanswered() from None
-
-
-def drive(
-    session: Driven,
-    fetch: Callable[[], JobRun],
-    sleep: Callable[[float], bool],
-    *,
-    cancelled: Callable[[], bool] = lambda: False,
-    first_answer: bool = False,
-    pool: Executor | None = None,
-) -> Step:
-    """Poll until the core says stop (or, with ``first_answer``, until a call succeeds).
-
-    ``sleep`` returns True when the wait was cancelled meanwhile. Each call
-    runs in ``pool`` (the shared one by default) and is given up when the
-    deadline has passed (plus CALL_GRACE) or ``cancelled()`` turns true.
-    """
-    pool = pool if pool is not None else shared_executor()
-    while True:
-        if cancelled():
-            return session.interrupted()
-        try:
-            run = _await_call(pool.submit(fetch), _call_bound(session), cancelled)
-            step = session.seen(run)
-            if first_answer:
-                return step
-        except CallFault as fault:
-            step = session.failed(fault)
-        except _Cancelled:
-            return session.interrupted()
-        if step.done:
-            return step
-        if sleep(step.delay):
-            return session.interrupted()
 
 
 async def async_call(
@@ -298,7 +242,7 @@ async def async_drive(
     slots: asyncio.Semaphore | None = None,
     first_answer: bool = False,
 ) -> Step:
-    """Poll until the core says stop: the async twin of ``drive``.
+    """Poll until the core says stop (or, with ``first_answer``, until a call is answered).
 
     ``turn`` is awaited before each call (a fan-out waits for the shared
     budget there); it raises TurnExpired when the deadline comes first. It

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 
-from poller._datazone import JobRunClient, fetch_job_run, validate_ids
-from poller._engine import Relay, engine_seams, joins_engine, run_blocking
-from poller._history import fetch_job_run_learning
+from poller._datazone import JobRunClient, validate_ids
+from poller._engine import Relay, engine_seams, joins_engine, own_fleet, run_blocking
 from poller._model import JobRun, Outcome, WaitResult, carrying_result
 from poller._policy import PollPolicy, Step
 from poller._runtime import (
@@ -16,12 +14,12 @@ from poller._runtime import (
     ClientSettings,
     Seams,
     Unset,
-    drive,
-    interruptible,
+    off_any_running_loop,
     resolve_client,
     resolve_policy,
 )
 from poller._session import OnChange, OnStep, WaitSession, raise_if_error
+from poller._vloop import on_own_time
 
 __all__ = ["get_job_run", "read_once", "read_result", "wait_for_job_run", "wait_result"]
 
@@ -72,24 +70,17 @@ def _drive(
             relay=relay,
             cancel=cancel,
         )
-    # A wait learns the job's history with its first answer that is not
-    # terminal (docs/design.md, "History-aware cadence"); a single read has no
-    # cadence to shape, so it makes GetJobRun alone.
-    fetch = (
-        functools.partial(fetch_job_run, client, session.domain_id, session.job_run_id)
-        if first_answer
-        else functools.partial(
-            fetch_job_run_learning, client, session.policy, session.domain_id, session.job_run_id
-        )
-    )
-    return drive(
-        session,
-        fetch,
-        interruptible(seams.sleep, cancel),
-        cancelled=cancel.is_set if cancel is not None else lambda: False,
-        first_answer=first_answer,
-        pool=seams.executor,
-    )
+
+    # Its own time or executor: the engine's code in a private fleet, on a loop of that
+    # time (docs/design.md, "Own time").
+    async def alone() -> Step:
+        fleet = own_fleet(client, seams)
+        try:
+            return await fleet.drive(session, client, first_answer=first_answer)
+        finally:
+            await fleet.close()
+
+    return off_any_running_loop(lambda: on_own_time(alone, seams, cancel))
 
 
 def read_once(

@@ -6,8 +6,8 @@ calls but what to log: is the run done with this result, not done yet, or
 failed for this reason? `JobRunPoker.poke` answers it with one look at the run, absorbing
 throttles and transient faults with the core's backoff inside a budget, so a
 poke never outlives its interval. It drives the same core as every other wait
-(`_runtime.drive` over a `WaitSession`); `judge` turns a result document into the
-answer, so a document that came back from elsewhere (an Airflow trigger's
+(`_runtime.async_drive` over a `WaitSession`, in a `Fleet`); `judge` turns a
+result document into the answer, so a document that came back from elsewhere (an Airflow trigger's
 event) is judged by the same rules.
 """
 

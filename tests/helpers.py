@@ -9,6 +9,7 @@ another name would make a second, different copy of every class in it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import pty
@@ -241,3 +242,13 @@ def run_on_pty(
     reader.join(timeout=10)
     os.close(master)
     return child.returncode, b"".join(chunks).decode(), out
+
+
+def busiest_second(times: list[float], since: float = -1.0) -> int:
+    """The most requests in any window [t, t+1) starting at a request at or after ``since``
+    (a microsecond of slack for the float sums of virtual-time stamps)."""
+    times = sorted(times)
+    return max(
+        (bisect.bisect_left(times, t + 1 - 1e-6) - i for i, t in enumerate(times) if t >= since),
+        default=0,
+    )

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from _vtime import VirtualClock, run
 from helpers import DOMAIN, QUIET
 from structlog.testing import capture_logs
 
@@ -22,7 +21,16 @@ from poller import ClientSettings, Outcome, PollPolicy, RateLimiter, WaitResult,
 from poller._runtime import CALL_WORKERS, shared_client, shared_executor
 from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_runs, async_wait_result
-from poller.testing import Fault, RunScript, Seams, SilentServer, Simulator, TrickleServer
+from poller.testing import (
+    Fault,
+    RunScript,
+    Seams,
+    SilentServer,
+    Simulator,
+    TrickleServer,
+    VirtualClock,
+    run_virtual,
+)
 
 # What the requirement allows after a deadline, and what a cancel may take.
 AFTER_DEADLINE = 1.0
@@ -193,7 +201,7 @@ def test_thousands_of_runs_queued_past_their_deadline_end_by_it() -> None:
             seams=Seams(clock=clock, logger=QUIET),
         )
         started = clock.now
-        results = run(coro, clock)
+        results = run_virtual(coro, clock)
     assert clock.now - started <= 30 + AFTER_DEADLINE
     assert max(r.waited_s for r in results) <= 30 + AFTER_DEADLINE
     unreached = [r for r in results if r.polls == 0]
@@ -226,7 +234,7 @@ def test_a_throttle_storm_through_the_fan_out_is_paced_by_the_backoff_not_the_bu
     with Simulator(clock=clock) as sim:
         storm(sim)
         with capture_logs() as events:
-            [result] = run(
+            [result] = run_virtual(
                 async_wait_for_job_runs(
                     [(DOMAIN, "run1")],
                     client=sim.client(),

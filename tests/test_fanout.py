@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _vtime import VirtualClock, run
-from helpers import DOMAIN, QUIET, keep
+from helpers import DOMAIN, QUIET, busiest_second, keep
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
-from poller.testing import Fault, RunScript, Seams, Simulator
+from poller.testing import Fault, RunScript, Seams, Simulator, VirtualClock, run_virtual
 
 ENDS = ["SUCCESS", "FAILED", "PARTIALLY_SUCCEEDED", "SUCCESS", "CANCELED"]
 OUTCOMES = {
@@ -74,20 +73,11 @@ def fan_out(
         seams=Seams(clock=clock, rng=random.Random(0), logger=QUIET),
         **kwargs,
     )
-    return run(coro, clock)
+    return run_virtual(coro, clock)
 
 
 def get_calls(sim: Simulator) -> list[float]:
     return [r.t for r in sim.requests if r.operation == "GetJobRun"]
-
-
-def busiest_second(times: list[float], since: float = -1.0) -> int:
-    """The most requests in any window [t, t+1) starting at a request at or after ``since``."""
-    times = sorted(times)
-    return max(
-        (sum(1 for u in times[i:] if u < t + 1 - 1e-6) for i, t in enumerate(times) if t >= since),
-        default=0,
-    )
 
 
 @pytest.mark.parametrize("history", [False, True], ids=["own-calls", "job-listing"])
@@ -240,7 +230,7 @@ def test_a_deadline_ends_only_the_runs_still_going(sim: Simulator, clock: Virtua
 def test_a_pair_that_is_not_a_pair_is_a_type_error(clock: VirtualClock) -> None:
     """A malformed runs list is a programming error, raised before anything is called."""
     with pytest.raises(TypeError, match=r"runs\[1\]"):
-        run(async_wait_for_job_runs([(DOMAIN, "a"), "dzd_x/run"], client=object()), clock)  # type: ignore[list-item]
+        run_virtual(async_wait_for_job_runs([(DOMAIN, "a"), "dzd_x/run"], client=object()), clock)  # type: ignore[list-item]
 
 
 def test_cancelling_the_task_stops_every_wait(sim: Simulator, clock: VirtualClock) -> None:
@@ -261,7 +251,7 @@ def test_cancelling_the_task_stops_every_wait(sim: Simulator, clock: VirtualCloc
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    run(cancel_soon(), clock)
+    run_virtual(cancel_soon(), clock)
     assert 3 < sim.calls("a") < 20
 
 

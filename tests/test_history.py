@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from _vtime import VirtualClock, run
 from helpers import DOMAIN, FakeTime, capture_every_log, keep
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,7 +30,7 @@ from poller._model import JobRun
 from poller._policy import FaultKind, Forecast, WaitState, advance
 from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_runs, async_wait_result
-from poller.testing import Fault, RunScript, Seams, Simulator, reset
+from poller.testing import Fault, RunScript, Seams, Simulator, VirtualClock, reset, run_virtual
 
 # A job whose runs take about ten minutes.
 TEN_MINUTES = [540.0, 560.0, 580.0, 590.0, 600.0, 600.0, 610.0, 620.0, 640.0, 660.0]
@@ -68,6 +67,12 @@ def plain_sleeps(sim: Simulator, client: Any, run_id: str, length: float = 600.0
         add_run(plain, run_id, length)
         wait(plain, plain.client(), other, run_id, PLAIN)
     return other.sleeps
+
+
+def looked_up(plain: list[float]) -> list[float]:
+    """``plain`` with the history lookup made 0.1 s after the first answer (the budget's next
+    free time), in the background, splitting the first sleep in two."""
+    return [0.1, round(plain[0] - 0.1, 9), *plain[1:]]
 
 
 # -- the pure part -----------------------------------------------------------
@@ -204,8 +209,11 @@ def test_history_cuts_the_calls_of_a_ten_minute_run(
     assert "sortOrder=DESCENDING" in (lists[0].path or "")
     assert "maxResults=50" in (lists[0].path or "")
     quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
-    assert fake_time.sleeps[0] == pytest.approx(quiet, abs=0.5)
-    assert fake_time.sleeps[0] > NO_JITTER.max_interval
+    # Looked up in the background (0.1 s after the first answer), the history shapes the
+    # sleep after the next look, 2 s in: the rest of the quiet window.
+    assert fake_time.sleeps[:2] == [0.1, 1.9]
+    assert fake_time.sleeps[2] == pytest.approx(quiet - 2, abs=0.5)
+    assert fake_time.sleeps[2] > NO_JITTER.max_interval
     plain = plain_sleeps(sim, client, "run-1")
     assert sim.calls("run-1") <= len(plain) + 1 - 10
     learned = [e for e in events if e["event"] == "history"]
@@ -252,7 +260,7 @@ def test_a_failed_list_call_falls_back_to_the_plain_cadence_with_one_event(
     assert result.outcome is Outcome.SUCCEEDED
     assert (result.throttled, result.errors_retried) == (0, 0)
     assert len(list_calls(sim)) == 1  # not retried within the wait
-    assert fake_time.sleeps == plain_sleeps(sim, client, "run-1")
+    assert fake_time.sleeps == looked_up(plain_sleeps(sim, client, "run-1"))
     why = [e for e in events if e["event"].startswith("history")]
     assert [e["event"] for e in why] == ["history_unavailable"]
     assert reason in why[0]["reason"]
@@ -266,7 +274,7 @@ def test_too_little_history_falls_back_and_says_how_much_there_was(
     add_run(sim, "run-1")
     with capture_every_log() as events:
         wait(sim, client, fake_time, "run-1")
-    assert fake_time.sleeps == plain_sleeps(sim, client, "run-1")
+    assert fake_time.sleeps == looked_up(plain_sleeps(sim, client, "run-1"))
     why = [e for e in events if e["event"] == "history_unavailable"]
     assert len(why) == 1
     assert why[0]["reason"].startswith("4 finished run(s)")
@@ -277,7 +285,7 @@ def test_failed_runs_are_not_history(sim: Simulator, client: Any, fake_time: Fak
     sim.add_history(DOMAIN, "job-1", TEN_MINUTES, status="FAILED")
     add_run(sim, "run-1")
     wait(sim, client, fake_time, "run-1")
-    assert fake_time.sleeps == plain_sleeps(sim, client, "run-1")
+    assert fake_time.sleeps == looked_up(plain_sleeps(sim, client, "run-1"))
 
 
 def test_waits_of_one_job_share_one_list_call(
@@ -324,13 +332,15 @@ def test_a_finished_run_costs_one_call(sim: Simulator, client: Any, fake_time: F
 def test_a_deadline_inside_the_quiet_window_still_gets_its_last_look(
     sim: Simulator, client: Any, fake_time: FakeTime
 ) -> None:
-    """Timeout 100 s inside a ~9 min quiet window: one sleep of 100 s, a look, wait_timeout."""
+    """Timeout 100 s inside a ~9 min quiet window: a sleep to the deadline, a look there,
+    wait_timeout. The history, looked up 0.1 s after the first answer, is used from the
+    second look (2 s in, the plain cadence's) on."""
     sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
     add_run(sim, "run-1")
     result = wait(sim, client, fake_time, "run-1", PollPolicy(timeout=100, jitter=0))
     assert result.outcome is Outcome.WAIT_TIMEOUT
-    assert fake_time.sleeps == [100.0]
-    assert sim.calls("run-1") == 2 == result.polls
+    assert fake_time.sleeps == [0.1, 1.9, 98.0]
+    assert sim.calls("run-1") == 3 == result.polls
 
 
 def test_a_run_already_going_for_a_while_has_less_quiet_left(
@@ -342,7 +352,9 @@ def test_a_run_already_going_for_a_while_has_less_quiet_left(
     sim.add_run(DOMAIN, "run-1", RunScript(timeline=timeline), created_at=time.time() - 300)
     wait(sim, client, fake_time, "run-1")
     quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
-    assert fake_time.sleeps[0] == pytest.approx(quiet - 300, abs=1.0)
+    # The history is used from the second look, 2 s in (the lookup: 0.1 s after the first).
+    assert fake_time.sleeps[:2] == [0.1, 1.9]
+    assert fake_time.sleeps[2] == pytest.approx(quiet - 300 - 2, abs=1.0)
 
 
 @pytest.mark.parametrize("where", ["the wait's seams", "the process's (reset)"])
@@ -367,7 +379,9 @@ def test_a_run_is_dated_by_the_wall_seam_not_the_real_wall_clock(
             reset(seams=Seams(wall=wall))
         wait_result(DOMAIN, "run-1", policy=NO_JITTER, client=client, seams=seams)
     quiet = JobHistory(tuple(sorted(TEN_MINUTES))).quiet_s
-    assert fake_time.sleeps[0] == pytest.approx(quiet - 300, abs=1.0)
+    # The history is used from the second look, 2 s in (the lookup: 0.1 s after the first).
+    assert fake_time.sleeps[:2] == [0.1, 1.9]
+    assert fake_time.sleeps[2] == pytest.approx(quiet - 300 - 2, abs=1.0)
 
 
 def test_the_async_wait_uses_history_too(sim: Simulator, client: Any, fake_time: FakeTime) -> None:
@@ -389,7 +403,8 @@ def test_the_async_wait_uses_history_too(sim: Simulator, client: Any, fake_time:
     )
     assert result.outcome is Outcome.SUCCEEDED
     assert len(list_calls(sim)) == 1
-    assert fake_time.sleeps[0] > NO_JITTER.max_interval
+    assert fake_time.sleeps[:2] == [0.1, 1.9]  # the lookup, then the second look
+    assert fake_time.sleeps[2] > NO_JITTER.max_interval
 
 
 # -- fan-out -----------------------------------------------------------------
@@ -402,7 +417,7 @@ def test_a_fan_out_of_one_job_looks_at_its_runs_through_the_job_listing() -> Non
         sim.add_history(DOMAIN, "job-1", TEN_MINUTES)
         for i in range(20):
             add_run(sim, f"run-{i}")
-        results = run(
+        results = run_virtual(
             async_wait_for_job_runs(
                 [(DOMAIN, f"run-{i}") for i in range(20)],
                 client=sim.client(),
@@ -444,7 +459,7 @@ def test_a_fan_out_looks_at_a_quiet_job_at_its_window_end_and_polls_the_others_m
         add_run(sim, "quiet-0")
         add_run(sim, "quiet-1")
         add_run(sim, "plain", job_id="job-2")  # no history: the plain cadence
-        results = run(
+        results = run_virtual(
             async_wait_for_job_runs(
                 [(DOMAIN, "quiet-0"), (DOMAIN, "quiet-1"), (DOMAIN, "plain")],
                 client=sim.client(),
@@ -520,7 +535,7 @@ def test_a_lookup_failing_in_a_way_the_edge_does_not_know_is_no_success_for_the_
     with Simulator(clock=clock) as sim:
         add_run(sim, "run-1", length=5.0, job_id="job-1")
         with capture_every_log() as events:
-            [result] = run(
+            [result] = run_virtual(
                 async_wait_for_job_runs(
                     [(DOMAIN, "run-1")],
                     client=ListingBreaks(sim.client()),

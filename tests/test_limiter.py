@@ -8,7 +8,6 @@ import math
 import random
 
 import pytest
-from _vtime import VirtualClock, run
 from helpers import FakeTime, keep, make_client
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,6 +25,7 @@ from poller._limiter import (
     throttled,
     until_booked,
 )
+from poller.testing import VirtualClock, run_virtual
 
 
 def grants(limiter: RateLimiter, clock: FakeTime, count: int) -> list[float]:
@@ -507,7 +507,7 @@ def test_calls_whose_times_passed_while_the_loop_was_held_go_out_spaced_not_toge
     async def all_of_them() -> None:
         await asyncio.gather(*(call(b) for b in [*bookings, later]))
 
-    run(all_of_them(), clock)
+    run_virtual(all_of_them(), clock)
     assert went == pytest.approx([101.5, 101.7, 101.9, 102.1, 102.3, 102.5])
     # The late ones were booked again, the later one moved behind them: their
     # times are when their calls went (what a throttle of theirs is dated by).

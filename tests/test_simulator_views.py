@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _vtime import VirtualClock
 from helpers import DOMAIN, keep
 
-from poller.testing import Simulator
+from poller.testing import Simulator, VirtualClock
 
 JOB = "job-views"
 EPOCH = 1_700_000_000.0

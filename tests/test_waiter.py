@@ -66,7 +66,13 @@ def test_every_terminal_status(
     assert result.job_run.status == status
     assert result.outcome is JobRunStatus(status).outcome
     assert result.polls == sim.calls("run-1") == 3
-    assert fake_time.sleeps == [2.0, 2.0]  # SCHEDULED->IN_PROGRESS restarts the cadence
+    # SCHEDULED->IN_PROGRESS restarts the cadence: a look 2 s after each.
+    polls = [r.t for r in sim.requests if r.operation == "GetJobRun"]
+    assert polls == [1000.0, 1002.0, 1004.0]
+    # The job's history is looked up at the budget's next free time, 0.1 s after the
+    # first answer, while the wait sleeps: the time moves to it, then to the next look.
+    assert [r.t for r in sim.requests if r.operation == "ListJobRuns"] == [1000.1]
+    assert fake_time.sleeps == [0.1, 1.9, 2.0]
     doc = result.to_dict()
     if lineage is None:
         assert doc["lineage"] is None
@@ -95,7 +101,10 @@ def test_throttle_storm_ends_in_success(
     result = wait(client)
     assert result.outcome is Outcome.SUCCEEDED
     assert (result.throttled, result.polls, sim.calls("run-1")) == (40, 42, 42)
-    assert fake_time.sleeps[1:7] == [1, 2, 4, 8, 16, 20]
+    # The job's history is looked up 0.1 s after the first answer (the budget's next free
+    # time), while the wait sleeps to its first look; then the backoff.
+    assert fake_time.sleeps[:2] == [0.1, 1.9]
+    assert fake_time.sleeps[2:8] == [1, 2, 4, 8, 16, 20]
 
 
 @pytest.mark.parametrize(
@@ -283,20 +292,23 @@ def test_finished_event_carries_the_result_document(
     with capture_every_log() as events:
         result = wait(client)
     names = [e["event"] for e in events]
+    # The job's history is looked up in the background (0.1 s after the first answer) and
+    # picked up by the next answer that is not terminal: none here (a throttle, an error,
+    # SUCCESS), so no `history_unavailable` is told.
     assert names == [
         "wait_started",
         "status_changed",
-        "history_unavailable",  # the job has no past runs to learn from
         "throttled",
         "retrying",
         "status_changed",
         "finished",
     ]
+    assert [r.t for r in sim.requests if r.operation == "ListJobRuns"] == [1000.1]
     finished = {k: v for k, v in events[-1].items() if k not in ("event", "log_level")}
     assert finished == result.to_dict()
     assert events[1]["from"] is None
     assert events[1]["to"] == "SCHEDULED"
-    assert events[3]["sleep_s"] == 1.0
+    assert events[2]["sleep_s"] == 1.0
 
 
 def test_no_credentials_in_any_log_line(sim: Simulator, wait: Wait) -> None:

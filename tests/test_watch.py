@@ -7,7 +7,6 @@ import random
 from typing import Any
 
 import pytest
-from _vtime import VirtualClock, run
 from helpers import DOMAIN, keep
 from structlog.testing import capture_logs
 
@@ -16,7 +15,7 @@ from poller._engine import Fleet
 from poller._fanout import LISTING_STOPPED, LISTING_TRIES
 from poller._history import shared_cache
 from poller.aio import async_wait_for_job_runs
-from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
+from poller.testing import Fault, Lineage, RunScript, Seams, Simulator, VirtualClock, run_virtual
 
 # Three minutes a run: long enough for a few listings, short enough for a test.
 PAST = [170.0, 175.0, 178.0, 180.0, 182.0, 185.0, 190.0]
@@ -45,7 +44,7 @@ def add_runs(sim: Simulator, count: int, length: float = 180.0, **script: Any) -
 
 def fan_out(sim: Simulator, clock: VirtualClock, ids: list[str], **kwargs: Any) -> list[WaitResult]:
     kwargs.setdefault("limiter", RateLimiter(5, clock=clock))
-    return run(
+    return run_virtual(
         async_wait_for_job_runs(
             [(DOMAIN, i) for i in ids],
             client=keep(sim.client()),
@@ -249,7 +248,7 @@ def test_cancelling_a_fan_out_with_listings_booked_gives_back_every_booking(
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    run(cancelled_after(30.0), clock)
+    run_virtual(cancelled_after(30.0), clock)
     assert calls(sim, "ListJobRuns")  # the watch was on when it was cancelled
     booking = limiter.reserve(clock())
     assert booking is not None
@@ -388,7 +387,7 @@ def test_a_fan_out_stopped_before_its_first_listing_gives_the_jobs_history_claim
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    run(cancelled_after(1.0), clock)
+    run_virtual(cancelled_after(1.0), clock)
     assert [r.operation for r in sim.requests] == ["GetJobRun"]
     assert shared_cache().claim((DOMAIN, "job-1"))
 
@@ -424,7 +423,7 @@ def test_a_listing_failing_with_an_unknown_error_is_not_counted_as_a_call_that_g
     ids = add_runs(sim, 3, length=30.0)
     limiter = _CountingLimiter(5, clock=clock)
     with capture_logs() as events:
-        results = run(
+        results = run_virtual(
             async_wait_for_job_runs(
                 [(DOMAIN, i) for i in ids],
                 client=_ListingBug(keep(sim.client())),
@@ -484,7 +483,7 @@ def test_a_look_the_budget_cannot_fit_before_the_deadline_is_not_made_early_inst
         # holds the budget until 5.6 s: A's look due at 5 s finds no slot by 5 s + its grace.
         return await asyncio.gather(wait("b", 4.6), wait("a", 5.0))
 
-    [_], [a] = run(both(), clock)
+    [_], [a] = run_virtual(both(), clock)
     start = sim.requests[0].t
     a_calls = [round(r.t - start, 1) for r in calls(sim, "GetJobRun") if r.run_id == "a"]
     b_calls = [round(r.t - start, 1) for r in calls(sim, "GetJobRun") if r.run_id == "b"]

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _vtime import VirtualClock, run
 from helpers import DOMAIN, LINEAGE, QUIET, keep
 from structlog.testing import capture_logs
 
@@ -22,7 +21,7 @@ from poller import (
 from poller._announce import Cadence, Ledger
 from poller._watching import JobWatch, MemoryStore, announce, start_ledger
 from poller.aio import watch_job_runs
-from poller.testing import Fault, Simulator
+from poller.testing import Fault, Simulator, VirtualClock, run_virtual
 
 JOB = "job-sched"
 EPOCH = 1_700_000_000.0
@@ -75,7 +74,7 @@ def collect(
         await stream.aclose()
         return out
 
-    return run(main(), clock)
+    return run_virtual(main(), clock)
 
 
 def operations(sim: Simulator, name: str) -> list[Any]:
@@ -289,7 +288,7 @@ def test_two_watchers_of_one_job_share_the_listings_and_each_read(
         producer.cancel()
         return both[0], both[1]
 
-    everything, failed = run(main(), clock)
+    everything, failed = run_virtual(main(), clock)
     assert (everything, failed) == (ids, ids[:1])
     assert [r.run_id for r in operations(sim, "GetJobRun")] == ids
 
@@ -354,7 +353,7 @@ def within(
             await stream.aclose()
         return out
 
-    return run(main(), clock)
+    return run_virtual(main(), clock)
 
 
 def test_runs_on_later_pages_running_when_the_watch_starts_are_announced_as_they_end(
@@ -437,4 +436,4 @@ def test_a_watch_started_again_right_after_break_repeats_no_run(
         await old.aclose()
         return one, two
 
-    assert run(main(), clock) == (ids[0], ids[1])
+    assert run_virtual(main(), clock) == (ids[0], ids[1])

@@ -51,12 +51,23 @@ self-signed certificate, trusted with ``verify=sim.ca_file``. Per run,
 ``Fault.override({"createdAt": "yesterday"})`` and ``Fault.malformed(b"\\xff")``
 garble one answer of the normal simulator.
 
+Many waits on simulated time: `VirtualTimeLoop` is an event loop whose time
+is a clock (a `VirtualClock` by default) that it moves only when every task
+is asleep, jumping to the next timer; while a call runs in a thread, time
+stands still. Give the simulator, the waits' ``Seams(clock=...)`` and a
+fan-out's ``RateLimiter(..., clock=...)`` the same clock and
+``run_virtual(coro, clock)`` runs ten thousand waits of an hour in seconds,
+each request stamped with an exact, reproducible time. A single wait given a
+fake ``clock`` and ``sleep`` runs on such a loop by itself (the engine's code,
+in a fleet of its own), its ``sleep`` called for every jump.
+
 ``reset()`` forgets what poller keeps for the process (the engine, one request
 budget per account, job histories, shared clients): call it between tests.
 """
 
 from poller import _home
 from poller._runtime import Seams
+from poller._vloop import VirtualClock, VirtualTimeLoop, run_virtual
 from poller.testing._faulty import (
     GarbledServer,
     RedirectServer,
@@ -78,8 +89,11 @@ __all__ = [
     "SilentServer",
     "Simulator",
     "TrickleServer",
+    "VirtualClock",
+    "VirtualTimeLoop",
     "job_run_body",
     "reset",
+    "run_virtual",
 ]
 
 
