@@ -44,6 +44,7 @@ __all__ = [
     "Driven",
     "Seams",
     "Sleep",
+    "SleptClock",
     "TurnExpired",
     "Unset",
     "async_call",
@@ -105,6 +106,33 @@ class ClientSettings:
         )
 
 
+class SleptClock:
+    """The time of a wait given a sleep but no clock: real time, plus what its sleeps skipped.
+
+    A wait on its own time runs on a loop of that time (`_vloop`), which
+    moves from timer to timer by calling the wait's sleep. A sleep that
+    returns at once (a test's ``lambda _: None``) leaves real time where it
+    was: this clock then moves as far as the sleep was asked to (`slept`), so
+    the wait, its budget and its loop read one time that does move; a real
+    sleep moves it as real time does.
+    """
+
+    __slots__ = ("skipped",)
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def slept(self, seconds: float, since: float) -> None:
+        """A sleep of ``seconds`` began when this clock read ``since``: catch up on what
+        it skipped."""
+        behind = since + seconds - self()
+        if behind > 0:
+            self.skipped += behind
+
+
 @dataclass(frozen=True, slots=True)
 class Seams:
     """What a wait takes from its surroundings, replaceable by a test (None: the real one).
@@ -124,6 +152,11 @@ class Seams:
     rng: random.Random | None = None
     executor: Executor | None = None
     logger: Any = None
+
+    def __post_init__(self) -> None:
+        if self.clock is None and (self.sleep is not None or self.async_sleep is not None):
+            # A sleep of its own and no clock: the time its sleeps say (`SleptClock`).
+            object.__setattr__(self, "clock", SleptClock())
 
 
 #: No seams replaced: every one real.

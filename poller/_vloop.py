@@ -29,7 +29,7 @@ from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from poller._engine import Relay
-from poller._runtime import CANCEL_POLL, Clock, Seams, Sleep, interruptible
+from poller._runtime import CANCEL_POLL, Clock, Seams, Sleep, SleptClock, interruptible
 
 __all__ = [
     "MIN_STEP",
@@ -150,7 +150,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         least, so a clock of that resolution (freezegun's) still reaches the
         timer, whose time a float sum may leave a hair beyond the gap.
         """
-        self._sleep(max(round(seconds, 9), MIN_STEP))
+        step = max(round(seconds, 9), MIN_STEP)
+        since = self.clock()
+        self._sleep(step)
+        if isinstance(self.clock, SleptClock):
+            self.clock.slept(step, since)  # a sleep that returned at once skipped its time
         self.watch()
 
     def run_in_executor(  # type: ignore[override]

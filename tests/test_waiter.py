@@ -46,6 +46,28 @@ from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
 # -- through both front doors ----------------------------------------------------
 
 
+def test_a_sleep_of_its_own_that_returns_at_once_moves_the_waits_time_once_per_gap() -> None:
+    """``Seams(sleep=...)`` with no clock, a sleep that returns at once (a test's): the wait
+    runs its cadence on the time its sleeps say, one sleep per gap between looks. (On a
+    loop of real time whose sleep did not move it, it called the sleep in a busy loop
+    until two real seconds had passed, for every gap.)"""
+    sleeps: list[float] = []
+    with Simulator() as sim:
+        sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"] * 3 + ["SUCCESS"]))
+        result = wait_for_job_run(
+            DOMAIN,
+            "run-1",
+            client=keep(sim.client()),
+            policy=PollPolicy(timeout=60, multiplier=1, jitter=0, history=False),
+            seams=Seams(sleep=sleeps.append),
+        )
+    assert result.outcome is Outcome.SUCCEEDED
+    assert result.polls == 4
+    # One sleep a gap, 2 s less the real time its call took (this clock is real time too).
+    assert sleeps == pytest.approx([2.0, 2.0, 2.0], abs=0.05)
+    assert result.waited_s == pytest.approx(6.0, abs=0.2)
+
+
 @pytest.mark.parametrize("status", TERMINAL)
 @pytest.mark.parametrize("lineage", [LINEAGE, None], ids=["lineage", "no-lineage"])
 def test_every_terminal_status(
