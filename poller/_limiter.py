@@ -72,6 +72,7 @@ __all__ = [
     "budgets",
     "fit",
     "fit_urgent",
+    "raised",
     "rate_at",
     "respace",
     "succeeded",
@@ -259,6 +260,15 @@ def _time(slot: Slot) -> float:
     return slot[0]
 
 
+def raised(settings: AimdSettings, state: BudgetState) -> BudgetState:
+    """The budget under new ``settings`` (another ``max_rps``): never above the ceiling;
+    one never cut is at the ceiling, wherever it now is (it made no calls, or only
+    calls that got through); one that was cut climbs back to it in time (`rate_at`)."""
+    if state.decreased_at == -math.inf:
+        return replace(state, rate=settings.max_rps, last_good=settings.max_rps)
+    return replace(state, rate=min(state.rate, settings.max_rps))
+
+
 def fit(booked: Sequence[Slot], start: float, spacing: float) -> tuple[float, int]:
     """The earliest time at or after ``start`` at least ``spacing`` from every booked time.
 
@@ -375,7 +385,7 @@ class RateLimiter:
     def max_rps(self, value: float) -> None:
         with self._lock:
             self._settings = replace(self._settings, max_rps=float(value))
-            self._state = replace(self._state, rate=min(self._state.rate, self._settings.max_rps))
+            self._state = raised(self._settings, self._state)
 
     @property
     def rate(self) -> float:

@@ -310,6 +310,20 @@ def test_lowering_max_rps_caps_the_current_rate() -> None:
     assert (limiter.max_rps, limiter.rate) == (5, 5)
 
 
+def test_raising_max_rps_of_a_budget_never_cut_takes_effect_at_once() -> None:
+    """A budget made at the default 10/s, then set to 40/s (`budget_for(client, 40)` after
+    an earlier wait made it): 40/s now, not 10/s until a throttle that may never come. One
+    that was cut climbs back to the new ceiling in time."""
+    clock = FakeTime()
+    limiter = RateLimiter(10, clock=clock)
+    limiter.max_rps = 40
+    assert limiter.rate == 40
+    limiter.throttled(clock.now)
+    assert limiter.rate == 20
+    clock.now += 60.0
+    assert limiter.rate == 40
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"max_rps": 0}, {"max_rps": math.inf}, {"min_rps": 0}, {"decrease": 1}, {"increase": -1}],
