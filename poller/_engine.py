@@ -72,6 +72,7 @@ from poller._listing import (
     Reading,
     after_failure,
     answer_by,
+    lookup_by,
     read_next_page,
     reading,
     worth_a_watch,
@@ -132,6 +133,7 @@ __all__ = [
     "Stream",
     "engine",
     "engine_seams",
+    "hand_over",
     "joins_engine",
     "own_fleet",
     "run_async",
@@ -168,10 +170,6 @@ class Stream:
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
         return a + (b - a) * (((z ^ (z >> 31)) >> 11) * 2.0**-53)
-
-
-# A history lookup is made only if the budget has a free time within this (s).
-EXTRA_HORIZON = 1.0
 
 
 class _Turns:
@@ -776,11 +774,8 @@ class Fleet:
         retry_max: float,
     ) -> None:
         key = (domain_id, job_id)
-        # Polls before extras: a lookup only takes a free time soon; with the budget
-        # full, it would take the slot of a due poll (it is claimed again later).
         now = self.clock()
-        latest = now + EXTRA_HORIZON if deadline is None else min(deadline, now + EXTRA_HORIZON)
-        booking = self.limiter.reserve(now, latest)
+        booking = self.limiter.reserve(now, lookup_by(now, deadline))  # polls before extras
         if booking is None:
             shared_cache().release(key)  # the budget cannot fit it soon enough
             return
@@ -1228,6 +1223,21 @@ def run_blocking(
     return result
 
 
+async def hand_over(
+    done: Future[_T], on_cancel: Callable[[_T], object] | None, bound: float | None = None
+) -> None:
+    """An async caller was cancelled and its wait told to stop: wait (up to ``bound``) for
+    the wait to end (``interrupted``) and give its value to ``on_cancel``; the caller
+    then lets its cancellation go on."""
+    try:
+        async with asyncio.timeout(bound):
+            ended = await asyncio.shield(asyncio.wrap_future(done))
+    except BaseException:
+        return
+    if on_cancel is not None:
+        on_cancel(ended)
+
+
 async def run_async(
     make: Callable[[Engine], Coroutine[Any, Any, _T]],
     *,
@@ -1250,14 +1260,7 @@ async def run_async(
         result = await asyncio.wrap_future(submitted.future)
     except asyncio.CancelledError:
         submitted.stop()
-        try:
-            async with asyncio.timeout(CALL_GRACE + 1.0):
-                ended = await asyncio.wrap_future(submitted.future)
-        except BaseException:  # noqa: S110 - the cancellation below is what the caller gets
-            pass
-        else:
-            if on_cancel is not None:
-                on_cancel(ended)
+        await hand_over(submitted.future, on_cancel, CALL_GRACE + 1.0)
         raise
     if relay.error is not None:
         raise relay.error

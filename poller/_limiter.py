@@ -605,7 +605,24 @@ async def until_booked(
     ``asked`` (the time it was asked for), sooner: such a booking looks for a
     free time at or after ``asked`` every ``recheck`` seconds
     (`RateLimiter.sooner`), since calls booked before it may have been given back.
+    Cancelled, it gives the booking back: a waiter that is gone makes no call.
     """
+    try:
+        return await _until_booked(limiter, booking, asked, clock, sleep, news, recheck)
+    except asyncio.CancelledError:
+        limiter.release(booking)
+        raise
+
+
+async def _until_booked(
+    limiter: RateLimiter,
+    booking: Booking,
+    asked: float,
+    clock: Clock,
+    sleep: Callable[[float], Awaitable[object]],
+    news: asyncio.Future[Any] | None,
+    recheck: float,
+) -> float | None:
     while news is None or not news.done():
         now = clock()
         at = limiter.at(booking)

@@ -15,6 +15,7 @@ from poller._model import JobRun, JobRunStatus
 from poller._policy import FaultKind
 
 __all__ = [
+    "EXTRA_HORIZON",
     "LATE",
     "LISTING_PAGES",
     "LISTING_TRIES",
@@ -22,11 +23,14 @@ __all__ = [
     "Reading",
     "after_failure",
     "answer_by",
+    "lookup_by",
     "read_next_page",
     "reading",
     "worth_a_watch",
 ]
 
+# A history lookup is made only if the budget has a free time within this (s).
+EXTRA_HORIZON = 1.0
 # The most ListJobRuns pages (of 50 runs) one listing of a job reads.
 LISTING_PAGES = 10
 # A job's listing throttled or failing this many times in a row ends its watch.
@@ -94,6 +98,15 @@ def after_failure(kind: FaultKind | None, failures: int) -> AfterFailure:
     if kind in _RETRIED and failures < LISTING_TRIES:
         return AfterFailure.AGAIN
     return AfterFailure.STOP
+
+
+def lookup_by(now: float, deadline: float | None) -> float:
+    """The latest time a job's history lookup may be booked at, asked for at ``now`` by a
+    wait with ``deadline``: polls before extras. Within EXTRA_HORIZON, or none (with the
+    budget full it would take a due poll's slot; it is claimed again later), and never
+    after the deadline of the wait that asked."""
+    horizon = now + EXTRA_HORIZON
+    return horizon if deadline is None else min(deadline, horizon)
 
 
 def answer_by(*, sent_at: float | None, booked_at: float | None) -> float:

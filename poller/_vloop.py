@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from poller._engine import Relay
+from poller._engine import Relay, hand_over
 from poller._runtime import CANCEL_POLL, Clock, Seams, Sleep, SleptClock, interruptible
 
 __all__ = [
@@ -304,13 +304,7 @@ async def async_on_own_time(
     except asyncio.CancelledError:
         await asyncio.to_thread(started.wait)
         stop()
-        try:
-            ended = await asyncio.shield(asyncio.wrap_future(done))
-        except BaseException:  # noqa: S110 - the cancellation below is what the caller gets
-            pass
-        else:
-            if on_cancel is not None:
-                on_cancel(ended)
+        await hand_over(done, on_cancel)
         raise
 
 

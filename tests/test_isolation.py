@@ -98,20 +98,26 @@ def test_a_denied_listing_does_not_keep_the_jobs_later_waits_from_their_listing(
     assert listed_second >= 1
 
 
-def test_forty_threads_starting_together_build_one_client_for_their_account(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Forty blocking waits with no client, started at once, share one client built once
-    (each built its own: 0.6 to 1 s of start-up apiece)."""
-    built: list[object] = []
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every client poller builds from now on, in order."""
+    clients: list[object] = []
     real_build = _runtime.build_client
 
     def counting(**kwargs: Any) -> Any:
         client = real_build(**kwargs)
-        built.append(client)
+        clients.append(client)
         return client
 
     monkeypatch.setattr(_runtime, "build_client", counting)
+    return clients
+
+
+def test_forty_threads_starting_together_build_one_client_for_their_account(
+    monkeypatch: pytest.MonkeyPatch, built: list[object]
+) -> None:
+    """Forty blocking waits with no client, started at once, share one client built once
+    (each built its own: 0.6 to 1 s of start-up apiece)."""
     with Simulator() as sim:
         for i in range(40):
             sim.add_run(DOMAIN, f"run-{i}", RunScript(statuses=["SUCCESS"]))
@@ -186,20 +192,11 @@ def test_poller_wait_rides_out_a_storm_and_every_run_succeeds(tmp_path: Path) ->
 
 
 def test_the_latest_run_search_shares_the_process_client_as_every_wait_does(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, built: list[object]
 ) -> None:
     """Two `--latest` searches with no client and a wait build one client between them
     (the blocking search built its own on every call, where the wait and the async search
     share the process's)."""
-    built: list[object] = []
-    real_build = _runtime.build_client
-
-    def counting(**kwargs: Any) -> Any:
-        client = real_build(**kwargs)
-        built.append(client)
-        return client
-
-    monkeypatch.setattr(_runtime, "build_client", counting)
     with Simulator() as sim:
         sim.add_run(DOMAIN, "run-1", RunScript(statuses=["SUCCESS"]), job_id="job-1")
         for name, value in sim.environ().items():

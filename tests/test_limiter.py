@@ -526,3 +526,30 @@ def test_calls_whose_times_passed_while_the_loop_was_held_go_out_spaced_not_toge
     # The late ones were booked again, the later one moved behind them: their
     # times are when their calls went (what a throttle of theirs is dated by).
     assert [granted[b] for b in [*bookings[1:], later] if b] == pytest.approx(went[1:])
+
+
+def test_a_booking_whose_waiter_is_cancelled_is_given_back() -> None:
+    """A watcher stopped while it waits for its turn (`until_booked` cancelled): its slot
+    is free for the next call, and the calendar holds no ticket of it (it kept both)."""
+    clock = VirtualClock(0.0)
+    limiter = RateLimiter(1, clock=clock)
+    first = limiter.reserve(0.0)  # at 0
+    waiting = limiter.reserve(0.0)  # at 1
+    assert first is not None
+    assert waiting is not None
+
+    async def cancelled() -> None:
+        task = asyncio.create_task(
+            until_booked(limiter, waiting, asked=0.0, clock=clock, sleep=asyncio.sleep)
+        )
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run_virtual(cancelled(), clock)
+    after = limiter.reserve(clock())
+    assert after is not None
+    assert limiter.at(after) == 1.0  # the cancelled one's slot
+    with pytest.raises(KeyError):
+        limiter.at(waiting)

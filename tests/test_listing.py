@@ -7,6 +7,7 @@ import math
 import pytest
 
 from poller._listing import (
+    EXTRA_HORIZON,
     LATE,
     LISTING_PAGES,
     LISTING_TRIES,
@@ -14,6 +15,7 @@ from poller._listing import (
     Reading,
     after_failure,
     answer_by,
+    lookup_by,
     read_next_page,
     reading,
     worth_a_watch,
@@ -102,3 +104,12 @@ def test_a_listing_is_late_0_7_s_after_its_call_went_out_or_its_booked_time() ->
     assert answer_by(sent_at=10.0, booked_at=9.0) == 10.7
     assert answer_by(sent_at=None, booked_at=9.0) == pytest.approx(9.7)
     assert answer_by(sent_at=None, booked_at=None) == math.inf
+
+
+def test_a_history_lookup_is_booked_within_a_second_and_never_past_its_waits_deadline() -> None:
+    """Polls before extras: a free time within EXTRA_HORIZON (1 s), or the lookup is not
+    made; a wait whose deadline comes sooner bounds it there."""
+    assert EXTRA_HORIZON == 1.0
+    assert lookup_by(1000.0, None) == 1001.0
+    assert lookup_by(1000.0, 1030.0) == 1001.0
+    assert lookup_by(1000.0, 1000.4) == 1000.4
