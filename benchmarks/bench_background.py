@@ -12,6 +12,9 @@ server, measured in the same run:
   also throttling that share of every call at random (other clients of the
   account; `Simulator.throttle_others`); ``PollPolicy(interval=0.5,
   max_interval=2, retry_initial=0.1, retry_max=2)``.
+- ``5 %, told`` and ``20 %, told``: the same two fleets with the budget told
+  other clients' share (``others_throttled`` 0.1 and 0.25): the throttles
+  within it cut no rate.
 - ``storm``: 30 runs ending 1-5 s after the start, every call throttled from
   0.5 s to 5.5 s (`Simulator.storm`), default policy and budget (10/s).
 
@@ -69,6 +72,8 @@ def main() -> None:
         "healthy": measured(n, timeout=600, **background),
         "others 5 %": measured(n, timeout=600, others=0.05, **background),
         "others 20 %": measured(n, timeout=600, others=0.20, **background),
+        "5 %, told": measured(n, timeout=600, others=0.05, others_throttled=0.1, **background),
+        "20 %, told": measured(n, timeout=600, others=0.20, others_throttled=0.25, **background),
         "storm": measured(
             30, ends=(1, 5), timeout=30, policy=PollPolicy(), max_rps=10, storm=(0.5, 5.5)
         ),

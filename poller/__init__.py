@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     __version__: str
     from poller._fanout import wait_for_job_runs
     from poller._latest import wait_for_latest_job_run
-    from poller._limiter import RateLimiter
+    from poller._limiter import RateLimiter, budget_for
     from poller._model import JobRun, JobRunStatus, LineageStats, Outcome, Problem, WaitResult
     from poller._policy import PollPolicy
     from poller._runtime import ClientSettings
@@ -47,6 +47,7 @@ __all__ = [
     "WaitCancelledError",
     "WaitResult",
     "WaitTimeoutError",
+    "budget_for",
     "get_job_run",
     "wait_for_job_run",
     "wait_for_job_runs",
@@ -72,6 +73,7 @@ _LAZY = {
     "PollPolicy": "poller._policy",
     "ClientSettings": "poller._runtime",
     "RateLimiter": "poller._limiter",
+    "budget_for": "poller._limiter",
     "get_job_run": "poller._waiter",
     "wait_for_job_run": "poller._waiter",
     "wait_for_job_runs": "poller._fanout",

@@ -62,6 +62,7 @@ KEYS: Final[Mapping[tuple[str, str], tuple[Kind, str]]] = {
     ("wait", "allow_partial"): (Kind.BOOL, "allow_partial"),
     ("wait", "not_found_grace"): (Kind.GRACE, "not_found_grace"),
     ("wait", "max_rps"): (Kind.FLOAT, "max_rps"),
+    ("wait", "others_throttled"): (Kind.FLOAT, "others_throttled"),
     ("wait", "history"): (Kind.BOOL, "history"),
     ("retry", "initial"): (Kind.DURATION, "retry_initial"),
     ("retry", "max"): (Kind.DURATION, "retry_max"),
@@ -91,6 +92,7 @@ class Settings:
     allow_partial: bool
     not_found_grace: float
     max_rps: float
+    others_throttled: float
     history: bool
     retry_initial: float
     retry_max: float
@@ -220,6 +222,7 @@ _RANGES: Final[Mapping[tuple[str, str], tuple[float, float, str]]] = {
     ("wait", "jitter"): (0.0, 1.0, "must be between 0 and 1"),
     # A budget of 0 calls a second would never poll; the smallest useful one is tiny.
     ("wait", "max_rps"): (0.01, math.inf, "must be at least 0.01 calls a second"),
+    ("wait", "others_throttled"): (0.0, 0.5, "must be a share between 0 and 0.5"),
     ("retry", "max_errors"): (1, math.inf, "must be >= 1"),
 }
 

@@ -28,6 +28,12 @@ same to each). A storm (cuts in a row with no call through between them)
 takes the rate to its floor; the first call through starts it again one cut
 below the rate calls last got through at (`succeeded`), not from the floor.
 
+Throttles other clients of the account cause (a share of every call, whatever
+this budget's rate) look, from one process, exactly like its own overload, and
+cut it just the same: a steady share keeps the rate far below ``max_rps``. A
+user who knows that share says so (``others_throttled``): throttles within it
+(`excused`) then cut nothing, and a run of them beyond it still does.
+
 The decrease stops at a floor: ``min_rps``, or ``1 / spacing_cap`` when the
 throttled wait passes one (its `retry_max`) and is alone (at most one call
 booked ahead): the budget never spaces a lone wait's calls further apart than
@@ -70,6 +76,7 @@ __all__ = [
     "account_key",
     "budget_for",
     "budgets",
+    "excused",
     "fit",
     "fit_urgent",
     "raised",
@@ -89,6 +96,11 @@ DEFAULT_MAX_RPS = 10.0
 _MIN_RPS = 0.2
 _DECREASE = 0.5
 _INCREASE = 0.5
+# `others_throttled` excuses a stretch's throttles up to this many standard deviations
+# above the expected share (a binomial's), so chance alone seldom cuts the rate.
+_EXCUSE_Z = 2.0
+# A stretch's counts are halved past this many calls: the share is of the recent calls.
+_STRETCH = 200
 # Booked times this far in the past are forgotten in batches, not one by one.
 _PRUNE_BATCH = 64
 
@@ -99,7 +111,9 @@ class AimdSettings:
 
     ``decrease``: the share of the rate a cut leaves; ``increase``: how fast
     the rate climbs back after it (calls/s per second for each 10 calls/s of
-    ``max_rps``; see `rate_at`).
+    ``max_rps``; see `rate_at`). ``others_throttled``: the share of calls the
+    account's other clients get throttled (0 to 0.5): throttles up to that
+    share of the calls since the last cut do not cut the rate (see `excused`).
     """
 
     max_rps: float = DEFAULT_MAX_RPS
@@ -107,6 +121,7 @@ class AimdSettings:
     min_rps: float = _MIN_RPS
     decrease: float = _DECREASE
     increase: float = _INCREASE
+    others_throttled: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -118,6 +133,10 @@ class AimdSettings:
             problems.append(f"decrease must be between 0 and 1, not {self.decrease!r}")
         if not (math.isfinite(self.increase) and self.increase > 0):
             problems.append(f"increase must be > 0, not {self.increase!r}")
+        if not (0 <= self.others_throttled <= 0.5):
+            problems.append(
+                f"others_throttled must be between 0 and 0.5, not {self.others_throttled!r}"
+            )
         if problems:
             raise InvalidRequestError("invalid rate limit: " + "; ".join(problems))
 
@@ -158,6 +177,10 @@ class BudgetState:
     last_good: float = math.inf
     # Cuts since a call last got through.
     cuts: int = 0
+    # The calls reported since the last cut, and how many of them were throttled
+    # (both halved past `_STRETCH` calls): what `others_throttled` excuses.
+    calls: int = 0
+    throttles: int = 0
 
     @classmethod
     def start(cls, settings: AimdSettings) -> BudgetState:
@@ -178,6 +201,29 @@ def rate_at(settings: AimdSettings, state: BudgetState, now: float) -> float:
     return min(climbed, settings.max_rps) if math.isfinite(climbed) else state.rate
 
 
+def excused(settings: AimdSettings, calls: int, throttles: int) -> bool:
+    """Whether ``throttles`` of ``calls`` are as many as other clients' share explains.
+
+    That share (``others_throttled``) is the user's word: from inside one
+    process, other clients' throttles and its own overload look alike (see
+    docs/design.md). Excused: at most the share's expected count plus
+    `_EXCUSE_Z` standard deviations (a binomial's), so a run of throttles
+    beyond it (a storm, this budget's own overload) still cuts. With no share
+    set, no throttle is excused.
+    """
+    share = settings.others_throttled
+    if share <= 0:
+        return False
+    spread = _EXCUSE_Z * math.sqrt(calls * share * (1 - share))
+    return throttles <= share * calls + spread
+
+
+def _counted(calls: int, throttles: int) -> tuple[int, int]:
+    if calls > _STRETCH:
+        return calls // 2, throttles // 2
+    return calls, throttles
+
+
 def throttled(
     settings: AimdSettings,
     state: BudgetState,
@@ -186,7 +232,8 @@ def throttled(
     spacing_cap: float | None = None,
     pending: int = 0,
 ) -> BudgetState:
-    """A call made at ``granted_at`` was throttled: cut the rate, down to the floor.
+    """A call made at ``granted_at`` was throttled: cut the rate, down to the floor, unless
+    other clients' share excuses it (`excused`).
 
     Once per burst: a call granted before the last cut says nothing of the rate
     it left. ``pending``: how many calls are booked after ``now``. With at most
@@ -195,6 +242,9 @@ def throttled(
     """
     if granted_at < state.decreased_at:
         return state
+    calls, throttles = _counted(state.calls + 1, state.throttles + 1)
+    if excused(settings, calls, throttles):
+        return replace(state, calls=calls, throttles=throttles)
     current = rate_at(settings, state, now)
     # Down to the floor, and never up: a rate already below it stays.
     floor = settings.floor(spacing_cap, pending)
@@ -206,6 +256,8 @@ def throttled(
         decreased_at=now,
         last_good=_last_good(state, current),
         cuts=state.cuts + 1,
+        calls=0,
+        throttles=0,
     )
 
 
@@ -228,7 +280,8 @@ def succeeded(settings: AimdSettings, state: BudgetState, now: float) -> BudgetS
     to its floor; the first call through ends it, and the budget goes on
     from where one ordinary cut would have left it, not from the floor.
     """
-    after = replace(state, cuts=0)
+    calls, throttles = _counted(state.calls + 1, state.throttles)
+    after = replace(state, cuts=0, calls=calls, throttles=throttles)
     if state.cuts < 2:
         return after
     rate = max(
@@ -346,10 +399,15 @@ class RateLimiter:
         min_rps: float = _MIN_RPS,
         decrease: float = _DECREASE,
         increase: float = _INCREASE,
+        others_throttled: float = 0.0,
         clock: Clock | None = None,
     ) -> None:
         self._settings = AimdSettings(
-            max_rps=float(max_rps), min_rps=min_rps, decrease=decrease, increase=increase
+            max_rps=float(max_rps),
+            min_rps=min_rps,
+            decrease=decrease,
+            increase=increase,
+            others_throttled=float(others_throttled),
         )
         # Looked up per limiter, not bound as a default, so freezegun can patch it.
         self._clock = clock if clock is not None else time.monotonic
@@ -386,6 +444,16 @@ class RateLimiter:
         with self._lock:
             self._settings = replace(self._settings, max_rps=float(value))
             self._state = raised(self._settings, self._state)
+
+    @property
+    def others_throttled(self) -> float:
+        """The share of calls other clients get throttled, whose throttles cut no rate."""
+        return self._settings.others_throttled
+
+    @others_throttled.setter
+    def others_throttled(self, value: float) -> None:
+        with self._lock:
+            self._settings = replace(self._settings, others_throttled=float(value))
 
     @property
     def rate(self) -> float:
@@ -683,26 +751,36 @@ class Budgets:
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock
         self.max_rps = DEFAULT_MAX_RPS  # the ceiling of budgets made from now on
+        self.others_throttled = 0.0  # and other clients' share they excuse
         self._lock = threading.Lock()
         self._budgets: dict[AccountKey, RateLimiter] = {}
         # Clients without account attributes are kept, so their id is not reused.
         self._pinned: dict[AccountKey, object] = {}
 
-    def of(self, client: object, max_rps: float | None = None) -> RateLimiter:
+    def of(
+        self, client: object, max_rps: float | None = None, others_throttled: float | None = None
+    ) -> RateLimiter:
         key = account_key(client)
         with self._lock:
             if max_rps is not None:
                 self.max_rps = max_rps
+            if others_throttled is not None:
+                self.others_throttled = others_throttled
             limiter = self._budgets.get(key)
             if limiter is None:
-                limiter = self._budgets[key] = RateLimiter(self.max_rps, clock=self.clock)
+                limiter = self._budgets[key] = RateLimiter(
+                    self.max_rps, others_throttled=self.others_throttled, clock=self.clock
+                )
                 if key[0] == "client":
                     self._pinned[key] = client
                 region = key[1] if key[0] == "account" else None
                 # otel: the poller.budget.rate gauge reads it
                 _otel.watch_budget(limiter, region if isinstance(region, str) else None)
-            elif max_rps is not None and limiter.max_rps != max_rps:
-                limiter.max_rps = max_rps
+            else:
+                if max_rps is not None and limiter.max_rps != max_rps:
+                    limiter.max_rps = max_rps
+                if others_throttled is not None:
+                    limiter.others_throttled = others_throttled
             return limiter
 
 
@@ -714,11 +792,15 @@ def budgets() -> Budgets:
     return _BUDGETS.get()
 
 
-def budget_for(client: object, max_rps: float | None = None) -> RateLimiter:
+def budget_for(
+    client: object, max_rps: float | None = None, *, others_throttled: float | None = None
+) -> RateLimiter:
     """The request budget of ``client``'s account in this process: one per account.
 
     Every wait that joins the process's engine books its calls here, whatever
     its front door. ``max_rps`` sets that account's budget (the last setting
-    wins) and the budget of accounts first seen after it.
+    wins) and the budget of accounts first seen after it; ``others_throttled``
+    (the share of calls other clients of the account get throttled, whose
+    throttles then cut no rate) likewise.
     """
-    return budgets().of(client, max_rps)
+    return budgets().of(client, max_rps, others_throttled)

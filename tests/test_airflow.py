@@ -812,3 +812,35 @@ def test_the_airflow_setting_poller_max_rps_sets_the_triggerer_s_budget(
     [event] = run_trigger(trigger(new_run(sim, "IN_PROGRESS", "SUCCESS")))
     assert event.payload["status"] == "success"
     assert budgets().max_rps == 3.0
+
+
+def test_the_airflow_setting_poller_others_throttled_is_the_share_the_budgets_excuse(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`AIRFLOW__POLLER__OTHERS_THROTTLED` is the share of throttles the triggerer's budgets
+    put down to other clients, as `[wait] others_throttled` is the CLI's."""
+    from poller._limiter import budgets
+
+    monkeypatch.setenv("AIRFLOW__POLLER__OTHERS_THROTTLED", "0.2")
+    [event] = run_trigger(trigger(new_run(sim, "IN_PROGRESS", "SUCCESS")))
+    assert event.payload["status"] == "success"
+    assert budgets().others_throttled == 0.2
+    assert budgets().max_rps == 10.0  # max_rps unset: poller's default
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "rule"),
+    [
+        ("AIRFLOW__POLLER__MAX_RPS", "fast", "a number of calls a second"),
+        ("AIRFLOW__POLLER__MAX_RPS", "0", "a number of calls a second"),
+        ("AIRFLOW__POLLER__OTHERS_THROTTLED", "0.7", "a share between 0 and 0.5"),
+    ],
+)
+def test_a_budget_setting_out_of_range_fails_the_trigger_with_an_error_naming_it(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, rule: str
+) -> None:
+    """A bad budget setting is one `error` event that names the setting and its rule."""
+    monkeypatch.setenv(variable, value)
+    [event] = run_trigger(trigger(new_run(sim, "SUCCESS")))
+    assert event.payload["status"] == "error"
+    assert f"({variable}) must be {rule}, not '{value}'" in event.payload["message"]

@@ -229,10 +229,34 @@ def test_max_rps_flag_sets_the_process_budget(
     assert limiter.budget_for(keep(real_sim.client())).max_rps == 7
 
 
+def test_the_budget_flags_set_the_process_budget_for_a_latest_wait_too(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-rps and --others-throttled set the account's budget whatever the wait: a
+    --latest wait left --max-rps unread (its budget stayed at 10/s)."""
+    real_sim.add_run(DOMAIN, "new", RunScript(statuses=["SUCCESS"]), job_id="job-1")
+    flags = ("--max-rps", "7", "--others-throttled", "0.2")
+    assert wait(real_sim, "--job-identifier", "job-1", "--latest", *flags) == 0
+    budget = limiter.budget_for(keep(real_sim.client()))
+    assert (budget.max_rps, budget.others_throttled) == (7, 0.2)
+
+
+@pytest.mark.parametrize("share", ["0.7", "-0.1", "lots"])
+def test_an_others_throttled_share_out_of_range_is_bad_input(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str], share: str
+) -> None:
+    """--others-throttled takes a share from 0 to 0.5: anything else is exit 2, no call."""
+    assert wait(real_sim, "--identifier", "r", "--others-throttled", share) == 2
+    assert "poller: error: --others-throttled: " in capsys.readouterr().err
+    assert real_sim.requests == []
+
+
 def test_max_rps_config_key_defaults_to_the_limiters_default() -> None:
     """wait.max_rps ships as DEFAULT_MAX_RPS and can be set from the environment."""
     assert load_settings(environ={}).max_rps == limiter.DEFAULT_MAX_RPS
     assert load_settings(environ={"POLLER_WAIT_MAX_RPS": "2.5"}).max_rps == 2.5
+    assert load_settings(environ={}).others_throttled == 0.0
+    assert load_settings(environ={"POLLER_WAIT_OTHERS_THROTTLED": "0.1"}).others_throttled == 0.1
 
 
 @pytest.mark.parametrize("timeout", ["0", "0.5s"])

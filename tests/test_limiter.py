@@ -19,6 +19,7 @@ from poller._limiter import (
     Booking,
     BudgetState,
     budget_for,
+    excused,
     fit,
     rate_at,
     succeeded,
@@ -326,7 +327,15 @@ def test_raising_max_rps_of_a_budget_never_cut_takes_effect_at_once() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_rps": 0}, {"max_rps": math.inf}, {"min_rps": 0}, {"decrease": 1}, {"increase": -1}],
+    [
+        {"max_rps": 0},
+        {"max_rps": math.inf},
+        {"min_rps": 0},
+        {"decrease": 1},
+        {"increase": -1},
+        {"others_throttled": 0.6},
+        {"others_throttled": -0.1},
+    ],
 )
 def test_bad_settings_are_rejected(kwargs: dict[str, float]) -> None:
     """A budget that cannot work is an InvalidRequestError naming the setting."""
@@ -343,6 +352,56 @@ def test_throttled_is_pure_and_keeps_the_rate_within_bounds() -> None:
     assert lowered.rate == 1.5
     assert throttled(settings, lowered, 1.0, 1.0).rate == 1
     assert rate_at(settings, lowered, 1e9) == 3
+
+
+def test_other_clients_share_excuses_as_many_throttles_as_chance_gives_it_and_no_more() -> None:
+    """Told 20 %, up to 20 % of the stretch's calls plus two binomial deviations is excused."""
+    told = AimdSettings(max_rps=40, others_throttled=0.2)
+    assert [excused(told, 1, 1), excused(told, 2, 2)] == [True, False]
+    assert [excused(told, 20, 7), excused(told, 20, 8)] == [True, False]
+    assert [excused(told, 200, 51), excused(told, 200, 52)] == [True, False]
+    assert not excused(AimdSettings(max_rps=40), 200, 1)  # not told: no throttle is excused
+
+
+@given(share=st.floats(0.0, 0.5), calls=st.integers(5, 10_000))
+def test_a_stretch_of_throttles_only_is_never_excused_past_four_calls(
+    share: float, calls: int
+) -> None:
+    """A storm or the budget's own overload cuts whatever share other clients are told to
+    have: five throttles in a row are never within it."""
+    assert not excused(AimdSettings(others_throttled=share), calls, calls)
+
+
+def test_a_budget_told_of_other_clients_throttles_keeps_its_rate_through_their_share() -> None:
+    """Told 20 %, a 40/s budget keeps 40/s through one throttle in five calls, and a run of
+    throttles beyond that share still halves it; not told, the first throttle halves it."""
+    told = AimdSettings(max_rps=40, others_throttled=0.2)
+    state = BudgetState.start(told)
+    for i in range(50):
+        now = i * 0.025
+        if i % 5 == 4:
+            state = throttled(told, state, now, now + 0.01)
+        else:
+            state = succeeded(told, state, now + 0.01)
+        assert rate_at(told, state, now + 0.01) == 40
+    assert (state.calls, state.throttles) == (50, 10)
+    for i in range(50, 60):
+        state = throttled(told, state, i * 0.025, i * 0.025 + 0.01)
+    assert rate_at(told, state, 1.5) < 40
+    plain = AimdSettings(max_rps=40)
+    assert throttled(plain, BudgetState.start(plain), 0.0, 0.01).rate == 20
+
+
+def test_budget_for_sets_other_clients_share_on_the_accounts_budgets() -> None:
+    """``others_throttled`` is set, as ``max_rps`` is, on the account's budget and on those
+    made after it; left out, it stays as it was."""
+    url = "http://127.0.0.1:9"
+    one = budget_for(keep(make_client(url)), others_throttled=0.1)
+    assert one.others_throttled == 0.1
+    assert budget_for(keep(make_client(url)), 5).others_throttled == 0.1
+    assert budget_for(keep(make_client(url, region_name="eu-west-1"))).others_throttled == 0.1
+    budget_for(keep(make_client(url)), others_throttled=0.0)
+    assert one.others_throttled == 0.0
 
 
 def test_one_budget_per_account_and_max_rps_sets_it() -> None:

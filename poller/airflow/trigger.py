@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -38,28 +39,42 @@ _CORE = ("poller._async", "poller.poke")
 #: triggerer's request budget: GetJobRun and ListJobRuns calls a second for every trigger
 #: of the process on one account. Unset: poller's default (10/s).
 MAX_RPS_SETTING = ("poller", "max_rps")
+#: The share of calls other clients of the account get throttled (``[poller]
+#: others_throttled``, 0 to 0.5): that many throttles keep the budget's rate. Unset: 0.
+OTHERS_THROTTLED_SETTING = ("poller", "others_throttled")
+#: Each budget setting: what its value is, and the range it must fall in.
+_BUDGET_SETTINGS = {
+    MAX_RPS_SETTING: ("a number of calls a second", 0.01, math.inf),
+    OTHERS_THROTTLED_SETTING: ("a share between 0 and 0.5", 0.0, 0.5),
+}
 
 
 # Where the process keeps what `_load_core` read (`poller.testing.reset` forgets it).
 
 
-def _load_core() -> float | None:
-    """Import the core (botocore with it) and read the triggerer's budget; in a worker thread."""
+def _load_core() -> dict[str, float]:
+    """Import the core (botocore with it) and read the triggerer's budget settings (those
+    set, as `budget_for`'s keyword arguments); in a worker thread."""
     for name in _CORE:
         importlib.import_module(name)
     from airflow.configuration import conf  # noqa: PLC0415
 
-    section, key = MAX_RPS_SETTING
-    value = conf.get(section, key, fallback=None)
-    if value is None or not str(value).strip():
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise InvalidRequestError(
-            f"[{section}] {key} (AIRFLOW__{section.upper()}__{key.upper()}) must be a number "
-            f"of calls a second, not {value!r}"
-        ) from None
+    settings = {}
+    for (section, key), (what, low, high) in _BUDGET_SETTINGS.items():
+        value = conf.get(section, key, fallback=None)
+        if value is None or not str(value).strip():
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not low <= number <= high:
+            raise InvalidRequestError(
+                f"[{section}] {key} (AIRFLOW__{section.upper()}__{key.upper()}) must be {what}, "
+                f"not {value!r}"
+            )
+        settings[key] = number
+    return settings
 
 
 __all__ = [
@@ -72,7 +87,7 @@ __all__ = [
     "failure_message",
     "policy_kwargs",
     "timeout_message",
-    "triggerer_max_rps",
+    "triggerer_budget",
 ]
 
 # success: the run succeeded; failure: it ended without succeeding; error:
@@ -182,9 +197,10 @@ def ending(
     return Ending("failed", doc, failure_message(verdict, aws_conn_id))
 
 
-async def triggerer_max_rps() -> float | None:
-    """The triggerer's budget (`[poller] max_rps`; None: unset), the core loaded: read once
-    per process, in a worker thread; a trigger and an asset watcher both await it.
+async def triggerer_budget() -> dict[str, float]:
+    """The triggerer's budget settings (`[poller] max_rps` and ``others_throttled``, those
+    set), the core loaded: read once per process, in a worker thread; a trigger and an asset
+    watcher both await it, and give it to `budget_for`.
 
     A thousand triggers starting together await the same one hop, instead of
     queueing a thousand on the loop's default executor.
@@ -193,8 +209,8 @@ async def triggerer_max_rps() -> float | None:
     return await asyncio.wrap_future(future)
 
 
-def _prepare() -> Future[float | None]:
-    future: Future[float | None] = Future()
+def _prepare() -> Future[dict[str, float]]:
+    future: Future[dict[str, float]] = Future()
 
     def run() -> None:
         try:
@@ -206,7 +222,7 @@ def _prepare() -> Future[float | None]:
     return future
 
 
-_PREPARED = _home.Slot("airflow.triggerer_max_rps", _prepare)
+_PREPARED = _home.Slot("airflow.triggerer_budget", _prepare)
 
 
 class DataZoneJobRunTrigger(BaseTrigger):
@@ -311,7 +327,7 @@ class DataZoneJobRunTrigger(BaseTrigger):
             # Started in the triggerer: the clock starts with the trigger.
             self.deadline = time.time() + self.timeout
         try:
-            result = await self._wait(await triggerer_max_rps())
+            result = await self._wait(await triggerer_budget())
         except PollerError as error:  # bad IDs or settings, a client that cannot be built
             result = WaitResult.from_error(self.domain_id, self.job_run_id, error)
         except Exception as error:
@@ -326,7 +342,7 @@ class DataZoneJobRunTrigger(BaseTrigger):
         self.log.info("DataZone job run wait ended: %s", payload["message"])
         return payload
 
-    async def _wait(self, max_rps: float | None) -> WaitResult:
+    async def _wait(self, budget: dict[str, float]) -> WaitResult:
         from poller._async import async_wait_result  # noqa: PLC0415  (see _load_core)
         from poller._limiter import budget_for  # noqa: PLC0415
 
@@ -338,7 +354,7 @@ class DataZoneJobRunTrigger(BaseTrigger):
         client = await aclient_for(spec)
         # Every trigger of the triggerer joins poller's engine: one budget per
         # account for all of them, set by `[poller] max_rps` (docs/airflow.md).
-        budget_for(client, max_rps)
+        budget_for(client, **budget)
         return await async_wait_result(
             self.domain_id,
             self.job_run_id,

@@ -19,7 +19,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from poller._model import JobRunStatus
 from poller.airflow._client import DEFAULT_CONN_ID, ClientSpec, aclient_for
-from poller.airflow.trigger import triggerer_max_rps
+from poller.airflow.trigger import triggerer_budget
 from poller.errors import InvalidRequestError, PollerError
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class DataZoneJobRunWatcher(BaseEventTrigger):
             client = await aclient_for(spec)
             # Its calls book on the account's budget in this triggerer, shared with every
             # trigger there and set by the same `[poller] max_rps` (docs/airflow.md).
-            budget_for(client, await triggerer_max_rps())
+            budget_for(client, **await triggerer_budget())
             since = kwargs.get("since")
             watch = JobWatch(
                 kwargs["domain_id"],

@@ -124,6 +124,12 @@ _WAIT_SETTINGS = (
         metavar="N",
     ),
     Setting(
+        "--others-throttled",
+        ("wait", "others_throttled"),
+        "Share of calls other clients get throttled; that many throttles keep the rate [0].",
+        metavar="SHARE",
+    ),
+    Setting(
         "--timeout",
         ("wait", "timeout"),
         f"Give up waiting after D: {DURATION_HELP}; 0 checks once, none never gives up "

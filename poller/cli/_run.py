@@ -221,7 +221,12 @@ Put = Callable[["WaitResult"], None]
 
 def _waits(plan: Plan, client: Any, stop: _Stop, tracker: _Tracker, put: Put) -> None:
     """Every wait of ``plan``, on this (worker) thread; each result goes to ``put``."""
+    from poller._limiter import budget_for  # noqa: PLC0415
+
     policy = plan.settings.policy()
+    # The account's budget, for every kind of wait below (the latest run's too).
+    settings = plan.settings
+    budget_for(client, settings.max_rps, others_throttled=settings.others_throttled)
     if plan.job_id is not None:
         from poller._latest import latest_result  # noqa: PLC0415
 
@@ -257,7 +262,6 @@ def _waits(plan: Plan, client: Any, stop: _Stop, tracker: _Tracker, put: Put) ->
             ((plan.domain_id, run_id) for run_id in plan.run_ids),
             policy=policy,
             client=client,
-            max_rps=plan.settings.max_rps,
             on_result=put,
             on_step=lambda ref: tracker.on_step(ref[1]),
             cancel=stop.cancel,
