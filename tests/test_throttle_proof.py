@@ -82,6 +82,18 @@ def test_a_five_second_storm_ends_no_wait_and_every_run_is_seen_soon_after() -> 
     assert took <= 5.5 + 2 * PollPolicy().max_interval
 
 
+def test_a_storm_still_cuts_a_budget_told_the_largest_share_of_other_clients_throttles() -> None:
+    """Told that other clients get half of all calls throttled, the budget still comes down
+    in a storm: the storm throttles 25 of the fleet's calls (50 if the budget never cut),
+    and every run is seen about as soon as untold."""
+    results, sim, took = fleet(
+        30, ends=(1, 5), timeout=30, policy=PollPolicy(), storm=(0.5, 5.5), others_throttled=0.5
+    )
+    assert outcomes(results) == {Outcome.SUCCEEDED: 30}
+    assert sum(1 for r in sim.requests if r.fault == "storm") <= 30
+    assert took <= 5.5 + 2 * PollPolicy().max_interval
+
+
 def test_a_wait_whose_call_no_longer_fits_books_again_when_the_calendar_frees() -> None:
     """A storm cuts a busy budget to its floor, so the next calls of most waits do not fit
     before their 12 s deadlines; they fit again once the storm is over: none ends an error."""
