@@ -122,6 +122,13 @@ class Settings:
             history=self.history,
         )
 
+    def budget(self, client: object) -> Any:
+        """``client``'s account budget (`budget_for`), set to these ``max_rps`` and
+        ``others_throttled``."""
+        from poller._limiter import budget_for  # noqa: PLC0415  # keeps `--help` light
+
+        return budget_for(client, self.max_rps, others_throttled=self.others_throttled)
+
 
 # ---------------------------------------------------------------------------
 # Durations

@@ -241,6 +241,22 @@ def test_the_budget_flags_set_the_process_budget_for_a_latest_wait_too(
     assert (budget.max_rps, budget.others_throttled) == (7, 0.2)
 
 
+def test_a_watch_books_on_the_budget_the_settings_set(
+    real_sim: Simulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`poller watch` takes `[wait] max_rps` and `others_throttled` as `poller wait` does (it
+    booked on poller's default budget whatever they said)."""
+    monkeypatch.setenv("POLLER_WAIT_MAX_RPS", "7")
+    monkeypatch.setenv("POLLER_WAIT_OTHERS_THROTTLED", "0.2")
+    real_sim.add_scheduled_runs(DOMAIN, "job-1", [(0.0, 0.1, "SUCCESS")])
+    code = main(["watch", "--domain-identifier", DOMAIN, "--job-identifier", "job-1",
+                 "--count", "1", "--since", "0", "--interval", "0.2",
+                 "--endpoint-url", real_sim.endpoint_url])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    budget = limiter.budget_for(keep(real_sim.client()))
+    assert (budget.max_rps, budget.others_throttled) == (7, 0.2)
+
+
 @pytest.mark.parametrize("share", ["0.7", "-0.1", "lots"])
 def test_an_others_throttled_share_out_of_range_is_bad_input(
     real_sim: Simulator, capsys: pytest.CaptureFixture[str], share: str

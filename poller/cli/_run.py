@@ -221,12 +221,8 @@ Put = Callable[["WaitResult"], None]
 
 def _waits(plan: Plan, client: Any, stop: _Stop, tracker: _Tracker, put: Put) -> None:
     """Every wait of ``plan``, on this (worker) thread; each result goes to ``put``."""
-    from poller._limiter import budget_for  # noqa: PLC0415
-
     policy = plan.settings.policy()
-    # The account's budget, for every kind of wait below (the latest run's too).
-    settings = plan.settings
-    budget_for(client, settings.max_rps, others_throttled=settings.others_throttled)
+    plan.settings.budget(client)  # the account's, for every kind of wait below
     if plan.job_id is not None:
         from poller._latest import latest_result  # noqa: PLC0415
 

@@ -322,6 +322,7 @@ def _work(plan: _Plan, items: queue.Queue[Any], stop: threading.Event) -> None:
                 read_timeout=s.read_timeout,
             )
         )
+        s.budget(client)  # the account's, as `poller wait` sets it
         stream = watch_job_runs(
             plan.domain_id,
             plan.job_id,
