@@ -13,6 +13,7 @@ import re
 import ssl
 import traceback
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ import botocore.exceptions as bce
 import botocore.handlers
 import botocore.loaders
 import botocore.session
+import botocore.utils
 from botocore.config import Config
 from botocore.parsers import ResponseParserError
 
@@ -291,7 +293,27 @@ def _session(profile_name: str | None) -> botocore.session.Session:
     data_path = session.get_config_variable("data_path")
     paths = data_path.split(os.pathsep) if data_path else []
     session.register_component("data_loader", _DataZoneLoader(extra_search_paths=paths))
+    parsers = session.get_component("response_parser_factory")
+    parsers.set_parser_defaults(timestamp_parser=utc_timestamp)
     return session
+
+
+def utc_timestamp(value: object) -> datetime:
+    """A response's timestamp as botocore reads it, but epoch seconds straight to UTC.
+
+    DataZone sends epoch seconds; botocore's own parser makes each a datetime in
+    the local zone through dateutil (a fifth of the CPU of reading a listing of
+    ten runs), which `JobRun` then turns into UTC. Anything else (a string, an
+    epoch the platform cannot convert) goes to botocore's parser, as before.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            pass
+    # Typed for strings, botocore's parser takes what a response holds (numbers too).
+    parsed: datetime = botocore.utils.parse_timestamp(cast(str, value))
+    return parsed
 
 
 def fetch_job_run(client: JobRunClient, domain_id: str, job_run_id: str) -> JobRun:

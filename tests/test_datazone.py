@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 import botocore.session
@@ -473,3 +474,21 @@ def test_an_error_the_edge_does_not_know_leaves_list_job_runs_as_itself() -> Non
 
     with pytest.raises(KeyError):
         list_job_runs(Broken(), DOMAIN, "job-1")
+
+
+def test_a_client_poller_builds_reads_epoch_timestamps_as_utc_at_the_same_instant(
+    real_sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DataZone's epoch seconds become UTC datetimes (botocore's own parser made local ones
+    through dateutil, a fifth of a listing's CPU): the same instants, and a user's client,
+    left as it is, still reads them botocore's way."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    real_sim.add_run(DOMAIN, "r", RunScript(statuses=["SUCCESS"]), job_id="job-1")
+    ours = build_client(region_name="us-east-1", endpoint_url=real_sim.endpoint_url)
+    theirs = keep(real_sim.client())
+    mine = ours.get_job_run(domainIdentifier=DOMAIN, identifier="r")["createdAt"]
+    botocores = theirs.get_job_run(domainIdentifier=DOMAIN, identifier="r")["createdAt"]
+    assert mine.tzinfo is UTC
+    assert botocores.tzinfo is not UTC
+    assert mine == botocores
