@@ -553,15 +553,23 @@ class RateLimiter:
         For a booking moved later than it was made (by a throttle's respacing
         or urgent calls): the calls booked before it may have been given back
         since. Only a free time is taken: no other booking moves, urgent or not.
+        The search starts at the packed mark and moves it, as `reserve`'s does:
+        a saturated calendar's thousands of bookings each look every `RECHECK`
+        seconds, and a search through the calendar each time made a fleet of
+        them quadratic.
         """
         with self._lock:
             now = self._clock()
             spacing = self._spacing(now)
             at = self._times[booking]
-            wanted = max(due, now, self._state.not_before, self._went + spacing)
-            if wanted >= at:
+            floor = max(now, self._state.not_before, self._went + spacing)
+            wanted = max(due, floor)
+            start = max(wanted, self._packed_until)
+            if start >= at:
                 return at
-            t, _ = fit(self._booked, wanted, spacing)
+            t, _ = fit(self._booked, start, spacing)
+            if wanted <= max(self._packed_until, floor):
+                self._packed_until = t  # booked times only from the mark (or floor) to t
             if t >= at or (booking.latest is not None and t > booking.latest):
                 return at
             i = self._index(booking)
