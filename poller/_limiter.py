@@ -475,6 +475,10 @@ class RateLimiter:
         """The time ``booking`` has now (it may have moved since it was made)."""
         return self._times[booking]
 
+    def packed(self, t: float) -> bool:
+        """True when no free time lies between the budget's floor and ``t`` (the packed mark)."""
+        return t <= self._packed_until
+
     def lost(self, booking: Booking) -> bool:
         """True when ``booking`` was moved past its ``latest``: that call will not happen."""
         return booking.latest is not None and self._times[booking] > booking.latest
@@ -657,8 +661,10 @@ class RateLimiter:
             self.succeeded()
 
 
-#: A booking moved this much past the time it got looks for a sooner free time this often (s).
+#: A booking moved this much past the time it got looks for a sooner free time this often (s),
+#: then twice as late each time it finds none, up to this many times as late.
 RECHECK = 2.0
+_RECHECK_GROWS = 4
 
 
 async def until_booked(
@@ -680,7 +686,9 @@ async def until_booked(
     `RateLimiter.claim`) or, for a booking more than ``recheck`` past
     ``asked`` (the time it was asked for), sooner: such a booking looks for a
     free time at or after ``asked`` every ``recheck`` seconds
-    (`RateLimiter.sooner`), since calls booked before it may have been given back.
+    (`RateLimiter.sooner`), since calls booked before it may have been given back;
+    twice as late each time the calendar is packed up to it (`RateLimiter.packed`),
+    up to `_RECHECK_GROWS` times ``recheck``.
     Cancelled, it gives the booking back: a waiter that is gone makes no call.
     """
     try:
@@ -699,12 +707,19 @@ async def _until_booked(
     news: asyncio.Future[Any] | None,
     recheck: float,
 ) -> float | None:
+    every = recheck / 2  # the first look at a packed calendar sleeps `recheck`
     while news is None or not news.done():
         now = clock()
         at = limiter.at(booking)
         moved = at > max(asked, now) + recheck
         if moved:  # a lost one too: a time before its latest may be free again
-            at = limiter.sooner(booking, asked)
+            sooner = limiter.sooner(booking, asked)
+            # Packed up to it (no free time before it): look again twice as late, since
+            # a saturated calendar's thousands of bookings each woke every `recheck`.
+            # Else (moved sooner, or the calendar may have loosened) as often as at first.
+            packed = sooner == at and limiter.packed(at)
+            every = min(2 * every, _RECHECK_GROWS * recheck) if packed else recheck
+            at = sooner
         if limiter.lost(booking):
             return None
         if (delay := at - now) <= 0:
@@ -713,7 +728,7 @@ async def _until_booked(
                 return granted
             continue  # late, and moved a spacing past the call that just went
         if moved:
-            delay = min(delay, recheck)
+            delay = min(delay, every)
         if news is None:
             await sleep(delay)
             continue

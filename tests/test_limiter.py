@@ -619,6 +619,23 @@ def test_a_booking_pushed_well_past_its_time_takes_a_slot_given_back_while_it_sl
     assert clock.sleeps == [2.0]
 
 
+def test_a_booking_behind_a_packed_calendar_looks_for_a_sooner_time_less_and_less_often() -> None:
+    """`until_booked` at 1/s behind 30 calls booked back to back: it looks again after 2, 4,
+    then every 8 s, not every 2 s (a saturated budget's thousands of bookings woke every
+    2 s each: most of a 2,000-wait process's CPU), and goes at its time."""
+    clock = FakeTime(now=0.0)
+    limiter = RateLimiter(1, clock=clock)
+    for _ in range(30):
+        limiter.reserve(0.0)
+    pushed = limiter.reserve(0.0)
+    assert pushed is not None
+    went = asyncio.run(
+        until_booked(limiter, pushed, asked=0.0, clock=clock, sleep=clock.async_sleep)
+    )
+    assert went == 30.0
+    assert clock.sleeps == [2.0, 4.0, 8.0, 8.0, 8.0]
+
+
 def test_calls_whose_times_passed_while_the_loop_was_held_go_out_spaced_not_together() -> None:
     """Five calls booked 0.2 s apart, the loop held up 1.5 s: they go 0.2 s apart from then on.
 
