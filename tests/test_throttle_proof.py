@@ -123,7 +123,7 @@ def test_a_budget_told_other_clients_share_sees_the_fleet_nearly_as_soon_as_on_a
 ) -> None:
     """150 runs, a 40/s server throttling ``others`` of every call at random, a budget told
     ``others_throttled``: every run seen within ``bound`` times the healthy fleet's time
-    (untold, the budget's cuts take it to 3.6x and 5.9x: one process cannot tell others'
+    (untold, the budget's cuts take it to 3.7x and 6.0x: one process cannot tell others'
     throttles from its own overload, so the user tells it)."""
     background = functools.partial(fleet, 150, ends=(2, 8), timeout=600, max_rps=40, server_rps=40)
     _, _, healthy = background()
