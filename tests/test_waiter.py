@@ -7,7 +7,9 @@ test_aio.py holds the async one's.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import warnings
 from typing import Any
 
 import pytest
@@ -41,7 +43,7 @@ from poller import (
     wait_for_job_run,
 )
 from poller._waiter import wait_result
-from poller.testing import Fault, Lineage, RunScript, Seams, Simulator
+from poller.testing import Fault, Lineage, RunScript, Seams, Simulator, VirtualClock, run_virtual
 
 # -- through both front doors ----------------------------------------------------
 
@@ -437,3 +439,19 @@ def test_under_freezegun_with_a_ticking_sleep(sim: Simulator, client: Any) -> No
             seams=Seams(sleep=frozen.tick),
         )
     assert result.waited_s == 5.0  # 2 s then 3 s, on the frozen clock
+
+
+def test_a_virtual_loop_closes_with_its_executor_joined_and_its_time_where_it_was() -> None:
+    """`run_virtual` joins the default executor's threads at close in real time, time
+    standing still (on Python 3.12+ the join's 300 s timeout lapsed at once on the loop's
+    time: the clock jumped 300 s and the threads were left behind with a RuntimeWarning)."""
+
+    async def main() -> int:
+        return await asyncio.to_thread(int)
+
+    for _ in range(5):
+        clock = VirtualClock()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert run_virtual(main(), clock) == 0
+        assert clock.now == 1000.0
