@@ -21,6 +21,7 @@ from poller.errors import InvalidRequestError
 
 __all__ = [
     "KEYS",
+    "RANGES",
     "ConfigError",
     "Kind",
     "Settings",
@@ -224,7 +225,8 @@ def _convert(kind: Kind, value: object, *, from_text: bool) -> Any:
     return value.lower() if kind in (Kind.LOG_FORMAT, Kind.LOG_LEVEL) else value
 
 
-_RANGES: Final[Mapping[tuple[str, str], tuple[float, float, str]]] = {
+#: (section, key) -> the lowest and highest value allowed, and the rule said when outside.
+RANGES: Final[Mapping[tuple[str, str], tuple[float, float, str]]] = {
     ("wait", "multiplier"): (1.0, math.inf, "must be >= 1"),
     ("wait", "jitter"): (0.0, 1.0, "must be between 0 and 1"),
     # A budget of 0 calls a second would never poll; the smallest useful one is tiny.
@@ -240,7 +242,7 @@ def _checked(section: str, key: str, value: object, *, where: str, from_text: bo
         typed = _convert(kind, value, from_text=from_text)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    low, high, rule = _RANGES.get((section, key), (-math.inf, math.inf, ""))
+    low, high, rule = RANGES.get((section, key), (-math.inf, math.inf, ""))
     if rule and not (low <= typed <= high):
         raise ConfigError(f"{where}: {rule}, got {value!r}")
     return typed

@@ -79,6 +79,7 @@ __all__ = [
     "excused",
     "fit",
     "fit_urgent",
+    "next_look",
     "raised",
     "rate_at",
     "respace",
@@ -667,6 +668,18 @@ RECHECK = 2.0
 _RECHECK_GROWS = 4
 
 
+def next_look(every: float, recheck: float, *, packed: bool) -> float:
+    """How long a booking moved well past its time sleeps before it looks for a sooner free
+    time again, after sleeping ``every`` before this look.
+
+    ``packed``: the look found none, the calendar packed up to the booking (no free time
+    before it until the calendar loosens): twice as late, up to `_RECHECK_GROWS` times
+    ``recheck``, since a saturated calendar's thousands of bookings each woke every
+    ``recheck``. Else (it moved sooner, or the calendar may have loosened): ``recheck``.
+    """
+    return min(2 * every, _RECHECK_GROWS * recheck) if packed else recheck
+
+
 async def until_booked(
     limiter: RateLimiter,
     booking: Booking,
@@ -714,11 +727,7 @@ async def _until_booked(
         moved = at > max(asked, now) + recheck
         if moved:  # a lost one too: a time before its latest may be free again
             sooner = limiter.sooner(booking, asked)
-            # Packed up to it (no free time before it): look again twice as late, since
-            # a saturated calendar's thousands of bookings each woke every `recheck`.
-            # Else (moved sooner, or the calendar may have loosened) as often as at first.
-            packed = sooner == at and limiter.packed(at)
-            every = min(2 * every, _RECHECK_GROWS * recheck) if packed else recheck
+            every = next_look(every, recheck, packed=sooner == at and limiter.packed(at))
             at = sooner
         if limiter.lost(booking):
             return None

@@ -21,6 +21,7 @@ from poller._limiter import (
     budget_for,
     excused,
     fit,
+    next_look,
     rate_at,
     succeeded,
     throttled,
@@ -617,6 +618,15 @@ def test_a_booking_pushed_well_past_its_time_takes_a_slot_given_back_while_it_sl
     went = asyncio.run(until_booked(limiter, pushed, asked=0.0, clock=clock, sleep=sleep))
     assert (went, clock.now) == (2.0, 2.0)
     assert clock.sleeps == [2.0]
+
+
+def test_the_next_look_doubles_behind_a_packed_calendar_up_to_four_rechecks_else_resets() -> None:
+    """Packed: 1 -> 2 -> 4 -> 8 -> 8 s for a 2 s recheck; anything else: back to 2 s."""
+    looks = [1.0]
+    for _ in range(4):
+        looks.append(next_look(looks[-1], 2.0, packed=True))
+    assert looks == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert next_look(8.0, 2.0, packed=False) == 2.0
 
 
 def test_a_booking_behind_a_packed_calendar_looks_for_a_sooner_time_less_and_less_often() -> None:

@@ -42,10 +42,10 @@ MAX_RPS_SETTING = ("poller", "max_rps")
 #: The share of calls other clients of the account get throttled (``[poller]
 #: others_throttled``, 0 to 0.5): that many throttles keep the budget's rate. Unset: 0.
 OTHERS_THROTTLED_SETTING = ("poller", "others_throttled")
-#: Each budget setting: what its value is, and the range it must fall in.
+#: Each budget setting: what its value is (its range is the CLI's `[wait]` key's).
 _BUDGET_SETTINGS = {
-    MAX_RPS_SETTING: ("a number of calls a second", 0.01, math.inf),
-    OTHERS_THROTTLED_SETTING: ("a share between 0 and 0.5", 0.0, 0.5),
+    MAX_RPS_SETTING: "a number of calls a second",
+    OTHERS_THROTTLED_SETTING: "a share between 0 and 0.5",
 }
 
 
@@ -59,8 +59,11 @@ def _load_core() -> dict[str, float]:
         importlib.import_module(name)
     from airflow.configuration import conf  # noqa: PLC0415
 
+    from poller._config import RANGES  # noqa: PLC0415
+
     settings = {}
-    for (section, key), (what, low, high) in _BUDGET_SETTINGS.items():
+    for (section, key), what in _BUDGET_SETTINGS.items():
+        low, high, _ = RANGES["wait", key]
         value = conf.get(section, key, fallback=None)
         if value is None or not str(value).strip():
             continue
