@@ -84,10 +84,10 @@ from poller._runtime import (
     CALL_WORKERS,
     CANCEL_POLL,
     AsyncSleep,
-    CallPool,
     Clock,
     Seams,
     TurnExpired,
+    account_pool,
     async_drive,
     shared_executor,
 )
@@ -986,7 +986,6 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._fleets: dict[AccountKey, Fleet] = {}
-        self._pools: list[CallPool] = []
         # Cancel events of blocking callers, and async callers' loops (a loop closed under
         # a wait it no longer awaits stops it), looked at by one ticker (`_tick`).
         self._stops: dict[threading.Event | asyncio.AbstractEventLoop, set[asyncio.Task[Any]]] = {}
@@ -1029,13 +1028,14 @@ class Engine:
         key = account_key(client)
         fleet = self._fleets.get(key)
         if fleet is None:
-            # A call pool per account: calls stuck on one account's endpoint never take
+            # The account's call pool: calls stuck on one account's endpoint never take
             # another account's workers (the pool replaces a stuck worker only when its
             # wait gives the call up).
-            pool = CallPool(CALL_WORKERS, "poller-call")
-            self._pools.append(pool)
             fleet = self._fleets[key] = Fleet(
-                limiter=budget_for(client), clock=self.clock, sleep=self.sleep, executor=pool
+                limiter=budget_for(client),
+                clock=self.clock,
+                sleep=self.sleep,
+                executor=account_pool(key),
             )
         return fleet
 
@@ -1127,8 +1127,6 @@ class Engine:
         except RuntimeError:
             return  # closed already
         thread.join(timeout=2.0)
-        for pool in self._pools:
-            pool.close()
 
 
 class Submitted(Generic[_T]):

@@ -20,7 +20,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -47,6 +47,7 @@ __all__ = [
     "SleptClock",
     "TurnExpired",
     "Unset",
+    "account_pool",
     "async_call",
     "async_drive",
     "interruptible",
@@ -418,6 +419,36 @@ _EXECUTOR = _home.Slot("executor", lambda: CallPool(CALL_WORKERS, "poller-call")
 def shared_executor() -> Executor:
     """The process-wide pool the blocking boto3 calls run in (kept in `_home`)."""
     return _EXECUTOR.get()
+
+
+class _Pools(dict[Hashable, CallPool]):
+    """The call pool of each account (kept in `_home`); closed with the home."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        for pool in self.values():
+            pool.close()
+
+
+_POOLS = _home.Slot("pools", _Pools)
+
+
+def account_pool(account: Hashable) -> CallPool:
+    """The call pool of ``account`` (`_limiter.account_key`), one per account in the process.
+
+    Every call the process makes on the account runs here, whatever made it
+    (a wait's GetJobRun, a listing, a watcher's calls): calls hung on one
+    account's endpoint never hold the workers another account's calls need.
+    """
+    pools = _POOLS.get()
+    with pools.lock:
+        pool = pools.get(account)
+        if pool is None:
+            pool = pools[account] = CallPool(CALL_WORKERS, "poller-call")
+        return pool
 
 
 # What botocore reads to resolve a client that is not given these explicitly.

@@ -54,10 +54,10 @@ from poller._announce import (
 from poller._announce import settle as settle_ledger
 from poller._datazone import classify, fetch_job_run
 from poller._history import list_runs
-from poller._limiter import RateLimiter, budget_for, until_booked
+from poller._limiter import RateLimiter, account_key, budget_for, until_booked
 from poller._model import JobRun, WaitResult
 from poller._policy import FaultKind, Jitter, PollPolicy, WaitState, fail
-from poller._runtime import AsyncSleep, Clock, resolve_client, shared_executor
+from poller._runtime import AsyncSleep, Clock, account_pool, resolve_client
 from poller.errors import InvalidRequestError, JobRunNotFoundError
 
 __all__ = [
@@ -319,7 +319,10 @@ class JobWatch:
     async def _call(self, operation: str, fn: Callable[..., _T], *args: Any) -> _T:
         """One call on the budget, retried as the core's policy says (`_policy.fail`)."""
         loop = asyncio.get_running_loop()
-        executor = self.executor if self.executor is not None else shared_executor()
+        # The account's pool: a listing hung on one account's endpoint holds none of another's.
+        executor = (
+            self.executor if self.executor is not None else account_pool(account_key(self.client))
+        )
         state = WaitState.start(self.policy, self.budget.clock())
         while True:
             granted = await self.budget.turn(self.sleep)

@@ -18,7 +18,7 @@ from helpers import DOMAIN, child_env, keep
 from poller import Outcome, PollPolicy, _runtime, wait_for_job_runs
 from poller._latest import latest_result
 from poller._waiter import wait_result
-from poller.aio import async_wait_result
+from poller.aio import async_wait_result, watch_job_runs
 from poller.testing import Fault, RunScript, SilentServer, Simulator
 
 
@@ -206,3 +206,41 @@ def test_the_latest_run_search_shares_the_process_client_as_every_wait_does(
         waited = wait_result(DOMAIN, "run-1", policy=policy)
     assert [r.job_run_id for r in (*found, waited)] == ["run-1"] * 3
     assert len(built) == 1
+
+
+def test_hung_watchers_of_one_account_take_no_capacity_from_another_accounts_watcher() -> None:
+    """Eight job watchers whose listings hang on one endpoint leave a watcher of another
+    account free to announce its finished run at once (their calls shared one pool with every
+    account's, so it waited for the hung listings' read timeout)."""
+
+    async def first(stream: Any) -> Any:
+        try:
+            return await anext(stream)
+        finally:
+            await stream.aclose()
+
+    async def main(silent: SilentServer, sim: Simulator) -> tuple[Any, float]:
+        hung = keep(silent.client(read_timeout=30))
+        stuck = [
+            asyncio.ensure_future(first(watch_job_runs(DOMAIN, f"job-{i}", client=hung)))
+            for i in range(_runtime.CALL_WORKERS)
+        ]
+        deadline = time.monotonic() + 5
+        while len(silent.requests) < _runtime.CALL_WORKERS and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert len(silent.requests) >= _runtime.CALL_WORKERS  # the listings are out, and hang
+        started = time.monotonic()
+        healthy = watch_job_runs(DOMAIN, "job-ok", since=time.time() - 3600, client=sim.client())
+        try:
+            result = await asyncio.wait_for(first(healthy), 10)
+        finally:
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+        return result, time.monotonic() - started
+
+    with SilentServer() as silent, Simulator() as sim:
+        sim.add_run(DOMAIN, "done", RunScript(statuses=["SUCCESS"]), job_id="job-ok")
+        result, took = asyncio.run(main(silent, sim))
+    assert (result.job_run_id, result.outcome) == ("done", Outcome.SUCCEEDED)
+    assert took < 2.0
