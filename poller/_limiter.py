@@ -54,6 +54,7 @@ import bisect
 import math
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -760,8 +761,10 @@ def account_key(client: object) -> AccountKey:
     endpoint and the access key id of its credentials name that (two clients
     of one account share a key; a role assumed in another account gets
     another). The credentials are read as they stand, never refreshed for
-    this. A client without those attributes (a user's stand-in) is an
-    account of its own.
+    this, and the key they had when first seen names them for their life:
+    temporary credentials get a new key at each refresh, and the client
+    stays on its account's budget. A client without those attributes (a
+    user's stand-in) is an account of its own.
     """
     meta = getattr(client, "meta", None)
     region = getattr(meta, "region_name", None)
@@ -769,12 +772,29 @@ def account_key(client: object) -> AccountKey:
     if region is None and endpoint is None:
         return ("client", id(client))
     credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    return ("account", region, endpoint, _first_key(credentials))
+
+
+def _read_key(credentials: object) -> str | None:
     # RefreshableCredentials keep the current key in `_access_key`; reading
     # `access_key` would refresh them (a call to STS) when they near expiry.
-    access_key = getattr(credentials, "_access_key", None) or getattr(
-        credentials, "access_key", None
-    )
-    return ("account", region, endpoint, access_key if isinstance(access_key, str) else None)
+    key = getattr(credentials, "_access_key", None) or getattr(credentials, "access_key", None)
+    return key if isinstance(key, str) else None
+
+
+# The access key id each credentials object had when first seen: temporary credentials (an
+# assumed role, an instance profile, a web identity) get a new one at every refresh, and the
+# client must stay on its account's budget, fleet and call pool across it.
+_FIRST_KEYS = _home.Slot("account_first_keys", weakref.WeakKeyDictionary[object, "str | None"])
+
+
+def _first_key(credentials: object) -> str | None:
+    if credentials is None:
+        return None
+    try:
+        return _FIRST_KEYS.get().setdefault(credentials, _read_key(credentials))
+    except TypeError:  # credentials that take no weak reference: their key as it stands
+        return _read_key(credentials)
 
 
 class Budgets:

@@ -6,8 +6,11 @@ import asyncio
 import itertools
 import math
 import random
+from datetime import UTC, datetime, timedelta
 
+import botocore.session
 import pytest
+from botocore.credentials import RefreshableCredentials
 from helpers import FakeTime, keep, make_client
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +21,7 @@ from poller._limiter import (
     AimdSettings,
     Booking,
     BudgetState,
+    account_key,
     budget_for,
     excused,
     fit,
@@ -487,6 +491,33 @@ def test_one_budget_per_account_and_max_rps_sets_it() -> None:
     # A stand-in client without a region or endpoint is an account of its own.
     stand_in = object()
     assert budget_for(stand_in) is budget_for(stand_in) is not budget_for(object())
+
+
+def test_a_client_keeps_its_accounts_budget_when_its_temporary_credentials_are_refreshed() -> None:
+    """An assumed role's credentials get a new access key id at each refresh; the client stays
+    on its account's budget (each refresh made it a new budget, and a new fleet and call pool
+    that were never dropped), and its key stays its account's for other clients too."""
+    keys = itertools.count()
+
+    def fetch() -> dict[str, str]:
+        key = next(keys)
+        expiry = datetime.now(UTC) + timedelta(seconds=3600 if key else 0)  # the first expired
+        return {
+            "access_key": f"ASIAEXAMPLE{key:09d}",
+            "secret_key": "secret",
+            "token": "token",
+            "expiry_time": expiry.isoformat(),
+        }
+
+    credentials = RefreshableCredentials.create_from_metadata(fetch(), fetch, "assume-role")
+    session = botocore.session.get_session()
+    session._credentials = credentials
+    url = "http://127.0.0.1:9"
+    client = keep(session.create_client("datazone", endpoint_url=url, region_name="us-east-1"))
+    before, key = budget_for(client), account_key(client)
+    assert credentials.access_key == "ASIAEXAMPLE000000001"  # reading it refreshed them
+    assert budget_for(client) is before
+    assert account_key(client) == key
 
 
 @given(
