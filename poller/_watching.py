@@ -203,7 +203,8 @@ class JobWatch:
         # (None: no listing yet); the next listing reads back to them.
         self._going: dict[str, float] | None = None
         # Why to list before the listing's `next_listing`: a watcher needs older
-        # runs, or a run listed finished was read still going (list at `_soon`).
+        # runs, or a run listed finished was read still going (list at `_soon`, on
+        # the budget's monotonic clock).
         self._deeper = False
         self._soon = math.inf
         self._wake = asyncio.Event()
@@ -224,7 +225,7 @@ class JobWatch:
     def recheck(self) -> None:
         """A run listed finished reads still going (the listing runs ahead of GetJobRun): list
         again after ``look``, whatever the job's history says, until they agree."""
-        soon = self.wall() + self.cadence.look
+        soon = self.budget.clock() + self.cadence.look
         if soon < self._soon:
             self._soon = soon
             self._wake.set()
@@ -249,8 +250,14 @@ class JobWatch:
             await self._until(at)
 
     async def _until(self, at: float) -> None:
-        """Sleep until wall time ``at``, or until a watcher needs a deeper or sooner listing."""
-        while not self._deeper and (left := min(at, self._soon) - self.wall()) > 0:
+        """Sleep until wall time ``at``, or until a watcher needs a deeper or sooner listing.
+
+        Timed on the monotonic clock from now: a wall clock stepped back while it sleeps
+        would otherwise add the step to the sleep.
+        """
+        clock = self.budget.clock
+        until = clock() + (at - self.wall())
+        while not self._deeper and (left := min(until, self._soon) - clock()) > 0:
             self._wake.clear()
             waiter = asyncio.ensure_future(self._wake.wait())
             sleeper = asyncio.ensure_future(self.sleep(left))

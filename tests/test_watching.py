@@ -21,7 +21,7 @@ from poller import (
 from poller._announce import Cadence, Ledger
 from poller._watching import JobWatch, MemoryStore, announce, start_ledger
 from poller.aio import watch_job_runs
-from poller.testing import Fault, Simulator, VirtualClock, run_virtual
+from poller.testing import Fault, RunScript, Simulator, VirtualClock, run_virtual
 
 JOB = "job-sched"
 EPOCH = 1_700_000_000.0
@@ -437,3 +437,36 @@ def test_a_watch_started_again_right_after_break_repeats_no_run(
         return one, two
 
     assert run_virtual(main(), clock) == (ids[0], ids[1])
+
+
+def test_a_wall_clock_stepped_back_an_hour_holds_no_listing_back(
+    sim: Simulator, clock: VirtualClock
+) -> None:
+    """The watch sleeps between listings on the monotonic clock: a wall clock an hour ahead,
+    stepped back to the right time while the watch sleeps (NTP), delays no announcement (it
+    slept the hour again)."""
+    sim.add_run(
+        DOMAIN, "late", RunScript(timeline=[(0.0, "RUNNING"), (60.0, "SUCCESS")]), job_id=JOB
+    )
+    ahead = [HOUR]
+
+    async def main() -> float:
+        asyncio.get_running_loop().call_later(10, ahead.__setitem__, 0, 0.0)
+        stream = watch_job_runs(
+            DOMAIN,
+            JOB,
+            since=EPOCH - 1,
+            client=keep(sim.client()),
+            limiter=RateLimiter(10, clock=clock),
+            wall=lambda: EPOCH + clock() + ahead[0],
+            logger=QUIET,
+        )
+        result = await anext(stream)
+        await stream.aclose()
+        assert result.job_run_id == "late"
+        return clock()
+
+    seen = run_virtual(main(), clock)
+    end = sim.end_time("late")
+    assert end is not None
+    assert 0 <= seen - end <= Cadence().look + 1
