@@ -309,6 +309,9 @@ CALL_WORKERS = 8
 # replaced up to this many at once; beyond it the pool runs short rather than
 # growing without end.
 MAX_ABANDONED = 64
+# A worker with no call for this long ends (a new one starts with the next call):
+# a process that has called many accounts keeps no threads for those it no longer calls.
+IDLE_EXIT = 120.0
 
 
 class _Call(Future[Any]):
@@ -337,12 +340,20 @@ class CallPool(Executor):
     on a server that never finishes answering would hang the process. These
     are daemon threads; and a call given up while it runs (its future
     cancelled) no longer counts against the pool's ``max_workers``: a new
-    worker takes its place, and the old one ends when its call does.
+    worker takes its place, and the old one ends when its call does. A
+    worker left without a call for ``idle_exit`` seconds ends.
     """
 
-    def __init__(self, max_workers: int = CALL_WORKERS, thread_name_prefix: str = "poller-call"):
+    def __init__(
+        self,
+        max_workers: int = CALL_WORKERS,
+        thread_name_prefix: str = "poller-call",
+        *,
+        idle_exit: float = IDLE_EXIT,
+    ):
         self._size = max_workers
         self._prefix = thread_name_prefix
+        self._idle_exit = idle_exit
         self._work: queue.SimpleQueue[tuple[_Call, Callable[[], Any]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
@@ -377,7 +388,16 @@ class CallPool(Executor):
 
     def _worker(self) -> None:
         while True:
-            item = self._work.get()
+            try:
+                item = self._work.get(timeout=self._idle_exit)
+            except queue.Empty:
+                with self._lock:
+                    # A call put in meanwhile found this worker idle and started none.
+                    if self._work.empty():
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue
             with self._lock:
                 self._idle -= 1
             if item is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from helpers import DOMAIN, QUIET
 from structlog.testing import capture_logs
 
 from poller import ClientSettings, Outcome, PollPolicy, RateLimiter, WaitResult, wait_for_job_runs
-from poller._runtime import CALL_WORKERS, shared_client, shared_executor
+from poller._runtime import CALL_WORKERS, CallPool, shared_client, shared_executor
 from poller._waiter import wait_result
 from poller.aio import async_wait_for_job_runs, async_wait_result
 from poller.testing import (
@@ -157,6 +158,30 @@ def test_abandoned_calls_do_not_eat_the_call_pool() -> None:
     assert ok.outcome is Outcome.SUCCEEDED
     assert took < 5
     assert shared_executor() is shared_executor()
+
+
+def test_a_call_pools_idle_workers_end_and_the_next_call_starts_one() -> None:
+    """Workers left without a call end (a process that called many accounts kept up to
+    eight threads for each for good); a call after that still runs, and one put in just as
+    the last worker ends is not stranded."""
+    pool = CallPool(4, "idle-test", idle_exit=0.05)
+
+    def alive() -> int:
+        return sum(t.name.startswith("idle-test") for t in threading.enumerate())
+
+    gate = threading.Event()
+    calls = [pool.submit(gate.wait, 5) for _ in range(4)]
+    assert alive() == 4
+    gate.set()
+    assert all(call.result(5) for call in calls)
+    deadline = time.monotonic() + 5
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert alive() == 0
+    for _ in range(60):  # submits racing the worker's idle end: each call still runs
+        assert pool.submit(lambda: 7).result(5) == 7
+        time.sleep(random.uniform(0.04, 0.06))
+    pool.shutdown()
 
 
 def test_a_fan_out_over_its_budget_has_every_result_by_the_deadline() -> None:
