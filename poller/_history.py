@@ -163,6 +163,9 @@ class Learned:
 Key = tuple[str, str]
 Clock = Callable[[], float]
 
+# A history cache drops its stale entries once it holds more than this many.
+_PRUNE_FROM = 1024
+
 
 class HistoryCache:
     """Per-process memory of what each (domain, job) history is; thread-safe.
@@ -186,14 +189,22 @@ class HistoryCache:
         self._lock = threading.Lock()
         self._entries: dict[Key, tuple[Learned, float]] = {}
         self._fetching: set[Key] = set()
+        # Past this many entries, `put` drops the stale ones (then sets it to twice the rest).
+        self._prune_at = _PRUNE_FROM
+
+    def __len__(self) -> int:
+        """How many jobs it remembers, fresh or not yet dropped."""
+        return len(self._entries)
+
+    def _alive(self, entry: tuple[Learned, float], now: float) -> bool:
+        learned, at = entry
+        return now - at < (self._fresh_for if learned.history is not None else self._retry_after)
 
     def _fresh(self, key: Key) -> Learned | None:
         entry = self._entries.get(key)
-        if entry is None:
+        if entry is None or not self._alive(entry, self._clock()):
             return None
-        learned, at = entry
-        age = self._fresh_for if learned.history is not None else self._retry_after
-        return learned if self._clock() - at < age else None
+        return entry[0]
 
     def get(self, key: Key) -> Learned | None:
         """What is known of this job while it is fresh, else None."""
@@ -209,10 +220,15 @@ class HistoryCache:
             return True
 
     def put(self, key: Key, learned: Learned) -> None:
-        """Remember what a fetch found; ends the caller's claim."""
+        """Remember what a fetch found; ends the caller's claim. Stale entries are dropped
+        as they pile up, so a process that waits on ever new jobs keeps only the fresh."""
         with self._lock:
-            self._entries[key] = (learned, self._clock())
+            now = self._clock()
+            self._entries[key] = (learned, now)
             self._fetching.discard(key)
+            if len(self._entries) > self._prune_at:
+                self._entries = {k: e for k, e in self._entries.items() if self._alive(e, now)}
+                self._prune_at = max(_PRUNE_FROM, 2 * len(self._entries))
 
     def release(self, key: Key) -> None:
         """Give a claim up without a result (the wait was cancelled)."""

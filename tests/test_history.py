@@ -191,6 +191,23 @@ def test_the_cache_keeps_a_history_while_fresh_and_a_failure_for_less() -> None:
     assert FRESH_FOR > 0
 
 
+def test_the_cache_drops_stale_jobs_as_they_pile_up_and_keeps_the_fresh() -> None:
+    """A process that waits on ever new jobs keeps only the fresh ones (every job it ever
+    looked up was kept for its life)."""
+    clock = FakeTime(now=0.0)
+    cache = HistoryCache(clock=clock.clock, fresh_for=100, retry_after=10)
+    for i in range(3000):
+        cache.put(("d", f"old-{i}"), Learned(JobHistory(tuple(TEN_MINUTES))))
+        clock.now += 0.01  # 30 s in all: every one of them still fresh
+    assert len(cache) == 3000
+    clock.now = 200  # every old one stale
+    for i in range(3000):
+        cache.put(("d", f"new-{i}"), Learned(None, "denied"))
+    assert len(cache) == 3000  # the new ones only
+    assert cache.get(("d", "new-0")) is not None
+    assert cache.get(("d", "old-2999")) is None
+
+
 # -- waits against the simulator --------------------------------------------
 
 
