@@ -758,13 +758,14 @@ def account_key(client: object) -> AccountKey:
     """The throttling domain of ``client``'s calls, as near as poller can tell without a call.
 
     DataZone throttles per account and region: a boto3 client's region, its
-    endpoint and the access key id of its credentials name that (two clients
-    of one account share a key; a role assumed in another account gets
-    another). The credentials are read as they stand, never refreshed for
-    this, and the key they had when first seen names them for their life:
-    temporary credentials get a new key at each refresh, and the client
-    stays on its account's budget. A client without those attributes (a
-    user's stand-in) is an account of its own.
+    endpoint and its credentials' account id (botocore knows it for an
+    assumed role, or when configured) or else their access key id name that
+    (two clients of one account share a key; a role assumed in another
+    account gets another). The credentials are read as they stand, never
+    refreshed for this, and what they named when first seen names them for
+    their life: temporary credentials get a new key at each refresh, and the
+    client stays on its account's budget. A client without those attributes
+    (a user's stand-in) is an account of its own.
     """
     meta = getattr(client, "meta", None)
     region = getattr(meta, "region_name", None)
@@ -776,15 +777,23 @@ def account_key(client: object) -> AccountKey:
 
 
 def _read_key(credentials: object) -> str | None:
-    # RefreshableCredentials keep the current key in `_access_key`; reading
-    # `access_key` would refresh them (a call to STS) when they near expiry.
+    """The credentials' account id if they know it, else their access key id."""
+    # RefreshableCredentials keep the current key in `_access_key` and the account in
+    # `_account_id`; reading `access_key` or `account_id` would refresh them (a call to
+    # STS) when they near expiry. Deferred ones load here, once.
     key = getattr(credentials, "_access_key", None) or getattr(credentials, "access_key", None)
+    if hasattr(credentials, "_account_id"):
+        account = getattr(credentials, "_account_id", None)
+    else:
+        account = getattr(credentials, "account_id", None)
+    if isinstance(account, str) and account:
+        return account
     return key if isinstance(key, str) else None
 
 
-# The access key id each credentials object had when first seen: temporary credentials (an
-# assumed role, an instance profile, a web identity) get a new one at every refresh, and the
-# client must stay on its account's budget, fleet and call pool across it.
+# What each credentials object named when first seen: temporary credentials (an assumed
+# role, an instance profile, a web identity) get a new key at every refresh, and the client
+# must stay on its account's budget, fleet and call pool across it.
 _FIRST_KEYS = _home.Slot("account_first_keys", weakref.WeakKeyDictionary[object, "str | None"])
 
 
@@ -793,7 +802,7 @@ def _first_key(credentials: object) -> str | None:
         return None
     try:
         return _FIRST_KEYS.get().setdefault(credentials, _read_key(credentials))
-    except TypeError:  # credentials that take no weak reference: their key as it stands
+    except TypeError:  # credentials that take no weak reference: as they stand
         return _read_key(credentials)
 
 

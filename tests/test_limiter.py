@@ -7,10 +7,11 @@ import itertools
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import botocore.session
 import pytest
-from botocore.credentials import RefreshableCredentials
+from botocore.credentials import Credentials, RefreshableCredentials
 from helpers import FakeTime, keep, make_client
 from hypothesis import given
 from hypothesis import strategies as st
@@ -518,6 +519,21 @@ def test_a_client_keeps_its_accounts_budget_when_its_temporary_credentials_are_r
     assert credentials.access_key == "ASIAEXAMPLE000000001"  # reading it refreshed them
     assert budget_for(client) is before
     assert account_key(client) == key
+
+
+def test_clients_whose_credentials_name_one_account_share_its_budget_whatever_their_keys() -> None:
+    """Two sessions of one assumed role hold different temporary keys of one account: one
+    budget (a budget each, as two accounts); another account's credentials get their own."""
+    url = "http://127.0.0.1:9"
+
+    def client(key: str, account: str) -> Any:
+        session = botocore.session.get_session()
+        session._credentials = Credentials(key, "secret", "token", account_id=account)
+        return keep(session.create_client("datazone", endpoint_url=url, region_name="us-east-1"))
+
+    one = budget_for(client("ASIAONE", "111122223333"))
+    assert budget_for(client("ASIATWO", "111122223333")) is one
+    assert budget_for(client("ASIAONE", "444455556666")) is not one
 
 
 @given(
