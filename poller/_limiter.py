@@ -800,8 +800,11 @@ _FIRST_KEYS = _home.Slot("account_first_keys", weakref.WeakKeyDictionary[object,
 def _first_key(credentials: object) -> str | None:
     if credentials is None:
         return None
+    keys = _FIRST_KEYS.get()
     try:
-        return _FIRST_KEYS.get().setdefault(credentials, _read_key(credentials))
+        if credentials in keys:
+            return keys[credentials]
+        return keys.setdefault(credentials, _read_key(credentials))
     except TypeError:  # credentials that take no weak reference: as they stand
         return _read_key(credentials)
 
