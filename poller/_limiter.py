@@ -762,10 +762,12 @@ def account_key(client: object) -> AccountKey:
     assumed role, or when configured) or else their access key id name that
     (two clients of one account share a key; a role assumed in another
     account gets another). The credentials are read as they stand, never
-    refreshed for this, and what they named when first seen names them for
-    their life: temporary credentials get a new key at each refresh, and the
-    client stays on its account's budget. A client without those attributes
-    (a user's stand-in) is an account of its own.
+    loaded nor refreshed for this (that is a call to STS, and this runs on
+    the engine's thread too): credentials not loaded yet name themselves.
+    What they named when first seen names them for their life: temporary
+    credentials get a new key at each refresh, and the client stays on its
+    account's budget. A client without those attributes (a user's stand-in)
+    is an account of its own.
     """
     meta = getattr(client, "meta", None)
     region = getattr(meta, "region_name", None)
@@ -776,25 +778,25 @@ def account_key(client: object) -> AccountKey:
     return ("account", region, endpoint, _first_key(credentials))
 
 
-def _read_key(credentials: object) -> str | None:
-    """The credentials' account id if they know it, else their access key id."""
+def _read_key(credentials: object) -> str:
+    """The credentials' account id if they know it, else their access key id, else (not
+    loaded yet) the credentials themselves."""
     # RefreshableCredentials keep the current key in `_access_key` and the account in
-    # `_account_id`; reading `access_key` or `account_id` would refresh them (a call to
-    # STS) when they near expiry. Deferred ones load here, once.
-    key = getattr(credentials, "_access_key", None) or getattr(credentials, "access_key", None)
-    if hasattr(credentials, "_account_id"):
-        account = getattr(credentials, "_account_id", None)
-    else:
-        account = getattr(credentials, "account_id", None)
+    # `_account_id`; reading `access_key` or `account_id` would load or refresh them (a
+    # call to STS) on whichever thread asks, the engine's included: never here.
+    own = "_access_key" if hasattr(credentials, "_access_key") else "access_key"
+    key = getattr(credentials, own, None)
+    own = "_account_id" if hasattr(credentials, "_account_id") else "account_id"
+    account = getattr(credentials, own, None)
     if isinstance(account, str) and account:
         return account
-    return key if isinstance(key, str) else None
+    return key if isinstance(key, str) and key else f"credentials@{id(credentials):x}"
 
 
 # What each credentials object named when first seen: temporary credentials (an assumed
 # role, an instance profile, a web identity) get a new key at every refresh, and the client
 # must stay on its account's budget, fleet and call pool across it.
-_FIRST_KEYS = _home.Slot("account_first_keys", weakref.WeakKeyDictionary[object, "str | None"])
+_FIRST_KEYS = _home.Slot("account_first_keys", weakref.WeakKeyDictionary[object, str])
 
 
 def _first_key(credentials: object) -> str | None:

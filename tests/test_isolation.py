@@ -9,14 +9,18 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
+from botocore.credentials import DeferredRefreshableCredentials
 from helpers import DOMAIN, child_env, keep
 
 from poller import Outcome, PollPolicy, _runtime, wait_for_job_runs
 from poller._latest import latest_result
+from poller._limiter import account_key
 from poller._waiter import wait_result
 from poller.aio import async_wait_result, watch_job_runs
 from poller.testing import Fault, RunScript, SilentServer, Simulator
@@ -244,3 +248,51 @@ def test_hung_watchers_of_one_account_take_no_capacity_from_another_accounts_wat
         result, took = asyncio.run(main(silent, sim))
     assert (result.job_run_id, result.outcome) == ("done", Outcome.SUCCEEDED)
     assert took < 2.0
+
+
+def test_credentials_loading_slowly_for_one_account_hold_up_no_other_accounts_wait() -> None:
+    """An assumed role's credentials load on first use (a call to STS): that happens in the
+    call's worker, and a wait on another account reads its finished run at once (they loaded
+    on the engine's own thread, every wait of the process stalled behind the load)."""
+    loaded_in: list[str] = []
+
+    def fetch() -> dict[str, str]:
+        loaded_in.append(threading.current_thread().name)
+        time.sleep(2)  # STS, slow today
+        expiry = datetime.now(UTC) + timedelta(hours=1)
+        return {
+            "access_key": "ASIASLOW",
+            "secret_key": "s",
+            "token": "t",
+            "expiry_time": expiry.isoformat(),
+        }
+
+    policy = PollPolicy(timeout=10, interval=0.5, history=False)
+    with Simulator() as slow_sim, Simulator() as sim:
+        slow_sim.add_run(DOMAIN, "slow", RunScript(statuses=["SUCCESS"]))
+        sim.add_run(DOMAIN, "done", RunScript(statuses=["SUCCESS"]))
+        session = botocore.session.get_session()
+        session._credentials = DeferredRefreshableCredentials(fetch, "assume-role")
+        slow = keep(
+            session.create_client(
+                "datazone", endpoint_url=slow_sim.endpoint_url, region_name="us-east-1"
+            )
+        )
+        key = account_key(slow)
+        assert not loaded_in  # naming its account loads nothing
+        waiting = threading.Thread(
+            target=wait_result, args=(DOMAIN, "slow"), kwargs={"client": slow, "policy": policy}
+        )
+        waiting.start()
+        deadline = time.monotonic() + 5
+        while not loaded_in and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        result = wait_result(DOMAIN, "done", client=keep(sim.client()), policy=policy)
+        took = time.monotonic() - started
+        waiting.join()
+    assert result.outcome is Outcome.SUCCEEDED
+    assert took < 1.0
+    assert loaded_in
+    assert not loaded_in[0].startswith("poller-engine")
+    assert account_key(slow) == key  # loaded, the client keeps its account
