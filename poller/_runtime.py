@@ -437,7 +437,8 @@ _EXECUTOR = _home.Slot("executor", lambda: CallPool(CALL_WORKERS, "poller-call")
 
 
 def shared_executor() -> Executor:
-    """The process-wide pool the blocking boto3 calls run in (kept in `_home`)."""
+    """The process-wide pool of the waits on their own time (a test's clock or sleep), kept
+    in `_home`; every other call runs in its account's pool (`account_pool`)."""
     return _EXECUTOR.get()
 
 

@@ -191,7 +191,11 @@ class JobWatch:
         self.budget = Budget(client, limiter, clock)
         self.wall: Clock = wall if wall is not None else time.time
         self.sleep: AsyncSleep = sleep if sleep is not None else asyncio.sleep
-        self.executor = executor
+        # The account's pool, as for the waits: a listing hung on one account's endpoint
+        # holds none of another's workers.
+        self.executor: Executor = (
+            executor if executor is not None else account_pool(account_key(client))
+        )
         self.logger = logger if logger is not None else log.get_logger()
         # Pages are read back to runs created at this time (the earliest end
         # any watcher of the job announces); `need` lowers it.
@@ -326,16 +330,12 @@ class JobWatch:
     async def _call(self, operation: str, fn: Callable[..., _T], *args: Any) -> _T:
         """One call on the budget, retried as the core's policy says (`_policy.fail`)."""
         loop = asyncio.get_running_loop()
-        # The account's pool: a listing hung on one account's endpoint holds none of another's.
-        executor = (
-            self.executor if self.executor is not None else account_pool(account_key(self.client))
-        )
         state = WaitState.start(self.policy, self.budget.clock())
         while True:
             granted = await self.budget.turn(self.sleep)
             self.calls += 1
             try:
-                result = await loop.run_in_executor(executor, fn, *args)
+                result = await loop.run_in_executor(self.executor, fn, *args)
             except Exception as exc:
                 fault = classify(exc)
                 if fault is None:

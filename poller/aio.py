@@ -1,8 +1,9 @@
 """The async loop: the same core as the blocking call, for event loops and Airflow triggers.
 
-boto3 is blocking, so each call runs in a small shared thread pool: thousands
-of waits can sleep on the event loop at once while only a few requests are in
-flight, and the threads stay few however many waits there are.
+boto3 is blocking, so each call runs in a small thread pool of its account's
+(`CALL_WORKERS` threads at most): thousands of waits can sleep on the event
+loop at once while only a few requests are in flight, and the threads stay few
+however many waits there are.
 """
 
 from poller._async import async_wait_for_job_run, async_wait_result
