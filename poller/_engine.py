@@ -50,10 +50,11 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from poller import _home, log
+from poller._announce import more_pages
 from poller._datazone import JobRunClient, classify, fetch_job_run
 from poller._history import failed as history_failed
 from poller._history import learn, learned_from_listing, list_runs, shared_cache, wants_history
@@ -128,6 +129,8 @@ __all__ = [
     "LISTING_TRIES",
     "Engine",
     "Fleet",
+    "Follower",
+    "Pages",
     "Relay",
     "RunRef",
     "Stream",
@@ -427,6 +430,12 @@ class _Watch:
     calls. A listing throttled or failing is tried again, up to LISTING_TRIES
     times in a row; then, or when denied, the watch ends (its runs go back to
     their own calls) with one `job_listing_stopped` event.
+
+    Job watchers of the job (`Follower`: `poller._watching.JobWatch`) ride on
+    the same listing: each asks for its next one, is handed every listing made
+    (or the error it failed with) and retries on its own policy, and the pages
+    are read as deep as the deepest of them needs. Its runs going back to
+    their own calls does not end a watch that watchers still follow.
     """
 
     __slots__ = (
@@ -439,19 +448,30 @@ class _Watch:
         "_wanted",
         "claimed",
         "client",
+        "followers",
         "key",
         "members",
         "retry_max",
         "stopped",
     )
 
-    def __init__(self, fleet: Fleet, key: tuple[str, str], first: _Turns, *, claimed: bool) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        key: tuple[str, str],
+        client: JobRunClient,
+        retry_max: float,
+        *,
+        claimed: bool = False,
+        list_now: bool = True,
+    ) -> None:
         self._fleet = fleet
         self.key = key
-        self.client = first.client  # the listings' client: any of the account's will do
-        self.retry_max = first.session.policy.retry_max  # the floor its throttles keep
+        self.client = client  # the listings' client: any of the account's will do
+        self.retry_max = retry_max  # the floor its throttles keep
         self.claimed = claimed  # this watch's first listing is the job's history lookup
         self.members: set[_Turns] = set()
+        self.followers: set[Follower] = set()
         self.stopped = False
         self._booking: Booking | None = None
         self._task: asyncio.Task[None] | None = None
@@ -459,12 +479,16 @@ class _Watch:
         self._failures = 0  # listings failed in a row
         self._paging = False  # reading the pages after the first
         self._sent_at: float | None = None  # when the page call now out went out
-        self._book(fleet.clock(), urgent=True)
+        if list_now:
+            self._book(fleet.clock(), urgent=True)
 
     @property
     def active(self) -> bool:
-        """True while a listing would show more than one run of the fleet."""
-        return not self.stopped and len(self.members) > 1
+        """True while a listing would show more than one run of the fleet, or is made anyway
+        for a job watcher."""
+        return not self.stopped and (
+            len(self.members) > 1 or (bool(self.members) and bool(self.followers))
+        )
 
     def join(self, turns: _Turns) -> None:
         """A wait of this job joins (its own answer or a listing said it is one)."""
@@ -477,11 +501,47 @@ class _Watch:
         self.members.discard(turns)
         ended = turns.phase is Phase.DONE
         turns.unlisted()
-        if ended and not self.members and not self.stopped:
+        if ended:
+            self._end_if_idle()
+
+    def follow(self, follower: Follower) -> None:
+        """A job watcher follows the job's listings from now on."""
+        self.followers.add(follower)
+        follower.watch = self
+
+    def unfollow(self, follower: Follower) -> None:
+        """The watcher stopped: the last to go, with no wait left, ends the watch."""
+        self.followers.discard(follower)
+        follower.watch = None
+        self._end_if_idle()
+
+    def _end_if_idle(self) -> None:
+        if not self.members and not self.followers and not self.stopped:
             self.stopped = True
             self._cancel()
             self._give_back()
             self._fleet.retire(self)
+
+    def ask(self, follower: Follower, due: float, floor: float, seen: int) -> None:
+        """A watcher that has taken ``seen`` listings wants the next at ``due``, read back to
+        runs created at ``floor``; an ask made before the newest listing reached it is stale."""
+        if self.stopped or follower not in self.followers or seen < follower.told:
+            return
+        follower.floor = floor
+        follower.asked = due if follower.asked is None else min(follower.asked, due)
+        self.need(due)
+
+    def tell(self, news: Pages | Exception) -> None:
+        """Hand every follower the listing just made, or the error it failed with."""
+        for follower in list(self.followers):
+            follower.asked = None
+            follower.told += 1
+            if not follower.give(news):
+                self.unfollow(follower)  # its loop is closed: nobody reads it
+
+    def _deeper(self, page: list[JobRun]) -> bool:
+        """Whether a follower needs the pages past ``page`` (`_announce.more_pages`)."""
+        return any(more_pages(page, follower.floor) for follower in self.followers)
 
     def answer_by(self) -> float:
         """When the listing its runs wait for is late (`_listing.answer_by`)."""
@@ -564,18 +624,21 @@ class _Watch:
 
     def _broke(self, exc: Exception) -> None:
         """A bug in what the pages are used for, never a failed listing (`_page` covers
-        the call alone): the runs go back to their own calls; the bug is logged as itself."""
+        the call alone): the runs go back to their own calls, the watchers are handed it;
+        the bug is logged as itself."""
         self._give_back()
+        self.tell(exc)
         self.stop(f"a bug in poller: {exc!r}", bug=exc)
 
-    async def _read(
-        self, granted: float, *, urgent: bool
-    ) -> tuple[list[JobRun], set[_Turns], str | None] | None:
-        """The listing's pages, each shown to the fleet; None if a call failed (handled)."""
+    async def _read(self, granted: float, *, urgent: bool) -> tuple[Pages, set[_Turns]] | None:
+        """The listing's pages, each shown to the fleet, and the waits they showed; None if a
+        call failed (handled)."""
         fleet = self._fleet
         runs: list[JobRun] = []
         shown: set[_Turns] = set()
         token: str | None = None
+        more: list[JobRun] = []
+        sent_at = fleet.clock()  # the first page's call goes now
         for page in range(LISTING_PAGES):
             if page:
                 # The next page is one more call, booked like the first; runs
@@ -592,24 +655,28 @@ class _Watch:
             page_shown = fleet.show(self, more)
             shown |= page_shown
             # Older runs of the job are worth another call only if this page
-            # showed several waits of the fleet.
-            if not read_next_page(page=page, more=token is not None, shown=len(page_shown)):
+            # showed several waits of the fleet, or a watcher needs them.
+            if not read_next_page(
+                page=page, more=token is not None, shown=len(page_shown), deeper=self._deeper(more)
+            ):
                 break
-        return runs, shown, token
+        return Pages(tuple(runs), tuple(more), token is not None, page + 1, sent_at), shown
 
-    def _use(self, runs: list[JobRun], shown: set[_Turns], token: str | None) -> None:
+    def _use(self, pages: Pages, shown: set[_Turns]) -> None:
         """The listing was read: learn the job's history from it if claimed, send the
-        runs it did not show back to their own calls, book the next one if asked."""
+        runs it did not show back to their own calls, hand it to the followers, book the
+        next one if asked."""
         fleet = self._fleet
         domain_id, job_id = self.key
         self._failures = 0
         if self.claimed:
             self.claimed = False
-            if not learned_from_listing(domain_id, job_id, runs, token is not None):
+            if not learned_from_listing(domain_id, job_id, pages.runs, pages.more):
                 # Too few successes here: ask for them alone.
                 fleet.learn(self.client, domain_id, job_id, None, self.retry_max)
         for turns in self.members - shown:
             self.leave(turns)  # not on the pages read: it makes its own calls
+        self.tell(pages)
         # Runs that asked for their next look while the pages were read wait for it.
         asked = [due for turns in self.members if (due := turns.asked()) is not None]
         if asked and self._task is None:
@@ -652,13 +719,15 @@ class _Watch:
     def _failed(self, exc: Exception, granted: float, *, urgent: bool) -> None:
         fault = classify(exc)
         learned = history_failed(exc)
+        self.tell(exc)  # each watcher retries on its own policy, or ends
         if fault is not None:
             fleet = self._fleet
             fleet.report(granted, fault.kind, self.retry_max)
             self._failures += 1
             if after_failure(fault.kind, self._failures) is AfterFailure.AGAIN:
-                # Again at the budget's next free time (after a throttle, later), as urgent.
-                self._book(fleet.clock(), urgent=urgent)
+                if self.members:
+                    # Again at the budget's next free time (after a throttle, later), as urgent.
+                    self._book(fleet.clock(), urgent=urgent)
                 return
         # Else, as for a fault `classify` does not know (a client poller did not build):
         # not counted for or against the rate; the runs go back to their own calls.
@@ -674,11 +743,22 @@ class _Watch:
         """
         if self.stopped:
             return
-        self.stopped = True
-        self._cancel()
-        self._fleet.retire(self, failed=True)
-        for turns in list(self.members):
+        members = list(self.members)
+        if self.followers and bug is None:
+            # Watchers still follow the job (each ends on its own policy): only its runs
+            # go back to their own calls, and later waits of the job may join again.
+            self._failures = 0
+            self._fleet.unlisted[self.key] = self._fleet.clock()
+        else:
+            self.stopped = True
+            self._cancel()
+            self._fleet.retire(self, failed=True)
+            for follower in list(self.followers):
+                self.unfollow(follower)
+        for turns in members:
             self.leave(turns)
+        if not members and not self.stopped:
+            return  # no run went back: nothing to tell
         domain_id, job_id = self.key
         logger = self._fleet.logger
         if bug is None:
@@ -687,6 +767,84 @@ class _Watch:
             logger.error(
                 LISTING_STOPPED, domain_id=domain_id, job_id=job_id, reason=reason, exc_info=bug
             )
+
+
+@dataclass(frozen=True, slots=True)
+class Pages:
+    """One listing of a job as its followers are handed it: every run on the pages read,
+    the last page, whether pages remain past it, how many were read, and when the first
+    page's call went out (the fleet's clock)."""
+
+    runs: tuple[JobRun, ...]
+    last: tuple[JobRun, ...]
+    more: bool
+    pages: int
+    sent_at: float
+
+
+class Follower:
+    """A job watcher's seat at its job's `_Watch`, from any event loop.
+
+    Made on the watcher's loop: ``fleet`` is called on the fleet's loop
+    (``fleet_loop``) to find the fleet it follows in. `ask` crosses to the
+    fleet's loop, and every listing the watch makes (`Pages`, or the error it
+    failed with) crosses back to `next`; both thread-safe, as the engine's
+    loop is another thread's.
+    """
+
+    def __init__(
+        self,
+        fleet_loop: asyncio.AbstractEventLoop,
+        fleet: Callable[[], Fleet],
+        key: tuple[str, str],
+        client: JobRunClient,
+        retry_max: float,
+    ) -> None:
+        self.key = key
+        self.client = client
+        self.retry_max = retry_max
+        # The fleet's side, on its loop: the watch, the floor and the standing ask.
+        self.watch: _Watch | None = None
+        self.floor = -math.inf
+        self.asked: float | None = None
+        self.told = 0  # listings (and failures) handed to it
+        self._loop = asyncio.get_running_loop()
+        self._fleet_loop = fleet_loop
+        self._news: asyncio.Queue[Pages | Exception] = asyncio.Queue()
+        fleet_loop.call_soon_threadsafe(self._follow, fleet)
+
+    def ask(self, due: float, floor: float, seen: int) -> None:
+        """The next listing at ``due`` (the fleet's clock), back to runs created at ``floor``;
+        ``seen``: how many listings the watcher has taken so far."""
+        self._fleet_loop.call_soon_threadsafe(self._ask, due, floor, seen)
+
+    async def next(self) -> Pages | Exception:
+        """The next listing of the job, or the error it failed with."""
+        return await self._news.get()
+
+    def close(self) -> None:
+        """Stop following (a closed fleet's loop has nothing left to stop)."""
+        with contextlib.suppress(RuntimeError):
+            self._fleet_loop.call_soon_threadsafe(self._unfollow)
+
+    def give(self, news: Pages | Exception) -> bool:
+        """On the fleet's loop: hand ``news`` over; False if the watcher's loop is closed."""
+        try:
+            self._loop.call_soon_threadsafe(self._news.put_nowait, news)
+        except RuntimeError:
+            return False
+        return True
+
+    def _follow(self, fleet: Callable[[], Fleet]) -> None:
+        fleet().follow(self)
+
+    def _ask(self, due: float, floor: float, seen: int) -> None:
+        if self.watch is not None:
+            self.watch.ask(self, due, floor, seen)
+
+    def _unfollow(self) -> None:
+        if self.watch is not None:
+            self.watch.unfollow(self)
 
 
 async def _booked(delay: float) -> None:
@@ -826,11 +984,24 @@ class Fleet:
                 history_claimed=claimed, unread=self.unseen, readers=self.readers[key]
             ):
                 self.unlisted.pop(key, None)
-                watch = self.watches[key] = _Watch(self, key, turns, claimed=claimed)
+                watch = self.watches[key] = _Watch(
+                    self, key, turns.client, policy.retry_max, claimed=claimed
+                )
             elif claimed:
                 self.learn(turns.client, *key, turns.session.state.deadline, policy.retry_max)
         if watch is not None:
+            if not watch.claimed and wants_history(policy, run):
+                watch.claimed = True  # its next listing is the job's history lookup too
             watch.join(turns)
+
+    def follow(self, follower: Follower) -> None:
+        """A job watcher follows its job's listing: the one its waits here ride on, if any."""
+        watch = self.watches.get(follower.key)
+        if watch is None:
+            watch = self.watches[follower.key] = _Watch(
+                self, follower.key, follower.client, follower.retry_max, list_now=False
+            )
+        watch.follow(follower)
 
     def unread(self, key: tuple[str, str]) -> None:
         """A wait that read a run of the job ``key`` by its own call ended."""
@@ -1123,10 +1294,18 @@ class Engine:
             loop.stop()
             return
         try:
-            loop.call_soon_threadsafe(loop.stop)
+            loop.call_soon_threadsafe(self._stop, loop)
         except RuntimeError:
             return  # closed already
         thread.join(timeout=2.0)
+
+    def _stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A job watcher following a listing here is told, rather than left waiting for good.
+        closed = RuntimeError("poller's engine was closed (poller.testing.reset)")
+        for fleet in self._fleets.values():
+            for watch in list(fleet.watches.values()):
+                watch.tell(closed)
+        loop.stop()
 
 
 class Submitted(Generic[_T]):

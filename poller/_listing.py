@@ -56,10 +56,11 @@ def worth_a_watch(*, history_claimed: bool, unread: int, readers: int) -> bool:
     return (history_claimed and unread > 0) or readers > 1
 
 
-def read_next_page(*, page: int, more: bool, shown: int) -> bool:
+def read_next_page(*, page: int, more: bool, shown: int, deeper: bool = False) -> bool:
     """Which pages: after page ``page`` (0 the first), read the next one only while there
-    is ``more`` and this page showed at least two live waits (``shown``), up to LISTING_PAGES."""
-    return more and shown >= 2 and page + 1 < LISTING_PAGES
+    is ``more`` and this page showed at least two live waits (``shown``) or a job watcher
+    needs older runs (``deeper``: `_announce.more_pages`), up to LISTING_PAGES."""
+    return more and (shown >= 2 or deeper) and page + 1 < LISTING_PAGES
 
 
 class Reading(enum.Enum):

@@ -4,21 +4,27 @@ Three front doors share it: ``poller.aio.watch_job_runs``, ``poller watch``
 and the Airflow ``DataZoneJobRunWatcher``. It has two halves, so that several
 watchers of one job can share the first (an Airflow shared stream):
 
-- `JobWatch`: one listing loop for one job through one client. It lists when
-  `_announce.next_listing` says a run can have ended, yields each `Listing`,
-  and reads a listed run (`JobWatch.read`: one GetJobRun, shared by every
-  watcher that asks for the same run). Its first listing reads every page;
-  the next ones read back to the runs it last saw going (`_announce.reach`).
+- `JobWatch`: one job's listings through one client. It asks for a listing
+  when `_announce.next_listing` says a run can have ended, yields each
+  `Listing`, and reads a listed run (`JobWatch.read`: one GetJobRun, shared
+  by every watcher that asks for the same run). Its first listing reads every
+  page; the next ones read back to the runs it last saw going
+  (`_announce.reach`). The listings themselves are the engine's: the job's
+  one `_engine._Watch` in its account's fleet makes them, for this watch and
+  for the process's waits on runs of the job alike (`_engine.Follower`), so
+  a job is listed once for all of them; each listing made for the waits is
+  one more look for the watch, at no cost.
 - `announce`: one watcher's announcements from a stream of listings: the runs
   `_announce.due` names, read and handed out one at a time, its `Ledger`
   updated and saved before each is handed out (the `Store`: Airflow's
   asset_state_store, or memory). A run listed finished that GetJobRun still
   reads going stays due, and the job is listed again after ``look``.
 
-Every call books a turn on the process's request budget through `Budget`,
-the one place that touches it. Failed calls are retried as the core's
-policy says (`_policy.fail`: jittered backoff, throttles retried for good,
-``max_errors`` transient faults in a row end the watch; each retry logged);
+Every read books a turn on the process's request budget through `Budget`,
+the one place that touches it; the listings book theirs in the fleet. Failed
+calls and listings are retried as the core's policy says (`_policy.fail`:
+jittered backoff, throttles retried for good, ``max_errors`` transient
+faults in a row end the watch; each retry logged);
 a denied or invalid call ends the watch with its PollerError at once, since
 no retry can fix it.
 """
@@ -53,10 +59,10 @@ from poller._announce import (
 )
 from poller._announce import settle as settle_ledger
 from poller._datazone import classify, fetch_job_run
-from poller._history import list_runs
+from poller._engine import Fleet, Follower, Pages, engine
 from poller._limiter import RateLimiter, account_key, budget_for, until_booked
 from poller._model import JobRun, WaitResult
-from poller._policy import FaultKind, Jitter, PollPolicy, WaitState, fail
+from poller._policy import CallFault, FaultKind, Jitter, PollPolicy, WaitState, fail
 from poller._runtime import AsyncSleep, Clock, account_pool, resolve_client
 from poller.errors import InvalidRequestError, JobRunNotFoundError
 
@@ -111,22 +117,22 @@ class Budget:
             # The account's budget, shared with every wait of the process on that account;
             # one on an injected clock cannot be the process's (real-clock) one.
             limiter = budget_for(client) if clock is None else RateLimiter(clock=clock)
-        self._limiter = limiter
+        self.limiter = limiter
         self.clock: Clock = limiter.clock
 
     async def turn(self, sleep: AsyncSleep) -> float:
         """Wait for a free turn (booked now); returns the time it was granted."""
-        booking = self._limiter.reserve(self.clock())
+        booking = self.limiter.reserve(self.clock())
         assert booking is not None  # no latest: a booking is always made
         granted = await until_booked(
-            self._limiter, booking, asked=self._limiter.at(booking), clock=self.clock, sleep=sleep
+            self.limiter, booking, asked=self.limiter.at(booking), clock=self.clock, sleep=sleep
         )
         assert granted is not None  # no latest, no news: it always comes
         return granted
 
     def report(self, granted_at: float, kind: FaultKind | None, backoff_cap: float) -> None:
         """How the call granted at ``granted_at`` went: a throttle slows the budget."""
-        self._limiter.report(granted_at, kind, backoff_cap)
+        self.limiter.report(granted_at, kind, backoff_cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +161,13 @@ class Listing:
 
 
 class JobWatch:
-    """One listing loop for one job through one client, and the reads of the runs it shows.
+    """One job's listings through one client, and the reads of the runs they show.
 
     ``wall`` gives epoch seconds (the times DataZone reports are compared with
-    it); ``seams.clock`` is the budget's clock when no ``limiter`` is given.
+    it). On real time its listings are the engine's, shared with the waits of
+    the process on the job's runs; given a ``limiter``, ``clock``, ``sleep``
+    or ``executor`` of its own, they are a private fleet's on the caller's
+    loop: the same code, on its time.
     """
 
     def __init__(
@@ -189,9 +198,12 @@ class JobWatch:
         self.policy = (policy if policy is not None else PollPolicy()).with_timeout(None)
         self.rng: Jitter = rng if rng is not None else random.Random()
         self.budget = Budget(client, limiter, clock)
+        # On time or a budget of its own, it cannot share the engine's listings.
+        self._own = any(seam is not None for seam in (limiter, clock, sleep, executor))
+        self.clock: Clock = self.budget.clock if self._own else engine().clock
         self.wall: Clock = wall if wall is not None else time.time
         self.sleep: AsyncSleep = sleep if sleep is not None else asyncio.sleep
-        # The account's pool, as for the waits: a listing hung on one account's endpoint
+        # The account's pool, as for the waits: a call hung on one account's endpoint
         # holds none of another's workers.
         self.executor: Executor = (
             executor if executor is not None else account_pool(account_key(client))
@@ -206,16 +218,15 @@ class JobWatch:
         # The creation times of the runs the last complete listing showed going
         # (None: no listing yet); the next listing reads back to them.
         self._going: dict[str, float] | None = None
-        # Why to list before the listing's `next_listing`: a watcher needs older
-        # runs, or a run listed finished was read still going (list at `_soon`, on
-        # the budget's monotonic clock).
-        self._deeper = False
+        # A run listed finished read still going: list by `_soon` (the clock's), with a
+        # listing made after `_soon_from`.
         self._soon = math.inf
-        self._wake = asyncio.Event()
+        self._soon_from = math.inf
+        self._follower: Follower | None = None
+        self._seen = 0  # listings (and failed ones) taken
         self._reads: collections.OrderedDict[str, asyncio.Future[JobRun | None]] = (
             collections.OrderedDict()
         )
-        self.calls = 0
 
     def need(self, since: float) -> None:
         """A watcher announces runs that ended at or after ``since``: list back to it, now
@@ -223,73 +234,93 @@ class JobWatch:
         if since < self.floor:
             self.floor = since
             if since < self._cut:
-                self._deeper = True
-                self._wake.set()
+                self._ask(self.clock())
 
     def recheck(self) -> None:
         """A run listed finished reads still going (the listing runs ahead of GetJobRun): list
         again after ``look``, whatever the job's history says, until they agree."""
-        soon = self.budget.clock() + self.cadence.look
+        now = self.clock()
+        soon = now + self.cadence.look
         if soon < self._soon:
-            self._soon = soon
-            self._wake.set()
+            self._soon, self._soon_from = soon, min(self._soon_from, now)
+            self._ask(soon)
+
+    def _ask(self, due: float) -> None:
+        if self._follower is not None:
+            going = None if self._going is None else self._going.values()
+            self._follower.ask(due, reach(self.floor, going), self._seen)
 
     async def listings(self) -> AsyncGenerator[Listing, None]:
-        """The job's listings, forever: the first at once, each next when a run can have ended."""
-        while True:
-            self._deeper, self._soon = False, math.inf
-            listing = await self._list()
-            view = outlook(listing.runs, listing.listed_at)
-            at = next_listing(view, self.cadence)
-            self.logger.debug(
-                WATCH_LISTED,
-                domain_id=self.domain_id,
-                job_id=self.job_id,
-                runs=len(listing.runs),
-                running=len(view.running),
-                quiet_s=round(view.quiet, 3),
-                next_in_s=round(at - self.wall(), 3),
+        """The job's listings, forever: the first at once, each next when a run can have ended,
+        and every one made meanwhile for the process's waits on the job's runs."""
+        key = (self.domain_id, self.job_id)
+        retry_max = self.policy.retry_max
+        fleet: Fleet | None = None
+        if self._own:
+            own = fleet = Fleet(
+                limiter=self.budget.limiter,
+                clock=self.clock,
+                sleep=self.sleep,
+                executor=self.executor,
+                logger=self.logger,
             )
-            yield listing
-            await self._until(at)
+            here = asyncio.get_running_loop()
+            follower = Follower(here, lambda: own, key, self.client, retry_max)
+        else:
+            shared = engine()
+            client = self.client
+            follower = Follower(shared.loop(), lambda: shared.fleet(client), key, client, retry_max)
+        self._follower = follower
+        state = WaitState.start(self.policy, self.clock())
+        try:
+            self._ask(self.clock())
+            while True:
+                news = await follower.next()
+                self._seen += 1
+                if isinstance(news, Exception):
+                    state, delay = self._retry(state, "ListJobRuns", news, classify(news))
+                    self._ask(self.clock() + delay)
+                    continue
+                state = WaitState.start(self.policy, self.clock())
+                listing, short = self._take(news)
+                view = outlook(listing.runs, listing.listed_at)
+                at = next_listing(view, self.cadence)
+                self.logger.debug(
+                    WATCH_LISTED,
+                    domain_id=self.domain_id,
+                    job_id=self.job_id,
+                    runs=len(listing.runs),
+                    running=len(view.running),
+                    quiet_s=round(view.quiet, 3),
+                    next_in_s=round(at - self.wall(), 3),
+                )
+                yield listing
+                # Timed on the clock from now: a wall clock stepped back meanwhile adds nothing.
+                now = self.clock()
+                self._ask(now if short else min(now + (at - self.wall()), self._soon))
+        finally:
+            self._follower = None
+            follower.close()
+            if fleet is not None:
+                await fleet.close()
 
-    async def _until(self, at: float) -> None:
-        """Sleep until wall time ``at``, or until a watcher needs a deeper or sooner listing.
-
-        Timed on the monotonic clock from now: a wall clock stepped back while it sleeps
-        would otherwise add the step to the sleep.
-        """
-        clock = self.budget.clock
-        until = clock() + (at - self.wall())
-        while not self._deeper and (left := min(until, self._soon) - clock()) > 0:
-            self._wake.clear()
-            waiter = asyncio.ensure_future(self._wake.wait())
-            sleeper = asyncio.ensure_future(self.sleep(left))
-            try:
-                await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                sleeper.cancel()
-
-    async def _list(self) -> Listing:
-        listed_at = self.wall()
+    def _take(self, pages: Pages) -> tuple[Listing, bool]:
+        """The listing as this watch reads it, and whether it stopped short of the pages the
+        watch needs (it was made for the waits, or the watch needs older runs since)."""
         going = None if self._going is None else self._going.values()
         floor = reach(self.floor, going)
-        runs: list[JobRun] = []
-        token: str | None = None
-        for _ in range(LISTING_PAGES):
-            page, token = await self._call(
-                "ListJobRuns", list_runs, self.client, self.domain_id, self.job_id, None, token
-            )
-            runs += page
-            if token is None or not more_pages(page, floor):
-                self._cut = -math.inf if token is None else floor
-                self._going = _going(runs)
-                return Listing(tuple(runs), listed_at, True, self)
+        if pages.sent_at >= self._soon_from:
+            self._soon = self._soon_from = math.inf
+        listed_at = self.wall() - (self.clock() - pages.sent_at)
+        runs = pages.runs
+        if not pages.more or not more_pages(pages.last, floor):
+            self._cut = -math.inf if not pages.more else floor
+            self._going = _going(runs)
+            return Listing(runs, listed_at, True, self), False
         self._cut = math.inf
         # Past the last page read, the runs seen going before are still looked for.
         self._going = {**(self._going or {}), **_going(runs)}
-        return Listing(tuple(runs), listed_at, False, self)
+        return Listing(runs, listed_at, False, self), pages.pages < LISTING_PAGES
 
     async def read(self, run: JobRun) -> JobRun | None:
         """The run as GetJobRun reads it (lineage included); None if it cannot be found.
@@ -330,38 +361,46 @@ class JobWatch:
     async def _call(self, operation: str, fn: Callable[..., _T], *args: Any) -> _T:
         """One call on the budget, retried as the core's policy says (`_policy.fail`)."""
         loop = asyncio.get_running_loop()
-        state = WaitState.start(self.policy, self.budget.clock())
+        state = WaitState.start(self.policy, self.clock())
         while True:
             granted = await self.budget.turn(self.sleep)
-            self.calls += 1
             try:
                 result = await loop.run_in_executor(self.executor, fn, *args)
             except Exception as exc:
                 fault = classify(exc)
-                if fault is None:
-                    raise
-                self.budget.report(granted, fault.kind, self.policy.retry_max)
-                state, step = fail(self.policy, state, fault, self.budget.clock(), self.rng)
-                if step.error is not None:
-                    # No retry can fix it (denied, invalid, not found), or too many in a row.
-                    why = str(step.error)
-                    if why == fault.message:
-                        why = f"{fault.error_type}: {why}"
-                    raise type(step.error)(f"{operation}: {why}") from None
-                self.logger.warning(
-                    WATCH_RETRYING,
-                    domain_id=self.domain_id,
-                    job_id=self.job_id,
-                    operation=operation,
-                    error_type=fault.error_type,
-                    error=fault.message,
-                    attempt=state.retry_attempt,
-                    sleep_s=round(step.delay, 3),
-                )
-                await self.sleep(step.delay)
+                if fault is not None:
+                    self.budget.report(granted, fault.kind, self.policy.retry_max)
+                state, delay = self._retry(state, operation, exc, fault)
+                await self.sleep(delay)
                 continue
             self.budget.report(granted, None, self.policy.retry_max)
             return result
+
+    def _retry(
+        self, state: WaitState, operation: str, exc: Exception, fault: CallFault | None
+    ) -> tuple[WaitState, float]:
+        """After ``operation`` failed with ``exc``: how long until it is tried again, as the
+        core's policy says (`_policy.fail`); raises when no retry can fix it."""
+        if fault is None:
+            raise exc  # not a fault of the service's: a bug, raised as itself
+        state, step = fail(self.policy, state, fault, self.clock(), self.rng)
+        if step.error is not None:
+            # No retry can fix it (denied, invalid, not found), or too many in a row.
+            why = str(step.error)
+            if why == fault.message:
+                why = f"{fault.error_type}: {why}"
+            raise type(step.error)(f"{operation}: {why}") from None
+        self.logger.warning(
+            WATCH_RETRYING,
+            domain_id=self.domain_id,
+            job_id=self.job_id,
+            operation=operation,
+            error_type=fault.error_type,
+            error=fault.message,
+            attempt=state.retry_attempt,
+            sleep_s=round(step.delay, 3),
+        )
+        return state, step.delay
 
 
 def _going(runs: Iterable[JobRun]) -> dict[str, float]:

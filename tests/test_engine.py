@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import os
 import threading
 import time
@@ -12,19 +13,21 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import structlog
 
 # Sets AIRFLOW_HOME and the database before anything imports Airflow.
 from _airflow_home import HOME as _HOME  # noqa: F401  (imported for its side effect)
 from helpers import DOMAIN, QUIET, keep
+from structlog.testing import capture_logs
 
 from poller import Outcome, PollPolicy, WaitResult, wait_for_job_runs
 from poller._engine import _ENGINE, engine
 from poller._limiter import budget_for
 from poller._waiter import wait_result
-from poller.aio import async_wait_result
+from poller.aio import async_wait_result, watch_job_runs
 from poller.airflow import DataZoneJobRunTrigger
 from poller.airflow.trigger import policy_kwargs
-from poller.testing import RunScript, Seams, Simulator
+from poller.testing import RunScript, Seams, Simulator, reset
 
 # Quick real-time waits: what is tested is who books the calls, not the cadence.
 QUICK = PollPolicy(
@@ -247,3 +250,79 @@ def test_a_callback_that_raises_stops_its_wait_and_reaches_its_caller(
         asyncio.run(
             async_wait_result(DOMAIN, "run-1", client=client, policy=QUICK, on_change=explode)
         )
+
+
+def test_a_watcher_and_the_waits_of_one_job_make_one_listing_of_it_between_them() -> None:
+    """A job watcher and two waits on runs of its job, in one process: every ListJobRuns of
+    the job is one the watcher looked at (the waits' listing and the watcher's were two
+    loops, each listing the job on its own cadence), and the waits took their looks from
+    those listings, not from GetJobRuns of their own."""
+    policy = PollPolicy(timeout=20, interval=0.5, max_interval=1.0)
+    with Simulator() as sim:
+        ids = sim.add_scheduled_runs(DOMAIN, "job-w", [(0.0, 4.0, "SUCCESS"), (0.0, 4.0, "FAILED")])
+        client = keep(sim.client())
+
+        async def main() -> tuple[list[str], list[WaitResult]]:
+            announced: list[str] = []
+
+            async def watch() -> None:
+                stream = watch_job_runs(
+                    DOMAIN,
+                    "job-w",
+                    client=client,
+                    since=time.time() - 5,
+                    interval=1.0,
+                    logger=structlog.wrap_logger(  # its debug events too
+                        None, wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG)
+                    ),
+                )
+                async for result in stream:
+                    announced.append(result.job_run_id)
+                    if len(announced) == 2:
+                        break
+                await stream.aclose()
+
+            watcher = asyncio.create_task(watch())
+            await asyncio.sleep(0.5)  # the watcher's first listing is made
+            waits = await asyncio.gather(
+                *(async_wait_result(DOMAIN, run_id, client=client, policy=policy) for run_id in ids)
+            )
+            await asyncio.wait_for(watcher, 20)
+            return announced, waits
+
+        with capture_logs() as events:
+            announced, waits = asyncio.run(main())
+        listings = [r for r in sim.requests if r.operation == "ListJobRuns"]
+        reads = Counter(r.run_id for r in sim.requests if r.operation == "GetJobRun")
+    assert sorted(announced) == sorted(ids)
+    assert [w.outcome for w in waits] == [Outcome.SUCCEEDED, Outcome.FAILED]
+    looked = [e for e in events if e["event"] == "watch_listed"]
+    assert len(listings) == len(looked)
+    # Each run: the wait's first read, its last (for the lineage), the watcher's one.
+    assert all(reads[run_id] <= 3 for run_id in ids), reads
+
+
+def test_a_watcher_following_the_engines_listing_ends_with_an_error_when_the_engine_closes() -> (
+    None
+):
+    """poller.testing.reset() closes the engine under a job watcher: the watcher raises at
+    once, rather than wait for listings that will never come."""
+    with Simulator() as sim:
+        sim.add_run(DOMAIN, "run-1", RunScript(statuses=["IN_PROGRESS"]), job_id="job-c")
+        client = keep(sim.client())
+
+        async def main() -> BaseException | None:
+            stream = watch_job_runs(DOMAIN, "job-c", client=client, interval=0.3)
+            first = asyncio.ensure_future(anext(stream))
+            while not any(r.operation == "ListJobRuns" for r in sim.requests):
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(reset)
+            try:
+                await asyncio.wait_for(first, 5)
+            except Exception as exc:
+                return exc
+            return None
+
+        ended = asyncio.run(main())
+    assert isinstance(ended, RuntimeError)
+    assert "engine was closed" in str(ended)

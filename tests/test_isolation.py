@@ -17,8 +17,9 @@ import botocore.session
 import pytest
 from botocore.credentials import DeferredRefreshableCredentials
 from helpers import DOMAIN, child_env, keep
+from structlog.testing import capture_logs
 
-from poller import Outcome, PollPolicy, _runtime, wait_for_job_runs
+from poller import AccessDeniedError, Outcome, PollPolicy, _runtime, wait_for_job_runs
 from poller._latest import latest_result
 from poller._limiter import account_key
 from poller._waiter import wait_result
@@ -296,3 +297,48 @@ def test_credentials_loading_slowly_for_one_account_hold_up_no_other_accounts_wa
     assert loaded_in
     assert not loaded_in[0].startswith("poller-engine")
     assert account_key(slow) == key  # loaded, the client keeps its account
+
+
+def test_a_denied_listing_shared_by_a_watcher_and_waits_ends_the_watcher_and_frees_the_waits() -> (
+    None
+):
+    """Three waits and a watcher of job-x ride one listing; when it is denied, the watcher
+    ends with AccessDeniedError and the waits finish on their own calls, after one denial."""
+    policy = PollPolicy(timeout=20, interval=0.2, max_interval=0.5, retry_initial=0.1)
+    with Simulator() as sim:
+        for i in range(3):
+            timeline = [(0.0, "IN_PROGRESS"), (3.0 + 0.1 * i, "SUCCESS")]
+            sim.add_run(DOMAIN, f"run-{i}", RunScript(timeline=timeline), job_id="job-x")
+        client = keep(sim.client())
+
+        async def main() -> tuple[BaseException | None, list[Any]]:
+            waits = asyncio.gather(
+                *(
+                    async_wait_result(DOMAIN, f"run-{i}", client=client, policy=policy)
+                    for i in range(3)
+                )
+            )
+            await asyncio.sleep(0.5)  # their listing is under way
+            listed = sum(1 for r in sim.requests if r.operation == "ListJobRuns")
+            stream = watch_job_runs(DOMAIN, "job-x", client=client, interval=0.3, policy=policy)
+            first = asyncio.ensure_future(anext(stream))
+            while sum(1 for r in sim.requests if r.operation == "ListJobRuns") == listed:
+                await asyncio.sleep(0.01)  # until the watcher's first look
+            sim.fail_list_job_runs(DOMAIN, "job-x", Fault.error("AccessDeniedException", 403))
+            try:
+                await asyncio.wait_for(first, 10)
+            except Exception as exc:
+                ended: BaseException | None = exc
+            else:
+                ended = None
+            return ended, list(await waits)
+
+        with capture_logs() as events:
+            ended, results = asyncio.run(main())
+        denied = [r for r in sim.requests if r.status_code == 403]
+    assert isinstance(ended, AccessDeniedError)
+    # The waits heard of it too: theirs was the same listing.
+    assert [e["job_id"] for e in events if e["event"] == "job_listing_stopped"] == ["job-x"]
+    assert "ListJobRuns" in str(ended)
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED] * 3
+    assert len(denied) == 1

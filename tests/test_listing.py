@@ -56,6 +56,15 @@ def test_the_next_page_is_read_while_pages_show_several_waits_up_to_ten() -> Non
     assert read_next_page(page=LISTING_PAGES - 1, more=True, shown=50) is False
 
 
+def test_the_next_page_is_read_while_a_job_watcher_needs_older_runs_up_to_ten() -> None:
+    """A watcher needs the pages past this one: read on, though it shows no wait; no more,
+    or page 10: stop."""
+    assert read_next_page(page=0, more=True, shown=0, deeper=True) is True
+    assert read_next_page(page=0, more=True, shown=0, deeper=False) is False
+    assert read_next_page(page=0, more=False, shown=0, deeper=True) is False
+    assert read_next_page(page=LISTING_PAGES - 1, more=True, shown=0, deeper=True) is False
+
+
 @pytest.mark.parametrize(
     ("item", "last", "what"),
     [
