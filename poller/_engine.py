@@ -128,6 +128,7 @@ __all__ = [
     "LISTING_STOPPED",
     "LISTING_TRIES",
     "Engine",
+    "FinishedRuns",
     "Fleet",
     "Follower",
     "Pages",
@@ -136,6 +137,7 @@ __all__ = [
     "Stream",
     "engine",
     "engine_seams",
+    "finished_runs",
     "hand_over",
     "joins_engine",
     "own_fleet",
@@ -549,15 +551,16 @@ class _Watch:
         booked_at = self._fleet.limiter.at(booking) if booking is not None else None
         return answer_by(sent_at=self._sent_at, booked_at=booked_at)
 
-    def need(self, due: float) -> float:
-        """A run wants a look at ``due``: when the listing that gives it will be made."""
+    def need(self, due: float, *, urgent: bool = False) -> float:
+        """A run wants a look at ``due`` (``urgent``: ahead of the ordinary bookings): when
+        the listing that gives it will be made."""
         if self._task is not None and (self._booking is None or self._paging):
             return self._fleet.clock()  # one is out: its answer is newer than the ask
         # The first listing was booked urgent, as early as it can be: it stays.
         limiter = self._fleet.limiter
         booking = self._booking
         if booking is None or (limiter.at(booking) > due and not booking.urgent):
-            self._book(due)
+            self._book(due, urgent=urgent)
         assert self._booking is not None
         return limiter.at(self._booking)
 
@@ -847,6 +850,43 @@ class Follower:
             self.watch.unfollow(self)
 
 
+class FinishedRuns:
+    """The answers (lineage included) of the runs the process last read finished, by account.
+
+    A finished run's answer never changes: a job watcher takes the one a wait
+    of the process just read (its last GetJobRun, for the lineage), rather
+    than read the run again. Kept in `_home` (`finished_runs`); thread-safe.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._runs: collections.OrderedDict[tuple[AccountKey, str, str], JobRun] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def put(self, account: AccountKey, run: JobRun) -> None:
+        """``run`` was read finished through a client of ``account``."""
+        if run.is_terminal:
+            with self._lock:
+                self._runs[(account, run.domain_id, run.id)] = run
+                while len(self._runs) > self._size:
+                    self._runs.popitem(last=False)
+
+    def get(self, account: AccountKey, domain_id: str, run_id: str) -> JobRun | None:
+        """The run as last read finished, if it was."""
+        with self._lock:
+            return self._runs.get((account, domain_id, run_id))
+
+
+_FINISHED = _home.Slot("finished_runs", FinishedRuns)
+
+
+def finished_runs() -> FinishedRuns:
+    """The process's `FinishedRuns`."""
+    return _FINISHED.get()
+
+
 async def _booked(delay: float) -> None:
     """A fleet wait's sleep between looks: none here, its turn waits for the booked time."""
 
@@ -904,6 +944,8 @@ class Fleet:
             self.report(turns.granted_at, fault.kind if fault is not None else None, retry_max)
             raise
         self.report(turns.granted_at, None, retry_max)
+        if run.is_terminal:
+            finished_runs().put(account_key(client), run)  # for a watcher of its job
         return run
 
     def report(self, granted_at: float, kind: FaultKind | None, retry_max: float) -> None:
@@ -992,6 +1034,10 @@ class Fleet:
         if watch is not None:
             if not watch.claimed and wants_history(policy, run):
                 watch.claimed = True  # its next listing is the job's history lookup too
+            if not watch.members and self.unseen:
+                # A watcher's watch, and waits not read yet that its page may show: list
+                # now, ahead of their first calls, as a new watch's first listing is.
+                watch.need(self.clock(), urgent=True)
             watch.join(turns)
 
     def follow(self, follower: Follower) -> None:

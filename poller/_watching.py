@@ -59,7 +59,7 @@ from poller._announce import (
 )
 from poller._announce import settle as settle_ledger
 from poller._datazone import classify, fetch_job_run
-from poller._engine import Fleet, Follower, Pages, engine
+from poller._engine import Fleet, Follower, Pages, engine, finished_runs
 from poller._limiter import RateLimiter, account_key, budget_for, until_booked
 from poller._model import JobRun, WaitResult
 from poller._policy import CallFault, FaultKind, Jitter, PollPolicy, WaitState, fail
@@ -203,11 +203,10 @@ class JobWatch:
         self.clock: Clock = self.budget.clock if self._own else engine().clock
         self.wall: Clock = wall if wall is not None else time.time
         self.sleep: AsyncSleep = sleep if sleep is not None else asyncio.sleep
+        self.account = account_key(client)
         # The account's pool, as for the waits: a call hung on one account's endpoint
         # holds none of another's workers.
-        self.executor: Executor = (
-            executor if executor is not None else account_pool(account_key(client))
-        )
+        self.executor: Executor = executor if executor is not None else account_pool(self.account)
         self.logger = logger if logger is not None else log.get_logger()
         # Pages are read back to runs created at this time (the earliest end
         # any watcher of the job announces); `need` lowers it.
@@ -343,11 +342,21 @@ class JobWatch:
         return full
 
     async def _read(self, run_id: str) -> JobRun | None:
+        finished = finished_runs()
+
+        def known() -> JobRun | None:  # read finished by a wait of the process
+            return finished.get(self.account, self.domain_id, run_id)
+
         try:
             # Not found is retried through the policy's not_found_grace.
-            return await self._call("GetJobRun", fetch_job_run, self.client, self.domain_id, run_id)
+            run = await self._call(
+                "GetJobRun", fetch_job_run, self.client, self.domain_id, run_id, known=known
+            )
         except JobRunNotFoundError:
             pass
+        else:
+            finished.put(self.account, run)  # for another watcher of the process
+            return run
         self._reads.pop(run_id, None)
         self.logger.warning(
             WATCH_SKIPPED,
@@ -358,12 +367,23 @@ class JobWatch:
         )
         return None
 
-    async def _call(self, operation: str, fn: Callable[..., _T], *args: Any) -> _T:
-        """One call on the budget, retried as the core's policy says (`_policy.fail`)."""
+    async def _call(
+        self,
+        operation: str,
+        fn: Callable[..., _T],
+        *args: Any,
+        known: Callable[[], _T | None] = lambda: None,
+    ) -> _T:
+        """One call on the budget, retried as the core's policy says (`_policy.fail`); none if
+        ``known`` has the answer, before the call is booked or when its turn comes."""
         loop = asyncio.get_running_loop()
         state = WaitState.start(self.policy, self.clock())
         while True:
+            if (answer := known()) is not None:
+                return answer
             granted = await self.budget.turn(self.sleep)
+            if (answer := known()) is not None:
+                return answer  # the turn goes unused: no call, nothing to report
             try:
                 result = await loop.run_in_executor(self.executor, fn, *args)
             except Exception as exc:

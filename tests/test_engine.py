@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -20,8 +21,8 @@ from _airflow_home import HOME as _HOME  # noqa: F401  (imported for its side ef
 from helpers import DOMAIN, QUIET, keep
 from structlog.testing import capture_logs
 
-from poller import Outcome, PollPolicy, WaitResult, wait_for_job_runs
-from poller._engine import _ENGINE, engine
+from poller import JobRun, JobRunStatus, Outcome, PollPolicy, WaitResult, wait_for_job_runs
+from poller._engine import _ENGINE, FinishedRuns, engine
 from poller._limiter import budget_for
 from poller._waiter import wait_result
 from poller.aio import async_wait_result, watch_job_runs
@@ -255,8 +256,8 @@ def test_a_callback_that_raises_stops_its_wait_and_reaches_its_caller(
 def test_a_watcher_and_the_waits_of_one_job_make_one_listing_of_it_between_them() -> None:
     """A job watcher and two waits on runs of its job, in one process: every ListJobRuns of
     the job is one the watcher looked at (the waits' listing and the watcher's were two
-    loops, each listing the job on its own cadence), and the waits took their looks from
-    those listings, not from GetJobRuns of their own."""
+    loops, each listing the job on its own cadence), the waits took their looks from those
+    listings, not from GetJobRuns of their own, and each finished run was read once."""
     policy = PollPolicy(timeout=20, interval=0.5, max_interval=1.0)
     with Simulator() as sim:
         ids = sim.add_scheduled_runs(DOMAIN, "job-w", [(0.0, 4.0, "SUCCESS"), (0.0, 4.0, "FAILED")])
@@ -298,8 +299,9 @@ def test_a_watcher_and_the_waits_of_one_job_make_one_listing_of_it_between_them(
     assert [w.outcome for w in waits] == [Outcome.SUCCEEDED, Outcome.FAILED]
     looked = [e for e in events if e["event"] == "watch_listed"]
     assert len(listings) == len(looked)
-    # Each run: the wait's first read, its last (for the lineage), the watcher's one.
-    assert all(reads[run_id] <= 3 for run_id in ids), reads
+    # Each run: at most the wait's first read and its last (for the lineage), whose answer
+    # the watcher takes too (a finished run's never changes).
+    assert all(reads[run_id] <= 2 for run_id in ids), reads
 
 
 def test_a_watcher_following_the_engines_listing_ends_with_an_error_when_the_engine_closes() -> (
@@ -326,3 +328,49 @@ def test_a_watcher_following_the_engines_listing_ends_with_an_error_when_the_eng
         ended = asyncio.run(main())
     assert isinstance(ended, RuntimeError)
     assert "engine was closed" in str(ended)
+
+
+def test_finished_runs_keeps_the_newest_finished_answers_by_account_and_nothing_going() -> None:
+    """A run read going is not kept; of three finished ones in a memory of two, the oldest
+    goes; another account's client is not handed an answer its own did not read."""
+    finished = FinishedRuns(size=2)
+    first = ("region", "https://a", "111")
+    finished.put(first, JobRun(DOMAIN, "going", JobRunStatus.IN_PROGRESS))
+    for run_id in ("r1", "r2", "r3"):
+        finished.put(first, JobRun(DOMAIN, run_id, JobRunStatus.SUCCESS))
+    assert finished.get(first, DOMAIN, "going") is None
+    assert finished.get(first, DOMAIN, "r1") is None
+    assert [finished.get(first, DOMAIN, r) for r in ("r2", "r3")] == [
+        JobRun(DOMAIN, "r2", JobRunStatus.SUCCESS),
+        JobRun(DOMAIN, "r3", JobRunStatus.SUCCESS),
+    ]
+    assert finished.get(("region", "https://a", "222"), DOMAIN, "r3") is None
+
+
+def test_waits_starting_on_a_watched_job_take_their_first_look_from_its_listing() -> None:
+    """Ten waits start on runs of a job a watcher follows: the first wait's read lists the
+    job at once, and the other nine are seen on that page (each read its run itself)."""
+    policy = PollPolicy(timeout=20, interval=0.5, max_interval=1.0)
+    with Simulator() as sim:
+        ids = sim.add_scheduled_runs(DOMAIN, "job-u", [(0.0, 3.0, "SUCCESS")] * 10)
+        client = keep(sim.client())
+
+        async def main() -> int:
+            stream = watch_job_runs(DOMAIN, "job-u", client=client, interval=5.0)
+            watcher = asyncio.ensure_future(anext(stream))
+            while not any(r.operation == "ListJobRuns" for r in sim.requests):
+                await asyncio.sleep(0.01)  # the watcher's first listing
+            waits = asyncio.gather(
+                *(async_wait_result(DOMAIN, run_id, client=client, policy=policy) for run_id in ids)
+            )
+            await asyncio.sleep(1.5)  # every wait has had its first look; none has ended
+            first_reads = sum(1 for r in sim.requests if r.operation == "GetJobRun")
+            await waits
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await stream.aclose()
+            return first_reads
+
+        first_reads = asyncio.run(main())
+    assert first_reads <= 2
