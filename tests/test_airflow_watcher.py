@@ -18,6 +18,7 @@ import json
 import runpy
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,8 +44,10 @@ from helpers import LINEAGE
 from structlog.testing import capture_logs
 
 import poller._runtime
-from poller.airflow import DataZoneJobRunWatcher
+from poller import PollPolicy
+from poller.airflow import DataZoneJobRunTrigger, DataZoneJobRunWatcher
 from poller.airflow import _client as airflow_clients
+from poller.airflow.trigger import policy_kwargs
 from poller.airflow.watcher import WatcherStopped
 from poller.errors import InvalidRequestError
 from poller.testing import Fault, Simulator
@@ -402,3 +405,47 @@ def test_the_watcher_books_on_the_budget_the_airflow_setting_poller_max_rps_sets
     events = asyncio.run(take(watching(watcher(job), "runs"), 1))
     assert [e["job_run_id"] for e in events] == ids
     assert budgets().max_rps == 3.0
+
+
+def test_an_asset_watcher_and_deferred_sensors_of_one_job_share_its_listing_in_the_triggerer(
+    sim: Simulator, supervisor: Supervisor
+) -> None:
+    """The watcher and two sensors' triggers of one job on one triggerer loop: each gets its
+    events, the job is listed for all of them at once, and each finished run is read once
+    (the watcher takes the answer its sensor's trigger read, lineage included)."""
+    job = new_job()
+    ids = sim.add_scheduled_runs(DOMAIN, job, [(0.0, 2.0, "SUCCESS"), (0.0, 2.0, "FAILED")])
+    policy = policy_kwargs(PollPolicy(interval=0.3, max_interval=0.6))
+    watched = watching(watcher(job, poll_interval=0.5), "all")
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        listening = asyncio.create_task(take(watched, 2))
+        await asyncio.sleep(0.3)  # the watcher's first listing
+        sensors = [
+            DataZoneJobRunTrigger(
+                DOMAIN, run_id, aws_conn_id=None, deadline=time.time() + 30, policy=policy
+            )
+            for run_id in ids
+        ]
+
+        async def fired(trigger: DataZoneJobRunTrigger) -> Any:
+            async for event in trigger.run():
+                return event.payload
+            raise AssertionError("no event")
+
+        payloads = await asyncio.gather(*(fired(t) for t in sensors))
+        return list(payloads), await listening
+
+    payloads, events = asyncio.run(main())
+    reads = Counter(r.run_id for r in sim.requests if r.operation == "GetJobRun")
+    assert sorted(e["job_run_id"] for e in events) == sorted(ids)
+    assert [p["result"]["outcome"] for p in payloads] == ["succeeded", "failed"]
+    assert all(
+        e["lineage"] == p["result"]["lineage"]
+        for e, p in zip(
+            sorted(events, key=lambda e: e["job_run_id"]),
+            sorted(payloads, key=lambda p: p["result"]["job_run_id"]),
+            strict=True,
+        )
+    )
+    assert all(reads[run_id] <= 2 for run_id in ids), reads
