@@ -792,7 +792,9 @@ class Follower:
     (``fleet_loop``) to find the fleet it follows in. `ask` crosses to the
     fleet's loop, and every listing the watch makes (`Pages`, or the error it
     failed with) crosses back to `next`; both thread-safe, as the engine's
-    loop is another thread's.
+    loop is another thread's. A watcher that has not taken the last one
+    when the next comes gets the newer only: a listing is a snapshot, so a
+    slow watcher holds one, not all that were made meanwhile.
     """
 
     def __init__(
@@ -813,7 +815,9 @@ class Follower:
         self.told = 0  # listings (and failures) handed to it
         self._loop = asyncio.get_running_loop()
         self._fleet_loop = fleet_loop
-        self._news: asyncio.Queue[Pages | Exception] = asyncio.Queue()
+        # The watcher's side: the newest listing not taken yet, and its number.
+        self._news: tuple[int, Pages | Exception] | None = None
+        self._came = asyncio.Event()
         fleet_loop.call_soon_threadsafe(self._follow, fleet)
 
     def ask(self, due: float, floor: float, seen: int) -> None:
@@ -821,9 +825,14 @@ class Follower:
         ``seen``: how many listings the watcher has taken so far."""
         self._fleet_loop.call_soon_threadsafe(self._ask, due, floor, seen)
 
-    async def next(self) -> Pages | Exception:
-        """The next listing of the job, or the error it failed with."""
-        return await self._news.get()
+    async def next(self) -> tuple[int, Pages | Exception]:
+        """The newest listing of the job not taken yet (or the error it failed with), and how
+        many have been made for this follower up to it."""
+        await self._came.wait()
+        self._came.clear()
+        assert self._news is not None
+        news, self._news = self._news, None
+        return news
 
     def close(self) -> None:
         """Stop following (a closed fleet's loop has nothing left to stop)."""
@@ -833,10 +842,14 @@ class Follower:
     def give(self, news: Pages | Exception) -> bool:
         """On the fleet's loop: hand ``news`` over; False if the watcher's loop is closed."""
         try:
-            self._loop.call_soon_threadsafe(self._news.put_nowait, news)
+            self._loop.call_soon_threadsafe(self._came_in, self.told, news)
         except RuntimeError:
             return False
         return True
+
+    def _came_in(self, number: int, news: Pages | Exception) -> None:
+        self._news = (number, news)
+        self._came.set()
 
     def _follow(self, fleet: Callable[[], Fleet]) -> None:
         fleet().follow(self)

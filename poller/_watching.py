@@ -222,7 +222,7 @@ class JobWatch:
         self._soon = math.inf
         self._soon_from = math.inf
         self._follower: Follower | None = None
-        self._seen = 0  # listings (and failed ones) taken
+        self._seen = 0  # listings (and failed ones) made for it, up to the last taken
         self._reads: collections.OrderedDict[str, asyncio.Future[JobRun | None]] = (
             collections.OrderedDict()
         )
@@ -274,8 +274,7 @@ class JobWatch:
         try:
             self._ask(self.clock())
             while True:
-                news = await follower.next()
-                self._seen += 1
+                self._seen, news = await follower.next()
                 if isinstance(news, Exception):
                     state, delay = self._retry(state, "ListJobRuns", news, classify(news))
                     self._ask(self.clock() + delay)

@@ -22,8 +22,8 @@ from helpers import DOMAIN, QUIET, keep
 from structlog.testing import capture_logs
 
 from poller import JobRun, JobRunStatus, Outcome, PollPolicy, WaitResult, wait_for_job_runs
-from poller._engine import _ENGINE, FinishedRuns, engine
-from poller._limiter import budget_for
+from poller._engine import _ENGINE, FinishedRuns, Fleet, Follower, Pages, engine
+from poller._limiter import RateLimiter, budget_for
 from poller._waiter import wait_result
 from poller.aio import async_wait_result, watch_job_runs
 from poller.airflow import DataZoneJobRunTrigger
@@ -374,3 +374,30 @@ def test_waits_starting_on_a_watched_job_take_their_first_look_from_its_listing(
 
         first_reads = asyncio.run(main())
     assert first_reads <= 2
+
+
+def test_a_watcher_that_has_not_taken_a_listing_gets_only_the_newest_and_its_number() -> None:
+    """Three listings made while the watcher was busy: it takes the third (numbered 3), and
+    an ask it makes before it took it is stale (a slow watcher held every listing made)."""
+    pages = [Pages((), (), False, 1, float(at)) for at in range(3)]
+
+    async def main() -> tuple[tuple[int, Pages | Exception], bool]:
+        fleet = Fleet(limiter=RateLimiter(10))
+        follower = Follower(asyncio.get_running_loop(), lambda: fleet, (DOMAIN, "job"), None, 1)
+        await asyncio.sleep(0)  # it follows the job's watch
+        watch = follower.watch
+        assert watch is not None
+        for made in pages:
+            watch.tell(made)
+        await asyncio.sleep(0)  # the listings cross to the watcher's side
+        taken = await follower.next()
+        watch.ask(follower, 5.0, 0.0, seen=2)
+        stale = follower.asked is None
+        follower.close()
+        await asyncio.sleep(0)
+        await fleet.close()
+        return taken, stale
+
+    taken, stale = asyncio.run(main())
+    assert taken == (3, pages[2])
+    assert stale
