@@ -1045,12 +1045,13 @@ class Fleet:
             elif claimed:
                 self.learn(turns.client, *key, turns.session.state.deadline, policy.retry_max)
         if watch is not None:
-            if not watch.claimed and wants_history(policy, run):
-                watch.claimed = True  # its next listing is the job's history lookup too
-            if not watch.members and self.unseen:
-                # A watcher's watch, and waits not read yet that its page may show: list
-                # now, ahead of their first calls, as a new watch's first listing is.
-                watch.need(self.clock(), urgent=True)
+            if watch.followers and not watch.members:
+                # The first wait of a watcher's watch: as a new watch's first listing, its
+                # next is the job's history lookup, and lists now for the waits not read
+                # yet that its page may show, ahead of their first calls.
+                watch.claimed = watch.claimed or wants_history(policy, run)
+                if self.unseen:
+                    watch.need(self.clock(), urgent=True)
             watch.join(turns)
 
     def follow(self, follower: Follower) -> None:

@@ -241,7 +241,7 @@ class JobWatch:
         now = self.clock()
         soon = now + self.cadence.look
         if soon < self._soon:
-            self._soon, self._soon_from = soon, min(self._soon_from, now)
+            self._soon, self._soon_from = soon, now
             self._ask(soon)
 
     def _ask(self, due: float) -> None:
