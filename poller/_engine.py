@@ -10,9 +10,10 @@ daemon thread started on first use, in the `Fleet` of its client's account.
 
 - A `Fleet` is one account's waits on one loop: they book every call on the
   account's `RateLimiter` (`_limiter.budget_for`), the runs of one job are
-  looked at together by one ListJobRuns (`_Watch`), and a job's history is
-  looked up once. Waits join and leave at any time, each with its own
-  policy, deadline, callbacks and cancellation.
+  looked at together by one ListJobRuns (`_Watch`), which the job's
+  watchers follow too (`Follower`), and a job's history is looked up once.
+  Waits join and leave at any time, each with its own policy, deadline,
+  callbacks and cancellation.
 - Each wait is an ordinary `WaitSession` driven by `async_drive`: the
   cadence, backoff, grace and deadline rules are the core's, unchanged. The
   one difference is when a call may be made: each wait books its calls on
