@@ -349,7 +349,7 @@ def test_finished_runs_keeps_the_newest_finished_answers_by_account_and_nothing_
 
 def test_waits_starting_on_a_watched_job_take_their_first_look_from_its_listing() -> None:
     """Ten waits start on runs of a job a watcher follows: the first wait's read lists the
-    job at once, and the other nine are seen on that page (each read its run itself)."""
+    job at once, and the other nine are seen on that page (each read its run itself before)."""
     policy = PollPolicy(timeout=20, interval=0.5, max_interval=1.0)
     with Simulator() as sim:
         ids = sim.add_scheduled_runs(DOMAIN, "job-u", [(0.0, 3.0, "SUCCESS")] * 10)
@@ -378,7 +378,7 @@ def test_waits_starting_on_a_watched_job_take_their_first_look_from_its_listing(
 
 def test_a_watcher_that_has_not_taken_a_listing_gets_only_the_newest_and_its_number() -> None:
     """Three listings made while the watcher was busy: it takes the third (numbered 3), and
-    an ask it makes before it took it is stale (a slow watcher held every listing made)."""
+    an ask it makes before it took it is stale (a slow watcher held every listing made before)."""
     pages = [Pages((), (), False, 1, float(at)) for at in range(3)]
 
     async def main() -> tuple[tuple[int, Pages | Exception], bool]:
