@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 
 import botocore.session
 import pytest
+import structlog
 from botocore.credentials import DeferredRefreshableCredentials
 from helpers import DOMAIN, child_env, keep
 from structlog.testing import capture_logs
@@ -319,11 +321,12 @@ def test_a_denied_listing_shared_by_a_watcher_and_waits_ends_the_watcher_and_fre
                 )
             )
             await asyncio.sleep(0.5)  # their listing is under way
-            listed = sum(1 for r in sim.requests if r.operation == "ListJobRuns")
-            stream = watch_job_runs(DOMAIN, "job-x", client=client, interval=0.3, policy=policy)
+            stream = watch_job_runs(
+                DOMAIN, "job-x", client=client, interval=0.3, policy=policy, logger=debug
+            )
             first = asyncio.ensure_future(anext(stream))
-            while sum(1 for r in sim.requests if r.operation == "ListJobRuns") == listed:
-                await asyncio.sleep(0.01)  # until the watcher's first look
+            while not any(e["event"] == "watch_listed" for e in events):
+                await asyncio.sleep(0.01)  # until the watcher has had a look: it follows
             sim.fail_list_job_runs(DOMAIN, "job-x", Fault.error("AccessDeniedException", 403))
             try:
                 await asyncio.wait_for(first, 10)
@@ -334,6 +337,9 @@ def test_a_denied_listing_shared_by_a_watcher_and_waits_ends_the_watcher_and_fre
             return ended, list(await waits)
 
         with capture_logs() as events:
+            debug = structlog.wrap_logger(  # the watcher's debug events too
+                None, wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG)
+            )
             ended, results = asyncio.run(main())
         denied = [r for r in sim.requests if r.status_code == 403]
     assert isinstance(ended, AccessDeniedError)
