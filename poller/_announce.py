@@ -51,6 +51,7 @@ __all__ = [
     "outlook",
     "parse_statuses",
     "reach",
+    "reached",
     "settle",
 ]
 
@@ -272,6 +273,22 @@ def reach(floor: float, going: Iterable[float] | None) -> float:
     if going is None:
         return -math.inf
     return min([floor, *going])
+
+
+def reached(
+    *, more: bool, last: Sequence[JobRun], pages: int, floor: float, limit: int
+) -> tuple[bool, float, bool]:
+    """Whether a listing of ``pages`` pages (``last`` the last, ``more`` past it) is complete
+    for a watch that needs runs created back to ``floor``; how far back it read (-inf: every
+    page; ``floor``; inf: not as far as needed); and whether to list again now: it stopped
+    short while pages remain below ``limit`` (it was made for the waits, or the watch's
+    floor dropped since), rather than at ``limit``.
+    """
+    if not more:
+        return True, -math.inf, False
+    if not more_pages(last, floor):
+        return True, floor, False
+    return False, math.inf, pages < limit
 
 
 def more_pages(page: Sequence[JobRun], floor: float) -> bool:

@@ -51,11 +51,11 @@ from poller._announce import (
     Ledger,
     due,
     end_of,
-    more_pages,
     next_listing,
     outlook,
     parse_statuses,
     reach,
+    reached,
 )
 from poller._announce import settle as settle_ledger
 from poller._datazone import classify, fetch_job_run
@@ -311,14 +311,12 @@ class JobWatch:
             self._soon = self._soon_from = math.inf
         listed_at = self.wall() - (self.clock() - pages.sent_at)
         runs = pages.runs
-        if not pages.more or not more_pages(pages.last, floor):
-            self._cut = -math.inf if not pages.more else floor
-            self._going = _going(runs)
-            return Listing(runs, listed_at, True, self), False
-        self._cut = math.inf
-        # Past the last page read, the runs seen going before are still looked for.
-        self._going = {**(self._going or {}), **_going(runs)}
-        return Listing(runs, listed_at, False, self), pages.pages < LISTING_PAGES
+        complete, self._cut, again = reached(
+            more=pages.more, last=pages.last, pages=pages.pages, floor=floor, limit=LISTING_PAGES
+        )
+        # Incomplete: past the last page read, the runs seen going before are still looked for.
+        self._going = _going(runs) if complete else {**(self._going or {}), **_going(runs)}
+        return Listing(runs, listed_at, complete, self), again
 
     async def read(self, run: JobRun) -> JobRun | None:
         """The run as GetJobRun reads it (lineage included); None if it cannot be found.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -20,6 +21,7 @@ from poller._announce import (
     next_listing,
     outlook,
     parse_statuses,
+    reached,
     settle,
 )
 from poller._model import JobRun
@@ -172,6 +174,21 @@ def test_erratic_schedules_and_durations_give_no_quiet_window() -> None:
     view = outlook(erratic, T0)
     assert (view.quiet, view.next_start) == (0.0, None)
     assert next_listing(view, Cadence()) == T0 + Cadence().look
+
+
+def test_a_listing_is_complete_when_it_read_every_page_or_back_to_the_floor_else_list_again() -> (
+    None
+):
+    """No page past it: complete, read every page. Its last page older than the floor:
+    complete, read to the floor. Short of the floor: incomplete, and list again now unless
+    it stopped at the page limit."""
+    old = [run("a", "SUCCESS", created=10, end=20)]
+    new = [run("b", "SUCCESS", created=60, end=70)]
+    floor = T0 + 50
+    assert reached(more=False, last=new, pages=1, floor=floor, limit=10) == (True, -math.inf, False)
+    assert reached(more=True, last=old, pages=1, floor=floor, limit=10) == (True, floor, False)
+    assert reached(more=True, last=new, pages=1, floor=floor, limit=10) == (False, math.inf, True)
+    assert reached(more=True, last=new, pages=10, floor=floor, limit=10) == (False, math.inf, False)
 
 
 def test_more_pages_while_the_oldest_run_is_going_or_not_older_than_the_floor() -> None:
