@@ -401,3 +401,41 @@ def test_a_watcher_that_has_not_taken_a_listing_gets_only_the_newest_and_its_num
     taken, stale = asyncio.run(main())
     assert taken == (3, pages[2])
     assert stale
+
+
+def test_a_watcher_and_waits_sharing_a_listing_through_a_throttle_storm_lose_nothing() -> None:
+    """Every call throttled for 5 s while the runs end: the watcher announces each once and
+    every wait succeeds, all within a few seconds of the storm's end."""
+    policy = PollPolicy(timeout=30, interval=0.5, max_interval=2.0)
+    with Simulator() as sim:
+        spec = [(0.0, 2.0 + 0.3 * i, "SUCCESS") for i in range(10)]
+        ids = sim.add_scheduled_runs(DOMAIN, "job-storm", spec)
+        now = time.monotonic()
+        sim.storm(now + 0.5, now + 5.5)
+        client = keep(sim.client())
+        announced: Counter[str] = Counter()
+
+        async def watch() -> None:
+            stream = watch_job_runs(
+                DOMAIN, "job-storm", client=client, since=time.time() - 1, interval=1.0
+            )
+            async for result in stream:
+                announced[result.job_run_id] += 1
+                if len(announced) == len(ids):
+                    break
+            await stream.aclose()
+
+        async def main() -> list[WaitResult]:
+            waits = [
+                async_wait_result(DOMAIN, run_id, client=client, policy=policy) for run_id in ids
+            ]
+            done = await asyncio.wait_for(asyncio.gather(watch(), *waits), 30)
+            return list(done[1:])
+
+        results = asyncio.run(main())
+        ended = time.monotonic()
+        throttled = sum(1 for r in sim.requests if r.status_code == 429)
+    assert announced == Counter(ids)
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED] * len(ids)
+    assert throttled > 0  # the storm hit the shared listing or the reads
+    assert ended - (now + 5.5) < 10
