@@ -65,6 +65,7 @@ from poller._limiter import (
     RateLimiter,
     account_key,
     budget_for,
+    sleep_or,
     until_booked,
 )
 from poller._listing import (
@@ -378,11 +379,7 @@ class _Turns:
             elif news is None:
                 await fleet.sleep(delay)
             else:
-                sleeper = asyncio.ensure_future(fleet.sleep(delay))
-                try:
-                    await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    sleeper.cancel()
+                await sleep_or(news, delay, fleet.sleep)
         if news is not None and news.done():
             return self._heard(news)
         return Woke(self._listing_by())

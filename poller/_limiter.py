@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import math
 import threading
 import time
@@ -84,6 +85,7 @@ __all__ = [
     "raised",
     "rate_at",
     "respace",
+    "sleep_or",
     "succeeded",
     "throttled",
     "until_booked",
@@ -741,13 +743,40 @@ async def _until_booked(
             delay = min(delay, every)
         if news is None:
             await sleep(delay)
-            continue
-        sleeper = asyncio.ensure_future(sleep(delay))
-        try:
-            await asyncio.wait((sleeper, news), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
+        else:
+            await sleep_or(news, delay, sleep)
     return None
+
+
+def _wake(woken: asyncio.Future[None], *_: object) -> None:
+    if not woken.done():
+        woken.set_result(None)
+
+
+async def sleep_or(
+    news: asyncio.Future[Any], delay: float, sleep: Callable[[float], Awaitable[object]]
+) -> None:
+    """Sleep ``delay`` seconds, or until ``news`` is done: whichever first.
+
+    The one sleep-or-news of a booking-wait and of a turn waiting for its
+    job's listing. On the loop's own time (``asyncio.sleep``: real time, or a
+    `_vloop` loop of a wait's clock) it is one future and one timer, not a
+    sleeper task and `asyncio.wait`: a fleet's idle waits do this once a look.
+    """
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+    wake = functools.partial(_wake, woken)
+    news.add_done_callback(wake)
+    if sleep is asyncio.sleep:
+        timer: asyncio.Handle | asyncio.Future[object] = loop.call_later(delay, _wake, woken)
+    else:  # a sleep of its own (a scaled clock): its own task
+        timer = asyncio.ensure_future(sleep(delay))
+        timer.add_done_callback(wake)
+    try:
+        await woken
+    finally:
+        timer.cancel()
+        news.remove_done_callback(wake)
 
 
 #: What picks an account's budget: (region, endpoint, access key id), or a client of its own.
