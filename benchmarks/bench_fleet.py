@@ -27,6 +27,7 @@ simulated seconds and requests/s. Request latency (about a millisecond) is not
 scaled, which favours no strategy.
 
     .venv/bin/python benchmarks/bench_fleet.py [--runs 1000] [--scale 5] [--seed 0]
+        [--poller-only] [--explain N] [--timeline] [--long]
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from poller import Outcome, PollPolicy, RateLimiter, WaitResult
 from poller._history import JobHistory
+from poller._model import JobRunStatus
 from poller.aio import CALL_WORKERS, async_wait_for_job_runs
 from poller.testing import RunScript, Seams, Simulator
 
@@ -125,6 +127,8 @@ class Outcomes:
 
 
 JOBS = 100
+# The statuses a run's last GetJobRun answers with.
+FINISHED = {status.value for status in JobRunStatus if status.is_terminal}
 PAST_RUNS = 20
 
 
@@ -378,6 +382,42 @@ def explain(
         )
 
 
+def timeline(
+    sim: Simulator, truth: dict[str, str], seen: Outcomes, budget: float, step: float = 10.0
+) -> None:
+    """Where a strategy's calls went, ``step`` seconds at a time: the runs that ended, the
+    GetJobRun calls answered finished (a run's last read, for its lineage), the other
+    GetJobRun calls, the job listings, against the ``budget`` (calls/s); and the lag of
+    the runs that ended in each step."""
+    prefix = name_prefix(truth)
+    start = min(r.t for r in sim.requests if r.run_id in truth)
+    rows: dict[int, list[int]] = {}
+    lags: dict[int, list[float]] = {}
+    for r in sim.requests:
+        if r.run_id not in truth and not (r.job_id or "").startswith(f"{prefix}-"):
+            continue
+        kind = 3 if r.operation == "ListJobRuns" else 1 if r.answered_status in FINISHED else 2
+        rows.setdefault(int((r.t - start) // step), [0, 0, 0, 0])[kind] += 1
+    for rid in truth:
+        end = sim.end_time(rid)
+        if end is not None and rid in seen.detected:
+            bucket = int((end - start) // step)
+            rows.setdefault(bucket, [0, 0, 0, 0])[0] += 1
+            lags.setdefault(bucket, []).append(seen.detected[rid] - end)
+    print(
+        f"| from (s) | runs ended | last reads | other GetJobRun | listings "
+        f"| calls of the {budget * step:g} the budget allows | lag p50 (s) | lag max (s) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for bucket in sorted(rows):
+        ended, last, other, listed = rows[bucket]
+        ordered = sorted(lags.get(bucket, [])) or [float("nan")]
+        print(
+            f"| {bucket * step:g} | {ended} | {last} | {other} | {listed} "
+            f"| {last + other + listed} | {quantile(ordered, 0.5):.1f} | {ordered[-1]:.1f} |"
+        )
+
+
 def name_prefix(truth: dict[str, str]) -> str:
     return next(iter(truth)).rsplit("-", 1)[0]
 
@@ -405,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--explain", type=int, default=0, metavar="N",
         help="list the N worst lags of the history row with their job's quiet window",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeline", action="store_true",
+        help="show where the history row's calls went, 10 s at a time, against the budget",
     )  # fmt: skip
     parser.add_argument(
         "--long",
@@ -450,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(summarise(name, sim, truth, seen, started))
             if i == 0 and args.explain:
                 explain(sim, truth, seen, past, args.explain)
+            if i == 0 and args.timeline:
+                timeline(sim, truth, seen, DEFAULT_MAX_RPS)
             print(f"  {name}: done in {time.monotonic() - real_start:.0f} s real", file=sys.stderr)
             # Let the server's bucket refill so each strategy starts from the same state.
             clock.sleep(5)
