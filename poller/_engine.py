@@ -961,7 +961,7 @@ class Fleet:
 
     def report(self, granted_at: float, kind: FaultKind | None, retry_max: float) -> None:
         """Tell the budget how the call booked at ``granted_at`` went (``kind``: its fault)."""
-        self.limiter.report(granted_at, kind, retry_max)
+        self.limiter.report(granted_at, kind, retry_max, self.logger)
 
     def learn(
         self,

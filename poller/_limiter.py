@@ -60,33 +60,40 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from poller import _home, _otel
+from poller import _home, _otel, log
 from poller._policy import FaultKind
 from poller._session import Clock
 from poller.errors import InvalidRequestError
 
 __all__ = [
+    "ADVISE_EVERY",
+    "BUDGET_HELD_DOWN",
     "DEFAULT_MAX_RPS",
     "RECHECK",
+    "TALLY_S",
     "AccountKey",
     "AimdSettings",
     "Booking",
     "BudgetState",
     "Budgets",
+    "HeldDown",
     "RateLimiter",
     "Slot",
+    "Tally",
     "account_key",
     "budget_for",
     "budgets",
     "excused",
     "fit",
     "fit_urgent",
+    "held_down",
     "next_look",
     "raised",
     "rate_at",
     "respace",
     "sleep_or",
     "succeeded",
+    "tallied",
     "throttled",
     "until_booked",
 ]
@@ -97,6 +104,8 @@ __all__ = [
 #: the console and other tools sharing the account's quota, and still polls
 #: 300 runs every 30 s. AIMD only ever lowers it when the service says so.
 DEFAULT_MAX_RPS = 10.0
+#: The warning a budget held down by throttles all along logs (`held_down`).
+BUDGET_HELD_DOWN = "budget_held_down"
 _MIN_RPS = 0.2
 _DECREASE = 0.5
 _INCREASE = 0.5
@@ -294,6 +303,76 @@ def succeeded(settings: AimdSettings, state: BudgetState, now: float) -> BudgetS
     return replace(after, rate=rate, decreased_at=now)
 
 
+#: A budget's calls are tallied over stretches this long (s) for `held_down`.
+TALLY_S = 60.0
+#: A budget held down is said at most this often (s).
+ADVISE_EVERY = 600.0
+# Held down: its rate allowed, on average over the stretch, below this share of ``max_rps``
+# while throttles cut it in three of the stretch's four quarters, at a share of the calls
+# below a storm's; judged on this many calls at least.
+_HELD_BELOW = 0.7
+_HELD_QUARTERS = 3
+_STORM_SHARE = 0.5
+_TALLY_CALLS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A budget's calls since ``start``: how many, how many throttled, in which quarters
+    of the stretch a throttle cut the rate (bits 0 to 3), and the rate allowed at each
+    call, summed: what `held_down` judges."""
+
+    start: float
+    calls: int = 0
+    throttles: int = 0
+    cut_quarters: int = 0
+    rate_sum: float = 0.0
+
+
+def tallied(tally: Tally, now: float, rate: float, *, throttled: bool, cut: bool) -> Tally:
+    """``tally`` with one more call, reported at ``now`` with the budget at ``rate``."""
+    quarter = min(int(4 * (now - tally.start) // TALLY_S), 3)
+    return Tally(
+        start=tally.start,
+        calls=tally.calls + 1,
+        throttles=tally.throttles + throttled,
+        cut_quarters=tally.cut_quarters | (1 << quarter if cut else 0),
+        rate_sum=tally.rate_sum + rate,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HeldDown:
+    """A budget held down a stretch long: the rate it allowed on average, the share of its
+    calls throttled."""
+
+    rate: float
+    throttled: float
+
+
+def held_down(
+    settings: AimdSettings, tally: Tally, now: float, advised_at: float
+) -> HeldDown | None:
+    """Whether the stretch tallied, once `TALLY_S` long, shows the budget held down by
+    throttles that came all along (None: no, or not yet, or said less than
+    `ADVISE_EVERY` ago).
+
+    Held down: cut in three of its four quarters (one storm is over in one or
+    two), below `_HELD_BELOW` of ``max_rps`` on average, with under half the
+    calls throttled (a storm's share). From inside the process, other clients'
+    throttles and its own overload look alike (see docs/design.md), so this
+    only says the budget is held down: the user knows which, and what to set.
+    """
+    if now - tally.start < TALLY_S or now - advised_at < ADVISE_EVERY:
+        return None
+    if tally.calls < _TALLY_CALLS or tally.cut_quarters.bit_count() < _HELD_QUARTERS:
+        return None
+    rate, share = tally.rate_sum / tally.calls, tally.throttles / tally.calls
+    if rate >= _HELD_BELOW * settings.max_rps or share >= _STORM_SHARE:
+        return None
+    return HeldDown(rate=rate, throttled=share)
+
+
 @dataclass(frozen=True, eq=False, slots=True)
 class Booking:
     """A call booked with a `RateLimiter`: a ticket that never changes.
@@ -432,6 +511,9 @@ class RateLimiter:
         # booked again, which the late calls after it keep behind.
         self._went = -math.inf
         self._slipped = -math.inf
+        # The calls of the stretch going on, and when the budget last said it was held down.
+        self._tally = Tally(start=self._clock())
+        self._advised_at = -math.inf
 
     @property
     def clock(self) -> Clock:
@@ -644,7 +726,11 @@ class RateLimiter:
             self._state = throttled(
                 self._settings, self._state, granted_at, now, spacing_cap, pending
             )
-            if self._state.decreased_at == now and self._state.rate < before:
+            cut = self._state.decreased_at == now
+            self._tally = tallied(
+                self._tally, now, rate_at(self._settings, self._state, now), throttled=True, cut=cut
+            )
+            if cut and self._state.rate < before:
                 self._packed_rate = min(self._packed_rate, self._state.rate)
                 # The calls booked at the old rate would keep it up for as long
                 # as bookings reach ahead: they move to the new spacing now.
@@ -653,16 +739,40 @@ class RateLimiter:
     def succeeded(self) -> None:
         """Report that a call got through."""
         with self._lock:
-            self._state = succeeded(self._settings, self._state, self._clock())
+            now = self._clock()
+            self._state = succeeded(self._settings, self._state, now)
+            rate = rate_at(self._settings, self._state, now)
+            self._tally = tallied(self._tally, now, rate, throttled=False, cut=False)
 
-    def report(self, granted_at: float, kind: FaultKind | None, spacing_cap: float) -> None:
+    def report(
+        self, granted_at: float, kind: FaultKind | None, spacing_cap: float, logger: Any = None
+    ) -> None:
         """How the call booked at ``granted_at`` went (``kind``: its fault, None if it got
         through): a throttle slows the budget; a transient fault says nothing of the rate;
-        anything else (an answer, denied, not found) means the rate was accepted."""
+        anything else (an answer, denied, not found) means the rate was accepted.
+
+        A budget held down a stretch long (`held_down`) says so on ``logger`` (poller's
+        if None): one ``budget_held_down`` warning, at most every `ADVISE_EVERY` seconds.
+        """
         if kind is FaultKind.THROTTLE:
             self.throttled(granted_at, spacing_cap)
         elif kind is not FaultKind.TRANSIENT:
             self.succeeded()
+        with self._lock:
+            now = self._clock()
+            said = held_down(self._settings, self._tally, now, self._advised_at)
+            if now - self._tally.start >= TALLY_S:
+                self._tally = Tally(start=now)
+            if said is not None:
+                self._advised_at = now
+        if said is not None:
+            (logger if logger is not None else log.get_logger()).warning(
+                BUDGET_HELD_DOWN,
+                rate=round(said.rate, 2),
+                max_rps=self._settings.max_rps,
+                throttled=round(said.throttled, 3),
+                others_throttled=self._settings.others_throttled,
+            )
 
 
 #: A booking moved this much past the time it got looks for a sooner free time this often (s),

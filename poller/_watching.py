@@ -130,9 +130,12 @@ class Budget:
         assert granted is not None  # no latest, no news: it always comes
         return granted
 
-    def report(self, granted_at: float, kind: FaultKind | None, backoff_cap: float) -> None:
-        """How the call granted at ``granted_at`` went: a throttle slows the budget."""
-        self.limiter.report(granted_at, kind, backoff_cap)
+    def report(
+        self, granted_at: float, kind: FaultKind | None, backoff_cap: float, logger: Any
+    ) -> None:
+        """How the call granted at ``granted_at`` went: a throttle slows the budget (which
+        may say on ``logger`` that it is held down)."""
+        self.limiter.report(granted_at, kind, backoff_cap, logger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,11 +389,11 @@ class JobWatch:
             except Exception as exc:
                 fault = classify(exc)
                 if fault is not None:
-                    self.budget.report(granted, fault.kind, self.policy.retry_max)
+                    self.budget.report(granted, fault.kind, self.policy.retry_max, self.logger)
                 state, delay = self._retry(state, operation, exc, fault)
                 await self.sleep(delay)
                 continue
-            self.budget.report(granted, None, self.policy.retry_max)
+            self.budget.report(granted, None, self.policy.retry_max, self.logger)
             return result
 
     def _retry(

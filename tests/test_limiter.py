@@ -18,20 +18,27 @@ from hypothesis import strategies as st
 
 from poller import InvalidRequestError, RateLimiter
 from poller._limiter import (
+    ADVISE_EVERY,
     DEFAULT_MAX_RPS,
+    TALLY_S,
     AimdSettings,
     Booking,
     BudgetState,
+    HeldDown,
+    Tally,
     account_key,
     budget_for,
     excused,
     fit,
+    held_down,
     next_look,
     rate_at,
     succeeded,
+    tallied,
     throttled,
     until_booked,
 )
+from poller._policy import FaultKind
 from poller.testing import VirtualClock, run_virtual
 
 
@@ -754,3 +761,81 @@ def test_a_booking_whose_waiter_is_cancelled_is_given_back() -> None:
     assert limiter.at(after) == 1.0  # the cancelled one's slot
     with pytest.raises(KeyError):
         limiter.at(waiting)
+
+
+def steady(cut_at: list[float], *, calls: int = 40, throttles: int = 4, rate: float = 2.0) -> Tally:
+    """A stretch from 0 of ``calls`` calls at ``rate``, the first ``throttles`` throttled,
+    those at ``cut_at`` cutting the rate."""
+    tally = Tally(start=0.0)
+    for i in range(calls):
+        now = cut_at[i] if i < len(cut_at) else TALLY_S * i / calls
+        tally = tallied(tally, now, rate, throttled=i < throttles, cut=i < len(cut_at))
+    return tally
+
+
+def test_a_stretch_cut_in_three_quarters_below_the_ceiling_says_the_budget_is_held_down() -> None:
+    """Cuts at 5, 20 and 50 s (quarters 0, 1 and 3), 4 of 40 calls throttled, 2/s of 10:
+    held down at exactly 2/s and a tenth throttled, once the stretch is a minute long."""
+    tally = steady([5.0, 20.0, 50.0])
+    assert tally.cut_quarters == 0b1011
+    settings = AimdSettings(max_rps=10)
+    assert held_down(settings, tally, TALLY_S, -math.inf) == HeldDown(rate=2.0, throttled=0.1)
+    assert held_down(settings, tally, TALLY_S - 1, -math.inf) is None  # not a minute yet
+
+
+@pytest.mark.parametrize(
+    ("why", "tally", "advised_at"),
+    [
+        ("one storm: cuts in two quarters", steady([5.0, 6.0, 20.0]), -math.inf),
+        ("too few calls to judge", steady([5.0, 20.0, 50.0], calls=19), -math.inf),
+        ("near the ceiling", steady([5.0, 20.0, 50.0], rate=7.0), -math.inf),
+        ("a storm's share throttled", steady([5.0, 20.0, 50.0], throttles=20), -math.inf),
+        ("said less than ADVISE_EVERY ago", steady([5.0, 20.0, 50.0]), TALLY_S - ADVISE_EVERY + 1),
+    ],
+)
+def test_a_stretch_that_is_not_held_down_all_along_says_nothing(
+    why: str, tally: Tally, advised_at: float
+) -> None:
+    """Each way short of "held down" is None."""
+    assert held_down(AimdSettings(max_rps=10), tally, TALLY_S, advised_at) is None, why
+
+
+class Said:
+    """A logger that keeps its warnings."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.said.append((event, fields))
+
+
+def test_a_budget_held_down_says_so_once_on_the_logger_it_is_given() -> None:
+    """A budget cut by every tenth call for two minutes logs one warning on the logger its
+    report names (ADVISE_EVERY keeps the second minute quiet); a healthy one logs none."""
+    for others in (0.1, 0.0):
+        clock = FakeTime()
+        limiter = RateLimiter(10, clock=clock)
+        logger = Said()
+        said = logger.said
+
+        n, start = 0, clock.now
+        while clock.now < start + 2 * TALLY_S:
+            booking = limiter.reserve(clock.now)
+            assert booking is not None
+            clock.now = max(clock.now, limiter.at(booking))
+            granted = limiter.claim(booking)
+            if granted is None:
+                continue
+            n += 1
+            kind = FaultKind.THROTTLE if others and n % round(1 / others) == 0 else None
+            limiter.report(granted, kind, 20.0, logger)
+        if others:
+            assert [event for event, _ in said] == ["budget_held_down"]
+            fields = said[0][1]
+            assert fields["max_rps"] == 10
+            assert fields["others_throttled"] == 0
+            assert fields["rate"] < 7
+            assert 0.05 < fields["throttled"] < 0.2
+        else:
+            assert said == []

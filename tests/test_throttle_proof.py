@@ -14,7 +14,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from helpers import DOMAIN, QUIET, busiest_second, keep
+import structlog
+from helpers import DOMAIN, QUIET, busiest_second, capture_every_log, keep
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +41,7 @@ def fleet(
     others: float = 0.0,
     others_throttled: float = 0.0,
     seed: int = 1,
+    logger: Any = QUIET,
 ) -> tuple[list[WaitResult], Simulator, float]:
     """``count`` runs of their own jobs ending ``ends`` seconds after the start, waited on
     together; returns the results, the simulator and the virtual seconds the wait took.
@@ -62,7 +64,7 @@ def fleet(
             client=keep(sim.client(max_pool_connections=CALL_WORKERS)),
             policy=policy.with_timeout(timeout),
             limiter=RateLimiter(max_rps, others_throttled=others_throttled, clock=clock),
-            seams=Seams(clock=clock, rng=random.Random(seed), logger=QUIET),
+            seams=Seams(clock=clock, rng=random.Random(seed), logger=logger),
         )
         results = run_virtual(coro, clock)
     return results, sim, clock.now - start
@@ -115,6 +117,31 @@ def test_other_clients_throttles_slow_a_fleet_but_lose_no_run(
     throttled = sum(1 for r in sim.requests if r.fault == "background")
     assert throttled >= others * len(sim.requests) / 2  # the weather was there
     assert took < timeout
+
+
+@pytest.mark.parametrize(
+    ("others", "told", "said"), [(0.05, 0.0, 1), (0.05, 0.1, 0), (0.0, 0.0, 0)]
+)
+def test_a_budget_held_down_by_other_clients_throttles_says_so_and_what_to_set(
+    others: float, told: float, said: int
+) -> None:
+    """150 runs ending over 30-90 s on a 40/s server throttling ``others`` of every call:
+    untold, the budget is held down, and one ``budget_held_down`` warning says so with the
+    share throttled (it was silent: the fleet just went slow); told, or on a healthy
+    server, none."""
+    with capture_every_log() as events:
+        results, _, _ = fleet(
+            150, ends=(30, 90), timeout=600, max_rps=40, server_rps=40, others=others,
+            others_throttled=told, logger=structlog.get_logger(),
+        )  # fmt: skip
+    assert outcomes(results) == {Outcome.SUCCEEDED: 150}
+    held = [e for e in events if e["event"] == "budget_held_down"]
+    assert len(held) == said
+    for event in held:
+        assert event["log_level"] == "warning"
+        assert event["max_rps"] == 40
+        assert event["rate"] < 0.7 * 40
+        assert 0.02 < event["throttled"] < 0.15
 
 
 @pytest.mark.parametrize(("others", "told", "bound"), [(0.05, 0.1, 1.3), (0.20, 0.25, 2.0)])
