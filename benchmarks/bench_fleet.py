@@ -416,6 +416,16 @@ def timeline(
             f"| {bucket * step:g} | {ended} | {last} | {other} | {listed} "
             f"| {last + other + listed} | {quantile(ordered, 0.5):.1f} | {ordered[-1]:.1f} |"
         )
+    # The busiest minute of ends: what any waiter must do in it, whatever its cadence.
+    ends = sorted((end - start, rid) for rid in truth if (end := sim.end_time(rid)) is not None)
+    most, first = max(
+        (sum(1 for t, _ in ends if a <= t < a + 60), a) for a in range(0, int(ends[-1][0]) + 1)
+    )
+    jobs = {int(rid.rsplit("-", 1)[1]) % JOBS for t, rid in ends if first <= t < first + 60}
+    print(
+        f"\nbusiest minute of ends: from {first} s, {most} runs of {len(jobs)} jobs ended; their "
+        f"last reads alone take {most} of the {budget * 60:g} calls the budget allows in it"
+    )
 
 
 def name_prefix(truth: dict[str, str]) -> str:
