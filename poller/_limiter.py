@@ -32,7 +32,9 @@ Throttles other clients of the account cause (a share of every call, whatever
 this budget's rate) look, from one process, exactly like its own overload, and
 cut it just the same: a steady share keeps the rate far below ``max_rps``. A
 user who knows that share says so (``others_throttled``): throttles within it
-(`excused`) then cut nothing, and a run of them beyond it still does.
+(`excused`) then cut nothing, and a run of them beyond it still does. A
+budget held down by throttles all along says so once in a while
+(`held_down`, ``budget_held_down``): the user knows whose they are.
 
 The decrease stops at a floor: ``min_rps``, or ``1 / spacing_cap`` when the
 throttled wait passes one (its `retry_max`) and is alone (at most one call
