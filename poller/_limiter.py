@@ -309,10 +309,8 @@ def succeeded(settings: AimdSettings, state: BudgetState, now: float) -> BudgetS
 TALLY_S = 60.0
 #: A budget held down is said at most this often (s).
 ADVISE_EVERY = 600.0
-# Held down: its rate allowed, on average over the stretch, below this share of ``max_rps``
-# while throttles cut it in three of the stretch's four quarters, at a share of the calls
-# below a storm's; judged on this many calls at least.
-_HELD_BELOW = 0.7
+# Held down: throttles cut it in three of the stretch's four quarters, at a share of the
+# calls below a storm's; judged on this many calls at least.
 _HELD_QUARTERS = 3
 _STORM_SHARE = 0.5
 _TALLY_CALLS = 20
@@ -360,19 +358,21 @@ def held_down(
     `ADVISE_EVERY` ago).
 
     Held down: cut in three of its four quarters (one storm is over in one or
-    two), below `_HELD_BELOW` of ``max_rps`` on average, with under half the
-    calls throttled (a storm's share). From inside the process, other clients'
-    throttles and its own overload look alike (see docs/design.md), so this
-    only says the budget is held down: the user knows which, and what to set.
+    two), with under half the calls throttled (a storm's share). Each cut
+    halves the rate, so a budget cut all along keeps well under ``max_rps``
+    (``rate``: what it allowed, on average at its calls). From inside the
+    process, other clients' throttles and its own overload look alike (see
+    docs/design.md), so this only says the budget is held down: the user knows
+    which, and what to set.
     """
     if now - tally.start < TALLY_S or now - advised_at < ADVISE_EVERY:
         return None
     if tally.calls < _TALLY_CALLS or tally.cut_quarters.bit_count() < _HELD_QUARTERS:
         return None
-    rate, share = tally.rate_sum / tally.calls, tally.throttles / tally.calls
-    if rate >= _HELD_BELOW * settings.max_rps or share >= _STORM_SHARE:
+    share = tally.throttles / tally.calls
+    if share >= _STORM_SHARE:
         return None
-    return HeldDown(rate=rate, throttled=share)
+    return HeldDown(rate=tally.rate_sum / tally.calls, throttled=share)
 
 
 @dataclass(frozen=True, eq=False, slots=True)

@@ -61,10 +61,10 @@ EVENTS: Final[Mapping[str, str]] = {
     "job_listing_stopped": "a fan-out stopped listing a job's runs (denied, failing three "
     "times in a row, or, logged as an error, a bug in poller); they are read one by one: "
     "`job_id`, `reason`",
-    "budget_held_down": "an account's budget was held below 70 % of `max_rps` for a minute "
-    "by throttles that came all along (not one storm): other clients of the account get "
-    "them (declare their share: `others_throttled`) or other processes share it (give each "
-    "its share of `max_rps`); at most every 10 minutes: `rate`, `max_rps`, `throttled`, "
+    "budget_held_down": "an account's budget was cut by throttles all through a minute (not "
+    "one storm), so it kept well under `max_rps`: other clients of the account get them "
+    "(declare their share: `others_throttled`) or other processes share it (give each its "
+    "share of `max_rps`); at most every 10 minutes: `rate`, `max_rps`, `throttled`, "
     "`others_throttled`",
     "fanout_started": "a fan-out began: `runs`, `waits`, `max_rps`",
     "fanout_finished": "a fan-out ended: `runs`, `rate`, a count per outcome",
