@@ -32,7 +32,12 @@ the others):
   engine's work without the hop. Not a mode poller can run in: a call that
   never answers would hold up every wait, which the hard deadline forbids.
 
-    .venv/bin/python benchmarks/bench_poll_cpu.py [--calls 2000] [--rounds 5] [--hop]
+With ``--stand-in``, the engine wait is also timed with a stand-in client
+that makes no HTTP (canned answers, parsed as botocore's): the engine's own
+work per poll, with the pool's hop and in place, when no real call runs
+between two polls to take the caches (the engine's code then runs warm).
+
+    .venv/bin/python benchmarks/bench_poll_cpu.py [--calls 2000] [--rounds 5] [--hop] [--stand-in]
 
 Targets: a single wait, blocking loop and engine alike, at most 1.3x the bare
 call's CPU (issue 23; the 1.10x of issues 2 and 15 was withdrawn); tracing off
@@ -54,6 +59,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +174,49 @@ def on_engine(fn: Callable[[], Any]) -> Any:
     return done.result()
 
 
+class StandIn:
+    """A client that makes no HTTP: ``calls`` answers IN_PROGRESS, then SUCCESS."""
+
+    meta = None  # a client of its own: its own budget and fleet
+
+    def __init__(self, calls: int) -> None:
+        self.left = calls
+
+    def get_job_run(self, *, domainIdentifier: str, identifier: str) -> dict[str, Any]:
+        self.left -= 1
+        when = datetime.now(UTC)
+        answer: dict[str, Any] = {
+            "domainId": domainIdentifier,
+            "id": identifier,
+            "jobId": "job",
+            "jobType": "LINEAGE",
+            "runMode": "SCHEDULED",
+            "status": "IN_PROGRESS" if self.left > 0 else "SUCCESS",
+            "createdAt": when,
+            "startTime": when,
+            "details": {"lineageRunDetails": {"sqlQueryRunDetails": {}}},
+        }
+        if self.left <= 0:
+            answer["endTime"] = when
+        return answer
+
+
+def stand_in(calls: int, *, inplace: bool) -> float:
+    """CPU seconds per poll of the engine wait on a `StandIn` client (no HTTP)."""
+    client = StandIn(calls + 1)
+    budget_for(client, 1e6)
+    if inplace:
+        on_engine(lambda: engine().fleet(client)).executor = InPlace()
+    policy = PollPolicy(timeout=None, interval=1e-6, max_interval=1e-6, jitter=0.0)
+    start = time.process_time()
+    result = wait_for_job_run(
+        DOMAIN, "stand-in", client=client, policy=replace(policy, history=False)
+    )
+    elapsed = time.process_time() - start
+    assert result.polls == calls + 1, result.polls
+    return elapsed / result.polls
+
+
 def pooled(client: Any, calls: int, pool: CallPool) -> float:
     """CPU seconds per bare get_job_run call made on a pool worker, waited for here."""
     start = time.process_time()
@@ -238,6 +287,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--hop", action="store_true", help="also split the engine's cost: the hop and the rest"
+    )
+    parser.add_argument(
+        "--stand-in",
+        action="store_true",
+        help="also time the engine wait on a client that makes no HTTP (its own work, warm)",
     )
     args = parser.parse_args()
     modes = MODES + HOP_MODES if args.hop else MODES
@@ -316,6 +370,20 @@ def main() -> None:
             f"{label}: {ratio:.3f} of medians ({100 * (ratio - 1):+.1f} %), "
             f"{paired:.3f} paired ({100 * (paired - 1):+.1f} %); {target}"
         )
+
+    if args.stand_in:
+        warm = {
+            inplace: statistics.median(
+                stand_in(args.calls, inplace=inplace) for _ in range(args.rounds)
+            )
+            for inplace in (False, True)
+        }
+        engine_extra = med["engine"] - med["bare"]
+        print(
+            f"stand-in client, on the engine: {warm[False] * 1e6:7.1f} us CPU per poll "
+            f"(the engine and the hop, warm; {engine_extra * 1e6:.1f} us between real calls)"
+        )
+        print(f"stand-in client, in place    : {warm[True] * 1e6:7.1f} us CPU per poll")
 
     for mode, cost in hook_costs.items():
         share = 100 * cost / med["bare"]
