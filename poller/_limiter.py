@@ -350,9 +350,7 @@ class HeldDown:
     throttled: float
 
 
-def held_down(
-    settings: AimdSettings, tally: Tally, now: float, advised_at: float
-) -> HeldDown | None:
+def held_down(tally: Tally, now: float, advised_at: float) -> HeldDown | None:
     """Whether the stretch tallied, once `TALLY_S` long, shows the budget held down by
     throttles that came all along (None: no, or not yet, or said less than
     `ADVISE_EVERY` ago).
@@ -762,7 +760,7 @@ class RateLimiter:
             self.succeeded()
         with self._lock:
             now = self._clock()
-            said = held_down(self._settings, self._tally, now, self._advised_at)
+            said = held_down(self._tally, now, self._advised_at)
             if now - self._tally.start >= TALLY_S:
                 self._tally = Tally(start=now)
             if said is not None:

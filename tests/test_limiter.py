@@ -787,13 +787,12 @@ def steady(cut_at: list[float], *, calls: int = 40, throttles: int = 4, rate: fl
 
 
 def test_a_stretch_cut_in_three_of_its_quarters_says_the_budget_is_held_down() -> None:
-    """Cuts at 5, 20 and 50 s (quarters 0, 1 and 3), 4 of 40 calls throttled, 2/s of 10:
+    """Cuts at 5, 20 and 50 s (quarters 0, 1 and 3), 4 of 40 calls throttled, all at 2/s:
     held down at exactly 2/s and a tenth throttled, once the stretch is a minute long."""
     tally = steady([5.0, 20.0, 50.0])
     assert tally.cut_quarters == 0b1011
-    settings = AimdSettings(max_rps=10)
-    assert held_down(settings, tally, TALLY_S, -math.inf) == HeldDown(rate=2.0, throttled=0.1)
-    assert held_down(settings, tally, TALLY_S - 1, -math.inf) is None  # not a minute yet
+    assert held_down(tally, TALLY_S, -math.inf) == HeldDown(rate=2.0, throttled=0.1)
+    assert held_down(tally, TALLY_S - 1, -math.inf) is None  # not a minute yet
 
 
 @pytest.mark.parametrize(
@@ -809,7 +808,7 @@ def test_a_stretch_that_is_not_held_down_all_along_says_nothing(
     why: str, tally: Tally, advised_at: float
 ) -> None:
     """Each way short of "held down" is None."""
-    assert held_down(AimdSettings(max_rps=10), tally, TALLY_S, advised_at) is None, why
+    assert held_down(tally, TALLY_S, advised_at) is None, why
 
 
 class Said:
