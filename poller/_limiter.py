@@ -309,7 +309,7 @@ def succeeded(settings: AimdSettings, state: BudgetState, now: float) -> BudgetS
 TALLY_S = 60.0
 #: A budget held down is said at most this often (s).
 ADVISE_EVERY = 600.0
-# Held down: throttles cut it in three of the stretch's four quarters, at a share of the
+# Held down: runs of cuts began in three of the stretch's four quarters, at a share of the
 # calls below a storm's; judged on this many calls at least.
 _HELD_QUARTERS = 3
 _STORM_SHARE = 0.5
@@ -319,7 +319,8 @@ _TALLY_CALLS = 20
 @dataclass(frozen=True, slots=True)
 class Tally:
     """A budget's calls since ``start``: how many, how many throttled, in which quarters
-    of the stretch a throttle cut the rate (bits 0 to 3), and the rate allowed at each
+    of the stretch a run of cuts began (bits 0 to 3: a throttle cut the rate after a call
+    had got through; a storm's cuts in a row count once), and the rate allowed at each
     call, summed: what `held_down` judges."""
 
     start: float
@@ -330,7 +331,8 @@ class Tally:
 
 
 def tallied(tally: Tally, now: float, rate: float, *, throttled: bool, cut: bool) -> Tally:
-    """``tally`` with one more call, reported at ``now`` with the budget at ``rate``."""
+    """``tally`` with one more call, reported at ``now`` with the budget at ``rate``
+    (``cut``: a throttle that began a run of cuts)."""
     quarter = min(int(4 * (now - tally.start) // TALLY_S), 3)
     return Tally(
         start=tally.start,
@@ -355,8 +357,9 @@ def held_down(tally: Tally, now: float, advised_at: float) -> HeldDown | None:
     throttles that came all along (None: no, or not yet, or said less than
     `ADVISE_EVERY` ago).
 
-    Held down: cut in three of its four quarters (one storm is over in one or
-    two), with under half the calls throttled (a storm's share). Each cut
+    Held down: runs of cuts began in three of its four quarters (a storm,
+    however long, is one run: nothing gets through between its cuts), with
+    under half the calls throttled (a storm's share). Each cut
     halves the rate, so a budget cut all along keeps well under ``max_rps``
     (``rate``: what it allowed, on average at its calls). From inside the
     process, other clients' throttles and its own overload look alike (see
@@ -728,7 +731,11 @@ class RateLimiter:
             )
             cut = self._state.decreased_at == now
             self._tally = tallied(
-                self._tally, now, rate_at(self._settings, self._state, now), throttled=True, cut=cut
+                self._tally,
+                now,
+                rate_at(self._settings, self._state, now),
+                throttled=True,
+                cut=cut and self._state.cuts == 1,  # the first cut since a call got through
             )
             if cut and self._state.rate < before:
                 self._packed_rate = min(self._packed_rate, self._state.rate)

@@ -120,19 +120,21 @@ def test_other_clients_throttles_slow_a_fleet_but_lose_no_run(
 
 
 @pytest.mark.parametrize(
-    ("others", "told", "said"), [(0.05, 0.0, 1), (0.05, 0.1, 0), (0.0, 0.0, 0)]
+    ("others", "told", "storm", "said"),
+    [(0.05, 0.0, None, 1), (0.05, 0.1, None, 0), (0.0, 0.0, None, 0), (0.0, 0.0, (10, 50), 0)],
 )
 def test_a_budget_held_down_by_other_clients_throttles_says_so_and_what_to_set(
-    others: float, told: float, said: int
+    others: float, told: float, storm: tuple[float, float] | None, said: int
 ) -> None:
     """150 runs ending over 30-90 s on a 40/s server throttling ``others`` of every call:
     untold, the budget is held down, and one ``budget_held_down`` warning says so with the
-    share throttled (it was silent: the fleet just went slow); told, or on a healthy
-    server, none."""
+    share throttled (it was silent: the fleet just went slow); told, on a healthy server,
+    or through a 40 s storm (its cuts, in every quarter of the minute, are one run: it
+    said so, 8.6 % throttled), none."""
     with capture_every_log() as events:
         results, _, _ = fleet(
             150, ends=(30, 90), timeout=600, max_rps=40, server_rps=40, others=others,
-            others_throttled=told, logger=structlog.get_logger(),
+            others_throttled=told, storm=storm, logger=structlog.get_logger(),
         )  # fmt: skip
     assert outcomes(results) == {Outcome.SUCCEEDED: 150}
     held = [e for e in events if e["event"] == "budget_held_down"]
